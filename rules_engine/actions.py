@@ -1,0 +1,141 @@
+"""The action registry: each action type compiles its (schema-checked) arguments once and runs.
+
+Adding an action is one class here plus its argument schema in ``schema/rules.schema.json``
+(the single source of truth for the format; a test keeps the two in step).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from .context import Spec
+from .errors import ExpressionError
+from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
+from .lifecycle import Lifecycle, Outcome
+from .model import CloseSource, OpenSource
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRun:
+    """What an action needs at run time: the state changes, the triggering contact, the context."""
+
+    lifecycle: Lifecycle
+    contact_id: int
+    channel: str | None
+    rule_id: str
+    context: Mapping[str, Any]
+    now: datetime
+
+
+class Action:
+    """Base of the registry's entries: ``name`` is the YAML key, ``run`` does the work."""
+
+    name: ClassVar[str]
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        self.arguments: dict[str, Any] = dict(arguments or {})
+
+    def run(self, run: ActionRun) -> Outcome:
+        raise NotImplementedError
+
+
+class OpenConversation(Action):
+    """Open a conversation for the triggering contact (source ``automation``)."""
+
+    name = "open_conversation"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.open(
+            run.contact_id, channel=run.channel, source=OpenSource.AUTOMATION, actor=run.rule_id,
+            assignee=self.arguments.get("assignee"), team=self.arguments.get("team"),
+        )
+
+
+class CloseConversation(Action):
+    """Close the triggering contact's open conversation (source ``automation``)."""
+
+    name = "close_conversation"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.close(run.contact_id, source=CloseSource.AUTOMATION,
+                                   actor=run.rule_id, note=self.arguments.get("note"))
+
+
+class Assign(Action):
+    """Assign the open conversation to a user and/or a team."""
+
+    name = "assign"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.assign(run.contact_id, user=self.arguments.get("user"),
+                                    team=self.arguments.get("team"))
+
+
+def _tags(arguments: Mapping[str, Any]) -> list[str]:
+    return [arguments["tag"]] if "tag" in arguments else list(arguments["tags"])
+
+
+class AddTag(Action):
+    """Tag the triggering contact."""
+
+    name = "add_tag"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.add_tags(run.contact_id, _tags(self.arguments), run.channel)
+
+
+class RemoveTag(Action):
+    """Remove tags from the triggering contact."""
+
+    name = "remove_tag"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.remove_tags(run.contact_id, _tags(self.arguments), run.channel)
+
+
+class SetField(Action):
+    """Set a contact attribute to a literal ``value`` or to the value of ``expr``."""
+
+    name = "set_field"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        source = self.arguments.get("expr")
+        self.expression: CompiledExpression | None = (
+            compile_expression(source, roots) if source is not None else None
+        )
+
+    def run(self, run: ActionRun) -> Outcome:
+        value = self.arguments.get("value")
+        if self.expression is not None:
+            try:
+                value = self.expression.evaluate(run.context, now=run.now)
+            except ExpressionRuntimeError as error:
+                return Outcome("set_field", False, f"expr failed: {error}", failed=True)
+            if not isinstance(value, (str, int, float, bool, type(None))):
+                return Outcome("set_field", False,
+                               f"expr gave a {type(value).__name__}; fields hold plain values",
+                               failed=True)
+        return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value, run.channel)
+
+
+ACTIONS: dict[str, type[Action]] = {
+    action.name: action
+    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField)
+}
+
+
+def compile_action(
+    name: str, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec], path: str
+) -> Action:
+    """Build the registry's action ``name`` from schema-checked arguments.
+
+    Raises ExpressionError (with ``path`` set) when an argument expression does not compile.
+    """
+    try:
+        return ACTIONS[name](arguments, roots)
+    except ExpressionError as error:
+        error.path = f"{path}/{name}/expr"
+        raise

@@ -1,0 +1,127 @@
+"""Condition trees (expressions combined with all / any / not), compiled once, evaluated per event."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from .context import Spec
+from .errors import ExpressionError
+from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
+
+
+class ConditionFailed(Exception):
+    """A condition raised while being evaluated: the whole rule counts as not matching."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class Condition(Protocol):
+    """A compiled condition: ``holds`` evaluates it and appends each leaf's result to ``log``."""
+
+    path: str
+
+    def holds(
+        self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]
+    ) -> bool: ...
+
+
+def _preview(value: Any) -> Any:
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class ExpressionCondition:
+    """One expression; true when its value is truthy."""
+
+    path: str
+    expression: CompiledExpression
+
+    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+        entry: dict[str, Any] = {"path": self.path, "expr": self.expression.source}
+        log.append(entry)
+        try:
+            value = self.expression.evaluate(context, now=now)
+        except ExpressionRuntimeError as error:
+            entry.update(result=False, error=str(error))
+            raise ConditionFailed(self.path, str(error)) from None
+        entry.update(result=bool(value), value=_preview(value))
+        return bool(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantCondition:
+    """``true`` or ``false`` written as a condition (useful to park a rule)."""
+
+    path: str
+    value: bool
+
+    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+        log.append({"path": self.path, "expr": str(self.value).lower(), "result": self.value})
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """True when every child holds (stops at the first that does not)."""
+
+    path: str
+    children: tuple[Condition, ...]
+
+    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+        return all(child.holds(context, now, log) for child in self.children)
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """True when some child holds (stops at the first that does)."""
+
+    path: str
+    children: tuple[Condition, ...]
+
+    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+        return any(child.holds(context, now, log) for child in self.children)
+
+
+@dataclass(frozen=True, slots=True)
+class NotOf:
+    """True when the child does not hold."""
+
+    path: str
+    child: Condition
+
+    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+        return not self.child.holds(context, now, log)
+
+
+def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str) -> Condition:
+    """Compile validated condition config at ``path`` (e.g. ``conditions/1/any/0``).
+
+    Raises ExpressionError with ``path`` set when an expression does not compile.
+    """
+    if isinstance(raw, bool):
+        return ConstantCondition(path, raw)
+    if isinstance(raw, str):
+        try:
+            return ExpressionCondition(path, compile_expression(raw, roots))
+        except ExpressionError as error:
+            error.path = path
+            raise
+    if isinstance(raw, list):
+        return AllOf(path, _compile_children(raw, roots, path))
+    (operator, argument), = raw.items()
+    if operator == "not":
+        return NotOf(path, compile_condition(argument, roots, f"{path}/not"))
+    children = _compile_children(argument, roots, f"{path}/{operator}")
+    return AllOf(path, children) if operator == "all" else AnyOf(path, children)
+
+
+def _compile_children(raw: list[Any], roots: Mapping[str, Spec], path: str) -> tuple[Condition, ...]:
+    return tuple(compile_condition(item, roots, f"{path}/{index}") for index, item in enumerate(raw))

@@ -1,0 +1,134 @@
+"""The event context that conditions read: which names each event type provides."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Union
+
+from .model import Conversation, EventType, Message
+from .store import StoreTx
+
+
+class _Leaf:
+    """A plain value (string, number, boolean, list): it has no fields."""
+
+    def __repr__(self) -> str:
+        return "LEAF"
+
+
+class _Free:
+    """A free-form mapping (parameters, custom fields): any field name may be read."""
+
+    def __repr__(self) -> str:
+        return "FREE"
+
+
+LEAF = _Leaf()
+FREE = _Free()
+Spec = Union[_Leaf, _Free, Mapping[str, "Spec"]]
+
+EVENT: Spec = {"id": LEAF, "type": LEAF, "channel": LEAF, "timestamp": LEAF, "depth": LEAF}
+CONTACT: Spec = {
+    "id": LEAF,
+    "name": LEAF,
+    "tags": LEAF,
+    "fields": FREE,
+    "identities": LEAF,
+    "created_at": LEAF,
+    "is_new": LEAF,
+}
+CONVERSATION: Spec = {
+    "id": LEAF,
+    "is_open": LEAF,
+    "status": LEAF,
+    "channel": LEAF,
+    "open_source": LEAF,
+    "close_source": LEAF,
+    "opened_at": LEAF,
+    "closed_at": LEAF,
+    "opened_by": LEAF,
+    "closed_by": LEAF,
+    "assignee": LEAF,
+    "team": LEAF,
+    "bot_active": LEAF,
+}
+MESSAGE: Spec = {"id": LEAF, "text": LEAF}
+INTENT: Spec = {"name": LEAF, "display_name": LEAF, "confidence": LEAF}
+
+_COMMON: dict[str, Spec] = {
+    "event": EVENT,
+    "contact": CONTACT,
+    "conversation": CONVERSATION,
+    "channel": LEAF,
+    "params": FREE,
+}
+
+# The roots each trigger's conditions may read. Facts carry their details in ``params``
+# (e.g. ``params.tag`` for contact.tag_added, ``params.secondary_contact_id`` for a merge).
+ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
+    EventType.MESSAGE_RECEIVED: {**_COMMON, "message": MESSAGE},
+    EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT},
+}
+
+
+def roots_for(event_type: EventType) -> dict[str, Spec]:
+    """The names a condition on ``event_type`` may use, with the fields of each."""
+    return ROOTS_BY_EVENT.get(event_type, _COMMON)
+
+
+_NO_CONVERSATION: dict[str, Any] = {
+    "id": None, "is_open": False, "status": "none", "channel": None, "open_source": None,
+    "close_source": None, "opened_at": None, "closed_at": None, "opened_by": None,
+    "closed_by": None, "assignee": None, "team": None, "bot_active": None,
+}
+
+
+def conversation_view(conversation: Conversation | None) -> dict[str, Any]:
+    """A conversation as conditions see it (``status`` is ``none`` when there is none)."""
+    if conversation is None:
+        return dict(_NO_CONVERSATION)
+    view = conversation.to_dict()
+    view["is_open"] = conversation.is_open
+    return {key: view[key] for key in _NO_CONVERSATION}
+
+
+def build_context(
+    tx: StoreTx,
+    *,
+    event_id: str,
+    event_type: EventType,
+    channel: str | None,
+    timestamp: datetime,
+    depth: int,
+    contact_id: int,
+    contact_is_new: bool,
+    conversation_id: int | None,
+    params: Mapping[str, Any],
+    message: Message | None = None,
+    intent: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values a condition reads for one event, read fresh from the store."""
+    contact = tx.get_contact(contact_id)
+    assert contact is not None
+    conversation = (
+        tx.get_conversation(conversation_id) if conversation_id is not None
+        else tx.open_conversation_of(contact_id)
+    )
+    context: dict[str, Any] = {
+        "event": {"id": event_id, "type": str(event_type), "channel": channel,
+                  "timestamp": timestamp.isoformat(), "depth": depth},
+        "contact": {
+            "id": contact.id, "name": contact.name, "tags": tx.tags(contact_id),
+            "fields": tx.fields(contact_id), "identities": tx.identities(contact_id),
+            "created_at": contact.created_at.isoformat(), "is_new": contact_is_new,
+        },
+        "conversation": conversation_view(conversation),
+        "channel": channel,
+        "params": dict(params),
+    }
+    if message is not None:
+        context["message"] = {"id": message.id, "text": message.text}
+    if event_type is EventType.DIALOGFLOW_FULFILLMENT:
+        context["intent"] = {"name": None, "display_name": None, "confidence": None,
+                             **(intent or {})}
+    return context

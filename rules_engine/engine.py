@@ -1,0 +1,255 @@
+"""The engine: one event in, its effects committed in one transaction, a trace of why."""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .actions import ActionRun
+from .conditions import ConditionFailed
+from .context import build_context
+from .errors import EventError, NotFoundError
+from .inputs import HANDLERS
+from .lifecycle import Fact, Lifecycle, Outcome
+from .model import TRIGGER_TYPES, Event, EventType
+from .rules import Rule, RuleSet
+from .store import Store, StoreTx
+
+DEFAULT_MAX_DEPTH = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(slots=True)
+class Result:
+    """What processing one event did; ``trace`` is the stored, JSON-ready explanation."""
+
+    event_id: str
+    status: str  # "applied", "duplicate" or "simulated"
+    contact_id: int | None
+    trace: dict[str, Any]
+    fired: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def duplicate(self) -> bool:
+        return self.status == "duplicate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
+                "fired": self.fired, "changes": self.changes}
+
+
+@dataclass(slots=True)
+class _Pending:
+    fact: Fact
+    depth: int
+
+
+class _Run:
+    """Processing of one event inside its unit of work; collects the trace as it goes."""
+
+    def __init__(self, engine: Engine, tx: StoreTx, event: Event, rules: RuleSet) -> None:
+        self.engine = engine
+        self.tx = tx
+        self.event = event
+        self.rules = rules
+        self.lifecycle = Lifecycle(tx, event_id=event.id, at=event.timestamp)
+        self.steps: list[dict[str, Any]] = []
+        self.changes: list[dict[str, Any]] = []
+        self.fired: list[str] = []
+        self.dropped: list[dict[str, Any]] = []
+        self.queue: deque[_Pending] = deque()
+        self.new_contacts: set[int] = set()
+
+    def resolve_contact(self) -> int:
+        """The event's contact id; a contact never seen before is created."""
+        ref, event = self.event.contact, self.event
+        if ref.id is not None:
+            contact = self.tx.get_contact(ref.id)
+            if contact is None:
+                raise NotFoundError(f"contact {ref.id} does not exist", path="contact/id")
+            while contact.merged_into is not None:
+                contact = self.tx.get_contact(contact.merged_into)
+                assert contact is not None
+            return contact.id
+        if ref.external_id is not None:
+            found = self.tx.find_contact_by_identity(event.channel, ref.external_id)
+            if found is not None:
+                return found.id
+            contact, created = self.tx.create_contact(
+                name=ref.name, created_at=event.timestamp, channel=event.channel,
+                external_id=ref.external_id,
+            )
+            if created:
+                self.new_contacts.add(contact.id)
+                self.changes.append({"operation": "create_contact", "outcome": "applied",
+                                     "detail": f"created contact {contact.id}"})
+                self.queue.append(_Pending(
+                    Fact(EventType.CONTACT_CREATED, contact.id, event.channel), 1))
+            return contact.id
+        if event.conversation_id is not None:
+            conversation = self.tx.get_conversation(event.conversation_id)
+            if conversation is None:
+                raise NotFoundError(f"conversation {event.conversation_id} does not exist",
+                                    path="conversation_id")
+            return conversation.contact_id
+        raise EventError("the event names no contact", path="contact")
+
+    def record(self, outcomes: list[Outcome], depth: int) -> list[dict[str, Any]]:
+        lines = []
+        for outcome in outcomes:
+            lines.append(outcome.to_dict())
+            if outcome.applied:
+                self.changes.append(outcome.to_dict())
+            for fact in outcome.facts:
+                self.queue.append(_Pending(fact, depth + 1))
+        return lines
+
+    def run(self) -> int:
+        event = self.event
+        contact_id = self.resolve_contact()
+        self.tx.set_event_contact(event.id, contact_id)
+        builtin = self.record(HANDLERS[event.type](event, contact_id, self.lifecycle), 0)
+        root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
+        self.queue.appendleft(_Pending(root, 0))
+        first = True
+        while self.queue:
+            pending = self.queue.popleft()
+            if pending.depth > self.engine.max_depth:
+                self.dropped.append({"event": str(pending.fact.type), "depth": pending.depth,
+                                     "contact_id": pending.fact.contact_id})
+                continue
+            step = self.process(pending, is_root=first)
+            if first:
+                step["builtin"] = builtin
+                first = False
+            self.steps.append(step)
+        return contact_id
+
+    def process(self, pending: _Pending, *, is_root: bool) -> dict[str, Any]:
+        fact, event = pending.fact, self.event
+        step: dict[str, Any] = {"event": str(fact.type), "depth": pending.depth,
+                                "contact_id": fact.contact_id,
+                                "conversation_id": fact.conversation_id, "rules": []}
+        if fact.params and not is_root:
+            step["params"] = fact.params
+        candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
+        if not candidates:
+            return step
+        context = build_context(
+            self.tx, event_id=event.id, event_type=fact.type, channel=fact.channel,
+            timestamp=event.timestamp, depth=pending.depth, contact_id=fact.contact_id,
+            contact_is_new=fact.contact_id in self.new_contacts,
+            conversation_id=fact.conversation_id, params=fact.params,
+            message=event.message if is_root else None,
+            intent=event.intent if is_root else None,
+        )
+        stopped_by: str | None = None
+        for rule in candidates:
+            step["rules"].append(self.apply_rule(rule, fact, context, pending.depth, stopped_by))
+            if stopped_by is None and rule.stop and step["rules"][-1]["result"] == "fired":
+                stopped_by = rule.id
+        return step
+
+    def apply_rule(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                   stopped_by: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {**rule.summary(), "conditions": [], "actions": []}
+        if not rule.enabled:
+            entry["result"] = "disabled"
+            return entry
+        if stopped_by is not None:
+            entry["result"] = "skipped_by_stop"
+            entry["detail"] = f"rule '{stopped_by}' fired with stop: true"
+            return entry
+        if rule.condition is not None:
+            try:
+                holds = rule.condition.holds(context, self.event.timestamp, entry["conditions"])
+            except ConditionFailed as failure:
+                entry["result"] = "condition_error"
+                entry["detail"] = f"{failure.path}: {failure.message}"
+                return entry
+            if not holds:
+                entry["result"] = "conditions_false"
+                failed = [c["path"] for c in entry["conditions"] if not c["result"]]
+                entry["detail"] = f"false: {', '.join(failed)}" if failed else "conditions false"
+                return entry
+        entry["result"] = "fired"
+        self.fired.append(rule.id)
+        for index, action in enumerate(rule.actions):
+            outcome = action.run(ActionRun(
+                lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
+                rule_id=rule.id, context=context, now=self.event.timestamp,
+            ))
+            line = self.record([outcome], depth)[0]
+            entry["actions"].append({"path": f"actions/{index}", "action": action.name,
+                                     "args": action.arguments, **line})
+        return entry
+
+    def trace(self, contact_id: int | None, received_at: datetime) -> dict[str, Any]:
+        event = self.event
+        return {
+            "event_id": event.id, "type": str(event.type), "channel": event.channel,
+            "contact_id": contact_id, "timestamp": event.timestamp.isoformat(),
+            "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
+            "steps": self.steps, "changes": self.changes, "fired": self.fired,
+            "depth_bound": {"max_depth": self.engine.max_depth, "reached": bool(self.dropped),
+                            "dropped": self.dropped},
+        }
+
+
+class Engine:
+    """Evaluates rules for events against a store.
+
+    ``process`` applies an event once (a repeated event id is a reported no-op) and commits
+    all its effects together; ``simulate`` does the same work and rolls it back.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        rules: RuleSet,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+        self.store = store
+        self._rules = rules
+        self.max_depth = max_depth
+        self.clock = clock
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Serve ``rules`` from now on; events already running finish on the set they began with."""
+        self._rules = rules
+
+    def process(self, event: Event) -> Result:
+        """Apply ``event``: built-in lifecycle, then matching rules, all in one transaction."""
+        with self.store.transaction() as tx:
+            return self._process(tx, event, status="applied")
+
+    def simulate(self, event: Event) -> Result:
+        """What ``process`` would do for ``event`` now; nothing is written."""
+        with self.store.dry_run() as tx:
+            return self._process(tx, event, status="simulated")
+
+    def _process(self, tx: StoreTx, event: Event, *, status: str) -> Result:
+        received_at = self.clock()
+        if not tx.record_event(event.id, str(event.type), event.channel, received_at):
+            stored = tx.get_trace(event.id) or {}
+            return Result(event.id, "duplicate", stored.get("contact_id"), stored,
+                          list(stored.get("fired", [])), [])
+        run = _Run(self, tx, event, self.rules)
+        contact_id = run.run()
+        trace = run.trace(contact_id, received_at)
+        tx.save_trace(event.id, trace, received_at)
+        return Result(event.id, status, contact_id, trace, run.fired, run.changes)

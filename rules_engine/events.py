@@ -1,0 +1,66 @@
+"""Parsing the channel-neutral event JSON into a typed ``Event`` (or a clear EventError)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .errors import EventError
+from .model import WELCOME_CHANNELS, ContactRef, Event, EventType, Message
+from .schema import load_schema
+from .schema_errors import explain
+
+@cache
+def _event_validator() -> Draft202012Validator:
+    return Draft202012Validator(load_schema("event"))
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 timestamp with a time zone (``Z`` accepted), as an aware UTC datetime."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError(f"'{value}' is not an ISO 8601 timestamp", path="timestamp",
+                         hint="e.g. 2026-11-25T10:00:00Z") from None
+    if moment.tzinfo is None:
+        raise EventError("timestamp has no time zone", path="timestamp",
+                         hint="add Z or an offset, e.g. 2026-11-25T10:00:00Z")
+    return moment.astimezone(timezone.utc)
+
+
+def parse_event(
+    data: Any, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+) -> Event:
+    """Validate event JSON against ``event.schema.json`` and build the ``Event``.
+
+    Raises EventError naming the first problem's path (e.g. ``message/text``) and a hint.
+    """
+    errors = sorted(_event_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        problem = explain(errors[0])[0]
+        path = "/".join(str(p) for p in problem.path) or None
+        raise EventError(problem.message, path=path, hint=problem.hint)
+    event_type = EventType(data["type"])
+    channel = data.get("channel", "api")
+    if event_type is EventType.WELCOME and channel not in WELCOME_CHANNELS:
+        raise EventError(f"channel '{channel}' has no welcome event", path="channel",
+                         hint=f"welcome events come from: {', '.join(sorted(WELCOME_CHANNELS))}")
+    contact = data.get("contact", {})
+    message = data.get("message")
+    return Event(
+        id=data["id"],
+        type=event_type,
+        channel=channel,
+        contact=ContactRef(id=contact.get("id"), external_id=contact.get("external_id"),
+                           name=contact.get("name")),
+        timestamp=parse_timestamp(data["timestamp"]) if "timestamp" in data else clock(),
+        message=Message(text=message["text"], id=message.get("id")) if message else None,
+        params=data.get("params", {}),
+        intent=data.get("intent"),
+        actor=data.get("actor"),
+        conversation_id=data.get("conversation_id"),
+        secondary_contact_id=data.get("secondary_contact_id"),
+    )

@@ -1,0 +1,122 @@
+"""What each incoming event does before any rule runs, as the product document states it.
+
+- a message from a contact with no open conversation opens one (``incoming_message``);
+- a welcome event (Facebook, Viber) opens one if none is open (``welcome_event``);
+- a Dialogflow fulfillment with ``RB_MARKDONE`` true closes the open one (``dialogflow``),
+  false opens one if none is open; ``RB_ADDTAGS`` / ``RB_REMOVETAGS`` / ``RB_BOTSTATUS``
+  tag, untag and hand over to a human;
+- the users' commands open (``user``), close (``user``) and merge contacts
+  (``contact_merge`` closes the secondary's open conversation).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EventError, NotFoundError
+from .lifecycle import Lifecycle, Outcome
+from .model import CloseSource, Event, EventType, OpenSource
+
+MARKDONE = "RB_MARKDONE"
+ADD_TAGS = "RB_ADDTAGS"
+REMOVE_TAGS = "RB_REMOVETAGS"
+BOT_STATUS = "RB_BOTSTATUS"
+NOTIFY = "RB_NOTIFY"
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def parse_flag(value: Any) -> bool | None:
+    """A boolean parameter as platforms send it: true/false, "true"/"yes"/"1", 1.0...
+
+    None when absent or not recognisable as either.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return None
+
+
+def parse_tag_list(value: Any) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blank entries dropped)."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+Handler = Callable[[Event, int, Lifecycle], list[Outcome]]
+
+
+def _message_received(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    return [lifecycle.open(contact_id, channel=event.channel,
+                           source=OpenSource.INCOMING_MESSAGE, actor=None)]
+
+
+def _welcome(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    return [lifecycle.open(contact_id, channel=event.channel,
+                           source=OpenSource.WELCOME_EVENT, actor=None)]
+
+
+def _dialogflow(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    params = event.params
+    outcomes: list[Outcome] = []
+    add_tags = parse_tag_list(params.get(ADD_TAGS))
+    if add_tags:
+        outcomes.append(lifecycle.add_tags(contact_id, add_tags, event.channel))
+    remove_tags = parse_tag_list(params.get(REMOVE_TAGS))
+    if remove_tags:
+        outcomes.append(lifecycle.remove_tags(contact_id, remove_tags, event.channel))
+    bot_status = parse_flag(params.get(BOT_STATUS))
+    if bot_status is not None:
+        outcomes.append(lifecycle.set_bot_status(contact_id, bot_status, event.channel))
+    notify = params.get(NOTIFY)
+    if notify not in (None, "", False):
+        outcomes.append(Outcome("notify", True, f"notify agents: {notify}"))
+    mark_done = parse_flag(params.get(MARKDONE))
+    if mark_done is True:
+        outcomes.append(lifecycle.close(contact_id, source=CloseSource.DIALOGFLOW,
+                                        actor="dialogflow"))
+    elif mark_done is False:
+        outcomes.append(lifecycle.open(contact_id, channel=event.channel,
+                                       source=OpenSource.INCOMING_MESSAGE, actor="dialogflow"))
+    return outcomes
+
+
+def _user_open(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    return [lifecycle.open(contact_id, channel=event.params.get("channel", event.channel),
+                           source=OpenSource.USER, actor=event.actor,
+                           assignee=event.params.get("assignee"), team=event.params.get("team"))]
+
+
+def _user_close(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    note = event.params.get("note")
+    if event.conversation_id is None:
+        return [lifecycle.close(contact_id, source=CloseSource.USER, actor=event.actor, note=note)]
+    conversation = lifecycle.tx.get_conversation(event.conversation_id)
+    if conversation is None:
+        raise NotFoundError(f"conversation {event.conversation_id} does not exist")
+    return [lifecycle.close_conversation(conversation, source=CloseSource.USER,
+                                         actor=event.actor, note=note)]
+
+
+def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    if event.secondary_contact_id is None:
+        raise EventError("contacts.merge needs secondary_contact_id", path="secondary_contact_id")
+    return lifecycle.merge(contact_id, event.secondary_contact_id, actor=event.actor)
+
+
+HANDLERS: dict[EventType, Handler] = {
+    EventType.MESSAGE_RECEIVED: _message_received,
+    EventType.WELCOME: _welcome,
+    EventType.DIALOGFLOW_FULFILLMENT: _dialogflow,
+    EventType.OPEN_CONVERSATION: _user_open,
+    EventType.CLOSE_CONVERSATION: _user_close,
+    EventType.MERGE_CONTACTS: _merge,
+}

@@ -1,0 +1,176 @@
+"""The conversation lifecycle and contact changes, as the product document states them.
+
+Every operation returns an ``Outcome``: whether it changed anything, what it did, and the
+facts it emits for rules to react to. Opening when a conversation is open, or closing when
+none is, is a reported no-op (``applied`` False), never an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .errors import EventError, NotFoundError
+from .model import CloseSource, Conversation, EventType, OpenSource
+from .store import StoreTx
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An engine event emitted by a change of state, for rules to trigger on."""
+
+    type: EventType
+    contact_id: int
+    channel: str | None
+    conversation_id: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one operation did; ``to_dict`` is its line in the trace."""
+
+    operation: str
+    applied: bool
+    detail: str
+    facts: list[Fact] = field(default_factory=list)
+    conversation_id: int | None = None
+    failed: bool = False
+
+    @property
+    def status(self) -> str:
+        """``applied``, ``noop`` (nothing to change) or ``error`` (could not run)."""
+        return "error" if self.failed else "applied" if self.applied else "noop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "outcome": self.status,
+            "detail": self.detail,
+            "conversation_id": self.conversation_id,
+        }
+
+
+class Lifecycle:
+    """State changes for one event, inside its unit of work."""
+
+    def __init__(self, tx: StoreTx, *, event_id: str, at: datetime) -> None:
+        self.tx = tx
+        self.event_id = event_id
+        self.at = at
+
+    def open(
+        self,
+        contact_id: int,
+        *,
+        channel: str | None,
+        source: OpenSource,
+        actor: str | None,
+        assignee: str | None = None,
+        team: str | None = None,
+    ) -> Outcome:
+        """Open a conversation for the contact unless one is already open."""
+        conversation, created = self.tx.open_conversation(
+            contact_id=contact_id, channel=channel, source=source, actor=actor,
+            at=self.at, event_id=self.event_id, assignee=assignee, team=team,
+        )
+        if not created:
+            return Outcome("open_conversation", False,
+                           f"conversation {conversation.id} is already open", [], conversation.id)
+        fact = Fact(EventType.CONVERSATION_OPENED, contact_id, channel, conversation.id,
+                    {"open_source": str(source)})
+        return Outcome("open_conversation", True,
+                       f"opened conversation {conversation.id} ({source})", [fact], conversation.id)
+
+    def close(
+        self, contact_id: int, *, source: CloseSource, actor: str | None, note: str | None = None
+    ) -> Outcome:
+        """Close the contact's open conversation, if there is one."""
+        conversation = self.tx.open_conversation_of(contact_id)
+        if conversation is None:
+            return Outcome("close_conversation", False, "no open conversation")
+        return self.close_conversation(conversation, source=source, actor=actor, note=note)
+
+    def close_conversation(
+        self, conversation: Conversation, *, source: CloseSource, actor: str | None,
+        note: str | None = None,
+    ) -> Outcome:
+        """Close this conversation if it is still open."""
+        at = max(self.at, conversation.opened_at)
+        closed = self.tx.close_conversation(conversation.id, source=source, actor=actor, at=at,
+                                            event_id=self.event_id, note=note)
+        if closed is None:
+            return Outcome("close_conversation", False,
+                           f"conversation {conversation.id} is already closed", [], conversation.id)
+        fact = Fact(EventType.CONVERSATION_CLOSED, closed.contact_id, closed.channel, closed.id,
+                    {"close_source": str(source)})
+        return Outcome("close_conversation", True,
+                       f"closed conversation {closed.id} ({source})", [fact], closed.id)
+
+    def assign(self, contact_id: int, *, user: str | None, team: str | None) -> Outcome:
+        """Assign the contact's open conversation to a user and/or team."""
+        conversation = self.tx.open_conversation_of(contact_id)
+        if conversation is None:
+            return Outcome("assign", False, "no open conversation to assign")
+        if (user is None or user == conversation.assignee) and (team is None or team == conversation.team):
+            return Outcome("assign", False, "already assigned so", [], conversation.id)
+        updated = self.tx.assign(conversation.id, assignee=user, team=team)
+        fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
+                    {"assignee": updated.assignee, "team": updated.team})
+        return Outcome("assign", True,
+                       f"assigned conversation {updated.id} to user={updated.assignee} team={updated.team}",
+                       [fact], updated.id)
+
+    def add_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
+        """Tag the contact; each new tag emits ``contact.tag_added``."""
+        added = [tag for tag in tags if self.tx.add_tag(contact_id, tag)]
+        facts = [Fact(EventType.CONTACT_TAG_ADDED, contact_id, channel, None, {"tag": tag})
+                 for tag in added]
+        detail = f"added {', '.join(added)}" if added else "already tagged"
+        return Outcome("add_tag", bool(added), detail, facts)
+
+    def remove_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
+        """Untag the contact; each removed tag emits ``contact.tag_removed``."""
+        removed = [tag for tag in tags if self.tx.remove_tag(contact_id, tag)]
+        facts = [Fact(EventType.CONTACT_TAG_REMOVED, contact_id, channel, None, {"tag": tag})
+                 for tag in removed]
+        detail = f"removed {', '.join(removed)}" if removed else "tags were not set"
+        return Outcome("remove_tag", bool(removed), detail, facts)
+
+    def set_field(self, contact_id: int, name: str, value: Any, channel: str | None) -> Outcome:
+        """Set a contact attribute; a change emits ``contact.field_set``."""
+        if not self.tx.set_field(contact_id, name, value):
+            return Outcome("set_field", False, f"{name} already has that value")
+        fact = Fact(EventType.CONTACT_FIELD_SET, contact_id, channel, None,
+                    {"name": name, "value": value})
+        return Outcome("set_field", True, f"set {name}", [fact])
+
+    def set_bot_status(self, contact_id: int, active: bool, channel: str | None) -> Outcome:
+        """Hand the open conversation to a human (False) or back to the bot (True)."""
+        conversation = self.tx.open_conversation_of(contact_id)
+        if conversation is None:
+            return Outcome("set_bot_status", False, "no open conversation")
+        if not self.tx.set_bot_active(conversation.id, active):
+            return Outcome("set_bot_status", False, "bot status unchanged", [], conversation.id)
+        fact = Fact(EventType.BOT_STATUS_CHANGED, contact_id, channel, conversation.id,
+                    {"bot_active": active})
+        detail = "handed to the bot" if active else "handed to a human"
+        return Outcome("set_bot_status", True, detail, [fact], conversation.id)
+
+    def merge(self, primary_id: int, secondary_id: int, *, actor: str | None) -> list[Outcome]:
+        """Merge the secondary contact into the primary; its open conversation closes."""
+        if primary_id == secondary_id:
+            raise EventError("a contact cannot be merged into itself")
+        secondary = self.tx.get_contact(secondary_id)
+        if secondary is None:
+            raise NotFoundError(f"contact {secondary_id} does not exist")
+        if secondary.merged_into is not None:
+            return [Outcome("merge_contacts", False,
+                            f"contact {secondary_id} was already merged into {secondary.merged_into}")]
+        closed = self.close(secondary_id, source=CloseSource.CONTACT_MERGE, actor=actor)
+        self.tx.merge_contacts(primary_id, secondary_id)
+        merged_fact = Fact(EventType.CONTACTS_MERGED, primary_id, None, None,
+                           {"secondary_contact_id": secondary_id})
+        merged = Outcome("merge_contacts", True,
+                         f"merged contact {secondary_id} into {primary_id}", [merged_fact])
+        return [closed, merged]

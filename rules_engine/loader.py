@@ -1,0 +1,199 @@
+"""Loading rule files: YAML, then the schema, then each rule's expressions and actions.
+
+Every problem in every file is collected; a rule set is built only when there are none,
+so loading never half-succeeds.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .actions import compile_action
+from .conditions import compile_condition
+from .context import roots_for
+from .errors import (
+    ExpressionError,
+    RuleFileError,
+    RulesEngineError,
+    RuleSetInvalid,
+    RuleValidationError,
+)
+from .model import EventType
+from .rules import Rule, RuleSet
+from .schema import rules_schema
+from .schema_errors import explain
+from .yaml_source import SourceMap, load_yaml
+
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFile:
+    """One rule file's text, parsed data and source positions."""
+
+    name: str
+    text: str
+    data: Any
+    source_map: SourceMap
+
+
+def rule_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The YAML files named by ``paths``: files as given, directories' ``*.yaml`` / ``*.yml``
+    (not recursive, so ``rules/tests/`` is not read as rules)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.suffix in RULE_FILE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RuleFileError("no such file or directory", file=str(path),
+                                hint="pass a rules directory or YAML files")
+    return found
+
+
+def _read(path: Path) -> RuleFile:
+    name = str(path)
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as error:
+        raise RuleFileError(f"not UTF-8 text ({error.reason})", file=name) from None
+    except OSError as error:
+        raise RuleFileError(f"cannot read: {error.strerror}", file=name) from None
+    data, source_map = load_yaml(text, name)
+    if data is None:
+        raise RuleFileError("the file is empty", file=name, line=1, column=1,
+                            hint="start it with `rules:` and a list of rules")
+    return RuleFile(name, text, data, source_map)
+
+
+class _Validator:
+    """Collects every problem across the files, then builds the rules of the clean ones."""
+
+    def __init__(self) -> None:
+        self.errors: list[RulesEngineError] = []
+        self.schema = Draft202012Validator(rules_schema())
+
+    def located(self, file: RuleFile, path: tuple[str | int, ...], error: RulesEngineError,
+                *, at_key: bool = False) -> RulesEngineError:
+        position = file.source_map.key_at(path) if at_key else file.source_map.value_at(path)
+        error.file = file.name
+        if position is not None:
+            error.line, error.column = position.line, position.column
+        if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+            rule = file.data["rules"][path[1]]
+            if isinstance(rule, dict) and isinstance(rule.get("id"), str):
+                error.rule_id = rule["id"]
+            error.path = error.path or "/".join(str(p) for p in path[2:]) or None
+        else:
+            error.path = error.path or "/".join(str(p) for p in path) or None
+        return error
+
+    def check_schema(self, file: RuleFile) -> set[int]:
+        """Report schema problems; returns the indexes of rules that have any."""
+        broken: set[int] = set()
+        for error in self.schema.iter_errors(file.data):
+            for problem in explain(error):
+                self.errors.append(self.located(
+                    file, problem.path,
+                    RuleValidationError(problem.message, hint=problem.hint), at_key=problem.at_key,
+                ))
+                if len(problem.path) >= 2 and problem.path[0] == "rules":
+                    broken.add(int(problem.path[1]))
+                else:
+                    broken.add(-1)
+        return broken
+
+    def build_rule(self, file: RuleFile, index: int, raw: dict[str, Any]) -> Rule | None:
+        event = EventType(raw["trigger"]["event"])
+        roots = roots_for(event)
+        base = ("rules", index)
+        problems = 0
+        condition = None
+        if "conditions" in raw:
+            try:
+                condition = compile_condition(raw["conditions"], roots, "conditions")
+            except ExpressionError as error:
+                problems += 1
+                self.errors.append(self._expression_error(file, base, error))
+        actions = []
+        for position, item in enumerate(raw["actions"]):
+            (name, arguments), = item.items()
+            try:
+                actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
+            except ExpressionError as error:
+                problems += 1
+                self.errors.append(self._expression_error(file, base, error))
+        if problems:
+            return None
+        channels = raw["trigger"].get("channels")
+        position = file.source_map.value_at(base)
+        return Rule(
+            id=raw["id"], name=raw.get("name", raw["id"]), description=raw.get("description", ""),
+            enabled=raw.get("enabled", True), priority=raw.get("priority", 0),
+            stop=raw.get("stop", False), event=event,
+            channels=frozenset(channels) if channels else None, condition=condition,
+            actions=tuple(actions), file=file.name, line=position.line if position else 0,
+        )
+
+    def _expression_error(self, file: RuleFile, base: tuple[str | int, ...],
+                          error: ExpressionError) -> RulesEngineError:
+        path = base + tuple(int(p) if p.isdigit() else p for p in (error.path or "").split("/") if p)
+        if error.column is not None:
+            error.message = f"{error.message} (at character {error.column} of the expression)"
+        error.path = None
+        return self.located(file, path, error)
+
+    def check_duplicate_ids(self, rules: Sequence[Rule]) -> None:
+        first: dict[str, Rule] = {}
+        for rule in rules:
+            if rule.id in first:
+                original = first[rule.id]
+                self.errors.append(RuleValidationError(
+                    f"duplicate rule id '{rule.id}' (first defined at {original.file}:{original.line})",
+                    file=rule.file, line=rule.line, rule_id=rule.id, path="id",
+                    hint="rule ids must be unique across all rule files; rename one",
+                ))
+            else:
+                first[rule.id] = rule
+
+
+def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
+    """Load and validate every rule file under ``paths``.
+
+    Returns the rule set when every file is clean; raises RuleSetInvalid listing every
+    problem (file, line, column, rule id, hint) otherwise.
+    """
+    validator = _Validator()
+    rules: list[Rule] = []
+    digest = hashlib.sha256()
+    try:
+        files = rule_files(paths)
+    except RuleFileError as error:
+        raise RuleSetInvalid([error]) from None
+    for path in files:
+        try:
+            file = _read(path)
+        except RuleFileError as error:
+            validator.errors.append(error)
+            continue
+        digest.update(file.name.encode() + b"\0" + file.text.encode() + b"\0")
+        broken = validator.check_schema(file)
+        if -1 in broken:
+            continue
+        for index, raw in enumerate(file.data["rules"]):
+            if index not in broken:
+                rule = validator.build_rule(file, index, raw)
+                if rule is not None:
+                    rules.append(rule)
+    validator.check_duplicate_ids(rules)
+    if validator.errors:
+        raise RuleSetInvalid(validator.errors)
+    return RuleSet(rules, version=digest.hexdigest()[:12])

@@ -1,0 +1,157 @@
+"""Domain objects: events, contacts, conversations, and the names of sources and event types."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Mapping
+
+
+class OpenSource(StrEnum):
+    """The four ways a conversation opens (product document, "Opening a Conversation")."""
+
+    INCOMING_MESSAGE = "incoming_message"
+    USER = "user"
+    AUTOMATION = "automation"
+    WELCOME_EVENT = "welcome_event"
+
+
+class CloseSource(StrEnum):
+    """The four ways a conversation closes (product document, "Closing a Conversation")."""
+
+    USER = "user"
+    AUTOMATION = "automation"
+    DIALOGFLOW = "dialogflow"
+    CONTACT_MERGE = "contact_merge"
+
+
+class EventType(StrEnum):
+    """Every event the engine knows.
+
+    Inputs arrive from outside (channels, Dialogflow, the users' API); facts are emitted
+    by the engine when state changes. Rules may trigger on inputs and facts, never on
+    the users' commands (``conversation.open``, ``conversation.close``, ``contacts.merge``).
+    """
+
+    # inputs that rules can trigger on
+    MESSAGE_RECEIVED = "message.received"
+    WELCOME = "welcome"
+    DIALOGFLOW_FULFILLMENT = "dialogflow.fulfillment"
+    # the users' commands (inputs, not triggers)
+    OPEN_CONVERSATION = "conversation.open"
+    CLOSE_CONVERSATION = "conversation.close"
+    MERGE_CONTACTS = "contacts.merge"
+    # facts emitted by the engine
+    CONVERSATION_OPENED = "conversation.opened"
+    CONVERSATION_CLOSED = "conversation.closed"
+    CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONTACT_CREATED = "contact.created"
+    CONTACTS_MERGED = "contacts.merged"
+    CONTACT_TAG_ADDED = "contact.tag_added"
+    CONTACT_TAG_REMOVED = "contact.tag_removed"
+    CONTACT_FIELD_SET = "contact.field_set"
+    BOT_STATUS_CHANGED = "conversation.bot_status_changed"
+
+
+COMMAND_TYPES = frozenset(
+    {EventType.OPEN_CONVERSATION, EventType.CLOSE_CONVERSATION, EventType.MERGE_CONTACTS}
+)
+INPUT_TYPES = frozenset(
+    {EventType.MESSAGE_RECEIVED, EventType.WELCOME, EventType.DIALOGFLOW_FULFILLMENT}
+    | COMMAND_TYPES
+)
+TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES
+
+# Channels whose platform sends a welcome event (Facebook "Get Started", Viber
+# "conversation_started"); the product document names these two.
+WELCOME_CHANNELS = frozenset({"facebook", "viber"})
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """How an event names its contact: the platform id, or a channel identity."""
+
+    id: int | None = None
+    external_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The message an event carries."""
+
+    text: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One incoming event, already parsed and validated (see ``rules_engine.events``)."""
+
+    id: str
+    type: EventType
+    channel: str
+    contact: ContactRef
+    timestamp: datetime
+    message: Message | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    intent: Mapping[str, Any] | None = None
+    actor: str | None = None
+    conversation_id: int | None = None
+    secondary_contact_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A person who talks to the platform."""
+
+    id: int
+    name: str | None
+    created_at: datetime
+    merged_into: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One interaction with one context; at most one is open per contact."""
+
+    id: int
+    contact_id: int
+    channel: str | None
+    opened_at: datetime
+    open_source: OpenSource
+    opened_by: str | None
+    closed_at: datetime | None = None
+    close_source: CloseSource | None = None
+    closed_by: str | None = None
+    closing_note: str | None = None
+    assignee: str | None = None
+    team: str | None = None
+    bot_active: bool = True
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    @property
+    def status(self) -> str:
+        return "open" if self.is_open else "closed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the CLI and the API."""
+        return {
+            "id": self.id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "status": self.status,
+            "open_source": str(self.open_source),
+            "close_source": str(self.close_source) if self.close_source else None,
+            "opened_at": self.opened_at.isoformat(),
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "opened_by": self.opened_by,
+            "closed_by": self.closed_by,
+            "closing_note": self.closing_note,
+            "assignee": self.assignee,
+            "team": self.team,
+            "bot_active": self.bot_active,
+        }

@@ -1,0 +1,76 @@
+"""Compiled rules, and the rule set that indexes them by trigger."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .actions import Action
+from .conditions import Condition
+from .model import EventType
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule, built from validated config with its expressions already compiled."""
+
+    id: str
+    name: str
+    description: str
+    enabled: bool
+    priority: int
+    stop: bool
+    event: EventType
+    channels: frozenset[str] | None
+    condition: Condition | None
+    actions: tuple[Action, ...]
+    file: str
+    line: int
+
+    def summary(self) -> dict[str, object]:
+        """Where the rule comes from, for traces."""
+        return {"rule_id": self.id, "file": self.file, "line": self.line, "priority": self.priority}
+
+
+class RuleSet:
+    """An immutable, validated set of rules, indexed by (event type, channel).
+
+    ``candidates`` costs the same however many rules trigger on other events or channels.
+    """
+
+    def __init__(self, rules: Iterable[Rule], *, version: str) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.version = version
+        position = {rule.id: index for index, rule in enumerate(self.rules)}
+
+        def run_order(rule: Rule) -> tuple[int, int]:
+            return (-rule.priority, position[rule.id])
+
+        ordered = sorted(self.rules, key=run_order)
+        any_channel: dict[EventType, list[Rule]] = defaultdict(list)
+        by_channel: dict[tuple[EventType, str], list[Rule]] = defaultdict(list)
+        for rule in ordered:
+            if rule.channels is None:
+                any_channel[rule.event].append(rule)
+            for channel in rule.channels or ():
+                by_channel[(rule.event, channel)].append(rule)
+        self._any_channel = {event: tuple(rules) for event, rules in any_channel.items()}
+        self._by_channel = {
+            key: tuple(sorted((*rules, *any_channel.get(key[0], ())), key=run_order))
+            for key, rules in by_channel.items()
+        }
+
+    def candidates(self, event: EventType, channel: str | None) -> tuple[Rule, ...]:
+        """Rules whose trigger matches, highest priority first (disabled ones included)."""
+        if channel is not None:
+            found = self._by_channel.get((event, channel))
+            if found is not None:
+                return found
+        return self._any_channel.get(event, ())
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule with this id, if any."""
+        return next((rule for rule in self.rules if rule.id == rule_id), None)

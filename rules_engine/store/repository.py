@@ -1,0 +1,340 @@
+"""The repository: every read and write the core makes, inside one unit of work."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+
+from ..model import CloseSource, Contact, Conversation, OpenSource
+from . import tables as t
+
+
+def _contact(row: RowMapping) -> Contact:
+    return Contact(
+        id=row["id"], name=row["name"], created_at=row["created_at"], merged_into=row["merged_into"]
+    )
+
+
+def _conversation(row: RowMapping) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        contact_id=row["contact_id"],
+        channel=row["channel"],
+        opened_at=row["opened_at"],
+        open_source=OpenSource(row["open_source"]),
+        opened_by=row["opened_by"],
+        closed_at=row["closed_at"],
+        close_source=CloseSource(row["close_source"]) if row["close_source"] else None,
+        closed_by=row["closed_by"],
+        closing_note=row["closing_note"],
+        assignee=row["assignee"],
+        team=row["team"],
+        bot_active=bool(row["bot_active"]),
+    )
+
+
+class StoreTx:
+    """Reads and writes within one transaction; the ``Store`` commits or rolls it back."""
+
+    def __init__(self, connection: Connection, dialect: str) -> None:
+        self.connection = connection
+        self._dialect = dialect
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        statement = insert(table).values(**values).on_conflict_do_nothing(**conflict)
+        return self.connection.execute(statement).rowcount
+
+    # -- processed events and traces --------------------------------------------
+
+    def record_event(
+        self, event_id: str, type_: str, channel: str | None, received_at: datetime
+    ) -> bool:
+        """Record an event as processed; False when it was already recorded (a repeat)."""
+        inserted = self._insert_or_nothing(
+            t.processed_events,
+            {"event_id": event_id, "type": type_, "channel": channel, "received_at": received_at},
+            index_elements=["event_id"],
+        )
+        return inserted == 1
+
+    def set_event_contact(self, event_id: str, contact_id: int) -> None:
+        self.connection.execute(
+            update(t.processed_events)
+            .where(t.processed_events.c.event_id == event_id)
+            .values(contact_id=contact_id)
+        )
+
+    def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
+        self.connection.execute(
+            t.event_traces.insert().values(event_id=event_id, trace=trace, recorded_at=recorded_at)
+        )
+
+    def get_trace(self, event_id: str) -> dict[str, Any] | None:
+        row = self.connection.execute(
+            select(t.event_traces.c.trace).where(t.event_traces.c.event_id == event_id)
+        ).first()
+        return row[0] if row else None
+
+    def is_event_processed(self, event_id: str) -> bool:
+        statement = select(t.processed_events.c.event_id).where(
+            t.processed_events.c.event_id == event_id
+        )
+        return self.connection.execute(statement).first() is not None
+
+    # -- contacts -----------------------------------------------------------------
+
+    def get_contact(self, contact_id: int) -> Contact | None:
+        row = (
+            self.connection.execute(select(t.contacts).where(t.contacts.c.id == contact_id))
+            .mappings()
+            .first()
+        )
+        return _contact(row) if row else None
+
+    def find_contact_by_identity(self, channel: str, external_id: str) -> Contact | None:
+        statement = (
+            select(t.contacts)
+            .join(t.contact_identities, t.contact_identities.c.contact_id == t.contacts.c.id)
+            .where(
+                t.contact_identities.c.channel == channel,
+                t.contact_identities.c.external_id == external_id,
+            )
+        )
+        row = self.connection.execute(statement).mappings().first()
+        return _contact(row) if row else None
+
+    def create_contact(
+        self, *, name: str | None, created_at: datetime, channel: str | None, external_id: str | None
+    ) -> tuple[Contact, bool]:
+        """Create a contact with one channel identity; returns (contact, created).
+
+        When another transaction created the same identity first, that contact is returned
+        with ``created`` False, so concurrent first messages never make two contacts.
+        """
+        contact_id = self.connection.execute(
+            t.contacts.insert().values(name=name, created_at=created_at)
+        ).inserted_primary_key[0]
+        if channel is None or external_id is None:
+            return Contact(id=contact_id, name=name, created_at=created_at), True
+        inserted = self._insert_or_nothing(
+            t.contact_identities,
+            {"channel": channel, "external_id": external_id, "contact_id": contact_id},
+            index_elements=["channel", "external_id"],
+        )
+        if inserted:
+            return Contact(id=contact_id, name=name, created_at=created_at), True
+        self.connection.execute(delete(t.contacts).where(t.contacts.c.id == contact_id))
+        existing = self.find_contact_by_identity(channel, external_id)
+        assert existing is not None, "identity conflict without an existing identity"
+        return existing, False
+
+    def find_contacts(self, channel: str, external_id: str) -> list[Contact]:
+        found = self.find_contact_by_identity(channel, external_id)
+        return [found] if found else []
+
+    def identities(self, contact_id: int) -> list[dict[str, str]]:
+        rows = self.connection.execute(
+            select(t.contact_identities.c.channel, t.contact_identities.c.external_id)
+            .where(t.contact_identities.c.contact_id == contact_id)
+            .order_by(t.contact_identities.c.channel)
+        )
+        return [{"channel": r.channel, "external_id": r.external_id} for r in rows]
+
+    def tags(self, contact_id: int) -> list[str]:
+        rows = self.connection.execute(
+            select(t.contact_tags.c.tag)
+            .where(t.contact_tags.c.contact_id == contact_id)
+            .order_by(t.contact_tags.c.tag)
+        )
+        return [r.tag for r in rows]
+
+    def add_tag(self, contact_id: int, tag: str) -> bool:
+        """Tag a contact; False when it already had the tag."""
+        inserted = self._insert_or_nothing(
+            t.contact_tags, {"contact_id": contact_id, "tag": tag}, index_elements=["contact_id", "tag"]
+        )
+        return inserted == 1
+
+    def remove_tag(self, contact_id: int, tag: str) -> bool:
+        """Untag a contact; False when it did not have the tag."""
+        result = self.connection.execute(
+            delete(t.contact_tags).where(
+                t.contact_tags.c.contact_id == contact_id, t.contact_tags.c.tag == tag
+            )
+        )
+        return result.rowcount == 1
+
+    def fields(self, contact_id: int) -> dict[str, Any]:
+        rows = self.connection.execute(
+            select(t.contact_fields.c.name, t.contact_fields.c.value).where(
+                t.contact_fields.c.contact_id == contact_id
+            )
+        )
+        return {r.name: r.value for r in rows}
+
+    def set_field(self, contact_id: int, name: str, value: Any) -> bool:
+        """Set a contact attribute; False when it already had that value."""
+        current = self.connection.execute(
+            select(t.contact_fields.c.value).where(
+                t.contact_fields.c.contact_id == contact_id, t.contact_fields.c.name == name
+            )
+        ).first()
+        if current is not None:
+            if current[0] == value:
+                return False
+            self.connection.execute(
+                update(t.contact_fields)
+                .where(t.contact_fields.c.contact_id == contact_id, t.contact_fields.c.name == name)
+                .values(value=value)
+            )
+            return True
+        self.connection.execute(
+            t.contact_fields.insert().values(contact_id=contact_id, name=name, value=value)
+        )
+        return True
+
+    def merge_contacts(self, primary_id: int, secondary_id: int) -> None:
+        """Move the secondary's identities, tags and missing fields to the primary."""
+        self.connection.execute(
+            update(t.contact_identities)
+            .where(t.contact_identities.c.contact_id == secondary_id)
+            .values(contact_id=primary_id)
+        )
+        for tag in self.tags(secondary_id):
+            self.add_tag(primary_id, tag)
+        primary_fields = self.fields(primary_id)
+        for name, value in self.fields(secondary_id).items():
+            if name not in primary_fields:
+                self.set_field(primary_id, name, value)
+        self.connection.execute(
+            delete(t.contact_tags).where(t.contact_tags.c.contact_id == secondary_id)
+        )
+        self.connection.execute(
+            update(t.contacts).where(t.contacts.c.id == secondary_id).values(merged_into=primary_id)
+        )
+
+    # -- conversations --------------------------------------------------------------
+
+    def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = (
+            self.connection.execute(
+                select(t.conversations).where(t.conversations.c.id == conversation_id)
+            )
+            .mappings()
+            .first()
+        )
+        return _conversation(row) if row else None
+
+    def open_conversation_of(self, contact_id: int) -> Conversation | None:
+        row = (
+            self.connection.execute(
+                select(t.conversations).where(
+                    t.conversations.c.contact_id == contact_id, t.conversations.c.closed_at.is_(None)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _conversation(row) if row else None
+
+    def conversations_of(self, contact_id: int) -> list[Conversation]:
+        rows = self.connection.execute(
+            select(t.conversations)
+            .where(t.conversations.c.contact_id == contact_id)
+            .order_by(t.conversations.c.opened_at, t.conversations.c.id)
+        ).mappings()
+        return [_conversation(r) for r in rows]
+
+    def open_conversation(
+        self,
+        *,
+        contact_id: int,
+        channel: str | None,
+        source: OpenSource,
+        actor: str | None,
+        at: datetime,
+        event_id: str | None,
+        assignee: str | None = None,
+        team: str | None = None,
+    ) -> tuple[Conversation, bool]:
+        """Open a conversation unless one is open; returns (the open one, whether it is new).
+
+        The partial unique index decides: a concurrent opener loses the INSERT and gets the
+        conversation the winner opened.
+        """
+        inserted = self._insert_or_nothing(
+            t.conversations,
+            {
+                "contact_id": contact_id,
+                "channel": channel,
+                "opened_at": at,
+                "open_source": str(source),
+                "opened_by": actor,
+                "assignee": assignee,
+                "team": team,
+                "bot_active": True,
+                "opened_by_event": event_id,
+            },
+            index_elements=["contact_id"],
+            index_where=t.conversations.c.closed_at.is_(None),
+        )
+        conversation = self.open_conversation_of(contact_id)
+        assert conversation is not None, "no open conversation after an open"
+        return conversation, inserted == 1
+
+    def close_conversation(
+        self,
+        conversation_id: int,
+        *,
+        source: CloseSource,
+        actor: str | None,
+        at: datetime,
+        event_id: str | None,
+        note: str | None = None,
+    ) -> Conversation | None:
+        """Close a conversation if it is still open; None when it was already closed."""
+        result = self.connection.execute(
+            update(t.conversations)
+            .where(t.conversations.c.id == conversation_id, t.conversations.c.closed_at.is_(None))
+            .values(
+                closed_at=at,
+                close_source=str(source),
+                closed_by=actor,
+                closing_note=note,
+                closed_by_event=event_id,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        return self.get_conversation(conversation_id)
+
+    def assign(
+        self, conversation_id: int, *, assignee: str | None, team: str | None
+    ) -> Conversation:
+        """Set the assignee and/or team (a None leaves that one as it is)."""
+        values = {k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        if values:
+            self.connection.execute(
+                update(t.conversations).where(t.conversations.c.id == conversation_id).values(**values)
+            )
+        conversation = self.get_conversation(conversation_id)
+        assert conversation is not None
+        return conversation
+
+    def set_bot_active(self, conversation_id: int, active: bool) -> bool:
+        """Hand a conversation to a human (False) or back to the bot; False when unchanged."""
+        result = self.connection.execute(
+            update(t.conversations)
+            .where(
+                and_(t.conversations.c.id == conversation_id, t.conversations.c.bot_active != active)
+            )
+            .values(bot_active=active)
+        )
+        return result.rowcount == 1

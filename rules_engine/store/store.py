@@ -1,0 +1,97 @@
+"""The store: a SQLAlchemy engine, and a unit of work whose effects commit together or not at all."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from .repository import StoreTx
+from .tables import metadata
+
+DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a generous busy timeout, foreign keys, and write transactions that take the
+    write lock at BEGIN (so two writers queue instead of failing on lock upgrade)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Store:
+    """Owns the database engine and hands out units of work (``transaction()``)."""
+
+    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, create: bool = True) -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        options: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            if database in ("", ":memory:"):
+                options["poolclass"] = StaticPool
+                options["connect_args"] = {"check_same_thread": False}
+            else:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+                options["pool_size"] = 10
+                options["max_overflow"] = 40
+                options["pool_timeout"] = 60
+        self.engine = create_engine(self.url, **options)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        if create:
+            self.create_schema()
+
+    @classmethod
+    def from_env(cls, url: str | None = None) -> "Store":
+        """A store for ``url``, else ``$RULES_ENGINE_DATABASE_URL``, else the SQLite default."""
+        return cls(url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL)
+
+    def create_schema(self) -> None:
+        """Create the tables and indexes that do not exist yet."""
+        metadata.create_all(self.engine)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[StoreTx]:
+        """A unit of work: commits when the block ends normally, rolls back on any exception."""
+        with self.engine.begin() as connection:
+            yield StoreTx(connection, self.dialect)
+
+    @contextlib.contextmanager
+    def dry_run(self, *, read_only: bool = False) -> Iterator[StoreTx]:
+        """A unit of work that is always rolled back: for simulations that must change nothing."""
+        with self.engine.connect() as connection:
+            if read_only:
+                connection = connection.execution_options(read_only=True)
+            transaction = connection.begin()
+            try:
+                yield StoreTx(connection, self.dialect)
+            finally:
+                transaction.rollback()
+
+    def read(self) -> contextlib.AbstractContextManager[StoreTx]:
+        """A unit of work for reading only: takes no write lock, always rolled back."""
+        return self.dry_run(read_only=True)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

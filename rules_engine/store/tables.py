@@ -1,0 +1,125 @@
+"""SQLAlchemy Core tables, kept apart from the domain objects."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always read back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+metadata = MetaData()
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("merged_into", Integer, ForeignKey("contacts.id")),
+)
+
+contact_identities = Table(
+    "contact_identities",
+    metadata,
+    Column("channel", String(40), primary_key=True),
+    Column("external_id", String(200), primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False, index=True),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", Integer, ForeignKey("contacts.id"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+)
+
+contact_fields = Table(
+    "contact_fields",
+    metadata,
+    Column("contact_id", Integer, ForeignKey("contacts.id"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("value", JSON),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False),
+    Column("channel", String(40)),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("open_source", String(20), nullable=False),
+    Column("opened_by", String(200)),
+    Column("closed_at", UTCDateTime),
+    Column("close_source", String(20)),
+    Column("closed_by", String(200)),
+    Column("closing_note", Text),
+    Column("assignee", String(200)),
+    Column("team", String(200)),
+    Column("bot_active", Boolean, nullable=False, default=True),
+    Column("opened_by_event", String(200)),
+    Column("closed_by_event", String(200)),
+)
+
+# The invariant of the product document, held by the database itself: at most one
+# open conversation per contact, whatever the number of threads or processes.
+ONE_OPEN_PER_CONTACT = Index(
+    "uq_conversations_one_open_per_contact",
+    conversations.c.contact_id,
+    unique=True,
+    sqlite_where=conversations.c.closed_at.is_(None),
+    postgresql_where=conversations.c.closed_at.is_(None),
+)
+Index("ix_conversations_contact_opened", conversations.c.contact_id, conversations.c.opened_at)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("type", String(60), nullable=False),
+    Column("channel", String(40)),
+    Column("contact_id", Integer),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+event_traces = Table(
+    "event_traces",
+    metadata,
+    Column("event_id", String(200), ForeignKey("processed_events.event_id"), primary_key=True),
+    Column("recorded_at", UTCDateTime, nullable=False, index=True),
+    Column("trace", JSON, nullable=False),
+)
