@@ -13,7 +13,7 @@ from .context import build_context
 from .errors import EventError, NotFoundError
 from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
-from .model import TRIGGER_TYPES, Event, EventType
+from .model import COMMAND_TYPES, TRIGGER_TYPES, Event, EventType
 from .rules import Rule, RuleSet
 from .store import Store, StoreTx
 
@@ -81,6 +81,11 @@ class _Run:
             found = self.tx.find_contact_by_identity(event.channel, ref.external_id)
             if found is not None:
                 return found.id
+            if event.type in COMMAND_TYPES:
+                raise NotFoundError(
+                    f"no contact has {event.channel} id '{ref.external_id}'",
+                    path="contact/external_id", hint="users' commands name existing contacts",
+                )
             contact, created = self.tx.create_contact(
                 name=ref.name, created_at=event.timestamp, channel=event.channel,
                 external_id=ref.external_id,

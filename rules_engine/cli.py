@@ -1,0 +1,166 @@
+"""The ``rules-engine`` command: validate, schema, simulate, ingest."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .engine import DEFAULT_MAX_DEPTH, Engine
+from .errors import RulesEngineError, RuleSetInvalid
+from .events import parse_event
+from .loader import load_rule_set, rule_files
+from .render import render_trace
+from .schema import load_schema
+from .store import DEFAULT_DATABASE_URL, Store
+
+
+def _rules_dir(args: argparse.Namespace) -> str:
+    return args.rules or os.environ.get("RULES_ENGINE_RULES_DIR") or "rules"
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return args.database_url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    return Engine(Store(_database_url(args)), load_rule_set([_rules_dir(args)]),
+                  max_depth=args.max_depth)
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    paths = args.paths or [_rules_dir(args)]
+    try:
+        rule_set = load_rule_set(paths)
+    except RuleSetInvalid as invalid:
+        if args.format == "json":
+            json.dump({"ok": False, "errors": [e.to_dict() for e in invalid.errors]}, out, indent=2)
+            out.write("\n")
+        else:
+            for error in invalid.errors:
+                out.write(f"{error}\n")
+            out.write(f"{len(invalid.errors)} problem(s) found\n")
+        return 1
+    files = len(rule_files(paths))
+    if args.format == "json":
+        json.dump({"ok": True, "rules": len(rule_set), "files": files,
+                   "version": rule_set.version}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}\n")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    json.dump(load_schema(args.which), out, indent=2)
+    out.write("\n")
+    return 0
+
+
+def _read_json(path: str) -> Any:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")
+    return json.loads(text)
+
+
+def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        data = _read_json(args.event)
+    except (OSError, json.JSONDecodeError) as error:
+        out.write(f"{args.event}: cannot read event JSON: {error}\n")
+        return 2
+    event = parse_event(data)
+    result = _engine(args).simulate(event)
+    if args.format == "json":
+        json.dump(result.trace, out, indent=2)
+        out.write("\n")
+    else:
+        out.write("Dry run: nothing was written.\n")
+        out.write(render_trace(result.trace))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
+    engine = _engine(args)
+    stream = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")
+    totals: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                result = engine.process(parse_event(json.loads(line)))
+            except json.JSONDecodeError as error:
+                out.write(f"{args.events}:{number}: rejected: not JSON ({error.msg})\n")
+                totals["rejected"] += 1
+                continue
+            except RulesEngineError as error:
+                out.write(f"{args.events}:{number}: rejected: {error}\n")
+                totals["rejected"] += 1
+                continue
+            totals[result.status] += 1
+            if result.duplicate:
+                continue
+            fired.update(result.fired)
+            for change in result.changes:
+                totals[change["operation"]] += 1
+    out.write(
+        f"events: {totals['applied']} applied, {totals['duplicate']} duplicate(s) skipped, "
+        f"{totals['rejected']} rejected\n"
+        f"conversations: {totals['open_conversation']} opened, "
+        f"{totals['close_conversation']} closed; contacts created: {totals['create_contact']}\n"
+    )
+    for rule_id, count in sorted(fired.items(), key=lambda item: (-item[1], item[0])):
+        out.write(f"  {count:6d}  {rule_id}\n")
+    return 1 if totals["rejected"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rules-engine", description=__doc__)
+    parser.add_argument("--rules", help="rules directory (default: $RULES_ENGINE_RULES_DIR or rules/)")
+    parser.add_argument("--database-url",
+                        help=f"SQLAlchemy URL (default: $RULES_ENGINE_DATABASE_URL or {DEFAULT_DATABASE_URL})")
+    parser.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
+                        help="how deep rules may chain through emitted events (default 5)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
+    validate.add_argument("paths", nargs="*", help="files or directories (default: the rules dir)")
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.set_defaults(handler=cmd_validate)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of rule files (or events)")
+    schema.add_argument("which", nargs="?", choices=["rules", "event"], default="rules")
+    schema.set_defaults(handler=cmd_schema)
+
+    simulate = commands.add_parser("simulate", help="dry-run one event: what would fire and why")
+    simulate.add_argument("event", help="an event JSON file, or - for stdin")
+    simulate.add_argument("--format", choices=["text", "json"], default="text")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    ingest = commands.add_parser("ingest", help="apply events from a JSON Lines file")
+    ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")
+    ingest.set_defaults(handler=cmd_ingest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        return int(args.handler(args, stream))
+    except RuleSetInvalid as invalid:
+        stream.write(f"the rules are invalid:\n{invalid}\n")
+        return 1
+    except RulesEngineError as error:
+        stream.write(f"error: {error}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

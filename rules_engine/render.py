@@ -1,0 +1,44 @@
+"""Rendering a stored trace as a readable tree: what fired, and why each other rule did not."""
+from __future__ import annotations
+
+from typing import Any
+
+_MARKS = {"fired": "FIRED", "conditions_false": "no", "condition_error": "ERROR",
+          "disabled": "off", "skipped_by_stop": "skip"}
+
+
+def _rule_lines(rule: dict[str, Any]) -> list[str]:
+    mark = _MARKS.get(rule["result"], rule["result"])
+    where = f"{rule['file']}:{rule['line']}, priority {rule['priority']}"
+    head = f"    [{mark}] {rule['rule_id']} ({where})"
+    if rule.get("detail"):
+        head += f": {rule['detail']}"
+    lines = [head]
+    for condition in rule.get("conditions", []):
+        verdict = f"error: {condition['error']}" if "error" in condition else str(condition["result"]).lower()
+        lines.append(f"        {condition['path']}: {condition['expr']}  -> {verdict}")
+    for action in rule.get("actions", []):
+        lines.append(f"        {action['path']} {action['action']}: {action['outcome']} ({action['detail']})")
+    return lines
+
+
+def render_trace(trace: dict[str, Any]) -> str:
+    """The trace of one event as indented text."""
+    lines = [f"event {trace['event_id']}: {trace['type']} on {trace['channel']}, "
+             f"contact {trace['contact_id']}, rules version {trace['ruleset_version']}"]
+    for step in trace["steps"]:
+        lines.append(f"  {step['event']} (depth {step['depth']})"
+                     + (f" {step['params']}" if step.get("params") else ""))
+        for builtin in step.get("builtin", []):
+            lines.append(f"    built-in {builtin['operation']}: {builtin['outcome']} ({builtin['detail']})")
+        if not step["rules"]:
+            lines.append("    no rule triggers on this event")
+        for rule in step["rules"]:
+            lines.extend(_rule_lines(rule))
+    bound = trace["depth_bound"]
+    if bound["reached"]:
+        dropped = ", ".join(f"{d['event']} at depth {d['depth']}" for d in bound["dropped"])
+        lines.append(f"  depth bound {bound['max_depth']} reached: not processed: {dropped}")
+    fired = ", ".join(trace["fired"]) or "none"
+    lines.append(f"  rules fired: {fired}; changes: {len(trace['changes'])}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""Shared fixtures: a real SQLite store in a temporary file, rule files written on the fly."""
+from __future__ import annotations
+
+import itertools
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rules_engine import Engine, Event, Store, load_rule_set, parse_event
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real SQLite store (WAL, file on disk), fresh per test."""
+    database = Store(f"sqlite:///{tmp_path / 'test.db'}")
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def write_rules(tmp_path: Path) -> Callable[..., Path]:
+    """Write YAML rule text (dedented) to ``rules/<name>`` and return the rules directory."""
+    directory = tmp_path / "rules"
+    directory.mkdir()
+
+    def write(text: str, name: str = "rules.yaml") -> Path:
+        (directory / name).write_text(textwrap.dedent(text), "utf-8")
+        return directory
+
+    return write
+
+
+@pytest.fixture
+def make_engine(store: Store, write_rules: Callable[..., Path]) -> Callable[..., Engine]:
+    """An engine over the test store with the given rule YAML (no rules when empty)."""
+
+    def make(rules_yaml: str = "rules: []\n", **options: Any) -> Engine:
+        return Engine(store, load_rule_set([write_rules(rules_yaml)]), **options)
+
+    return make
+
+
+def event(type_: str, *, minutes: float = 0, **fields: Any) -> Event:
+    """An event built through the public JSON parser, with a unique id unless given."""
+    data: dict[str, Any] = {"id": fields.pop("id", f"evt-{next(_ids)}"), "type": type_,
+                            "timestamp": (T0 + timedelta(minutes=minutes)).isoformat()}
+    data.update(fields)
+    return parse_event(data)
+
+
+def message(external_id: str, text: str, *, channel: str = "facebook", **fields: Any) -> Event:
+    """A message from the contact with this channel identity."""
+    return event("message.received", channel=channel, contact={"external_id": external_id},
+                 message={"text": text}, **fields)
