@@ -39,9 +39,14 @@ class SchemaProblem:
 
 
 def _most_specific(error: ValidationError) -> ValidationError:
-    """For anyOf/oneOf failures, the sub-error that went deepest (best_match's choice)."""
+    """For anyOf/oneOf failures, the sub-error of the branch that fits the value's type best.
+
+    A branch that failed only on the type of the value is the least relevant one.
+    """
     while error.validator in ("anyOf", "oneOf") and error.context:
-        deeper = best_match(error.context)
+        fitting_type = [e for e in error.context
+                        if not (e.validator == "type" and e.absolute_path == error.absolute_path)]
+        deeper = best_match(fitting_type or error.context)
         if deeper is None:
             break
         error = deeper
@@ -84,4 +89,6 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
     if kind == "maxProperties" and set(schema.get("properties", {})) == {"all", "any", "not"}:
         return [SchemaProblem(path, "a condition mapping holds exactly one of all / any / not",
                               "nest them: `all: [..., {any: [...]}]`")]
+    if kind == "oneOf":
+        return [SchemaProblem(path, "give only one of the alternatives", schema.get("description"))]
     return [SchemaProblem(path, error.message, schema.get("description"))]
