@@ -119,6 +119,17 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if totals["rejected"] else 0
 
 
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Hand over to the web app's own runner (the core itself never imports the web stack)."""
+    if args.rules:
+        os.environ["RULES_ENGINE_RULES_DIR"] = args.rules
+    if args.database_url:
+        os.environ["RULES_ENGINE_DATABASE_URL"] = args.database_url
+    out.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "connectors.serve", *args.options])
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rules-engine", description=__doc__)
     parser.add_argument("--rules", help="rules directory (default: $RULES_ENGINE_RULES_DIR or rules/)")
@@ -145,12 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="apply events from a JSON Lines file")
     ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")
     ingest.set_defaults(handler=cmd_ingest)
+
+    serve = commands.add_parser(
+        "serve", add_help=False,
+        help="serve the webhook app with gunicorn (see `rules-engine serve --help`)")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":
+        args.options = extra  # the web runner parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     stream = out or sys.stdout
     try:
         return int(args.handler(args, stream))

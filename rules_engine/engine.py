@@ -34,6 +34,7 @@ class Result:
     trace: dict[str, Any]
     fired: list[str] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
+    conversation_id: int | None = None  # the conversation the event itself opened, closed or found
 
     @property
     def duplicate(self) -> bool:
@@ -41,7 +42,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
-                "fired": self.fired, "changes": self.changes}
+                "conversation_id": self.conversation_id, "fired": self.fired,
+                "changes": self.changes}
 
 
 @dataclass(slots=True)
@@ -65,6 +67,7 @@ class _Run:
         self.dropped: list[dict[str, Any]] = []
         self.queue: deque[_Pending] = deque()
         self.new_contacts: set[int] = set()
+        self.conversation_id: int | None = None
 
     def resolve_contact(self) -> int:
         """The event's contact id; a contact never seen before is created."""
@@ -119,7 +122,10 @@ class _Run:
         event = self.event
         contact_id = self.resolve_contact()
         self.tx.set_event_contact(event.id, contact_id)
-        builtin = self.record(HANDLERS[event.type](event, contact_id, self.lifecycle), 0)
+        outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
+        self.conversation_id = next(
+            (o.conversation_id for o in outcomes if o.conversation_id is not None), None)
+        builtin = self.record(outcomes, 0)
         root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
         self.queue.appendleft(_Pending(root, 0))
         first = True
@@ -199,7 +205,8 @@ class _Run:
         event = self.event
         return {
             "event_id": event.id, "type": str(event.type), "channel": event.channel,
-            "contact_id": contact_id, "timestamp": event.timestamp.isoformat(),
+            "contact_id": contact_id, "conversation_id": self.conversation_id,
+            "timestamp": event.timestamp.isoformat(),
             "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
             "steps": self.steps, "changes": self.changes, "fired": self.fired,
             "depth_bound": {"max_depth": self.engine.max_depth, "reached": bool(self.dropped),
@@ -252,9 +259,10 @@ class Engine:
         if not tx.record_event(event.id, str(event.type), event.channel, received_at):
             stored = tx.get_trace(event.id) or {}
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
-                          list(stored.get("fired", [])), [])
+                          list(stored.get("fired", [])), [], stored.get("conversation_id"))
         run = _Run(self, tx, event, self.rules)
         contact_id = run.run()
         trace = run.trace(contact_id, received_at)
         tx.save_trace(event.id, trace, received_at)
-        return Result(event.id, status, contact_id, trace, run.fired, run.changes)
+        return Result(event.id, status, contact_id, trace, run.fired, run.changes,
+                      run.conversation_id)

@@ -1,0 +1,123 @@
+"""The users' API (bearer token): open and close conversations by hand, merge contacts, read."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from rules_engine import RulesEngineError, queries
+from rules_engine.events import parse_event
+
+from .auth import require_bearer
+from .http import ApiError, engine, from_engine_error, json_body, run_events
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+_BODY_KEYS = {
+    "open": {"user", "assignee", "team", "channel"},
+    "close": {"user", "note"},
+    "merge": {"user", "secondary_id"},
+}
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    settings = current_app.extensions["rules_engine_settings"]
+    require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
+
+
+def _command_body(kind: str) -> dict[str, Any]:
+    body = json_body() if request.content_length else {}
+    unknown = set(body) - _BODY_KEYS[kind]
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown field(s): {', '.join(sorted(unknown))}",
+                       hint=f"allowed: {', '.join(sorted(_BODY_KEYS[kind]))}")
+    user = body.get("user")
+    if not isinstance(user, str) or not user:
+        raise ApiError(400, "invalid_body", "`user` (the id of the user acting) is required",
+                       path="user")
+    for key in _BODY_KEYS[kind] - {"user", "secondary_id"}:
+        if key in body and not isinstance(body[key], str):
+            raise ApiError(400, "invalid_body", f"`{key}` must be a string", path=key)
+    return body
+
+
+def _run_command(data: dict[str, Any]) -> dict[str, Any]:
+    """Run a users' command as an event; ``Idempotency-Key`` makes a retried request a no-op."""
+    key = request.headers.get("Idempotency-Key")
+    data = {"id": f"api:{key}" if key else f"api:{uuid.uuid4()}",
+            "timestamp": datetime.now(timezone.utc).isoformat(), **data}
+    try:
+        event = parse_event(data)
+    except RulesEngineError as error:
+        raise from_engine_error(error) from None
+    return run_events([event])[0]
+
+
+def _with_conversation(result: dict[str, Any], conversation_id: int | None) -> dict[str, Any]:
+    if conversation_id is not None:
+        result["conversation"] = queries.conversation(engine().store, conversation_id).to_dict()
+    return result
+
+
+@blueprint.post("/contacts/<int:contact_id>/conversations")
+def open_conversation(contact_id: int) -> Any:
+    """Open a conversation for the contact by hand (source ``user``); a no-op if one is open."""
+    body = _command_body("open")
+    params = {k: body[k] for k in ("assignee", "team", "channel") if k in body}
+    result = _run_command({"type": "conversation.open", "contact": {"id": contact_id},
+                           "actor": body["user"], "params": params})
+    opened = any(c["operation"] == "open_conversation" for c in result["changes"])
+    return jsonify(_with_conversation(result, result["conversation_id"])), 201 if opened else 200
+
+
+@blueprint.post("/conversations/<int:conversation_id>/close")
+def close_conversation(conversation_id: int) -> Any:
+    """Close a conversation by hand (source ``user``), with an optional note."""
+    body = _command_body("close")
+    queries.conversation(engine().store, conversation_id)  # 404 before anything is recorded
+    params = {"note": body["note"]} if "note" in body else {}
+    result = _run_command({"type": "conversation.close", "conversation_id": conversation_id,
+                           "actor": body["user"], "params": params})
+    return jsonify(_with_conversation(result, conversation_id))
+
+
+@blueprint.post("/contacts/<int:primary_id>/merge")
+def merge_contacts(primary_id: int) -> Any:
+    """Merge ``secondary_id`` into this contact; the secondary's open conversation closes."""
+    body = _command_body("merge")
+    secondary = body.get("secondary_id")
+    if not isinstance(secondary, int) or isinstance(secondary, bool) or secondary < 1:
+        raise ApiError(400, "invalid_body", "`secondary_id` must be a contact id", path="secondary_id")
+    result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
+                           "secondary_contact_id": secondary, "actor": body["user"]})
+    return jsonify(result)
+
+
+@blueprint.get("/contacts")
+def find_contacts() -> Any:
+    """Contacts by channel identity: ``?channel=facebook&external_id=<PSID>``."""
+    channel, external_id = request.args.get("channel"), request.args.get("external_id")
+    if not channel or not external_id:
+        raise ApiError(400, "missing_parameter", "both `channel` and `external_id` are required")
+    return jsonify(queries.find_contacts(engine().store, channel, external_id))
+
+
+@blueprint.get("/contacts/<int:contact_id>/conversations")
+def contact_conversations(contact_id: int) -> Any:
+    """A contact's conversations, oldest first."""
+    return jsonify(queries.contact_conversations(engine().store, contact_id))
+
+
+@blueprint.get("/conversations/<int:conversation_id>")
+def get_conversation(conversation_id: int) -> Any:
+    """One conversation."""
+    return jsonify(queries.conversation(engine().store, conversation_id).to_dict())
+
+
+@blueprint.get("/events/<path:event_id>/trace")
+def event_trace(event_id: str) -> Any:
+    """Why an event did what it did: every candidate rule, condition and action."""
+    return jsonify(queries.event_trace(engine().store, event_id))

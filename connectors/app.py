@@ -1,0 +1,65 @@
+"""The Flask app factory: webhooks, Dialogflow fulfillment and the users' API over the engine."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from flask import Flask, jsonify
+
+from rules_engine import Engine, Store, load_rule_set
+from rules_engine.schema import load_schema
+
+from . import api, dialogflow, events_webhook, facebook, viber
+from .config import Settings
+from .http import register_error_handlers
+
+log = logging.getLogger("rules_engine.app")
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document shipped with the package, with the core's event schema."""
+    document = json.loads(resources.files(__package__).joinpath("openapi.json").read_text("utf-8"))
+    event = {k: v for k, v in load_schema("event").items() if k not in ("$schema", "$id")}
+    document["components"]["schemas"]["Event"] = event
+    return document
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment with ``config`` on top.
+
+    Raises ConfigError when no secret is configured outside development mode, and
+    RuleSetInvalid when the rules do not validate.
+    """
+    settings = Settings.load(config)
+    for warning in settings.check():
+        log.warning(warning)
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    store = Store(settings.database_url)
+    rules = load_rule_set([settings.rules_dir])
+    app.extensions["rules_engine_settings"] = settings
+    app.extensions["rules_engine"] = Engine(store, rules, max_depth=settings.max_depth)
+    register_error_handlers(app)
+    for module in (events_webhook, facebook, viber, dialogflow, api):
+        app.register_blueprint(module.blueprint)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        """Liveness: the store answers and the rules are loaded."""
+        with store.read() as tx:
+            tx.is_event_processed("healthz")
+        serving = app.extensions["rules_engine"].rules
+        return jsonify({"status": "ok", "rules": len(serving), "rules_version": serving.version})
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        """This API, described in OpenAPI 3.1."""
+        return jsonify(openapi_document())
+
+    return app

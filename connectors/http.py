@@ -1,0 +1,100 @@
+"""HTTP plumbing shared by the blueprints: JSON errors, body parsing, running events."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
+
+
+class ApiError(Exception):
+    """An error the client can act on; rendered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, *, path: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+        self.hint = hint
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.path:
+            error["path"] = self.path
+        if self.hint:
+            error["hint"] = self.hint
+        return {"error": error}
+
+
+def engine() -> Engine:
+    """The app's engine (shared service in ``app.extensions``)."""
+    return current_app.extensions["rules_engine"]
+
+
+def raw_body() -> bytes:
+    """The request body as bytes (the size limit is enforced by MAX_CONTENT_LENGTH)."""
+    return request.get_data(cache=True)
+
+
+def json_body(*, expect: type | tuple[type, ...] = dict) -> Any:
+    """The body parsed as JSON of the expected top-level type; 400/415 otherwise."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    body = raw_body()
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(data, expect):
+        kind = "object" if expect is dict else "object or list"
+        raise ApiError(400, "invalid_body", f"the body must be a JSON {kind}")
+    return data
+
+
+def from_engine_error(error: RulesEngineError) -> ApiError:
+    """An engine error as the HTTP error it stands for."""
+    if isinstance(error, NotFoundError):
+        return ApiError(404, "not_found", error.message, path=error.path, hint=error.hint)
+    if isinstance(error, EventError):
+        return ApiError(422, "invalid_event", error.message, path=error.path, hint=error.hint)
+    return ApiError(422, "rejected", error.message, path=error.path, hint=error.hint)
+
+
+def run_events(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Apply parsed events in order, each in its own transaction; their results."""
+    results = []
+    for event in events:
+        try:
+            results.append(engine().process(event).to_dict())
+        except RulesEngineError as error:
+            raise from_engine_error(error) from None
+    return results
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON; nothing leaves as an HTML page or a bare 500."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Any:
+        return jsonify(error.body()), error.status
+
+    @app.errorhandler(RulesEngineError)
+    def _engine_error(error: RulesEngineError) -> Any:
+        return _api_error(from_engine_error(error))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Any:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify({"error": {"code": code, "message": error.description}}), error.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Any:
+        app.logger.exception("unexpected error")
+        return jsonify({"error": {"code": "internal_error",
+                                  "message": "an unexpected error occurred; nothing was applied"}}), 500

@@ -1,0 +1,76 @@
+"""``rules-engine serve``: the webhook app under gunicorn, checked before any worker starts."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from rules_engine import RuleSetInvalid, Store, load_rule_set
+
+from .config import ENVIRONMENT, ConfigError, Settings
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    """Gunicorn with its options given here; each worker builds its own app."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from .app import create_app
+
+        return create_app()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rules-engine serve",
+                                     description="Serve the webhook app with gunicorn.")
+    parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RULES_ENGINE_PORT", "8000")))
+    parser.add_argument("--workers", type=int,
+                        default=int(os.environ.get("RULES_ENGINE_WORKERS", "2")))
+    parser.add_argument("--timeout", type=int, default=30, help="worker timeout, seconds")
+    parser.add_argument("--rules", help="rules directory ($RULES_ENGINE_RULES_DIR, default rules/)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development only: endpoints without a secret accept anyone")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Check the settings, the rules and the store, then serve; exit status 2 when they fail."""
+    args = build_parser().parse_args(argv)
+    overrides = {"rules_dir": args.rules, "database_url": args.database_url,
+                 "dev": True if args.dev else None}
+    try:
+        settings = Settings.load(overrides)
+        warnings = settings.check()
+        load_rule_set([settings.rules_dir])
+        Store(settings.database_url).dispose()  # creates the schema once, before the workers
+    except ConfigError as error:
+        print(f"rules-engine serve: refusing to start: {error}", file=sys.stderr)
+        return 2
+    except RuleSetInvalid as invalid:
+        print(f"rules-engine serve: the rules are invalid:\n{invalid}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"\n*** WARNING: {warning} ***\n", file=sys.stderr)
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[ENVIRONMENT[name]] = "1" if value is True else str(value)
+    _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
+             "timeout": args.timeout, "accesslog": "-"}).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Read-only questions the edges ask of the store (contacts, conversations, traces)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import NotFoundError
+from .model import Conversation
+from .store import Store
+
+
+def find_contacts(store: Store, channel: str, external_id: str) -> list[dict[str, Any]]:
+    """Contacts with this channel identity, each with its id, name and identities."""
+    with store.read() as tx:
+        return [
+            {"id": c.id, "name": c.name, "created_at": c.created_at.isoformat(),
+             "identities": tx.identities(c.id), "tags": tx.tags(c.id)}
+            for c in tx.find_contacts(channel, external_id)
+        ]
+
+
+def contact_conversations(store: Store, contact_id: int) -> list[dict[str, Any]]:
+    """A contact's conversations, oldest first; NotFoundError for an unknown contact."""
+    with store.read() as tx:
+        if tx.get_contact(contact_id) is None:
+            raise NotFoundError(f"contact {contact_id} does not exist")
+        return [c.to_dict() for c in tx.conversations_of(contact_id)]
+
+
+def conversation(store: Store, conversation_id: int) -> Conversation:
+    """One conversation; NotFoundError when there is none with this id."""
+    with store.read() as tx:
+        found = tx.get_conversation(conversation_id)
+    if found is None:
+        raise NotFoundError(f"conversation {conversation_id} does not exist")
+    return found
+
+
+def event_trace(store: Store, event_id: str) -> dict[str, Any]:
+    """The stored trace of one processed event; NotFoundError when it was never processed."""
+    with store.read() as tx:
+        trace = tx.get_trace(event_id)
+    if trace is None:
+        raise NotFoundError(f"no trace for event '{event_id}'")
+    return trace
