@@ -1,0 +1,524 @@
+"""Every endpoint of the webhook app through Flask's test client, on a real SQLite store."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from connectors import ConfigError, create_app
+from connectors.config import ENVIRONMENT
+
+from . import webhook_payloads as p
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_RULES = """\
+rules:
+  - id: intent-handover
+    trigger: {event: dialogflow.fulfillment}
+    conditions: ["intent.display_name == 'talk.to.human'"]
+    actions: [{assign: {team: support}}]
+  - id: close-on-thanks
+    trigger: {event: message.received}
+    conditions: ["lower(message.text) == 'thanks'"]
+    actions: [{close_conversation: {}}]
+"""
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(TEST_RULES, "utf-8")
+    application = create_app({**p.SECRETS, "rules_dir": str(rules), "max_body_bytes": 64_000,
+                              "database_url": f"sqlite:///{tmp_path / 'app.db'}"})
+    yield application
+    application.extensions["rules_engine"].store.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def api_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {p.SECRETS['api_token']}"}
+
+
+def conversations_of(client, contact_id: int) -> list[dict[str, Any]]:
+    response = client.get(f"/api/contacts/{contact_id}/conversations", headers=api_headers())
+    assert response.status_code == 200
+    return response.json
+
+
+def contact_id_of(client, channel: str, external_id: str) -> int:
+    response = client.get(f"/api/contacts?channel={channel}&external_id={external_id}",
+                          headers=api_headers())
+    [contact] = response.json
+    return contact["id"]
+
+
+def post_events(client, data: Any, secret: str = p.SECRETS["webhook_secret"], **headers: str):
+    body = p.encode(data)
+    return client.post("/webhooks/events", data=body, content_type="application/json",
+                       headers={"X-Signature-256": "sha256=" + p.hmac_hex(secret, body), **headers})
+
+
+def post_facebook(client, data: Any, secret: str = p.SECRETS["facebook_app_secret"]):
+    body = p.encode(data)
+    return client.post("/webhooks/facebook", data=body, content_type="application/json",
+                       headers={"X-Hub-Signature-256": "sha256=" + p.hmac_hex(secret, body)})
+
+
+def post_viber(client, data: Any, secret: str = p.SECRETS["viber_auth_token"]):
+    body = p.encode(data)
+    return client.post("/webhooks/viber", data=body, content_type="application/json",
+                       headers={"X-Viber-Content-Signature": p.hmac_hex(secret, body)})
+
+
+def post_dialogflow(client, data: Any, path: str = "/webhooks/dialogflow", **headers: str):
+    headers.setdefault("Authorization", p.basic_auth("dialogflow", p.SECRETS["dialogflow_password"]))
+    return client.post(path, data=p.encode(data), content_type="application/json", headers=headers)
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json["status"] == "ok"
+    assert response.json["rules"] == 2
+
+
+def test_openapi_describes_every_route_and_only_those(app, client):
+    document = client.get("/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    documented = {(path, method) for path, item in document["paths"].items()
+                  for method in item if method != "parameters"}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule.replace("<int:", "{").replace("<path:", "{").replace("<", "{").replace(">", "}")
+        served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+    for name, schema in document["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema)
+    assert "contact" in document["components"]["schemas"]["Event"]["properties"]
+
+
+def test_no_secret_refuses_to_start_outside_development(tmp_path, monkeypatch):
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigError, match="no secret is configured"):
+        create_app({"database_url": f"sqlite:///{tmp_path / 'x.db'}", "rules_dir": str(REPO / "rules")})
+
+
+def test_an_unconfigured_endpoint_is_disabled_not_open(tmp_path, monkeypatch):
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    app = create_app({"api_token": "t", "database_url": f"sqlite:///{tmp_path / 'x.db'}",
+                      "rules_dir": str(REPO / "rules")})
+    response = app.test_client().post("/webhooks/viber", json=p.viber_message("u", 1, "hi"))
+    assert response.status_code == 503 and response.json["error"]["code"] == "not_configured"
+
+
+# -- /webhooks/events ---------------------------------------------------------------------------
+
+
+def test_events_webhook_applies_a_signed_event(client):
+    response = post_events(client, {"id": "ext-1", "type": "message.received", "channel": "webchat",
+                                    "contact": {"external_id": "visitor-1", "name": "Vi"},
+                                    "message": {"text": "hello"}})
+    assert response.status_code == 200
+    [result] = response.json["results"]
+    assert result["status"] == "applied"
+    [conversation] = conversations_of(client, result["contact_id"])
+    assert conversation["open_source"] == "incoming_message" and conversation["status"] == "open"
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Signature-256": "sha256=" + "0" * 64},
+                                     {"X-Signature-256": "not-even-hex"}])
+def test_events_webhook_refuses_a_bad_signature(client, headers):
+    response = client.post("/webhooks/events", json={"id": "x"}, headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] in ("missing_signature", "bad_signature")
+
+
+def test_events_webhook_signed_with_another_secret_is_refused(client):
+    response = post_events(client, {"id": "x"}, secret="wrong")
+    assert response.status_code == 401
+
+
+def test_a_replayed_event_is_applied_once(client):
+    event = {"id": "ext-2", "type": "message.received", "channel": "webchat",
+             "contact": {"external_id": "visitor-2"}, "message": {"text": "hello"}}
+    first = post_events(client, event).json["results"][0]
+    client.post(f"/api/conversations/{first['conversation_id']}/close",
+                json={"user": "maria"}, headers=api_headers())
+    again = post_events(client, event).json["results"][0]
+    assert (first["status"], again["status"]) == ("applied", "duplicate")
+    assert len(conversations_of(client, first["contact_id"])) == 1
+
+
+def test_a_batch_with_one_bad_event_applies_nothing(client):
+    good = {"id": "b-1", "type": "message.received", "channel": "webchat",
+            "contact": {"external_id": "visitor-3"}, "message": {"text": "hi"}}
+    bad = {"id": "b-2", "type": "message.received", "channel": "webchat",
+           "contact": {"external_id": "visitor-3"}}
+    response = post_events(client, [good, bad])
+    assert response.status_code == 422
+    assert response.json["error"]["path"] == "1"
+    assert "missing required key 'message'" in response.json["error"]["message"]
+    lookup = client.get("/api/contacts?channel=webchat&external_id=visitor-3", headers=api_headers())
+    assert lookup.json == []
+
+
+@pytest.mark.parametrize("body, content_type, status, code", [
+    (b"{not json", "application/json", 400, "malformed_json"),
+    (b"\xff\xfe", "application/json", 400, "malformed_json"),
+    (b"42", "application/json", 400, "invalid_body"),
+    (b"[]", "application/json", 400, "invalid_body"),
+    (b'{"id": "x"}', "text/plain", 415, "unsupported_media_type"),
+    (b'{"id": "x", "type": "message.exploded", "contact": {"id": 1}}', "application/json", 422,
+     "invalid_event"),
+    (b'{"id": 5, "type": "welcome"}', "application/json", 422, "invalid_event"),
+    (b'{"id": "x", "type": "conversation.open", "contact": {"id": 999}, "actor": "u"}',
+     "application/json", 404, "not_found"),
+    (b'{"id": "x", "type": "welcome", "channel": "sms", "contact": {"external_id": "1"}}',
+     "application/json", 422, "invalid_event"),
+])
+def test_bad_bodies_get_a_4xx_json_error(client, body, content_type, status, code):
+    response = client.post("/webhooks/events", data=body, content_type=content_type, headers={
+        "X-Signature-256": "sha256=" + p.hmac_hex(p.SECRETS["webhook_secret"], body)})
+    assert response.status_code == status, response.json
+    assert response.json["error"]["code"] == code
+
+
+def test_an_oversized_body_is_refused(client):
+    body = p.encode({"id": "big", "type": "message.received", "channel": "webchat",
+                     "contact": {"external_id": "v"}, "message": {"text": "x" * 70_000}})
+    response = client.post("/webhooks/events", data=body, content_type="application/json",
+                           headers={"X-Signature-256": "sha256=" + p.hmac_hex(p.SECRETS["webhook_secret"], body)})
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "request_entity_too_large"
+
+
+# -- Facebook ----------------------------------------------------------------------------------
+
+
+def test_facebook_verification_handshake(client):
+    ok = client.get("/webhooks/facebook?hub.mode=subscribe&hub.challenge=1158201444"
+                    f"&hub.verify_token={p.SECRETS['facebook_verify_token']}")
+    assert ok.status_code == 200 and ok.data == b"1158201444"
+    bad = client.get("/webhooks/facebook?hub.mode=subscribe&hub.challenge=1&hub.verify_token=nope")
+    assert bad.status_code == 403
+
+
+def test_facebook_first_message_opens_a_conversation(client):
+    response = post_facebook(client, p.messenger(p.fb_message("PSID-1", "m_1", "hello")))
+    assert response.status_code == 200
+    contact_id = contact_id_of(client, "facebook", "PSID-1")
+    [conversation] = conversations_of(client, contact_id)
+    assert conversation["open_source"] == "incoming_message" and conversation["channel"] == "facebook"
+
+
+def test_facebook_get_started_welcome_event_opens_a_conversation(client):
+    post_facebook(client, p.messenger(p.fb_get_started("PSID-2", "m_gs")))
+    [conversation] = conversations_of(client, contact_id_of(client, "facebook", "PSID-2"))
+    assert conversation["open_source"] == "welcome_event"
+
+
+def test_facebook_batch_is_applied_in_order_and_replays_apply_once(client):
+    batch = p.messenger(p.fb_message("PSID-3", "m_a", "I need help", 1_764_061_200_000),
+                        p.fb_message("PSID-3", "m_b", "thanks", 1_764_061_260_000),
+                        p.fb_message("PSID-3", "m_c", "one more thing", 1_764_061_320_000))
+    results = post_facebook(client, batch).json["results"]
+    assert [r["status"] for r in results] == ["applied"] * 3
+    history = conversations_of(client, results[0]["contact_id"])
+    assert [(c["status"], c["close_source"]) for c in history] == [
+        ("closed", "automation"), ("open", None)]
+    replay = post_facebook(client, batch).json["results"]
+    assert [r["status"] for r in replay] == ["duplicate"] * 3
+    assert len(conversations_of(client, results[0]["contact_id"])) == 2
+
+
+def test_facebook_bad_signature_is_refused_and_nothing_applied(client):
+    response = post_facebook(client, p.messenger(p.fb_message("PSID-4", "m_x", "hi")), secret="nope")
+    assert response.status_code == 401
+    assert client.get("/api/contacts?channel=facebook&external_id=PSID-4",
+                      headers=api_headers()).json == []
+
+
+def test_facebook_echoes_and_deliveries_are_acknowledged(client):
+    echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-5"}, "timestamp": 1,
+            "message": {"mid": "m_echo", "text": "our reply", "is_echo": True}}
+    delivery = {"sender": {"id": "PSID-5"}, "recipient": {"id": "PAGE_1"}, "timestamp": 2,
+                "delivery": {"mids": ["m_echo"], "watermark": 2}}
+    response = post_facebook(client, p.messenger(echo, delivery))
+    assert response.status_code == 200 and response.json["results"] == []
+
+
+@pytest.mark.parametrize("data, path", [
+    ({"object": "user", "entry": []}, "object"),
+    ({"object": "page", "entry": {}}, "entry"),
+    ({"object": "page", "entry": [{"messaging": [{"sender": {}, "timestamp": 1}]}]},
+     "entry/0/messaging/0/sender/id"),
+    ({"object": "page", "entry": [{"messaging": [{"sender": {"id": "x"}, "timestamp": "soon"}]}]},
+     "entry/0/messaging/0/timestamp"),
+])
+def test_facebook_malformed_payload_names_the_field(client, data, path):
+    response = post_facebook(client, data)
+    assert response.status_code == 400 and response.json["error"]["path"] == path
+
+
+# -- Viber ---------------------------------------------------------------------------------------
+
+
+def test_viber_conversation_started_opens_a_conversation(client):
+    response = post_viber(client, p.viber_conversation_started("vb-user-1=", 5_406_893_180_055_821_524))
+    assert response.status_code == 200
+    [conversation] = conversations_of(client, contact_id_of(client, "viber", "vb-user-1="))
+    assert conversation["open_source"] == "welcome_event"
+
+
+def test_viber_message_and_replay(client):
+    first = post_viber(client, p.viber_message("vb-user-2=", 4_912_661_846_655_238_145, "hi"))
+    again = post_viber(client, p.viber_message("vb-user-2=", 4_912_661_846_655_238_145, "hi"))
+    assert first.json["results"][0]["status"] == "applied"
+    assert again.json["results"][0]["status"] == "duplicate"
+    [conversation] = conversations_of(client, first.json["results"][0]["contact_id"])
+    assert conversation["open_source"] == "incoming_message"
+
+
+@pytest.mark.parametrize("kind", ["subscribed", "unsubscribed", "seen", "delivered", "webhook"])
+def test_viber_other_callbacks_are_acknowledged(client, kind):
+    response = post_viber(client, {"event": kind, "timestamp": 1, "message_token": 2,
+                                   "user_id": "vb-user-3="})
+    assert response.status_code == 200 and response.json["results"] == []
+
+
+def test_viber_bad_signature_is_refused(client):
+    response = post_viber(client, p.viber_message("vb-user-4=", 1, "hi"), secret="nope")
+    assert response.status_code == 401
+
+
+# -- Dialogflow ------------------------------------------------------------------------------------
+
+
+def test_dialogflow_rb_markdone_false_opens_and_true_closes(client):
+    opened = post_dialogflow(client, p.dialogflow_es("resp-1", "sess-1",
+                                                     parameters={"RB_MARKDONE": False}))
+    assert opened.status_code == 200
+    contact_id = contact_id_of(client, "dialogflow", "sess-1")
+    assert conversations_of(client, contact_id)[0]["status"] == "open"
+    closed = post_dialogflow(client, p.dialogflow_es("resp-2", "sess-1",
+                                                     parameters={"RB_MARKDONE": "true"}))
+    assert closed.status_code == 200
+    [conversation] = conversations_of(client, contact_id)
+    assert (conversation["status"], conversation["close_source"]) == ("closed", "dialogflow")
+
+
+def test_dialogflow_context_parameter_closes_and_is_cleared_in_the_response(client):
+    post_dialogflow(client, p.dialogflow_es("resp-3", "sess-2", parameters={"RB_MARKDONE": False}))
+    context = p.es_context("sess-2", "order-followup", {"RB_MARKDONE": 1, "order": 42.0}, 3)
+    response = post_dialogflow(client, p.dialogflow_es("resp-4", "sess-2", contexts=[context]))
+    contact_id = contact_id_of(client, "dialogflow", "sess-2")
+    assert conversations_of(client, contact_id)[0]["close_source"] == "dialogflow"
+    [returned] = response.json["outputContexts"]
+    assert returned["name"] == context["name"] and returned["lifespanCount"] == 3
+    assert returned["parameters"] == {"RB_MARKDONE": None, "order": 42}
+    # the next turn carries the cleared context: a new conversation stays open
+    post_dialogflow(client, p.dialogflow_es("resp-5", "sess-2", parameters={"RB_MARKDONE": False}))
+    stale = p.es_context("sess-2", "order-followup", returned["parameters"], 2)
+    post_dialogflow(client, p.dialogflow_es("resp-6", "sess-2", contexts=[stale]))
+    assert conversations_of(client, contact_id)[-1]["status"] == "open"
+
+
+def test_dialogflow_repeated_response_id_applies_once(client):
+    body = p.dialogflow_es("resp-7", "sess-3", parameters={"RB_MARKDONE": False,
+                                                           "RB_ADDTAGS": "vip, returning"})
+    first = post_dialogflow(client, body)
+    again = post_dialogflow(client, body)
+    assert first.headers["X-Rules-Engine-Status"] == "applied"
+    assert again.headers["X-Rules-Engine-Status"] == "duplicate"
+    contact = client.get("/api/contacts?channel=dialogflow&external_id=sess-3",
+                         headers=api_headers()).json[0]
+    assert contact["tags"] == ["returning", "vip"]
+
+
+def test_dialogflow_intent_rules_and_bot_handover(client):
+    post_dialogflow(client, p.dialogflow_es("resp-8", "sess-4", parameters={"RB_MARKDONE": False}))
+    response = post_dialogflow(client, p.dialogflow_es(
+        "resp-9", "sess-4", intent="talk.to.human", parameters={"RB_BOTSTATUS": False}))
+    assert response.status_code == 200
+    [conversation] = conversations_of(client, contact_id_of(client, "dialogflow", "sess-4"))
+    assert conversation["team"] == "support" and conversation["bot_active"] is False
+    trace = client.get("/api/events/dialogflow:resp-9/trace", headers=api_headers()).json
+    assert trace["fired"] == ["intent-handover"]
+
+
+def test_dialogflow_facebook_source_finds_the_messenger_contact(client):
+    post_facebook(client, p.messenger(p.fb_message("PSID-9", "m_9", "hello")))
+    body = p.dialogflow_es("resp-10", "sess-5", parameters={"RB_MARKDONE": True},
+                           source="facebook", payload={"data": {"sender": {"id": "PSID-9"}}})
+    post_dialogflow(client, body)
+    [conversation] = conversations_of(client, contact_id_of(client, "facebook", "PSID-9"))
+    assert conversation["close_source"] == "dialogflow"
+
+
+def test_dialogflow_payload_contact_id(client):
+    opened = post_facebook(client, p.messenger(p.fb_message("PSID-10", "m_10", "hi")))
+    contact_id = opened.json["results"][0]["contact_id"]
+    post_dialogflow(client, p.dialogflow_es("resp-11", "sess-6", parameters={"RB_MARKDONE": "yes"},
+                                            payload={"contact_id": contact_id}))
+    assert conversations_of(client, contact_id)[0]["close_source"] == "dialogflow"
+
+
+def test_dialogflow_cx_closes_and_nulls_the_session_parameter(client):
+    post_dialogflow(client, p.dialogflow_cx("cx-1", "cx-sess-1", {"RB_MARKDONE": False}),
+                    path="/webhooks/dialogflow-cx")
+    response = post_dialogflow(client, p.dialogflow_cx("cx-2", "cx-sess-1", {"RB_MARKDONE": True}),
+                               path="/webhooks/dialogflow-cx",
+                               Authorization=f"Bearer {p.SECRETS['dialogflow_token']}")
+    assert response.status_code == 200
+    assert response.json == {"sessionInfo": {"parameters": {"RB_MARKDONE": None}}}
+    [conversation] = conversations_of(client, contact_id_of(client, "dialogflow", "cx-sess-1"))
+    assert conversation["close_source"] == "dialogflow"
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", p.basic_auth("dialogflow", "wrong"),
+                                           "Basic !!!notbase64"])
+def test_dialogflow_refuses_bad_credentials(client, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.post("/webhooks/dialogflow", json=p.dialogflow_es("r", "s"), headers=headers)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("body", [
+    {"responseId": "r", "session": "projects/p/agent/sessions/s", "queryResult": 5},
+    {"session": "projects/p/agent/sessions/s", "queryResult": {}},
+    {"responseId": "r", "queryResult": {}},
+])
+def test_dialogflow_malformed_requests_are_4xx(client, body):
+    response = post_dialogflow(client, body)
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_payload"
+
+
+# -- the users' API -------------------------------------------------------------------------------
+
+
+def test_api_requires_the_bearer_token(client):
+    assert client.get("/api/conversations/1").status_code == 401
+    assert client.get("/api/conversations/1", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_api_open_close_and_read(client):
+    contact_id = post_facebook(client, p.messenger(p.fb_message("PSID-20", "m_20", "hi"))).json[
+        "results"][0]["contact_id"]
+    [first] = conversations_of(client, contact_id)
+    noop = client.post(f"/api/contacts/{contact_id}/conversations", json={"user": "maria"},
+                       headers=api_headers())
+    assert noop.status_code == 200 and noop.json["conversation"]["id"] == first["id"]
+    closed = client.post(f"/api/conversations/{first['id']}/close",
+                         json={"user": "maria", "note": "sorted by phone"}, headers=api_headers())
+    assert closed.status_code == 200
+    assert closed.json["conversation"]["close_source"] == "user"
+    assert closed.json["conversation"]["closing_note"] == "sorted by phone"
+    opened = client.post(f"/api/contacts/{contact_id}/conversations",
+                         json={"user": "maria", "assignee": "maria", "team": "support"},
+                         headers=api_headers())
+    assert opened.status_code == 201
+    conversation = opened.json["conversation"]
+    assert (conversation["open_source"], conversation["assignee"]) == ("user", "maria")
+    listed = conversations_of(client, contact_id)
+    assert [c["status"] for c in listed] == ["closed", "open"]
+    for item in listed:
+        assert {"id", "contact_id", "status", "open_source", "close_source", "opened_at",
+                "closed_at", "assignee", "team"} <= set(item)
+    one = client.get(f"/api/conversations/{conversation['id']}", headers=api_headers())
+    assert one.json == conversation
+
+
+def test_api_merge_closes_the_secondarys_conversation(client):
+    primary = post_facebook(client, p.messenger(p.fb_message("PSID-30", "m_30", "hi"))).json[
+        "results"][0]["contact_id"]
+    secondary = post_viber(client, p.viber_message("vb-30=", 30, "hi")).json["results"][0]["contact_id"]
+    response = client.post(f"/api/contacts/{primary}/merge",
+                           json={"user": "maria", "secondary_id": secondary}, headers=api_headers())
+    assert response.status_code == 200
+    [closed] = conversations_of(client, secondary)
+    assert closed["close_source"] == "contact_merge"
+    assert contact_id_of(client, "viber", "vb-30=") == primary
+
+
+def test_api_idempotency_key_applies_a_command_once(client):
+    contact_id = post_facebook(client, p.messenger(p.fb_message("PSID-40", "m_40", "hi"))).json[
+        "results"][0]["contact_id"]
+    [conversation] = conversations_of(client, contact_id)
+    headers = {**api_headers(), "Idempotency-Key": "close-40"}
+    url = f"/api/conversations/{conversation['id']}/close"
+    first = client.post(url, json={"user": "maria"}, headers=headers)
+    client.post(f"/api/contacts/{contact_id}/conversations", json={"user": "maria"},
+                headers=api_headers())
+    again = client.post(url, json={"user": "maria"}, headers=headers)
+    assert (first.json["status"], again.json["status"]) == ("applied", "duplicate")
+    assert [c["status"] for c in conversations_of(client, contact_id)] == ["closed", "open"]
+
+
+def test_api_trace_of_an_event(client):
+    post_events(client, {"id": "traced-1", "type": "message.received", "channel": "webchat",
+                         "contact": {"external_id": "t-1"}, "message": {"text": "thanks"}})
+    trace = client.get("/api/events/traced-1/trace", headers=api_headers()).json
+    assert trace["fired"] == ["close-on-thanks"]
+    assert trace["steps"][0]["rules"][0]["conditions"][0]["result"] is True
+
+
+@pytest.mark.parametrize("method, url, body, status", [
+    ("get", "/api/conversations/999", None, 404),
+    ("get", "/api/contacts/999/conversations", None, 404),
+    ("get", "/api/events/nope/trace", None, 404),
+    ("get", "/api/contacts?channel=facebook", None, 400),
+    ("post", "/api/conversations/999/close", {"user": "u"}, 404),
+    ("post", "/api/contacts/999/conversations", {"user": "u"}, 404),
+    ("post", "/api/contacts/1/conversations", {}, 400),
+    ("post", "/api/contacts/1/conversations", {"user": "u", "colour": "red"}, 400),
+    ("post", "/api/contacts/1/merge", {"user": "u", "secondary_id": "two"}, 400),
+    ("post", "/api/contacts/999/merge", {"user": "u", "secondary_id": 1}, 404),
+    ("get", "/api/nothing-here", None, 404),
+])
+def test_api_errors_are_4xx_json(client, method, url, body, status):
+    response = getattr(client, method)(url, json=body, headers=api_headers())
+    assert response.status_code == status, response.json
+    assert "error" in response.json
+
+
+GARBAGE = [b"", b"null", b"[]", b"[1, 2]", b'"text"', b"{}", b'{"entry": [null]}',
+           b'{"object": "page", "entry": [{"messaging": [null, 5]}]}',
+           b'{"event": "message", "message_token": "x"}', b'{"event": 5}',
+           b'{"event": "message", "message_token": 1, "timestamp": 1, "sender": {"id": ""}}',
+           b'{"event": "message", "message_token": 1, "timestamp": 1, "sender": {"id": "a"}, "message": {"type": "text", "text": 5}}',
+           b'{"responseId": "r", "session": "", "queryResult": {"parameters": {"RB_MARKDONE": [1]}}}',
+           b'{"detectIntentResponseId": "d", "sessionInfo": {"session": "s/"}}',
+           b'{"id": "g", "type": "contacts.merge", "contact": {"id": 1}, "secondary_contact_id": 1, "actor": "u"}',
+           b'{"id": "' + b"x" * 300 + b'", "type": "welcome"}', b"\x00\x01\x02"]
+
+
+@pytest.mark.parametrize("body", GARBAGE)
+def test_no_body_makes_any_endpoint_answer_5xx(client, body):
+    post_facebook(client, p.messenger(p.fb_message("PSID-G", "m_g", "hi")))  # contact 1 exists
+    signed = {
+        "/webhooks/events": {"X-Signature-256": "sha256=" + p.hmac_hex(p.SECRETS["webhook_secret"], body)},
+        "/webhooks/facebook": {"X-Hub-Signature-256": "sha256=" + p.hmac_hex(p.SECRETS["facebook_app_secret"], body)},
+        "/webhooks/viber": {"X-Viber-Content-Signature": p.hmac_hex(p.SECRETS["viber_auth_token"], body)},
+        "/webhooks/dialogflow": {"Authorization": f"Bearer {p.SECRETS['dialogflow_token']}"},
+        "/webhooks/dialogflow-cx": {"Authorization": f"Bearer {p.SECRETS['dialogflow_token']}"},
+        "/api/contacts/1/conversations": api_headers(),
+        "/api/conversations/1/close": api_headers(),
+        "/api/contacts/1/merge": api_headers(),
+    }
+    for url, headers in signed.items():
+        response = client.post(url, data=body, content_type="application/json", headers=headers)
+        assert 400 <= response.status_code < 500 or response.status_code == 200, (url, response.json)
+        assert response.is_json, url
