@@ -1,0 +1,15 @@
+"""A bare Flask endpoint: the baseline the webhook benchmark compares the engine against."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+
+
+@app.post("/webhooks/events")
+def receive() -> Any:
+    """Parse the JSON body and answer; no authentication, no engine, no store."""
+    data = request.get_json()
+    return jsonify({"results": [{"event_id": data.get("id"), "status": "applied"}]})

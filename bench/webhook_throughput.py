@@ -1,0 +1,115 @@
+"""Benchmark: webhook requests/s of the engine against a bare Flask endpoint, side by side.
+
+Both run under the same gunicorn configuration (sync workers, ``--workers``, loopback) and
+receive the same signed channel-neutral events from the same client; the engine's requests
+each verify the HMAC signature, apply one event (contact lookup, lifecycle, rules, trace)
+and commit to a SQLite file. Prints requests/s of each and the ratio.
+
+    python bench/webhook_throughput.py [--requests 2000] [--clients 8] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.post(f"http://127.0.0.1:{port}/webhooks/events", json={}, timeout=1)
+            return process
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise SystemExit(f"server on port {port} did not start: {' '.join(command)}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def bodies(count: int, run: str) -> list[bytes]:
+    return [json.dumps({"id": f"{run}-{n}", "type": "message.received", "channel": "webchat",
+                        "contact": {"external_id": f"visitor-{n % 200}"},
+                        "message": {"text": "thanks" if n % 5 == 4 else "hello"}}).encode()
+            for n in range(count)]
+
+
+def drive(port: int, payloads: list[bytes], clients: int) -> float:
+    url = f"http://127.0.0.1:{port}/webhooks/events"
+
+    def send(body: bytes) -> int:
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        response = requests.post(url, data=body, timeout=60, headers={
+            "Content-Type": "application/json", "X-Signature-256": signature})
+        return response.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        statuses = list(pool.map(send, payloads))
+    elapsed = time.perf_counter() - started
+    failures = [s for s in statuses if s != 200]
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed (e.g. HTTP {failures[0]})")
+    return len(payloads) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        env = {**os.environ, "RULES_ENGINE_WEBHOOK_SECRET": SECRET}
+        gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers)]
+        bare_port, ours_port = free_port(), free_port()
+        bare = start([*gunicorn, "--bind", f"127.0.0.1:{bare_port}", "--chdir", str(BENCH),
+                      "bare_app:app"], bare_port, env)
+        ours = start([sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
+                      "--database-url", f"sqlite:///{Path(temp) / 'bench.db'}", "serve",
+                      "--port", str(ours_port), "--workers", str(args.workers)], ours_port, env)
+        try:
+            drive(bare_port, bodies(100, "warm-bare"), args.clients)
+            drive(ours_port, bodies(100, "warm-ours"), args.clients)
+            bare_rate = drive(bare_port, bodies(args.requests, "bare"), args.clients)
+            ours_rate = drive(ours_port, bodies(args.requests, "ours"), args.clients)
+        finally:
+            stop(bare)
+            stop(ours)
+    print(f"gunicorn sync, {args.workers} workers, {args.clients} clients, "
+          f"{args.requests} requests each")
+    print(f"  {'bare Flask endpoint':<32}{bare_rate:8,.0f} req/s")
+    print(f"  {'rules-engine /webhooks/events':<32}{ours_rate:8,.0f} req/s (SQLite, example rules)")
+    print(f"  {'ratio engine / bare':<32}{ours_rate / bare_rate:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
