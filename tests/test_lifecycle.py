@@ -208,32 +208,44 @@ def test_the_database_itself_refuses_a_second_open_conversation(make_engine, sto
                 contact_id=contact_id, opened_at=T0, open_source="user", bot_active=True))
 
 
-def test_fifty_threads_opening_for_one_contact_leave_exactly_one_open(make_engine, store):
-    engine: Engine = make_engine()
-    contact_id = engine.process(message("psid-1", "hi")).contact_id
-    engine.process(event("conversation.close", contact={"id": contact_id}, actor="u"))
-    barrier = threading.Barrier(50)
-    errors: list[BaseException] = []
-    results = []
+def all_at_once(task, count: int = 50) -> list:
+    """Run ``task(index)`` in ``count`` threads released together; their results, in order.
 
-    def open_one(index: int) -> None:
+    Any exception in a thread fails the test.
+    """
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
         try:
             barrier.wait()
-            kind = ("conversation.open", "welcome", "message.received")[index % 3]
-            fields = ({"contact": {"id": contact_id}, "actor": f"user-{index}"} if index % 3 == 0
-                      else {"channel": "facebook", "contact": {"external_id": "psid-1"},
-                            **({"message": {"text": "hi"}} if index % 3 == 2 else {})})
-            results.append(engine.process(event(kind, minutes=1, **fields)))
-        except BaseException as error:  # noqa: BLE001 - the test reports any failure
+            results[index] = task(index)
+        except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(50)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(results) == 50
+    return results
+
+
+def test_fifty_threads_opening_for_one_contact_leave_exactly_one_open(make_engine, store):
+    engine: Engine = make_engine()
+    contact_id = engine.process(message("psid-1", "hi")).contact_id
+    engine.process(event("conversation.close", contact={"id": contact_id}, actor="u"))
+
+    def open_one(index: int):
+        kind = ("conversation.open", "welcome", "message.received")[index % 3]
+        fields = ({"contact": {"id": contact_id}, "actor": f"user-{index}"} if index % 3 == 0
+                  else {"channel": "facebook", "contact": {"external_id": "psid-1"},
+                        **({"message": {"text": "hi"}} if index % 3 == 2 else {})})
+        return engine.process(event(kind, minutes=1, **fields))
+
+    results = all_at_once(open_one)
     assert len(open_ones(store, contact_id)) == 1
     opened = [r for r in results
               if any(c["operation"] == "open_conversation" for c in r.changes)]
@@ -242,23 +254,7 @@ def test_fifty_threads_opening_for_one_contact_leave_exactly_one_open(make_engin
 
 def test_fifty_threads_sending_first_messages_create_one_contact_each(make_engine, store):
     engine = make_engine()
-    barrier = threading.Barrier(50)
-    errors: list[BaseException] = []
-    results = []
-
-    def first_message(index: int) -> None:
-        try:
-            barrier.wait()
-            results.append(engine.process(message(f"new-{index % 5}", "hello")))
-        except BaseException as error:  # noqa: BLE001
-            errors.append(error)
-
-    threads = [threading.Thread(target=first_message, args=(i,)) for i in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    results = all_at_once(lambda index: engine.process(message(f"new-{index % 5}", "hello")))
     contact_ids = {r.contact_id for r in results}
     assert len(contact_ids) == 5
     for contact_id in contact_ids:
