@@ -1,4 +1,4 @@
-"""The ``rules-engine`` command: validate, schema, simulate, ingest."""
+"""The ``rules-engine`` command: validate, schema, simulate, ingest, report, demo-data, serve."""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +7,18 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from .demo_data import generate_demo_data
 from .engine import DEFAULT_MAX_DEPTH, Engine
 from .errors import RulesEngineError, RuleSetInvalid
 from .events import parse_event
 from .loader import load_rule_set, rule_files
+from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from .render import render_trace
+from .report_format import to_csv, to_table
 from .schema import load_schema
 from .store import DEFAULT_DATABASE_URL, Store
 
@@ -119,6 +123,28 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if totals["rejected"] else 0
 
 
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    now = datetime.now(timezone.utc)
+    query = parse_report_query(vars(args), now=now)
+    report = conversation_report(Store(_database_url(args)), query, now=now)
+    if args.format == "json":
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    elif args.format == "csv":
+        out.write(to_csv(report))
+    else:
+        out.write(to_table(report))
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
+    summary = generate_demo_data(Store(_database_url(args)), conversations=args.conversations,
+                                 days=args.days, seed=args.seed)
+    out.write(f"added {summary.conversations} conversations ({summary.open_now} open now) for "
+              f"{summary.contacts} contacts, {summary.since:%Y-%m-%d} .. {summary.until:%Y-%m-%d}\n")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Hand over to the web app's own runner (the core itself never imports the web stack)."""
     if args.rules:
@@ -156,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="apply events from a JSON Lines file")
     ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")
     ingest.set_defaults(handler=cmd_ingest)
+
+    report = commands.add_parser("report", help="resolution time and closed count")
+    report.add_argument("--since", help="a date (YYYY-MM-DD) or timestamp; default 30 days ago")
+    report.add_argument("--until", help="a date (that whole day included) or timestamp; default today")
+    report.add_argument("--by", choices=[g.value for g in GroupBy], default="none")
+    for name in ReportQuery.FILTERABLE:
+        report.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"only this {name}")
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.set_defaults(handler=cmd_report)
+
+    demo = commands.add_parser("demo-data", help="fill the store with a seeded demo history")
+    demo.add_argument("--conversations", type=int, default=6000)
+    demo.add_argument("--days", type=int, default=120)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=cmd_demo_data)
 
     serve = commands.add_parser(
         "serve", add_help=False,

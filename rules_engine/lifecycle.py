@@ -97,8 +97,9 @@ class Lifecycle:
     ) -> Outcome:
         """Close this conversation if it is still open."""
         at = max(self.at, conversation.opened_at)
-        closed = self.tx.close_conversation(conversation.id, source=source, actor=actor, at=at,
-                                            event_id=self.event_id, note=note)
+        closed = self.tx.close_conversation(
+            conversation.id, source=source, actor=actor, at=at, event_id=self.event_id,
+            resolution_seconds=int((at - conversation.opened_at).total_seconds()), note=note)
         if closed is None:
             return Outcome("close_conversation", False,
                            f"conversation {conversation.id} is already closed", [], conversation.id)

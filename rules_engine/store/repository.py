@@ -297,6 +297,7 @@ class StoreTx:
         actor: str | None,
         at: datetime,
         event_id: str | None,
+        resolution_seconds: int,
         note: str | None = None,
     ) -> Conversation | None:
         """Close a conversation if it is still open; None when it was already closed."""
@@ -305,6 +306,7 @@ class StoreTx:
             .where(t.conversations.c.id == conversation_id, t.conversations.c.closed_at.is_(None))
             .values(
                 closed_at=at,
+                resolution_seconds=resolution_seconds,
                 close_source=str(source),
                 closed_by=actor,
                 closing_note=note,

@@ -85,6 +85,9 @@ conversations = Table(
     Column("open_source", String(20), nullable=False),
     Column("opened_by", String(200)),
     Column("closed_at", UTCDateTime),
+    # whole seconds from open to close, written once at close: reports sort and bucket it
+    # without parsing timestamps (see rules_engine.metrics)
+    Column("resolution_seconds", Integer),
     Column("close_source", String(20)),
     Column("closed_by", String(200)),
     Column("closing_note", Text),
@@ -105,6 +108,10 @@ ONE_OPEN_PER_CONTACT = Index(
     postgresql_where=conversations.c.closed_at.is_(None),
 )
 Index("ix_conversations_contact_opened", conversations.c.contact_id, conversations.c.opened_at)
+# Covers every report query (range on closed_at, any slice): reports scan this index only.
+Index("ix_conversations_report", conversations.c.closed_at, conversations.c.resolution_seconds,
+      conversations.c.assignee, conversations.c.team, conversations.c.channel,
+      conversations.c.open_source, conversations.c.close_source)
 
 processed_events = Table(
     "processed_events",

@@ -1,0 +1,303 @@
+"""Conversation metrics computed by the database: closed count, resolution time, open now.
+
+Resolution time is ``closed_at - opened_at`` in seconds. Percentiles use the nearest-rank
+definition (the value at rank ``ceil(p * n)`` of the sorted times; the median is p = 0.5),
+computed with window functions so that no row leaves the database.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
+
+from .errors import EventError
+from .store import Store
+from .store.tables import conversations as c
+
+
+class GroupBy(StrEnum):
+    """How a report is sliced."""
+
+    NONE = "none"
+    USER = "user"
+    TEAM = "team"
+    CHANNEL = "channel"
+    OPEN_SOURCE = "open_source"
+    CLOSE_SOURCE = "close_source"
+    DAY = "day"
+    WEEK = "week"
+
+
+# Resolution-time histogram buckets: (label, upper bound in seconds, exclusive).
+BUCKETS: tuple[tuple[str, float], ...] = (
+    ("< 5 min", 300), ("5-15 min", 900), ("15-30 min", 1800), ("30-60 min", 3600),
+    ("1-2 h", 7200), ("2-4 h", 14400), ("4-8 h", 28800), ("8-24 h", 86400),
+    ("1-3 days", 259200), ("> 3 days", float("inf")),
+)
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """A time range (closed conversations whose ``closed_at`` falls in it), filters, a slice."""
+
+    since: datetime
+    until: datetime
+    by: GroupBy = GroupBy.NONE
+    filters: dict[str, str] = field(default_factory=dict)
+
+    FILTERABLE = ("user", "team", "channel", "open_source", "close_source")
+
+    def __post_init__(self) -> None:
+        if self.since.tzinfo is None or self.until.tzinfo is None:
+            raise EventError("since and until need a time zone")
+        if self.until <= self.since:
+            raise EventError("until must be after since", path="until")
+        unknown = set(self.filters) - set(self.FILTERABLE)
+        if unknown:
+            raise EventError(f"unknown filter(s): {', '.join(sorted(unknown))}",
+                             hint=f"filters: {', '.join(self.FILTERABLE)}")
+
+
+def default_range(now: datetime, days: int = 30) -> tuple[datetime, datetime]:
+    """The last ``days`` whole days up to the end of today (UTC)."""
+    end = (now.astimezone(timezone.utc) + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    return end - timedelta(days=days), end
+
+
+class _Dialect:
+    """The few SQL expressions that differ between SQLite and PostgreSQL."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+        if self.name == "postgresql":
+            return func.extract("epoch", end - start)
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+    def day(self, column: Any) -> ColumnElement[str]:
+        """The UTC day as YYYY-MM-DD (SQLite stores UTC timestamps as ISO text)."""
+        if self.name == "postgresql":
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return func.substr(column, 1, 10)
+
+    def week(self, column: Any) -> ColumnElement[str]:
+        """The Monday that starts the ISO week, as YYYY-MM-DD."""
+        if self.name == "postgresql":
+            return func.to_char(func.date_trunc("week", func.timezone("UTC", column)), "YYYY-MM-DD")
+        return func.date(func.substr(column, 1, 10), "weekday 0", "-6 days")
+
+
+def _group_column(by: GroupBy, dialect: _Dialect) -> ColumnElement[Any]:
+    columns: dict[GroupBy, ColumnElement[Any]] = {
+        GroupBy.NONE: literal("all"),
+        GroupBy.USER: c.c.assignee,
+        GroupBy.TEAM: c.c.team,
+        GroupBy.CHANNEL: c.c.channel,
+        GroupBy.OPEN_SOURCE: c.c.open_source,
+        GroupBy.CLOSE_SOURCE: c.c.close_source,
+        GroupBy.DAY: dialect.day(c.c.closed_at),
+        GroupBy.WEEK: dialect.week(c.c.closed_at),
+    }
+    return columns[by]
+
+
+_FILTER_COLUMNS = {"user": c.c.assignee, "team": c.c.team, "channel": c.c.channel,
+                   "open_source": c.c.open_source, "close_source": c.c.close_source}
+
+
+def _filters(query: ReportQuery) -> list[ColumnElement[bool]]:
+    return [_FILTER_COLUMNS[name] == value for name, value in query.filters.items()]
+
+
+def _histogram(query: ReportQuery, dialect: _Dialect) -> Any:
+    """Closed conversations in range as (key, seconds, count): the one pass over the rows."""
+    seconds = c.c.resolution_seconds
+    return (
+        select(_group_column(query.by, dialect).label("key"), seconds.label("s"),
+               func.count().label("c"))
+        .where(c.c.closed_at >= query.since, c.c.closed_at < query.until, *_filters(query))
+        .group_by(literal_column("key"), seconds)
+        .cte("histogram")
+    )
+
+
+def _resolution_rows(store: Store, query: ReportQuery, dialect: _Dialect) -> list[dict[str, Any]]:
+    """Per group (level 0) and in total (level 1): count, mean, median, p90, max."""
+    histogram = _histogram(query, dialect)
+    levels = union_all(
+        select(literal(0).label("level"), histogram.c.key, histogram.c.s, histogram.c.c),
+        select(literal(1), literal(None).label("key"), histogram.c.s,
+               func.sum(histogram.c.c)).group_by(histogram.c.s),
+    ).subquery("levels")
+    partition = (levels.c.level, levels.c.key)
+    ranked = select(
+        levels.c.level, levels.c.key, levels.c.s, levels.c.c,
+        func.sum(levels.c.c).over(partition_by=partition, order_by=levels.c.s).label("cum"),
+        func.sum(levels.c.c).over(partition_by=partition).label("n"),
+    ).subquery("ranked")
+
+    def percentile(p: float) -> ColumnElement[Any]:
+        return func.min(case((ranked.c.cum >= p * ranked.c.n, ranked.c.s)))
+
+    statement = (
+        select(
+            ranked.c.level, ranked.c.key, func.sum(ranked.c.c).label("closed"),
+            (func.sum(ranked.c.s * ranked.c.c) * 1.0 / func.sum(ranked.c.c)).label("mean"),
+            percentile(0.5).label("median"), percentile(0.9).label("p90"),
+            func.max(ranked.c.s).label("max"),
+        )
+        .group_by(ranked.c.level, ranked.c.key)
+        .order_by(ranked.c.level, ranked.c.key)
+    )
+    with store.read() as tx:
+        return [dict(row) for row in tx.connection.execute(statement).mappings()]
+
+
+# Open conversations have no close source or close day: these slices show no open figures.
+_CLOSED_ONLY = (GroupBy.CLOSE_SOURCE, GroupBy.DAY, GroupBy.WEEK)
+
+
+def _open_rows(store: Store, query: ReportQuery, dialect: _Dialect,
+               now: datetime) -> dict[Any, dict[str, Any]]:
+    """Open conversations now: count and age, per group (or in total, key ``all``)."""
+    by = GroupBy.NONE if query.by in _CLOSED_ONLY else query.by
+    group = _group_column(by, dialect)
+    age = cast(dialect.seconds_between(c.c.opened_at, literal(now, type_=c.c.opened_at.type)), Float)
+    statement = (
+        select(group.label("key"), func.count().label("open"), func.avg(age).label("mean_age"),
+               func.max(age).label("max_age"))
+        .where(c.c.closed_at.is_(None), *_filters(query))
+        .group_by(literal_column("key"))
+    )
+    with store.read() as tx:
+        return {row["key"]: dict(row) for row in tx.connection.execute(statement).mappings()}
+
+
+def _distribution(store: Store, query: ReportQuery) -> list[dict[str, Any]]:
+    seconds = c.c.resolution_seconds
+    bucket = case(*[(seconds < bound, index) for index, (_, bound) in enumerate(BUCKETS[:-1])],
+                  else_=len(BUCKETS) - 1)
+    statement = (
+        select(bucket.label("bucket"), func.count().label("count"))
+        .where(c.c.closed_at >= query.since, c.c.closed_at < query.until, *_filters(query))
+        .group_by(literal_column("bucket"))
+    )
+    with store.read() as tx:
+        counts = {row.bucket: row.count for row in tx.connection.execute(statement)}
+    return [{"bucket": label, "count": counts.get(index, 0)}
+            for index, (label, _) in enumerate(BUCKETS)]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _figures(closed: dict[str, Any], opened: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "closed": int(closed.get("closed") or 0),
+        "resolution_seconds": {name: _rounded(closed.get(name))
+                               for name in ("mean", "median", "p90", "max")},
+        "open_now": None if opened is None else int(opened.get("open", 0)),
+        "open_age_seconds": {"mean": _rounded((opened or {}).get("mean_age")),
+                             "max": _rounded((opened or {}).get("max_age"))},
+    }
+
+
+def conversation_report(store: Store, query: ReportQuery, *, now: datetime) -> dict[str, Any]:
+    """The report: totals, one row per group, the resolution-time distribution.
+
+    Closed figures cover conversations closed within [since, until); open figures are the
+    conversations open at ``now``, with their age.
+    """
+    dialect = _Dialect(store.dialect)
+    rows = _resolution_rows(store, query, dialect)
+    grouped = {row["key"]: row for row in rows if row["level"] == 0}
+    total = next((row for row in rows if row["level"] == 1), {})
+    open_now = _open_rows(store, query, dialect, now)
+    groups = []
+    if query.by is not GroupBy.NONE:
+        keys = sorted(set(grouped) | (set() if query.by in _CLOSED_ONLY else set(open_now)),
+                      key=lambda key: (key is None, str(key)))
+        groups = [{"key": key, **_figures(grouped.get(key, {}),
+                                          None if query.by in _CLOSED_ONLY else open_now.get(key, {}))}
+                  for key in keys]
+    total_open = (_open_rows(store, ReportQuery(query.since, query.until, GroupBy.NONE,
+                                                query.filters), dialect, now)
+                  if query.by not in (GroupBy.NONE, *_CLOSED_ONLY) else open_now)
+    return {
+        "since": query.since.isoformat(), "until": query.until.isoformat(),
+        "by": str(query.by), "filters": dict(query.filters), "generated_at": now.isoformat(),
+        "totals": _figures(total, total_open.get("all", {})),
+        "groups": groups,
+        "distribution": _distribution(store, query),
+    }
+
+
+def closed_per_day(store: Store, query: ReportQuery) -> list[dict[str, Any]]:
+    """Closed count for every day of the range (days with none included, as 0)."""
+    report_query = ReportQuery(query.since, query.until, GroupBy.DAY, query.filters)
+    dialect = _Dialect(store.dialect)
+    counts = {row["key"]: int(row["closed"]) for row in _resolution_rows(store, report_query, dialect)
+              if row["level"] == 0}
+    days = []
+    day = query.since.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < query.until:
+        key = day.strftime("%Y-%m-%d")
+        days.append({"day": key, "closed": counts.get(key, 0)})
+        day += timedelta(days=1)
+    return days
+
+
+
+def _parse_bound(value: str, name: str, *, end_of_day: bool) -> datetime:
+    """``2026-11-01`` (a whole UTC day) or an ISO 8601 timestamp with a time zone."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            return day + timedelta(days=1) if end_of_day else day
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError(f"'{value}' is not a date or timestamp", path=name,
+                         hint="e.g. 2026-11-01 or 2026-11-01T08:00:00Z") from None
+    if moment.tzinfo is None:
+        raise EventError(f"'{value}' has no time zone", path=name, hint="add Z or an offset")
+    return moment.astimezone(timezone.utc)
+
+
+def parse_report_query(params: Mapping[str, str | None], *, now: datetime) -> ReportQuery:
+    """A ReportQuery from text parameters (CLI flags, query string).
+
+    ``since`` / ``until`` take a date (``until`` then includes that whole day) or a timestamp;
+    by default the last 30 days. ``by`` is a GroupBy; ``user``, ``team``, ``channel``,
+    ``open_source`` and ``close_source`` filter.
+    """
+    default_since, default_until = default_range(now)
+    since = (_parse_bound(params["since"], "since", end_of_day=False)
+             if params.get("since") else default_since)
+    until = (_parse_bound(params["until"], "until", end_of_day=True)
+             if params.get("until") else default_until)
+    by_text = params.get("by") or "none"
+    try:
+        by = GroupBy(by_text)
+    except ValueError:
+        raise EventError(f"unknown slice '{by_text}'", path="by",
+                         hint=f"one of: {', '.join(g.value for g in GroupBy)}") from None
+    filters = {name: value for name in ReportQuery.FILTERABLE if (value := params.get(name))}
+    return ReportQuery(since, until, by, filters)
