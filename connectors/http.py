@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
+
+from .observability import record_event, record_rejection
 
 
 class ApiError(Exception):
@@ -70,10 +73,13 @@ def run_events(events: Sequence[Event]) -> list[dict[str, Any]]:
     """Apply parsed events in order, each in its own transaction; their results."""
     results = []
     for event in events:
+        started = time.perf_counter()
         try:
-            results.append(engine().process(event).to_dict())
+            result = engine().process(event)
         except RulesEngineError as error:
             raise from_engine_error(error) from None
+        results.append(result.to_dict())
+        record_event(results[-1], result.trace, time.perf_counter() - started)
     return results
 
 
@@ -82,6 +88,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Any:
+        record_rejection(error.code)
         return jsonify(error.body()), error.status
 
     @app.errorhandler(RulesEngineError)
@@ -91,6 +98,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
+        record_rejection(code)
         return jsonify({"error": {"code": code, "message": error.description}}), error.code
 
     @app.errorhandler(Exception)

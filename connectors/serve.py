@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for warning in warnings:
         print(f"\n*** WARNING: {warning} ***\n", file=sys.stderr)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums every worker
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rules-engine-metrics-")
     for name, value in overrides.items():
         if value is not None:
             os.environ[ENVIRONMENT[name]] = "1" if value is True else str(value)

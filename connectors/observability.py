@@ -1,0 +1,65 @@
+"""Operations metrics in the Prometheus exposition format (``GET /metrics``).
+
+Under gunicorn each worker is a process: ``rules-engine serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory so that a scrape sees every worker's counts.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+EVENTS = Counter("rules_engine_events_received", "Events received, by type, channel and status",
+                 ["type", "channel", "status"])
+RULES_MATCHED = Counter("rules_engine_rules_matched", "Rules whose trigger matched an event",
+                        ["rule_id"])
+RULES_FIRED = Counter("rules_engine_rules_fired", "Rules whose conditions held, so they ran",
+                      ["rule_id"])
+ACTIONS = Counter("rules_engine_actions", "Actions run, by type and outcome", ["action", "outcome"])
+REJECTED = Counter("rules_engine_requests_rejected", "Requests refused, by reason", ["reason"])
+LATENCY = Histogram("rules_engine_event_processing_seconds", "Time to apply one event",
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+blueprint = Blueprint("observability", __name__)
+
+
+def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) -> None:
+    """Count one processed event and, unless it was a repeat, what its rules did."""
+    EVENTS.labels(trace.get("type", "?"), trace.get("channel") or "", result["status"]).inc()
+    LATENCY.observe(seconds)
+    if result["status"] == "duplicate":
+        return
+    for step in trace.get("steps", []):
+        for rule in step["rules"]:
+            if rule["result"] == "disabled":
+                continue
+            RULES_MATCHED.labels(rule["rule_id"]).inc()
+            if rule["result"] == "fired":
+                RULES_FIRED.labels(rule["rule_id"]).inc()
+            for action in rule.get("actions", []):
+                ACTIONS.labels(action["action"], action["outcome"]).inc()
+
+
+def record_rejection(reason: str) -> None:
+    REJECTED.labels(reason).inc()
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Counters and the latency histogram, for Prometheus to scrape."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,102 @@
+"""Reports over HTTP: the JSON/CSV report API and the dashboard page a team lead looks at."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+
+from rules_engine import RulesEngineError
+from rules_engine.metrics import GroupBy, closed_per_day, conversation_report, parse_report_query
+from rules_engine.report_format import duration, to_csv
+
+from .auth import require_bearer
+from .charts import bar_chart
+from .http import ApiError, engine, from_engine_error
+
+COOKIE = "rules_engine_dashboard"
+RANGE_PRESETS = (7, 30, 90)
+
+blueprint = Blueprint("reports", __name__, template_folder="templates")
+
+
+def _report_query(now: datetime) -> Any:
+    try:
+        return parse_report_query(request.args.to_dict(), now=now)
+    except RulesEngineError as error:
+        raise from_engine_error(error) from None
+
+
+@blueprint.get("/api/reports/conversations")
+def report() -> Any:
+    """Closed count and resolution time (mean, median, p90, max), open now: JSON or CSV."""
+    settings = current_app.extensions["rules_engine_settings"]
+    require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
+    now = datetime.now(timezone.utc)
+    result = conversation_report(engine().store, _report_query(now), now=now)
+    if request.args.get("format") == "csv":
+        return Response(to_csv(result), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=conversations.csv"})
+    return jsonify(result)
+
+
+def _cookie_value(token: str) -> str:
+    """What the dashboard cookie holds: a MAC of the token, never the token itself."""
+    return hmac.new(token.encode(), b"rules-engine dashboard", hashlib.sha256).hexdigest()
+
+
+def _dashboard_access() -> Response | None:
+    """None when the request may see the dashboard; else the response to send instead."""
+    settings = current_app.extensions["rules_engine_settings"]
+    token = settings.api_token
+    if token is None:
+        if settings.dev:
+            return None
+        raise ApiError(503, "not_configured", "RULES_ENGINE_API_TOKEN is not set")
+    given = request.args.get("token")
+    if given is not None:
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return Response(render_template("login.html", failed=True), status=401)
+        rest = {k: v for k, v in request.args.items() if k != "token"}
+        response = redirect(request.path + (f"?{urlencode(rest)}" if rest else ""))
+        response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict",
+                            secure=request.is_secure, max_age=12 * 3600)
+        return response
+    cookie = request.cookies.get(COOKIE, "")
+    if hmac.compare_digest(cookie.encode(), _cookie_value(token).encode()):
+        return None
+    if request.headers.get("Authorization"):
+        require_bearer(token, request.headers.get("Authorization"), dev=settings.dev)
+        return None
+    return Response(render_template("login.html", failed=False), status=401)
+
+
+@blueprint.get("/dashboard")
+def dashboard() -> Any:
+    """Headline figures, closed per day, the resolution-time distribution, a per-user table."""
+    refused = _dashboard_access()
+    if refused is not None:
+        return refused
+    now = datetime.now(timezone.utc)
+    query = _report_query(now)
+    store = engine().store
+    totals = conversation_report(store, query, now=now)
+    by_user = conversation_report(store, parse_report_query(
+        {**request.args.to_dict(), "by": GroupBy.USER.value}, now=now), now=now)
+    per_day = closed_per_day(store, query)
+    day_chart = bar_chart([(d["day"][5:], d["closed"]) for d in per_day],
+                          title="Closed conversations per day", test_id="chart-closed-per-day",
+                          label_every=max(1, len(per_day) // 10))
+    distribution_chart = bar_chart([(b["bucket"], b["count"]) for b in totals["distribution"]],
+                                   title="Resolution time distribution",
+                                   test_id="chart-resolution")
+    until_day = (query.until - timedelta(microseconds=1)).strftime("%Y-%m-%d")
+    presets = [(days, f"?since={(now - timedelta(days=days - 1)):%Y-%m-%d}&until={now:%Y-%m-%d}")
+               for days in RANGE_PRESETS]
+    return render_template(
+        "dashboard.html", report=totals, by_user=by_user, day_chart=day_chart,
+        distribution_chart=distribution_chart, duration=duration, presets=presets,
+        since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)
