@@ -138,8 +138,15 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
-    summary = generate_demo_data(Store(_database_url(args)), conversations=args.conversations,
-                                 days=args.days, seed=args.seed)
+    store = Store(_database_url(args))
+    if args.if_empty:
+        with store.read() as tx:
+            existing = tx.count_conversations()
+        if existing:
+            out.write(f"the store already holds {existing} conversations: no demo data added\n")
+            return 0
+    summary = generate_demo_data(store, conversations=args.conversations, days=args.days,
+                                 seed=args.seed)
     out.write(f"added {summary.conversations} conversations ({summary.open_now} open now) for "
               f"{summary.contacts} contacts, {summary.since:%Y-%m-%d} .. {summary.until:%Y-%m-%d}\n")
     return 0
@@ -196,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--conversations", type=int, default=6000)
     demo.add_argument("--days", type=int, default=120)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--if-empty", action="store_true",
+                      help="add nothing when the store already holds conversations")
     demo.set_defaults(handler=cmd_demo_data)
 
     serve = commands.add_parser(

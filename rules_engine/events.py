@@ -63,4 +63,7 @@ def parse_event(
         actor=data.get("actor"),
         conversation_id=data.get("conversation_id"),
         secondary_contact_id=data.get("secondary_contact_id"),
+        secondary_identity=(
+            (data["secondary_contact"]["channel"], data["secondary_contact"]["external_id"])
+            if "secondary_contact" in data else None),
     )

@@ -107,9 +107,18 @@ def _user_close(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Out
 
 
 def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
-    if event.secondary_contact_id is None:
-        raise EventError("contacts.merge needs secondary_contact_id", path="secondary_contact_id")
-    return lifecycle.merge(contact_id, event.secondary_contact_id, actor=event.actor)
+    secondary_id = event.secondary_contact_id
+    if event.secondary_identity is not None:
+        channel, external_id = event.secondary_identity
+        secondary = lifecycle.tx.find_contact_by_identity(channel, external_id)
+        if secondary is None:
+            raise NotFoundError(f"no contact has {channel} id '{external_id}'",
+                                path="secondary_contact")
+        secondary_id = secondary.id
+    if secondary_id is None:
+        raise EventError("contacts.merge needs secondary_contact_id or secondary_contact",
+                         path="secondary_contact_id")
+    return lifecycle.merge(contact_id, secondary_id, actor=event.actor)
 
 
 HANDLERS: dict[EventType, Handler] = {

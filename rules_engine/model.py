@@ -99,6 +99,7 @@ class Event:
     actor: str | None = None
     conversation_id: int | None = None
     secondary_contact_id: int | None = None
+    secondary_identity: tuple[str, str] | None = None  # (channel, external_id)
 
 
 @dataclass(frozen=True, slots=True)

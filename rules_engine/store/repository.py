@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -243,6 +243,9 @@ class StoreTx:
             .first()
         )
         return _conversation(row) if row else None
+
+    def count_conversations(self) -> int:
+        return self.connection.execute(select(func.count()).select_from(t.conversations)).scalar_one()
 
     def conversations_of(self, contact_id: int) -> list[Conversation]:
         rows = self.connection.execute(
