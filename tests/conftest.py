@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -10,16 +11,42 @@ from typing import Any
 
 import pytest
 
+from sqlalchemy import create_engine, text
+
 from rules_engine import Engine, Event, Store, load_rule_set, parse_event
+from rules_engine.store.tables import metadata
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 _ids = itertools.count(1)
 
+# Set (by .ci/with-postgres) to run the whole suite against PostgreSQL instead of SQLite.
+POSTGRES_URL = os.environ.get("RULES_ENGINE_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema() -> None:
+    """Migrate the PostgreSQL test database once per run."""
+    if POSTGRES_URL:
+        Store(POSTGRES_URL, migrate=True).dispose()
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A real SQLite store (WAL, file on disk), fresh per test."""
-    database = Store(f"sqlite:///{tmp_path / 'test.db'}")
+def database_url(tmp_path: Path, _postgres_schema: None) -> str:
+    """A fresh, empty database per test: a SQLite file, or the emptied PostgreSQL database."""
+    if not POSTGRES_URL:
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    engine = create_engine(POSTGRES_URL)
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A real store (SQLite WAL file, or PostgreSQL), fresh per test."""
+    database = Store(database_url, migrate=True)
     yield database
     database.dispose()
 

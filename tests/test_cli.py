@@ -9,8 +9,8 @@ from rules_engine import Store
 from .test_validation import REPO, run_cli
 
 
-def test_ingest_the_demo_events_opens_and_closes_every_way(tmp_path):
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
+def test_ingest_the_demo_events_opens_and_closes_every_way(database_url):
+    url = database_url
     demo = str(REPO / "rules" / "events" / "demo.jsonl")
     status, output = run_cli("--rules", str(REPO / "rules"), "--database-url", url, "ingest", demo)
     assert status == 0, output
@@ -26,7 +26,7 @@ def test_ingest_the_demo_events_opens_and_closes_every_way(tmp_path):
     assert "0 applied, 11 duplicate(s) skipped" in output
 
 
-def test_ingest_reports_bad_lines_with_their_number_and_keeps_the_good_ones(tmp_path):
+def test_ingest_reports_bad_lines_with_their_number_and_keeps_the_good_ones(tmp_path, database_url):
     events = tmp_path / "events.jsonl"
     events.write_text(
         '{"id": "a", "type": "message.received", "channel": "viber", '
@@ -34,7 +34,7 @@ def test_ingest_reports_bad_lines_with_their_number_and_keeps_the_good_ones(tmp_
         "not json\n"
         '{"id": "b", "type": "message.received", "channel": "viber", "contact": {"external_id": "u1"}}\n',
         "utf-8")
-    url = f"sqlite:///{tmp_path / 'x.db'}"
+    url = database_url
     status, output = run_cli("--rules", str(REPO / "rules"), "--database-url", url, "ingest",
                              str(events))
     assert status == 1
@@ -43,12 +43,12 @@ def test_ingest_reports_bad_lines_with_their_number_and_keeps_the_good_ones(tmp_
     assert "1 applied" in output
 
 
-def test_simulate_prints_why_and_writes_nothing(tmp_path):
+def test_simulate_prints_why_and_writes_nothing(tmp_path, database_url):
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps({
         "id": "sim-1", "type": "message.received", "channel": "facebook",
         "contact": {"external_id": "psid-9"}, "message": {"text": "thanks"}}), "utf-8")
-    url = f"sqlite:///{tmp_path / 'sim.db'}"
+    url = database_url
     status, output = run_cli("--rules", str(REPO / "rules"), "--database-url", url, "simulate",
                              str(event_file))
     assert status == 0
@@ -59,11 +59,11 @@ def test_simulate_prints_why_and_writes_nothing(tmp_path):
         assert tx.find_contact_by_identity("facebook", "psid-9") is None
 
 
-def test_invalid_rules_stop_ingest_with_the_errors(tmp_path):
+def test_invalid_rules_stop_ingest_with_the_errors(tmp_path, database_url):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "bad.yaml").write_text("rules:\n  - id: x\n", "utf-8")
     status, output = run_cli("--rules", str(rules), "--database-url",
-                             f"sqlite:///{tmp_path / 'y.db'}", "ingest", str(Path(__file__)))
+                             database_url, "ingest", str(Path(__file__)))
     assert status == 1
     assert "the rules are invalid" in output and "bad.yaml:2:" in output

@@ -31,11 +31,11 @@ sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
+def served(tmp_path, monkeypatch, database_url):
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
     app = create_app({"api_token": p.SECRETS["api_token"], "rules_dir": str(tmp_path),
-                      "database_url": f"sqlite:///{tmp_path / 'dash.db'}"})
+                      "database_url": database_url})
     (tmp_path / "rules.yaml").write_text("rules: []\n", "utf-8")
     generate_demo_data(app.extensions["rules_engine"].store, conversations=4000, days=90, seed=5)
     port = free_port()

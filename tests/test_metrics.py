@@ -142,8 +142,8 @@ def test_report_query_parsing():
             parse_report_query(bad, now=NOW)
 
 
-def test_report_command_table_and_csv(seeded, tmp_path, store):
-    url = str(store.url)
+def test_report_command_table_and_csv(seeded, database_url):
+    url = database_url
     status, table = run_cli("--database-url", url, "report", "--by", "team",
                             "--since", "2026-09-01", "--until", "2026-11-25")
     assert status == 0

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(database_url):
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
     environment.update({
@@ -37,7 +37,7 @@ def server(tmp_path):
     })
     process = subprocess.Popen(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
-         "--database-url", f"sqlite:///{tmp_path / 'served.db'}", "serve",
+         "--database-url", database_url, "serve",
          "--port", str(port), "--workers", "2"],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -58,11 +58,11 @@ def server(tmp_path):
     process.wait(timeout=20)
 
 
-def test_serve_refuses_to_start_without_any_secret(tmp_path):
+def test_serve_refuses_to_start_without_any_secret(database_url):
     environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
     finished = subprocess.run(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
-         "--database-url", f"sqlite:///{tmp_path / 'x.db'}", "serve", "--port", str(free_port())],
+         "--database-url", database_url, "serve", "--port", str(free_port())],
         env=environment, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 2
     assert "refusing to start" in finished.stderr

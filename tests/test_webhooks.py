@@ -27,14 +27,14 @@ rules:
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
+def app(tmp_path, monkeypatch, database_url):
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(TEST_RULES, "utf-8")
     application = create_app({**p.SECRETS, "rules_dir": str(rules), "max_body_bytes": 64_000,
-                              "database_url": f"sqlite:///{tmp_path / 'app.db'}"})
+                              "database_url": database_url})
     yield application
     application.extensions["rules_engine"].store.dispose()
 
@@ -108,17 +108,17 @@ def test_openapi_describes_every_route_and_only_those(app, client):
     assert "contact" in document["components"]["schemas"]["Event"]["properties"]
 
 
-def test_no_secret_refuses_to_start_outside_development(tmp_path, monkeypatch):
+def test_no_secret_refuses_to_start_outside_development(monkeypatch, database_url):
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match="no secret is configured"):
-        create_app({"database_url": f"sqlite:///{tmp_path / 'x.db'}", "rules_dir": str(REPO / "rules")})
+        create_app({"database_url": database_url, "rules_dir": str(REPO / "rules")})
 
 
-def test_an_unconfigured_endpoint_is_disabled_not_open(tmp_path, monkeypatch):
+def test_an_unconfigured_endpoint_is_disabled_not_open(monkeypatch, database_url, store):
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
-    app = create_app({"api_token": "t", "database_url": f"sqlite:///{tmp_path / 'x.db'}",
+    app = create_app({"api_token": "t", "database_url": database_url,
                       "rules_dir": str(REPO / "rules")})
     response = app.test_client().post("/webhooks/viber", json=p.viber_message("u", 1, "hi"))
     assert response.status_code == 503 and response.json["error"]["code"] == "not_configured"

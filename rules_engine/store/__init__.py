@@ -1,5 +1,5 @@
 """Persistence: SQLAlchemy Core tables, the repository, and the unit of work."""
 from .repository import StoreTx
-from .store import DEFAULT_DATABASE_URL, Store
+from .store import DEFAULT_DATABASE_URL, Store, StoreNotReady
 
-__all__ = ["DEFAULT_DATABASE_URL", "Store", "StoreTx"]
+__all__ = ["DEFAULT_DATABASE_URL", "Store", "StoreNotReady", "StoreTx"]

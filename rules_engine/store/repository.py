@@ -48,8 +48,10 @@ class StoreTx:
     def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        statement = insert(table).values(**values).on_conflict_do_nothing(**conflict)
-        return self.connection.execute(statement).rowcount
+        key = next(iter(table.primary_key.columns))
+        statement = (insert(table).values(**values).on_conflict_do_nothing(**conflict)
+                     .returning(key))  # rowcount is not reliable here on every driver
+        return len(self.connection.execute(statement).all())
 
     # -- processed events and traces --------------------------------------------
 

@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from ..errors import RulesEngineError
 from .repository import StoreTx
-from .tables import metadata
 
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
 
@@ -37,10 +41,19 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-class Store:
-    """Owns the database engine and hands out units of work (``transaction()``)."""
+class StoreNotReady(RulesEngineError):
+    """The database's schema is not at the version this code needs."""
 
-    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, create: bool = True) -> None:
+
+class Store:
+    """Owns the database engine and hands out units of work (``transaction()``).
+
+    The schema is managed by Alembic migrations (``rules_engine/migrations``). The embedded
+    SQLite default is migrated when opened; a PostgreSQL database is migrated by
+    ``rules-engine db upgrade`` and only checked here.
+    """
+
+    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, migrate: bool | None = None) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         options: dict[str, Any] = {}
@@ -55,20 +68,49 @@ class Store:
                 options["pool_size"] = 10
                 options["max_overflow"] = 40
                 options["pool_timeout"] = 60
+        else:
+            options["pool_size"] = 10
+            options["max_overflow"] = 20
+            options["pool_pre_ping"] = True
         self.engine = create_engine(self.url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
-        if create:
-            self.create_schema()
+        if self.dialect == "sqlite" if migrate is None else migrate:
+            self.upgrade()
+        else:
+            self.check_schema()
 
     @classmethod
     def from_env(cls, url: str | None = None) -> "Store":
         """A store for ``url``, else ``$RULES_ENGINE_DATABASE_URL``, else the SQLite default."""
         return cls(url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL)
 
-    def create_schema(self) -> None:
-        """Create the tables and indexes that do not exist yet."""
-        metadata.create_all(self.engine)
+    def _alembic(self, connection: Connection) -> AlembicConfig:
+        config = AlembicConfig()
+        config.set_main_option("script_location", "rules_engine:migrations")
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision`` (all of them by default)."""
+        with self.engine.begin() as connection:
+            command.upgrade(self._alembic(connection), revision)
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the database's schema revision, the newest this code knows)."""
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            head = ScriptDirectory.from_config(self._alembic(connection)).get_current_head()
+        assert head is not None
+        return current, head
+
+    def check_schema(self) -> None:
+        """Raise StoreNotReady unless the schema is at the newest revision."""
+        current, head = self.revisions()
+        if current != head:
+            raise StoreNotReady(
+                f"the database schema is at revision {current or 'none'}, this code needs {head}",
+                hint="run `rules-engine db upgrade` (with the same database URL)")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[StoreTx]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -72,7 +73,7 @@ contact_fields = Table(
     metadata,
     Column("contact_id", Integer, ForeignKey("contacts.id"), primary_key=True),
     Column("name", String(100), primary_key=True),
-    Column("value", JSON),
+    Column("value", JSON().with_variant(JSONB(), "postgresql")),
 )
 
 conversations = Table(
@@ -130,3 +131,29 @@ event_traces = Table(
     Column("recorded_at", UTCDateTime, nullable=False, index=True),
     Column("trace", JSON, nullable=False),
 )
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(200), nullable=False),
+    Column("rule_id", String(100)),
+    Column("action", String(40), nullable=False),
+    Column("target", String(40), nullable=False),
+    Column("recipient", String(200)),
+    Column("url", Text),
+    Column("method", String(10), nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("body", JSON),
+    # stable per row: receivers drop the rare repeat that at-least-once delivery allows
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),  # pending, delivered, dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_expires_at", UTCDateTime),
+    Column("locked_by", String(100)),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+)
+Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
