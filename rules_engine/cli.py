@@ -152,6 +152,15 @@ def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
+    store = Store(_database_url(args), migrate=args.action == "upgrade", verify=False)
+    current, head = store.revisions()
+    store.dispose()
+    state = "up to date" if current == head else "run `rules-engine db upgrade`"
+    out.write(f"schema revision {current or 'none'} (newest {head}): {state}\n")
+    return 0 if current == head else 1
+
+
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     """Hand over to the web app's own runner (the core itself never imports the web stack)."""
     if args.rules:
@@ -206,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--if-empty", action="store_true",
                       help="add nothing when the store already holds conversations")
     demo.set_defaults(handler=cmd_demo_data)
+
+    database = commands.add_parser("db", help="the database schema: upgrade it, or show its revision")
+    database.add_argument("action", choices=["upgrade", "current"])
+    database.set_defaults(handler=cmd_db)
 
     serve = commands.add_parser(
         "serve", add_help=False,

@@ -245,9 +245,9 @@ class Engine:
         self._rules = rules
 
     def process(self, event: Event) -> Result:
-        """Apply ``event``: built-in lifecycle, then matching rules, all in one transaction."""
-        with self.store.transaction() as tx:
-            return self._process(tx, event, status="applied")
+        """Apply ``event``: built-in lifecycle, then matching rules, all in one transaction
+        (run again from the start if the database reports a transient conflict)."""
+        return self.store.run(lambda tx: self._process(tx, event, status="applied"))
 
     def simulate(self, event: Event) -> Result:
         """What ``process`` would do for ``event`` now; nothing is written."""

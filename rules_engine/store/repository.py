@@ -45,11 +45,14 @@ class StoreTx:
 
     # -- helpers ---------------------------------------------------------------
 
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+
     def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
         key = next(iter(table.primary_key.columns))
-        statement = (insert(table).values(**values).on_conflict_do_nothing(**conflict)
+        statement = (self._insert(table).values(**values).on_conflict_do_nothing(**conflict)
                      .returning(key))  # rowcount is not reliable here on every driver
         return len(self.connection.execute(statement).all())
 
@@ -182,25 +185,18 @@ class StoreTx:
         return {r.name: r.value for r in rows}
 
     def set_field(self, contact_id: int, name: str, value: Any) -> bool:
-        """Set a contact attribute; False when it already had that value."""
-        current = self.connection.execute(
-            select(t.contact_fields.c.value).where(
-                t.contact_fields.c.contact_id == contact_id, t.contact_fields.c.name == name
-            )
-        ).first()
-        if current is not None:
-            if current[0] == value:
-                return False
-            self.connection.execute(
-                update(t.contact_fields)
-                .where(t.contact_fields.c.contact_id == contact_id, t.contact_fields.c.name == name)
-                .values(value=value)
-            )
-            return True
-        self.connection.execute(
-            t.contact_fields.insert().values(contact_id=contact_id, name=name, value=value)
-        )
-        return True
+        """Set a contact attribute; False when it already had that value.
+
+        One upsert, so concurrent writers never collide on the key.
+        """
+        statement = self._insert(t.contact_fields).values(contact_id=contact_id, name=name,
+                                                          value=value)
+        statement = statement.on_conflict_do_update(
+            index_elements=["contact_id", "name"],
+            set_={"value": statement.excluded.value},
+            where=t.contact_fields.c.value.is_distinct_from(statement.excluded.value),
+        ).returning(t.contact_fields.c.name)
+        return len(self.connection.execute(statement).all()) == 1
 
     def merge_contacts(self, primary_id: int, secondary_id: int) -> None:
         """Move the secondary's identities, tags and missing fields to the primary."""

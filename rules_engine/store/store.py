@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -13,12 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import RulesEngineError
 from .repository import StoreTx
 
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
+T = TypeVar("T")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -41,6 +45,14 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def _is_transient(error: OperationalError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate in _TRANSIENT_SQLSTATES or "database is locked" in str(error.orig)
+
+
 class StoreNotReady(RulesEngineError):
     """The database's schema is not at the version this code needs."""
 
@@ -53,7 +65,8 @@ class Store:
     ``rules-engine db upgrade`` and only checked here.
     """
 
-    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, migrate: bool | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, migrate: bool | None = None,
+                 verify: bool = True) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
         options: dict[str, Any] = {}
@@ -77,7 +90,7 @@ class Store:
             _configure_sqlite(self.engine)
         if self.dialect == "sqlite" if migrate is None else migrate:
             self.upgrade()
-        else:
+        elif verify:
             self.check_schema()
 
     @classmethod
@@ -117,6 +130,19 @@ class Store:
         """A unit of work: commits when the block ends normally, rolls back on any exception."""
         with self.engine.begin() as connection:
             yield StoreTx(connection, self.dialect)
+
+    def run(self, work: Callable[[StoreTx], T], *, attempts: int = 6) -> T:
+        """``work`` in a unit of work, run again when the database reports a transient
+        conflict (PostgreSQL serialization failure or deadlock, SQLite busy)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as tx:
+                    return work(tx)
+            except OperationalError as error:
+                if attempt == attempts or not _is_transient(error):
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def dry_run(self, *, read_only: bool = False) -> Iterator[StoreTx]:
