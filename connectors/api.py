@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from rules_engine import RulesEngineError, queries
+from rules_engine import RulesEngineError, outbox, queries
 from rules_engine.events import parse_event
 
 from .auth import require_bearer
@@ -121,3 +121,24 @@ def get_conversation(conversation_id: int) -> Any:
 def event_trace(event_id: str) -> Any:
     """Why an event did what it did: every candidate rule, condition and action."""
     return jsonify(queries.event_trace(engine().store, event_id))
+
+
+@blueprint.get("/outbox")
+def outbox_rows() -> Any:
+    """Outbound calls: ``?status=pending|delivered|dead&limit=100``."""
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit():
+        raise ApiError(400, "invalid_parameter", "limit must be a whole number", path="limit")
+    try:
+        rows = outbox.list_outbound(engine().store, status=request.args.get("status"),
+                                    limit=int(limit))
+    except RulesEngineError as error:
+        raise from_engine_error(error) from None
+    return jsonify(rows)
+
+
+@blueprint.post("/outbox/<int:outbox_id>/retry")
+def retry_outbound(outbox_id: int) -> Any:
+    """Send a dead-lettered call again."""
+    outbox.requeue(engine().store, outbox_id)
+    return jsonify({"id": outbox_id, "status": "pending"})

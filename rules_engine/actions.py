@@ -15,6 +15,7 @@ from .errors import ExpressionError
 from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
 from .lifecycle import Lifecycle, Outcome
 from .model import CloseSource, OpenSource
+from .templates import compile_template
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class ActionRun:
     contact_id: int
     channel: str | None
     rule_id: str
+    path: str  # the action's place in its rule, e.g. actions/2
     context: Mapping[str, Any]
     now: datetime
 
@@ -121,9 +123,66 @@ class SetField(Action):
         return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value, run.channel)
 
 
+# Channels with a send API the worker knows; any other channel replies through the
+# generic endpoint ($RULES_ENGINE_SEND_URL).
+SEND_TARGETS = frozenset({"facebook", "viber"})
+
+
+class SendMessage(Action):
+    """Reply to the contact on their channel, through the outbox."""
+
+    name = "send_message"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.text = compile_template(self.arguments["text"], roots, path="text")
+
+    def run(self, run: ActionRun) -> Outcome:
+        identities = run.lifecycle.tx.identities(run.contact_id)
+        wanted = self.arguments.get("channel") or run.channel
+        identity = next((i for i in identities if i["channel"] == wanted), None)
+        if identity is None:
+            return Outcome(self.name, False, f"the contact has no {wanted} identity to reply on",
+                           failed=True)
+        try:
+            text = self.text.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"text failed: {error}", failed=True)
+        channel = identity["channel"]
+        return run.lifecycle.queue_outbound(
+            action=self.name, rule_id=run.rule_id, path=run.path,
+            target=channel if channel in SEND_TARGETS else "webhook",
+            recipient=identity["external_id"], url=None, method="POST", headers={},
+            body={"channel": channel, "text": str(text)})
+
+
+class HttpRequest(Action):
+    """Call an external URL (a CRM, a ticketing system) with a templated JSON body."""
+
+    name = "http_request"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.url = compile_template(self.arguments["url"], roots, path="url")
+        self.body = compile_template(self.arguments.get("body"), roots, path="body")
+
+    def run(self, run: ActionRun) -> Outcome:
+        try:
+            url, body = self.url.render(run.context, now=run.now), self.body.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"template failed: {error}", failed=True)
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return Outcome(self.name, False, f"not an http(s) URL: {url!r}", failed=True)
+        return run.lifecycle.queue_outbound(
+            action=self.name, rule_id=run.rule_id, path=run.path, target="http", recipient=None,
+            url=url, method=self.arguments.get("method", "POST"),
+            headers=dict(self.arguments.get("headers", {})), body=body)
+
+
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
-    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField)
+    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
+                   SendMessage, HttpRequest)
 }
 
 
@@ -137,5 +196,5 @@ def compile_action(
     try:
         return ACTIONS[name](arguments, roots)
     except ExpressionError as error:
-        error.path = f"{path}/{name}/expr"
+        error.path = f"{path}/{name}/{error.path or 'expr'}"
         raise

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -161,15 +161,20 @@ def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if current == head else 1
 
 
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Hand over to the web app's own runner (the core itself never imports the web stack)."""
-    if args.rules:
-        os.environ["RULES_ENGINE_RULES_DIR"] = args.rules
-    if args.database_url:
-        os.environ["RULES_ENGINE_DATABASE_URL"] = args.database_url
-    out.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "connectors.serve", *args.options])
-    return 0  # not reached
+def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO], int]:
+    """A command run by an edge module in a fresh interpreter (the core never imports the
+    web stack); the global --rules / --database-url travel as environment variables."""
+
+    def command(args: argparse.Namespace, out: TextIO) -> int:
+        if args.rules:
+            os.environ["RULES_ENGINE_RULES_DIR"] = args.rules
+        if args.database_url:
+            os.environ["RULES_ENGINE_DATABASE_URL"] = args.database_url
+        out.flush()
+        os.execv(sys.executable, [sys.executable, "-m", module, *args.options])
+        return 0  # not reached
+
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", add_help=False,
         help="serve the webhook app with gunicorn (see `rules-engine serve --help`)")
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=_hand_over("connectors.serve"))
+
+    worker = commands.add_parser(
+        "worker", add_help=False,
+        help="deliver the outbox: send_message and http_request (see `rules-engine worker --help`)")
+    worker.set_defaults(handler=_hand_over("connectors.outbox"))
     return parser
 
 
@@ -231,8 +241,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "serve":
-        args.options = extra  # the web runner parses its own options
+    if args.command in ("serve", "worker"):
+        args.options = extra  # the edge module parses its own options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     stream = out or sys.stdout

@@ -194,7 +194,8 @@ class _Run:
         for index, action in enumerate(rule.actions):
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
-                rule_id=rule.id, context=context, now=self.event.timestamp,
+                rule_id=rule.id, path=f"actions/{index}", context=context,
+                now=self.event.timestamp,
             ))
             line = self.record([outcome], depth)[0]
             entry["actions"].append({"path": f"actions/{index}", "action": action.name,

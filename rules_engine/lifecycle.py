@@ -6,6 +6,7 @@ none is, is a reported no-op (``applied`` False), never an error.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -157,6 +158,18 @@ class Lifecycle:
                     {"bot_active": active})
         detail = "handed to the bot" if active else "handed to a human"
         return Outcome("set_bot_status", True, detail, [fact], conversation.id)
+
+    def queue_outbound(self, *, action: str, rule_id: str, path: str, target: str,
+                       recipient: str | None, url: str | None, method: str,
+                       headers: dict[str, str], body: Any) -> Outcome:
+        """Write an outbound call to the outbox, in this event's transaction; workers deliver it."""
+        key = hashlib.sha256(f"{self.event_id}\0{rule_id}\0{path}".encode()).hexdigest()[:40]
+        outbox_id = self.tx.enqueue_outbound(
+            event_id=self.event_id, rule_id=rule_id, action=action, target=target,
+            recipient=recipient, url=url, method=method, headers=headers, body=body,
+            idempotency_key=key, at=self.at)
+        where = url if target == "http" else f"{target} {recipient}"
+        return Outcome(action, True, f"queued outbox #{outbox_id} ({method} {where})")
 
     def merge(self, primary_id: int, secondary_id: int, *, actor: str | None) -> list[Outcome]:
         """Merge the secondary contact into the primary; its open conversation closes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -339,5 +339,69 @@ class StoreTx:
                 and_(t.conversations.c.id == conversation_id, t.conversations.c.bot_active != active)
             )
             .values(bot_active=active)
+        )
+        return result.rowcount == 1
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def enqueue_outbound(self, *, event_id: str, rule_id: str | None, action: str, target: str,
+                         recipient: str | None, url: str | None, method: str,
+                         headers: dict[str, str], body: Any, idempotency_key: str,
+                         at: datetime) -> int:
+        """Add a pending outbox row; returns its id."""
+        return self.connection.execute(
+            t.outbox.insert().values(
+                event_id=event_id, rule_id=rule_id, action=action, target=target,
+                recipient=recipient, url=url, method=method, headers=headers, body=body,
+                idempotency_key=idempotency_key, status="pending", attempts=0,
+                next_attempt_at=at, created_at=at,
+            ).returning(t.outbox.c.id)
+        ).scalar_one()
+
+    def claim_outbound(self, *, worker: str, now: datetime, lease_until: datetime,
+                       limit: int) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` due rows to ``worker`` (rows other workers hold are skipped)."""
+        o = t.outbox
+        due = (
+            select(o.c.id)
+            .where(o.c.status == "pending", o.c.next_attempt_at <= now,
+                   or_(o.c.lease_expires_at.is_(None), o.c.lease_expires_at < now))
+            .order_by(o.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(o)
+            .where(o.c.id.in_(due.scalar_subquery()))
+            .values(lease_expires_at=lease_until, locked_by=worker, attempts=o.c.attempts + 1)
+            .returning(*o.c)
+        )
+        return sorted((dict(row) for row in self.connection.execute(statement).mappings()),
+                      key=lambda row: row["id"])
+
+    def finish_outbound(self, outbox_id: int, *, worker: str, values: dict[str, Any]) -> bool:
+        """Record a delivery attempt's result, if ``worker`` still holds the row's lease."""
+        o = t.outbox
+        result = self.connection.execute(
+            update(o)
+            .where(o.c.id == outbox_id, o.c.status == "pending", o.c.locked_by == worker)
+            .values(lease_expires_at=None, locked_by=None, **values)
+        )
+        return result.rowcount == 1
+
+    def outbound(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """Outbox rows, newest first, optionally of one status."""
+        o = t.outbox
+        statement = select(o).order_by(o.c.id.desc()).limit(limit)
+        if status is not None:
+            statement = statement.where(o.c.status == status)
+        return [dict(row) for row in self.connection.execute(statement).mappings()]
+
+    def requeue_outbound(self, outbox_id: int, now: datetime) -> bool:
+        """Send a dead-lettered row again (attempts start over); False if it is not dead."""
+        o = t.outbox
+        result = self.connection.execute(
+            update(o).where(o.c.id == outbox_id, o.c.status == "dead")
+            .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
         )
         return result.rowcount == 1

@@ -1,0 +1,194 @@
+"""Delivering the outbox: ``rules-engine worker`` claims due rows and makes the HTTP calls.
+
+At least once: a row is leased before delivery; a worker killed mid-delivery leaves the lease
+to expire and another worker delivers it again, with the same ``Idempotency-Key`` so the
+receiver can drop the repeat. A delivered row is never sent again. Failures are retried with
+exponential backoff and jitter; after ``max_attempts``, or at once on a 4xx that retrying
+cannot fix, the row is dead-lettered (``GET /api/outbox?status=dead``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rules_engine import Store
+
+log = logging.getLogger("rules_engine.worker")
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class DeliveryError(Exception):
+    """A delivery failed; ``permanent`` when trying again cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP call to make."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
+
+
+def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Request:
+    """The HTTP call for an outbox row; channel credentials come from the environment."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": row["idempotency_key"],
+               **row["headers"]}
+    body = row["body"]
+    target = row["target"]
+    if target == "http":
+        return Request(row["method"], row["url"], headers, body)
+    if target == "facebook":
+        token = environ.get("FACEBOOK_PAGE_ACCESS_TOKEN")
+        if not token:
+            raise DeliveryError("FACEBOOK_PAGE_ACCESS_TOKEN is not set")
+        base = environ.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0")
+        return Request("POST", f"{base}/me/messages?access_token={token}", headers, {
+            "recipient": {"id": row["recipient"]}, "messaging_type": "RESPONSE",
+            "message": {"text": body["text"]}})
+    if target == "viber":
+        token = environ.get("VIBER_AUTH_TOKEN")
+        if not token:
+            raise DeliveryError("VIBER_AUTH_TOKEN is not set")
+        base = environ.get("VIBER_API_URL", "https://chatapi.viber.com/pa")
+        return Request("POST", f"{base}/send_message", {**headers, "X-Viber-Auth-Token": token}, {
+            "receiver": row["recipient"], "type": "text", "text": body["text"],
+            "sender": {"name": environ.get("VIBER_SENDER_NAME", "Support")}})
+    url = environ.get("RULES_ENGINE_SEND_URL")
+    if not url:
+        raise DeliveryError(f"no send API for channel {body['channel']}: set RULES_ENGINE_SEND_URL")
+    return Request("POST", url, headers, {"channel": body["channel"], "recipient": row["recipient"],
+                                          "text": body["text"]})
+
+
+def send(request: Request, *, timeout: float) -> None:
+    """Make the call; DeliveryError unless the receiver accepted it."""
+    data = None if request.body is None else json.dumps(request.body).encode()
+    http_request = urllib.request.Request(request.url, data=data, method=request.method,
+                                          headers=request.headers)
+    try:
+        with urllib.request.urlopen(http_request, timeout=timeout) as response:
+            answer = response.read(65536)
+    except urllib.error.HTTPError as error:
+        permanent = 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS
+        raise DeliveryError(f"HTTP {error.code} from {request.url.split('?')[0]}",
+                            permanent=permanent) from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DeliveryError(f"cannot reach {request.url.split('?')[0]}: {error}") from None
+    if request.headers.get("X-Viber-Auth-Token"):  # Viber answers 200 with its own status
+        status = json.loads(answer or b"{}").get("status", 0)
+        if status != 0:
+            raise DeliveryError(f"Viber refused the message (status {status})")
+
+
+class OutboxWorker:
+    """Claims due rows in batches and delivers them; many may run side by side."""
+
+    def __init__(self, store: Store, *, worker_id: str, lease_seconds: float = 30,
+                 max_attempts: int = 8, batch: int = 10, timeout: float = 10,
+                 backoff_seconds: float = 2, environ: Mapping[str, str] | None = None) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.batch = batch
+        self.timeout = timeout
+        self.backoff_seconds = backoff_seconds
+        self.environ = os.environ if environ is None else environ
+
+    def run_once(self) -> int:
+        """Deliver one batch of due rows; returns how many rows were claimed."""
+        now = datetime.now(timezone.utc)
+        rows = self.store.run(lambda tx: tx.claim_outbound(
+            worker=self.worker_id, now=now, lease_until=now + self.lease, limit=self.batch))
+        for row in rows:
+            self._deliver(row)
+        return len(rows)
+
+    def _deliver(self, row: Mapping[str, Any]) -> None:
+        try:
+            send(build_request(row, self.environ), timeout=self.timeout)
+        except DeliveryError as error:
+            values = self._failure(row, error)
+            log.warning("outbox #%s attempt %s failed: %s", row["id"], row["attempts"], error)
+        else:
+            values = {"status": "delivered", "delivered_at": datetime.now(timezone.utc)}
+        self.store.run(lambda tx: tx.finish_outbound(row["id"], worker=self.worker_id,
+                                                     values=values))
+
+    def _failure(self, row: Mapping[str, Any], error: DeliveryError) -> dict[str, Any]:
+        if error.permanent or row["attempts"] >= self.max_attempts:
+            return {"status": "dead", "last_error": str(error)}
+        delay = self.backoff_seconds * 2 ** (row["attempts"] - 1)
+        delay = min(delay, 3600) * random.uniform(0.5, 1.0)
+        return {"last_error": str(error),
+                "next_attempt_at": datetime.now(timezone.utc) + timedelta(seconds=delay)}
+
+    def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
+        """Deliver until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
+        while not stop.is_set():
+            try:
+                claimed = self.run_once()
+            except Exception:  # a database hiccup must not kill the worker
+                log.exception("outbox worker %s: batch failed", self.worker_id)
+                claimed = 0
+            if not claimed:
+                stop.wait(poll_seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rules-engine worker``: deliver the outbox until SIGTERM / SIGINT (or once)."""
+    parser = argparse.ArgumentParser(prog="rules-engine worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=os.environ.get("RULES_ENGINE_DATABASE_URL"))
+    parser.add_argument("--threads", type=int, default=4, help="deliveries in parallel")
+    parser.add_argument("--lease", type=float, default=30, help="seconds a claimed row is held")
+    parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between idle polls")
+    parser.add_argument("--timeout", type=float, default=10, help="HTTP timeout, seconds")
+    parser.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store = Store(args.database_url) if args.database_url else Store()
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    workers = [OutboxWorker(store, worker_id=f"{name}:{n}", lease_seconds=args.lease,
+                            max_attempts=args.max_attempts, timeout=args.timeout)
+               for n in range(args.threads)]
+    if args.once:
+        while sum(worker.run_once() for worker in workers):
+            pass
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = [threading.Thread(target=w.run_forever, args=(stop,), kwargs={"poll_seconds": args.poll})
+               for w in workers]
+    for thread in threads:
+        thread.start()
+    log.info("outbox worker %s: %d threads delivering", name, len(threads))
+    for thread in threads:
+        thread.join()
+    store.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Templated values for outbound actions: ``{{ expression }}`` inside strings of any JSON value.
+
+``"Hi {{ contact.name }}"`` renders as text; a string that is exactly one placeholder,
+``"{{ contact.fields.order_id }}"``, keeps the expression's own type (number, list...).
+Every expression is compiled and checked at load time like a condition.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .context import Spec
+from .errors import ExpressionError
+from .expressions import MAX_STRING_LENGTH, CompiledExpression, ExpressionRuntimeError, compile_expression
+
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    parts: tuple[str | CompiledExpression, ...]
+
+    def render(self, context: Mapping[str, Any], now: datetime) -> Any:
+        if len(self.parts) == 1 and isinstance(self.parts[0], CompiledExpression):
+            return self.parts[0].evaluate(context, now=now)
+        rendered = "".join(
+            part if isinstance(part, str)
+            else _text(part.evaluate(context, now=now)) for part in self.parts)
+        if len(rendered) > MAX_STRING_LENGTH:
+            raise ExpressionRuntimeError(f"rendered text over {MAX_STRING_LENGTH} characters")
+        return rendered
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _compile_text(text: str, roots: Mapping[str, Spec], path: str) -> _Text | str:
+    parts: list[str | CompiledExpression] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(text):
+        if match.start() > position:
+            parts.append(text[position:match.start()])
+        try:
+            parts.append(compile_expression(match.group(1), roots))
+        except ExpressionError as error:
+            error.path = path
+            error.message = f"in {{{{{match.group(1)}}}}}: {error.message}"
+            raise
+        position = match.end()
+    if not any(isinstance(part, CompiledExpression) for part in parts):
+        return text
+    if position < len(text):
+        parts.append(text[position:])
+    return _Text(tuple(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A JSON value whose strings may hold ``{{ expression }}`` placeholders."""
+
+    value: Any
+
+    def render(self, context: Mapping[str, Any], *, now: datetime) -> Any:
+        """The value with every placeholder evaluated; ExpressionRuntimeError on failure."""
+        return _render(self.value, context, now)
+
+
+def _render(value: Any, context: Mapping[str, Any], now: datetime) -> Any:
+    if isinstance(value, _Text):
+        return value.render(context, now)
+    if isinstance(value, dict):
+        return {key: _render(item, context, now) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render(item, context, now) for item in value]
+    return value
+
+
+def _compile(value: Any, roots: Mapping[str, Spec], path: str) -> Any:
+    if isinstance(value, str):
+        return _compile_text(value, roots, path)
+    if isinstance(value, dict):
+        return {key: _compile(item, roots, f"{path}/{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_compile(item, roots, f"{path}/{index}") for index, item in enumerate(value)]
+    return value
+
+
+def compile_template(value: Any, roots: Mapping[str, Spec], *, path: str = "") -> Template:
+    """Compile every placeholder in ``value``; ExpressionError names the path of a bad one."""
+    return Template(_compile(value, roots, path))

@@ -1,0 +1,221 @@
+"""Outbound actions through the outbox: written with the event, delivered by workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from connectors.outbox import OutboxWorker
+from rules_engine import outbox
+
+from .conftest import event, message
+from .receiver import receiving
+
+RULES = """
+rules:
+  - id: reply
+    trigger: {event: message.received}
+    conditions: ["contains(message.text, 'hours')"]
+    actions:
+      - send_message: {text: "Hi {{ contact.name or 'there' }}, we are open 9-17."}
+  - id: crm
+    trigger: {event: message.received}
+    conditions: ["contains(message.text, 'refund')"]
+    actions:
+      - http_request:
+          url: "{{ params.crm_url }}/tickets"
+          headers: {X-Source: rules-engine}
+          body: {contact: "{{ contact.id }}", text: "{{ message.text }}", tags: ["refund"]}
+"""
+
+
+@pytest.fixture
+def client_for(tmp_path, monkeypatch, database_url):
+    """A test client of the app over the same database, and the API headers."""
+    from connectors import create_app
+    from connectors.config import ENVIRONMENT
+
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    (tmp_path / "app-rules").mkdir()
+    (tmp_path / "app-rules" / "rules.yaml").write_text("rules: []\n", "utf-8")
+
+    def make(store):
+        app = create_app({"api_token": "t0ken", "database_url": database_url,
+                          "rules_dir": str(tmp_path / "app-rules")})
+        return app.test_client(), {"Authorization": "Bearer t0ken"}
+
+    return make
+
+
+def environ_for(url: str) -> dict[str, str]:
+    return {"FACEBOOK_PAGE_ACCESS_TOKEN": "page-token", "FACEBOOK_GRAPH_URL": f"{url}/graph",
+            "VIBER_AUTH_TOKEN": "viber-token", "VIBER_API_URL": f"{url}/viber",
+            "RULES_ENGINE_SEND_URL": f"{url}/generic"}
+
+
+def crm_event(url: str, n: int, **fields):
+    return message(f"u-{n}", f"refund please #{n}", params={"crm_url": url}, **fields)
+
+
+def worker(store, url: str, name: str = "w1", **options) -> OutboxWorker:
+    options.setdefault("backoff_seconds", 0.01)
+    return OutboxWorker(store, worker_id=name, environ=environ_for(url), **options)
+
+
+def rows(store, status=None):
+    return outbox.list_outbound(store, status=status, limit=1000)
+
+
+def test_outbound_actions_are_queued_with_the_event_and_delivered(make_engine, store):
+    engine = make_engine(RULES)
+    with receiving() as receiver:
+        engine.process(message("psid-1", "what are your hours?"))
+        engine.process(message("vb-1", "opening hours?", channel="viber"))
+        engine.process(message("web-1", "hours on sunday?", channel="webchat"))
+        engine.process(crm_event(receiver.url, 1))
+        assert [r["status"] for r in rows(store)] == ["pending"] * 4
+        assert worker(store, receiver.url).run_once() == 4
+    assert [r["status"] for r in rows(store)] == ["delivered"] * 4
+    by_path = {d.path.split("?")[0]: d for d in receiver.deliveries}
+    facebook = by_path["/graph/me/messages"]
+    assert facebook.body == {"recipient": {"id": "psid-1"}, "messaging_type": "RESPONSE",
+                             "message": {"text": "Hi there, we are open 9-17."}}
+    viber = by_path["/viber/send_message"]
+    assert viber.headers["X-Viber-Auth-Token"] == "viber-token"
+    assert viber.body["receiver"] == "vb-1" and viber.body["type"] == "text"
+    assert by_path["/generic"].body == {"channel": "webchat", "recipient": "web-1",
+                                        "text": "Hi there, we are open 9-17."}
+    crm = by_path["/tickets"]
+    assert crm.headers["X-Source"] == "rules-engine"
+    assert crm.body == {"contact": 4, "text": "refund please #1", "tags": ["refund"]}
+    assert len(set(receiver.keys())) == 4 and all(len(k) == 40 for k in receiver.keys())
+
+
+def test_an_event_that_fails_queues_nothing(make_engine, store, monkeypatch):
+    engine = make_engine(RULES + """
+  - id: then-fail
+    trigger: {event: message.received}
+    actions: [{set_field: {name: x, value: 1}}]
+""")
+    from rules_engine.store import repository
+
+    monkeypatch.setattr(repository.StoreTx, "set_field", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        engine.process(message("psid-1", "hours?"))
+    assert rows(store) == []
+
+
+def test_failures_are_retried_with_backoff_then_delivered(make_engine, store):
+    engine = make_engine(RULES)
+
+    def flaky(delivery, seen):
+        return (503, {}, 0) if seen <= 2 else (200, {}, 0)
+
+    with receiving(flaky) as receiver:
+        engine.process(crm_event(receiver.url, 1))
+        deliverer = worker(store, receiver.url)
+        deadline = time.monotonic() + 10
+        while rows(store, "delivered") == [] and time.monotonic() < deadline:
+            deliverer.run_once()
+            time.sleep(0.02)
+    [row] = rows(store)
+    assert row["status"] == "delivered" and row["attempts"] == 3
+    assert len(receiver.deliveries) == 3 and len(set(receiver.keys())) == 1
+
+
+def test_a_row_that_keeps_failing_is_dead_lettered_and_can_be_retried(make_engine, store, client_for):
+    engine = make_engine(RULES)
+    with receiving(lambda d, n: (500, {}, 0)) as receiver:
+        engine.process(crm_event(receiver.url, 1))
+        deliverer = worker(store, receiver.url, max_attempts=3)
+        deadline = time.monotonic() + 10
+        while not rows(store, "dead") and time.monotonic() < deadline:
+            deliverer.run_once()
+            time.sleep(0.02)
+    [dead] = rows(store, "dead")
+    assert dead["attempts"] == 3 and "HTTP 500" in dead["last_error"]
+    client, headers = client_for(store)
+    listed = client.get("/api/outbox?status=dead", headers=headers).json
+    assert [r["id"] for r in listed] == [dead["id"]]
+    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 200
+    assert rows(store, "pending")[0]["attempts"] == 0
+    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 404
+
+
+def test_a_client_error_is_dead_lettered_at_once(make_engine, store):
+    engine = make_engine(RULES)
+    with receiving(lambda d, n: (400, {"error": "bad"}, 0)) as receiver:
+        engine.process(crm_event(receiver.url, 1))
+        worker(store, receiver.url).run_once()
+    [row] = rows(store)
+    assert (row["status"], row["attempts"]) == ("dead", 1)
+
+
+def test_parallel_workers_deliver_each_row_once(make_engine, store):
+    engine = make_engine(RULES)
+    with receiving() as receiver:
+        for n in range(60):
+            engine.process(crm_event(receiver.url, n))
+        workers = [worker(store, receiver.url, name=f"w{n}", batch=3) for n in range(4)]
+
+        def drain(deliverer: OutboxWorker) -> None:
+            while deliverer.run_once():
+                pass
+
+        threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(rows(store, "delivered")) == 60
+    assert len(receiver.deliveries) == 60 and set(receiver.keys().values()) == {1}
+
+
+def start_worker(database_url: str, url: str, lease: float) -> subprocess.Popen:
+    env = {**os.environ, **environ_for(url)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rules_engine.cli", "--database-url", database_url, "worker",
+         "--threads", "2", "--lease", str(lease), "--poll", "0.1", "--timeout", "30"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, store, database_url):
+    engine = make_engine(RULES)
+    first_try = threading.Event()
+
+    def slow_first_time(delivery, seen):
+        if delivery.body["text"] == "refund please #0" and seen == 1:
+            first_try.set()
+            return 200, {}, 30  # the first worker dies while waiting for this answer
+        return 200, {}, 0
+
+    with receiving(slow_first_time) as receiver:
+        for n in range(20):
+            engine.process(crm_event(receiver.url, n))
+        doomed = start_worker(database_url, receiver.url, lease=2)
+        try:
+            assert first_try.wait(30), "the first worker never started delivering"
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(10)
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+        survivor = start_worker(database_url, receiver.url, lease=2)
+        try:
+            deadline = time.monotonic() + 60
+            while len(rows(store, "delivered")) < 20 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            survivor.wait(20)
+    assert len(rows(store, "delivered")) == 20
+    assert rows(store, "dead") == [] and rows(store, "pending") == []
+    keys = receiver.keys()
+    assert len(keys) == 20  # every row reached the receiver; dropping repeats by key...
+    assert sum(keys.values()) >= 21  # ...includes the one the killed worker had in flight
