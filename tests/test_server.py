@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from connectors.config import ENVIRONMENT
 
@@ -26,8 +27,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(database_url):
+def start_server(database_url: str, workers: int, log_path: Path):
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
     environment.update({
@@ -38,8 +38,9 @@ def server(database_url):
     process = subprocess.Popen(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
          "--database-url", database_url, "serve",
-         "--port", str(port), "--workers", "2"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+         "--port", str(port), "--workers", str(workers)],
+        env=environment, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)  # a log file, not a pipe nobody reads: the access log is long
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -49,13 +50,37 @@ def server(database_url):
         except requests.ConnectionError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            output = process.stdout.read().decode() if process.stdout else ""
+            output = log_path.read_text(errors="replace")
             process.kill()
             pytest.fail(f"server did not start:\n{output}")
         time.sleep(0.2)
-    yield base
+    return process, base
+
+
+def stop_server(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=20)
+
+
+@pytest.fixture
+def server(database_url, tmp_path):
+    process, base = start_server(database_url, 2, tmp_path / "server.log")
+    yield base
+    stop_server(process)
+
+
+@pytest.fixture
+def four_workers(database_url, tmp_path):
+    process, base = start_server(database_url, 4, tmp_path / "server.log")
+    yield base
+    stop_server(process)
+
+
+def post_signed_event(base: str, event: dict) -> requests.Response:
+    body = p.encode(event)
+    return requests.post(f"{base}/webhooks/events", data=body, timeout=60, headers={
+        "Content-Type": "application/json",
+        "X-Signature-256": "sha256=" + p.hmac_hex(p.SECRETS["webhook_secret"], body)})
 
 
 def test_serve_refuses_to_start_without_any_secret(database_url):
@@ -96,3 +121,45 @@ def test_the_served_app_over_http_with_two_workers(server):
     assert unauthenticated.status_code == 401
     disabled = requests.post(f"{server}/webhooks/viber", json={"event": "message"}, timeout=5)
     assert disabled.status_code == 503
+
+
+def test_four_workers_1000_concurrent_first_messages_from_200_new_contacts(four_workers, store):
+    events = [{"id": f"first-{n}", "type": "message.received", "channel": "webchat",
+               "contact": {"external_id": f"new-visitor-{n % 200}"},
+               "message": {"text": f"hello {n // 200}"}} for n in range(1000)]  # interleaved
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        responses = list(pool.map(lambda e: post_signed_event(four_workers, e), events))
+    assert sorted({r.status_code for r in responses}) == [200]
+    assert {r.json()["results"][0]["status"] for r in responses} == {"applied"}
+    with store.read() as tx:
+        count = lambda sql: tx.connection.execute(text(sql)).scalar()  # noqa: E731
+        assert count("SELECT count(*) FROM contacts") == 200
+        assert count("SELECT count(*) FROM conversations WHERE closed_at IS NULL") == 200
+        assert count("SELECT count(*) FROM conversations") == 200
+        assert count("SELECT count(*) FROM processed_events WHERE event_id LIKE 'first-%'") == 1000
+        assert count("SELECT count(*) FROM event_traces") == 1000
+
+    replayed = events[:100] * 2
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        again = list(pool.map(lambda e: post_signed_event(four_workers, e), replayed))
+    assert {r.status_code for r in again} == {200}
+    assert {r.json()["results"][0]["status"] for r in again} == {"duplicate"}
+    with store.read() as tx:
+        assert tx.connection.execute(text("SELECT count(*) FROM processed_events")).scalar() == 1000
+
+
+def test_the_same_100_new_events_twice_concurrently_over_http(four_workers, store):
+    events = [{"id": f"twice-{n}", "type": "message.received", "channel": "webchat",
+               "contact": {"external_id": f"visitor-{n % 30}"}, "message": {"text": "hi"}}
+              for n in range(100)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        responses = list(pool.map(lambda e: post_signed_event(four_workers, e), events + events))
+    statuses: dict = {}
+    for response in responses:
+        result = response.json()["results"][0]
+        statuses.setdefault(result["event_id"], []).append(result["status"])
+    assert all(sorted(s) == ["applied", "duplicate"] for s in statuses.values())
+    with store.read() as tx:
+        assert tx.connection.execute(text("SELECT count(*) FROM processed_events")).scalar() == 100
+        assert tx.connection.execute(
+            text("SELECT count(*) FROM conversations WHERE closed_at IS NULL")).scalar() == 30
