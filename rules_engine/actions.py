@@ -14,7 +14,7 @@ from .context import Spec
 from .errors import ExpressionError
 from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
 from .lifecycle import Lifecycle, Outcome
-from .model import CloseSource, OpenSource
+from .model import CloseSource, EventType, OpenSource
 from .templates import compile_template
 
 
@@ -35,6 +35,7 @@ class Action:
     """Base of the registry's entries: ``name`` is the YAML key, ``run`` does the work."""
 
     name: ClassVar[str]
+    emits: ClassVar[tuple[EventType, ...]] = ()  # the facts a run that changes state emits
 
     def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
         self.arguments: dict[str, Any] = dict(arguments or {})
@@ -47,6 +48,7 @@ class OpenConversation(Action):
     """Open a conversation for the triggering contact (source ``automation``)."""
 
     name = "open_conversation"
+    emits = (EventType.CONVERSATION_OPENED,)
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.open(
@@ -59,6 +61,7 @@ class CloseConversation(Action):
     """Close the triggering contact's open conversation (source ``automation``)."""
 
     name = "close_conversation"
+    emits = (EventType.CONVERSATION_CLOSED,)
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.close(run.contact_id, source=CloseSource.AUTOMATION,
@@ -69,6 +72,7 @@ class Assign(Action):
     """Assign the open conversation to a user and/or a team."""
 
     name = "assign"
+    emits = (EventType.CONVERSATION_ASSIGNED,)
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.assign(run.contact_id, user=self.arguments.get("user"),
@@ -83,6 +87,7 @@ class AddTag(Action):
     """Tag the triggering contact."""
 
     name = "add_tag"
+    emits = (EventType.CONTACT_TAG_ADDED,)
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.add_tags(run.contact_id, _tags(self.arguments), run.channel)
@@ -92,6 +97,7 @@ class RemoveTag(Action):
     """Remove tags from the triggering contact."""
 
     name = "remove_tag"
+    emits = (EventType.CONTACT_TAG_REMOVED,)
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.remove_tags(run.contact_id, _tags(self.arguments), run.channel)
@@ -101,6 +107,7 @@ class SetField(Action):
     """Set a contact attribute to a literal ``value`` or to the value of ``expr``."""
 
     name = "set_field"
+    emits = (EventType.CONTACT_FIELD_SET,)
 
     def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
         super().__init__(arguments, roots)

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from .demo_data import generate_demo_data
 from .engine import DEFAULT_MAX_DEPTH, Engine
-from .errors import RulesEngineError, RuleSetInvalid
+from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
 from .events import parse_event
 from .loader import load_rule_set, rule_files
 from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
@@ -41,22 +41,35 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     try:
         rule_set = load_rule_set(paths)
     except RuleSetInvalid as invalid:
+        errors = [e for e in invalid.errors if not isinstance(e, RuleWarning)]
+        warnings = [e for e in invalid.errors if isinstance(e, RuleWarning)]
         if args.format == "json":
-            json.dump({"ok": False, "errors": [e.to_dict() for e in invalid.errors]}, out, indent=2)
+            json.dump({"ok": False, "errors": [e.to_dict() for e in errors],
+                       "warnings": [w.to_dict() for w in warnings]}, out, indent=2)
             out.write("\n")
         else:
-            for error in invalid.errors:
-                out.write(f"{error}\n")
-            out.write(f"{len(invalid.errors)} problem(s) found\n")
+            _write_problems(out, errors, warnings)
+            out.write(f"{len(errors)} problem(s) found\n")
         return 1
     files = len(rule_files(paths))
     if args.format == "json":
         json.dump({"ok": True, "rules": len(rule_set), "files": files,
-                   "version": rule_set.version}, out, indent=2)
+                   "version": rule_set.version,
+                   "warnings": [w.to_dict() for w in rule_set.warnings]}, out, indent=2)
         out.write("\n")
     else:
-        out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}\n")
+        _write_problems(out, [], rule_set.warnings)
+        out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}"
+                  + (f", {len(rule_set.warnings)} warning(s)" if rule_set.warnings else "") + "\n")
     return 0
+
+
+def _write_problems(out: TextIO, errors: Sequence[RulesEngineError],
+                    warnings: Sequence[RulesEngineError]) -> None:
+    for error in errors:
+        out.write(f"{error}\n")
+    for warning in warnings:
+        out.write(f"warning: {warning}\n")
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:

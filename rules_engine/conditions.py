@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .context import Spec
@@ -28,6 +28,9 @@ class Condition(Protocol):
     def holds(
         self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]
     ) -> bool: ...
+
+    def constant(self) -> bool | None:
+        """True or False when the condition cannot depend on the event; None otherwise."""
 
 
 def _preview(value: Any) -> Any:
@@ -55,6 +58,12 @@ class ExpressionCondition:
         entry.update(result=bool(value), value=_preview(value))
         return bool(value)
 
+    def constant(self) -> bool | None:
+        try:
+            return bool(self.expression.constant_value(now=datetime.now(timezone.utc)))
+        except ExpressionRuntimeError:
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class ConstantCondition:
@@ -65,6 +74,9 @@ class ConstantCondition:
 
     def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
         log.append({"path": self.path, "expr": str(self.value).lower(), "result": self.value})
+        return self.value
+
+    def constant(self) -> bool | None:
         return self.value
 
 
@@ -78,6 +90,10 @@ class AllOf:
     def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
         return all(child.holds(context, now, log) for child in self.children)
 
+    def constant(self) -> bool | None:
+        values = [child.constant() for child in self.children]
+        return False if False in values else True if all(v is True for v in values) else None
+
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
@@ -89,6 +105,10 @@ class AnyOf:
     def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
         return any(child.holds(context, now, log) for child in self.children)
 
+    def constant(self) -> bool | None:
+        values = [child.constant() for child in self.children]
+        return True if True in values else False if all(v is False for v in values) else None
+
 
 @dataclass(frozen=True, slots=True)
 class NotOf:
@@ -99,6 +119,10 @@ class NotOf:
 
     def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
         return not self.child.holds(context, now, log)
+
+    def constant(self) -> bool | None:
+        value = self.child.constant()
+        return None if value is None else not value
 
 
 def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str) -> Condition:

@@ -74,6 +74,11 @@ class RuleValidationError(RulesEngineError):
     """A rule breaks the schema or a cross-rule check (duplicate id, unknown name...)."""
 
 
+class RuleWarning(RulesEngineError):
+    """A rule that loads, but probably does not do what its author meant (a possible loop,
+    a rule that can never fire...). Reported by ``validate``; the rule set still loads."""
+
+
 class ExpressionError(RulesEngineError):
     """A condition or value expression is invalid, or failed while being evaluated."""
 

@@ -344,6 +344,13 @@ class CompiledExpression:
     source: str
     tree: ast.expr
 
+    def constant_value(self, *, now: datetime) -> Any:
+        """The value when the expression reads no field (e.g. ``1 > 2``); raises
+        ExpressionRuntimeError when it does, or when evaluating it fails."""
+        if any(isinstance(node, ast.Name) for node in ast.walk(self.tree)):
+            raise ExpressionRuntimeError("the expression reads the event context")
+        return self.evaluate({}, now=now)
+
     def evaluate(self, context: Mapping[str, Any], *, now: datetime) -> Any:
         """The expression's value over ``context``; raises ExpressionRuntimeError on failure."""
         sandbox = _sandbox()

@@ -14,6 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from .actions import compile_action
+from .analysis import analyse
 from .conditions import compile_condition
 from .context import roots_for
 from .errors import (
@@ -196,4 +197,7 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
     validator.check_duplicate_ids(rules)
     if validator.errors:
         raise RuleSetInvalid(validator.errors)
-    return RuleSet(rules, version=digest.hexdigest()[:12])
+    errors, warnings = analyse(rules)
+    if errors:
+        raise RuleSetInvalid(errors + warnings)
+    return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings)

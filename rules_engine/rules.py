@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .actions import Action
 from .conditions import Condition
+from .errors import RulesEngineError
 from .model import EventType
 
 
@@ -38,9 +39,11 @@ class RuleSet:
     ``candidates`` costs the same however many rules trigger on other events or channels.
     """
 
-    def __init__(self, rules: Iterable[Rule], *, version: str) -> None:
+    def __init__(self, rules: Iterable[Rule], *, version: str,
+                 warnings: Sequence[RulesEngineError] = ()) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.version = version
+        self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
         position = {rule.id: index for index, rule in enumerate(self.rules)}
 
         def run_order(rule: Rule) -> tuple[int, int]:
