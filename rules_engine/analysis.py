@@ -75,7 +75,8 @@ def _cycles(rules: Sequence[Rule]) -> list[list[Rule]]:
 
 
 def _where(rule: Rule, path: str | None = None) -> dict[str, object]:
-    return {"file": rule.file, "line": rule.line, "rule_id": rule.id, "path": path}
+    return {"file": rule.file, "line": rule.line, "column": rule.column, "rule_id": rule.id,
+            "path": path}
 
 
 def _cycle_findings(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:

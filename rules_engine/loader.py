@@ -142,6 +142,7 @@ class _Validator:
             stop=raw.get("stop", False), event=event,
             channels=frozenset(channels) if channels else None, condition=condition,
             actions=tuple(actions), file=file.name, line=position.line if position else 0,
+            column=position.column if position else 1,
         )
 
     def _expression_error(self, file: RuleFile, base: tuple[str | int, ...],
@@ -159,7 +160,7 @@ class _Validator:
                 original = first[rule.id]
                 self.errors.append(RuleValidationError(
                     f"duplicate rule id '{rule.id}' (first defined at {original.file}:{original.line})",
-                    file=rule.file, line=rule.line, rule_id=rule.id, path="id",
+                    file=rule.file, line=rule.line, column=rule.column, rule_id=rule.id, path="id",
                     hint="rule ids must be unique across all rule files; rename one",
                 ))
             else:

@@ -27,6 +27,7 @@ class Rule:
     actions: tuple[Action, ...]
     file: str
     line: int
+    column: int = 1
 
     def summary(self) -> dict[str, object]:
         """Where the rule comes from, for traces."""

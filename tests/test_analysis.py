@@ -1,0 +1,163 @@
+"""Static checks at validation time: cycles, rules that never fire, open and close in one pass."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from rules_engine import RuleSetInvalid, load_rule_set
+from rules_engine.errors import RuleWarning
+
+from .test_validation import run_cli
+
+
+def load(tmp_path, text: str):
+    path = tmp_path / "rules.yaml"
+    path.write_text(textwrap.dedent(text), "utf-8")
+    return load_rule_set([path])
+
+
+def warnings_of(tmp_path, text: str) -> list[str]:
+    return [str(w) for w in load(tmp_path, text).warnings]
+
+
+CONDITIONAL_CYCLE = """
+    rules:
+      - id: ping
+        trigger: {event: contact.tag_added}
+        conditions: ["params.tag == 'ping'"]
+        actions: [{add_tag: {tag: pong}}]
+      - id: pong
+        trigger: {event: contact.tag_added}
+        conditions: ["params.tag == 'pong'"]
+        actions: [{remove_tag: {tag: ping}}, {set_field: {name: n, value: 1}}]
+      - id: field-back-to-tag
+        trigger: {event: contact.field_set}
+        conditions: ["params.name == 'n'"]
+        actions: [{add_tag: {tag: ping}}]
+"""
+
+
+def test_a_cycle_with_conditions_is_a_warning_naming_its_rules(tmp_path):
+    [warning] = warnings_of(tmp_path, CONDITIONAL_CYCLE)
+    assert "may trigger one another in a loop" in warning
+    assert "ping -> pong -> field-back-to-tag -> ping" in warning
+
+
+def test_a_cycle_no_condition_can_break_is_an_error(tmp_path):
+    with pytest.raises(RuleSetInvalid) as caught:
+        load(tmp_path, """
+            rules:
+              - id: tag-on-assign
+                trigger: {event: conversation.assigned}
+                actions: [{add_tag: {tag: touched}}]
+              - id: assign-on-tag
+                trigger: {event: contact.tag_added}
+                actions: [{assign: {team: support}}]
+        """)
+    [error] = [e for e in caught.value.errors if not isinstance(e, RuleWarning)]
+    assert "no condition to stop them: tag-on-assign -> assign-on-tag -> tag-on-assign" in str(error)
+    assert error.line == 3 and error.rule_id == "tag-on-assign"
+
+
+def test_a_self_loop_is_found(tmp_path):
+    [warning] = warnings_of(tmp_path, """
+        rules:
+          - id: counter
+            trigger: {event: contact.field_set}
+            conditions: ["params.name == 'count' and params.value < 10"]
+            actions: [{set_field: {name: count, expr: "params.value + 1"}}]
+    """)
+    assert "counter -> counter" in warning
+
+
+def test_channels_that_never_meet_make_no_cycle(tmp_path):
+    assert warnings_of(tmp_path, """
+        rules:
+          - id: viber-assign
+            trigger: {event: contact.tag_added, channels: [viber]}
+            actions: [{assign: {team: a}}]
+          - id: facebook-tag
+            trigger: {event: conversation.assigned, channels: [facebook]}
+            actions: [{add_tag: {tag: x}}]
+    """) == []
+
+
+@pytest.mark.parametrize("condition", ["false", "'1 > 2'", "{all: [conversation.is_open, '2 < 1']}",
+                                       "{not: true}"])
+def test_constant_false_conditions_never_fire(tmp_path, condition):
+    [warning] = warnings_of(tmp_path, f"""
+        rules:
+          - id: parked
+            trigger: {{event: message.received}}
+            conditions: {condition}
+            actions: [{{add_tag: {{tag: x}}}}]
+    """)
+    assert "can never fire: its conditions are always false" in warning
+
+
+def test_a_welcome_rule_on_a_channel_without_welcome_events(tmp_path):
+    warnings = warnings_of(tmp_path, """
+        rules:
+          - id: whatsapp-welcome
+            trigger: {event: welcome, channels: [whatsapp]}
+            actions: [{assign: {team: a}}]
+          - id: mixed-welcome
+            trigger: {event: welcome, channels: [viber, webchat]}
+            actions: [{add_tag: {tag: w}}]
+    """)
+    assert any("[whatsapp-welcome]" in w and "can never fire: whatsapp send no welcome event" in w
+               for w in warnings)
+    assert any("[mixed-welcome]" in w and "never fires on: webchat" in w for w in warnings)
+
+
+def test_a_trigger_nothing_emits(tmp_path):
+    [warning] = warnings_of(tmp_path, """
+        rules:
+          - id: on-assign
+            trigger: {event: conversation.assigned}
+            actions: [{add_tag: {tag: assigned}}]
+    """)
+    assert "nothing emits conversation.assigned" in warning
+
+
+def test_open_and_close_in_the_same_pass(tmp_path):
+    warnings = warnings_of(tmp_path, """
+        rules:
+          - id: both
+            trigger: {event: welcome}
+            actions: [{open_conversation: {}}, {close_conversation: {}}]
+          - id: opener
+            trigger: {event: message.received, channels: [facebook]}
+            actions: [{open_conversation: {}}]
+          - id: closer
+            trigger: {event: message.received}
+            conditions: ["contains(message.text, 'bye')"]
+            actions: [{close_conversation: {}}]
+          - id: closes-what-opens
+            trigger: {event: conversation.opened, channels: [viber]}
+            actions: [{close_conversation: {}}]
+    """)
+    assert any("[both]" in w and "opens and closes a conversation in the same pass" in w
+               for w in warnings)
+    assert any("'opener' opens and 'closer' closes" in w and "both on message.received" in w
+               for w in warnings)
+    assert any("'both' opens and 'closes-what-opens' closes" in w for w in warnings)
+    assert not any("'opener' opens and 'closes-what-opens'" in w for w in warnings)  # facebook vs viber
+
+
+def test_validate_prints_warnings_and_still_exits_0(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(textwrap.dedent(CONDITIONAL_CYCLE), "utf-8")
+    status, output = run_cli("validate", str(path))
+    assert status == 0
+    assert output.splitlines()[0].startswith(f"warning: {path}:3:")
+    assert "1 warning(s)" in output
+
+
+def test_disabled_rules_are_left_out_of_the_checks(tmp_path):
+    parked = CONDITIONAL_CYCLE.replace("      - id: pong\n",
+                                       "      - id: pong\n        enabled: false\n")
+    warnings = warnings_of(tmp_path, parked)
+    assert warnings and not any("pong" in w for w in warnings)
+    assert any("nothing emits contact.field_set" in w for w in warnings)  # pong set the field
