@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .actions import ActionRun
@@ -189,6 +189,10 @@ class _Run:
                 failed = [c["path"] for c in entry["conditions"] if not c["result"]]
                 entry["detail"] = f"false: {', '.join(failed)}" if failed else "conditions false"
                 return entry
+        refused = self.claim_run(rule, fact, context)
+        if refused is not None:
+            entry["result"], entry["detail"] = refused
+            return entry
         entry["result"] = "fired"
         self.fired.append(rule.id)
         for index, action in enumerate(rule.actions):
@@ -201,6 +205,27 @@ class _Run:
             entry["actions"].append({"path": f"actions/{index}", "action": action.name,
                                      "args": action.arguments, **line})
         return entry
+
+    def claim_run(self, rule: Rule, fact: Fact, context: dict[str, Any]) -> tuple[str, str] | None:
+        """Enforce ``once_per`` and ``cooldown`` in the store; (result, why) when refused."""
+        scopes: dict[str, timedelta | None] = {}
+        if rule.once_per == "contact":
+            scopes[f"once:contact:{fact.contact_id}"] = None
+        elif rule.once_per == "conversation":
+            conversation_id = context["conversation"]["id"]
+            if conversation_id is None:
+                return "skipped_once", "once_per: conversation, and there is no conversation"
+            scopes[f"once:conversation:{conversation_id}"] = None
+        if rule.cooldown is not None:
+            scopes[f"cooldown:contact:{fact.contact_id}"] = rule.cooldown
+        if not scopes:
+            return None
+        refused = self.tx.claim_rule_runs(rule.id, scopes, self.event.timestamp)
+        if refused is None:
+            return None
+        if refused.startswith("once:"):
+            return "skipped_once", f"already fired once for this {rule.once_per}"
+        return "skipped_cooldown", f"fired for this contact less than {rule.cooldown} ago"
 
     def trace(self, contact_id: int | None, received_at: datetime) -> dict[str, Any]:
         event = self.event

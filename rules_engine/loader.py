@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ from .schema_errors import explain
 from .yaml_source import SourceMap, load_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``10m``, ``2h``, ``1d`` (the schema has checked the shape)."""
+    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +149,8 @@ class _Validator:
             stop=raw.get("stop", False), event=event,
             channels=frozenset(channels) if channels else None, condition=condition,
             actions=tuple(actions), file=file.name, line=position.line if position else 0,
-            column=position.column if position else 1,
+            column=position.column if position else 1, once_per=raw.get("once_per"),
+            cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
         )
 
     def _expression_error(self, file: RuleFile, base: tuple[str | int, ...],

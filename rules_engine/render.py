@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 _MARKS = {"fired": "FIRED", "conditions_false": "no", "condition_error": "ERROR",
-          "disabled": "off", "skipped_by_stop": "skip"}
+          "disabled": "off", "skipped_by_stop": "skip", "skipped_once": "once",
+          "skipped_cooldown": "cooldown"}
 
 
 def _rule_lines(rule: dict[str, Any]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .actions import Action
 from .conditions import Condition
@@ -28,6 +29,8 @@ class Rule:
     file: str
     line: int
     column: int = 1
+    once_per: str | None = None  # "contact" or "conversation"
+    cooldown: timedelta | None = None  # per contact
 
     def summary(self) -> dict[str, object]:
         """Where the rule comes from, for traces."""

@@ -23,14 +23,15 @@ def test_the_migrations_build_exactly_the_declared_tables(store):
 
 
 def test_a_store_whose_schema_is_behind_is_refused(store, database_url):
+    _, head = store.revisions()
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     with pytest.raises(StoreNotReady, match="rules-engine db upgrade"):
         Store(database_url, migrate=False)
     status, output = run_cli("--database-url", database_url, "db", "current")
-    assert status == 1 and "revision 0001 (newest 0002)" in output
+    assert status == 1 and f"revision 0001 (newest {head})" in output
     with store.engine.begin() as connection:  # the tables are all there: just mark it current
-        connection.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+        connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
     status, output = run_cli("--database-url", database_url, "db", "current")
     assert status == 0 and "up to date" in output
 

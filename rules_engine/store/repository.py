@@ -1,7 +1,7 @@
 """The repository: every read and write the core makes, inside one unit of work."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, func, or_, select, update
@@ -341,6 +341,32 @@ class StoreTx:
             .values(bot_active=active)
         )
         return result.rowcount == 1
+
+    # -- run-once and cooldowns --------------------------------------------------------
+
+    def claim_rule_runs(self, rule_id: str, scopes: dict[str, timedelta | None],
+                        at: datetime) -> str | None:
+        """Record that ``rule_id`` fires now in every scope, or in none.
+
+        ``scopes`` maps a scope to its cooldown (None: once ever). Returns None when every
+        scope allowed it, else the first scope that did not (nothing is then recorded).
+        """
+        r = t.rule_runs
+        with self.connection.begin_nested() as savepoint:
+            for scope, cooldown in scopes.items():
+                statement = self._insert(r).values(rule_id=rule_id, scope=scope, last_fired_at=at)
+                if cooldown is None:
+                    statement = statement.on_conflict_do_nothing(
+                        index_elements=["rule_id", "scope"])
+                else:
+                    statement = statement.on_conflict_do_update(
+                        index_elements=["rule_id", "scope"],
+                        set_={"last_fired_at": statement.excluded.last_fired_at},
+                        where=r.c.last_fired_at <= at - cooldown)
+                if not self.connection.execute(statement.returning(r.c.scope)).all():
+                    savepoint.rollback()
+                    return scope
+        return None
 
     # -- outbox -------------------------------------------------------------------------
 

@@ -157,3 +157,12 @@ outbox = Table(
     Column("delivered_at", UTCDateTime),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+
+# Run-once and cooldown bookkeeping: one row per rule and scope (a contact or a conversation).
+rule_runs = Table(
+    "rule_runs",
+    metadata,
+    Column("rule_id", String(100), primary_key=True),
+    Column("scope", String(100), primary_key=True),
+    Column("last_fired_at", UTCDateTime, nullable=False),
+)
