@@ -7,10 +7,11 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import queries
 from .demo_data import generate_demo_data
 from .engine import DEFAULT_MAX_DEPTH, Engine
 from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
@@ -165,6 +166,32 @@ def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    store = Store(_database_url(args))
+    trace = queries.event_trace(store, args.event_id)
+    if args.format == "json":
+        json.dump(trace, out, indent=2)
+        out.write("\n")
+        return 0
+    try:
+        rules = load_rule_set([_rules_dir(args)])
+    except RuleSetInvalid:
+        rules = None
+    out.write(render_trace(trace, rules))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
+    days = args.keep_days
+    if days is None:
+        days = int(os.environ.get("RULES_ENGINE_TRACE_RETENTION_DAYS", "30"))
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    removed = Store(_database_url(args)).run(lambda tx: tx.prune_traces(cutoff))
+    out.write(f"pruned {removed} trace(s) recorded before {cutoff:%Y-%m-%d %H:%M} UTC "
+              f"(kept {days} days)\n")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
     store = Store(_database_url(args), migrate=args.action == "upgrade", verify=False)
     current, head = store.revisions()
@@ -233,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--if-empty", action="store_true",
                       help="add nothing when the store already holds conversations")
     demo.set_defaults(handler=cmd_demo_data)
+
+    explain = commands.add_parser("explain", help="why an event did what it did (its trace)")
+    explain.add_argument("event_id")
+    explain.add_argument("--format", choices=["text", "json"], default="text")
+    explain.set_defaults(handler=cmd_explain)
+
+    prune = commands.add_parser("prune-traces", help="delete old traces (run it daily)")
+    prune.add_argument("--keep-days", type=int,
+                       help="default: $RULES_ENGINE_TRACE_RETENTION_DAYS or 30")
+    prune.set_defaults(handler=cmd_prune)
 
     database = commands.add_parser("db", help="the database schema: upgrade it, or show its revision")
     database.add_argument("action", choices=["upgrade", "current"])

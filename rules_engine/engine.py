@@ -145,7 +145,7 @@ class _Run:
     def process(self, pending: _Pending, *, is_root: bool) -> dict[str, Any]:
         fact, event = pending.fact, self.event
         step: dict[str, Any] = {"event": str(fact.type), "depth": pending.depth,
-                                "contact_id": fact.contact_id,
+                                "channel": fact.channel, "contact_id": fact.contact_id,
                                 "conversation_id": fact.conversation_id, "rules": []}
         if fact.params and not is_root:
             step["params"] = fact.params

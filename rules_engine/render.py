@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .model import EventType
+from .rules import RuleSet
+
 _MARKS = {"fired": "FIRED", "conditions_false": "no", "condition_error": "ERROR",
           "disabled": "off", "skipped_by_stop": "skip", "skipped_once": "once",
           "skipped_cooldown": "cooldown"}
@@ -23,8 +26,18 @@ def _rule_lines(rule: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_trace(trace: dict[str, Any]) -> str:
-    """The trace of one event as indented text."""
+def trace_channel(step: dict[str, Any], trace: dict[str, Any]) -> str | None:
+    """The channel a step ran on (facts keep the event's channel)."""
+    return step.get("channel", trace["channel"])
+
+
+def render_trace(trace: dict[str, Any], rules: RuleSet | None = None) -> str:
+    """The trace of one event as indented text.
+
+    With the rule set that processed it, rules left out by their channel filter are listed too.
+    """
+    if rules is not None and rules.version != trace["ruleset_version"]:
+        rules = None  # the rules changed since: do not guess
     lines = [f"event {trace['event_id']}: {trace['type']} on {trace['channel']}, "
              f"contact {trace['contact_id']}, rules version {trace['ruleset_version']}"]
     for step in trace["steps"]:
@@ -36,6 +49,11 @@ def render_trace(trace: dict[str, Any]) -> str:
             lines.append("    no rule triggers on this event")
         for rule in step["rules"]:
             lines.extend(_rule_lines(rule))
+        if rules is not None:
+            for excluded in rules.excluded_by_channel(EventType(step["event"]), trace_channel(step, trace)):
+                lines.append(f"    [not considered] {excluded.id} ({excluded.file}:{excluded.line}): "
+                             f"its trigger channels ({', '.join(sorted(excluded.channels or ()))}) "
+                             f"leave out {trace_channel(step, trace) or 'events with no channel'}")
     bound = trace["depth_bound"]
     if bound["reached"]:
         dropped = ", ".join(f"{d['event']} at depth {d['depth']}" for d in bound["dropped"])

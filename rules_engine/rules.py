@@ -75,6 +75,12 @@ class RuleSet:
                 return found
         return self._any_channel.get(event, ())
 
+    def excluded_by_channel(self, event: EventType, channel: str | None) -> list[Rule]:
+        """Rules on ``event`` whose channel filter leaves ``channel`` out (for "why not")."""
+        return [rule for rule in self.rules
+                if rule.event == event and rule.channels is not None
+                and channel not in rule.channels]
+
     def __len__(self) -> int:
         return len(self.rules)
 

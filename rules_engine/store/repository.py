@@ -81,6 +81,12 @@ class StoreTx:
             t.event_traces.insert().values(event_id=event_id, trace=trace, recorded_at=recorded_at)
         )
 
+    def prune_traces(self, before: datetime) -> int:
+        """Delete the traces recorded before ``before`` (the event ledger stays); how many."""
+        result = self.connection.execute(
+            delete(t.event_traces).where(t.event_traces.c.recorded_at < before))
+        return result.rowcount
+
     def get_trace(self, event_id: str) -> dict[str, Any] | None:
         row = self.connection.execute(
             select(t.event_traces.c.trace).where(t.event_traces.c.event_id == event_id)

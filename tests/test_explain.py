@@ -1,0 +1,79 @@
+"""Why / why not: ``rules-engine explain`` on stored traces, and trace retention."""
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import update
+
+from rules_engine import Engine, load_rule_set
+from rules_engine.store.tables import event_traces
+
+from .conftest import message
+from .test_validation import run_cli
+
+RULES = """
+rules:
+  - id: vip-route
+    name: VIPs go to Susan
+    trigger: {event: message.received}
+    conditions:
+      all:
+        - conversation.is_open
+        - "'vip' in contact.tags"
+    actions: [{assign: {user: susan}}]
+    priority: 10
+  - id: refunds
+    trigger: {event: message.received}
+    conditions: ["contains(message.text, 'refund')"]
+    actions: [{add_tag: {tag: refund}}]
+  - id: viber-only
+    trigger: {event: message.received, channels: [viber]}
+    actions: [{add_tag: {tag: viber}}]
+"""
+
+
+def test_explain_names_the_condition_that_stopped_a_rule(tmp_path, store, database_url):
+    rules_dir = tmp_path / "explained-rules"
+    rules_dir.mkdir()
+    (rules_dir / "rules.yaml").write_text(textwrap.dedent(RULES), "utf-8")
+    engine = Engine(store, load_rule_set([rules_dir]))
+    engine.process(message("psid-1", "I want a refund", id="evt-explain"))
+    status, output = run_cli("--rules", str(rules_dir), "--database-url", database_url,
+                             "explain", "evt-explain")
+    assert status == 0
+    lines = output.splitlines()
+    assert lines[0].startswith("event evt-explain: message.received on facebook")
+    vip = next(i for i, line in enumerate(lines) if "[no] vip-route" in line)
+    assert "false: conditions/all/1" in lines[vip]
+    assert "conditions/all/0: conversation.is_open  -> true" in lines[vip + 1]
+    assert "conditions/all/1: 'vip' in contact.tags  -> false" in lines[vip + 2]
+    assert any("[FIRED] refunds" in line for line in lines)
+    assert any("actions/0 add_tag: applied (added refund)" in line for line in lines)
+    assert any("[not considered] viber-only" in line and "(viber) leave out facebook" in line
+               for line in lines)
+    status, output = run_cli("--database-url", database_url, "explain", "evt-explain",
+                             "--format", "json")
+    assert json.loads(output)["fired"] == ["refunds"]
+
+
+def test_explain_an_unknown_event(database_url, store):
+    status, output = run_cli("--database-url", database_url, "explain", "nope")
+    assert status == 1 and "no trace for event 'nope'" in output
+
+
+def test_old_traces_are_pruned_and_the_ledger_stays(make_engine, store, database_url):
+    engine = make_engine()
+    engine.process(message("psid-1", "old", id="old-event"))
+    engine.process(message("psid-1", "new", id="new-event"))
+    with store.transaction() as tx:
+        tx.connection.execute(
+            update(event_traces).where(event_traces.c.event_id == "old-event")
+            .values(recorded_at=datetime.now(timezone.utc) - timedelta(days=40)))
+    status, output = run_cli("--database-url", database_url, "prune-traces", "--keep-days", "30")
+    assert status == 0 and output.startswith("pruned 1 trace(s)")
+    with store.read() as tx:
+        assert tx.get_trace("old-event") is None and tx.get_trace("new-event") is not None
+        assert tx.is_event_processed("old-event")  # a replay is still recognised
+    assert engine.process(message("psid-1", "old", id="old-event")).status == "duplicate"
