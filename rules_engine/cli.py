@@ -20,6 +20,7 @@ from .loader import load_rule_set, rule_files
 from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from .render import render_trace
 from .report_format import to_csv, to_table
+from .rule_tests import report, timed_run
 from .schema import load_schema
 from .store import DEFAULT_DATABASE_URL, Store
 
@@ -166,6 +167,14 @@ def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
+    rules = load_rule_set([_rules_dir(args)])
+    paths = args.paths or [str(Path(_rules_dir(args)) / "tests")]
+    results, seconds = timed_run(rules, paths)
+    out.write(report(results, seconds))
+    return 0 if results and all(r.passed for r in results) else 1
+
+
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     store = Store(_database_url(args))
     trace = queries.event_trace(store, args.event_id)
@@ -260,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--if-empty", action="store_true",
                       help="add nothing when the store already holds conversations")
     demo.set_defaults(handler=cmd_demo_data)
+
+    test = commands.add_parser("test", help="run the rules' YAML test cases (default: <rules>/tests)")
+    test.add_argument("paths", nargs="*")
+    test.set_defaults(handler=cmd_test)
 
     explain = commands.add_parser("explain", help="why an event did what it did (its trace)")
     explain.add_argument("event_id")

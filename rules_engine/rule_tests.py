@@ -1,0 +1,240 @@
+"""``rules-engine test``: YAML test cases for rules, run in a throw-away store.
+
+Each case gives a starting state (contacts with tags, fields and an open conversation), one
+or more events, and what should happen: which rules fired (or that nothing fires), which
+actions ran with which arguments, and the resulting conversations and contacts. A failure
+shows a unified diff of the expected and the actual values.
+"""
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from .engine import Engine, Result
+from .errors import RuleFileError, RulesEngineError, RuleValidationError
+from .events import parse_event
+from .lifecycle import Lifecycle
+from .loader import RULE_FILE_SUFFIXES
+from .model import OpenSource
+from .rules import RuleSet
+from .schema import load_schema
+from .schema_errors import explain
+from .store import Store, StoreTx
+from .yaml_source import load_yaml
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class CaseResult:
+    """One test case's outcome: failures are (what, expected, actual)."""
+
+    file: str
+    name: str
+    failures: list[tuple[str, Any, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.error is None
+
+    @property
+    def title(self) -> str:
+        return f"{self.file}::{self.name}"
+
+
+def case_files(paths: Iterable[str | Path]) -> list[Path]:
+    """YAML test files: files as given; in a directory, its ``*.yaml`` (not recursive)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in RULE_FILE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RuleFileError("no such file or directory", file=str(path))
+    return found
+
+
+def load_cases(path: Path) -> list[dict[str, Any]]:
+    """The cases in one test file, checked against ``rule-tests.schema.json``."""
+    data, source_map = load_yaml(path.read_text("utf-8"), str(path))
+    errors = list(Draft202012Validator(load_schema("rule-tests")).iter_errors(data))
+    if errors:
+        problem = explain(errors[0])[0]
+        where = source_map.value_at(problem.path)
+        raise RuleValidationError(problem.message, file=str(path), hint=problem.hint,
+                                  line=where.line if where else None,
+                                  column=where.column if where else None,
+                                  path="/".join(map(str, problem.path)) or None)
+    return list(data["tests"])
+
+
+class _Case:
+    """Runs one case against a fresh in-memory store."""
+
+    def __init__(self, rules: RuleSet, case: Mapping[str, Any]) -> None:
+        self.case = case
+        self.store = Store("sqlite:///:memory:")
+        self.engine = Engine(self.store, rules)
+        self.refs: dict[str, int] = {}
+        self.identities: dict[str, tuple[str, str]] = {}
+        self.results: list[Result] = []
+
+    def seed(self) -> None:
+        with self.store.transaction() as tx:
+            lifecycle = Lifecycle(tx, event_id="given", at=START - timedelta(minutes=1))
+            for contact in self.case.get("given", {}).get("contacts", []):
+                created, _ = tx.create_contact(name=contact.get("name"), created_at=START,
+                                               channel=contact["channel"],
+                                               external_id=contact["external_id"])
+                self.refs[contact["ref"]] = created.id
+                self.identities[contact["ref"]] = (contact["channel"], contact["external_id"])
+                for tag in contact.get("tags", []):
+                    tx.add_tag(created.id, tag)
+                for name, value in contact.get("fields", {}).items():
+                    tx.set_field(created.id, name, value)
+                if "conversation" in contact:
+                    given = contact["conversation"]
+                    lifecycle.open(created.id, channel=contact["channel"],
+                                   source=OpenSource(given.get("open_source", "incoming_message")),
+                                   actor=None, assignee=given.get("assignee"),
+                                   team=given.get("team"))
+
+    def event(self, index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
+        data = {key: value for key, value in raw.items() if key not in ("text", "at")}
+        data.setdefault("id", f"test-event-{index + 1}")
+        data["timestamp"] = (START + timedelta(minutes=raw.get("at", index))).isoformat()
+        contact = raw.get("contact")
+        if isinstance(contact, str):
+            if contact not in self.refs:
+                raise RuleValidationError(f"no given contact '{contact}'", path=f"events/{index}/contact")
+            data["contact"] = {"id": self.refs[contact]}
+            data.setdefault("channel", self.identities[contact][0])
+        elif isinstance(contact, dict) and "external_id" in contact and "channel" in data:
+            self.identities.setdefault(contact["external_id"], (data["channel"], contact["external_id"]))
+        if "text" in raw:
+            data["message"] = {"text": raw["text"]}
+        if data["type"] in ("conversation.open", "conversation.close", "contacts.merge"):
+            data.setdefault("actor", "test-user")
+        return data
+
+    def contact_id(self, tx: StoreTx, ref: str) -> int | None:
+        if ref in self.refs:
+            return self.refs[ref]
+        if ref in self.identities:
+            found = tx.find_contact_by_identity(*self.identities[ref])
+            return found.id if found else None
+        return None
+
+    def run(self) -> list[tuple[str, Any, Any]]:
+        self.seed()
+        for index, raw in enumerate(self.case["events"]):
+            self.results.append(self.engine.process(parse_event(self.event(index, raw))))
+        return list(self.check(self.case["expect"]))
+
+    def actions(self) -> list[dict[str, Any]]:
+        return [{"rule": rule["rule_id"], "action": action["action"], "args": action["args"],
+                 "outcome": action["outcome"]}
+                for result in self.results for step in result.trace["steps"]
+                for rule in step["rules"] for action in rule["actions"]]
+
+    def check(self, expect: Mapping[str, Any]) -> Iterable[tuple[str, Any, Any]]:
+        fired = [rule for result in self.results for rule in result.fired]
+        if "fired" in expect and expect["fired"] != fired:
+            yield "fired", expect["fired"], fired
+        if expect.get("nothing_fires") and fired:
+            yield "nothing_fires", [], fired
+        unexpected = [rule for rule in expect.get("not_fired", []) if rule in fired]
+        if unexpected:
+            yield "not_fired", [], unexpected
+        actions = self.actions()
+        for wanted in expect.get("actions", []):
+            if not any(all(ran.get(k) == v for k, v in wanted.items()) for ran in actions):
+                yield "actions", [wanted], actions
+        with self.store.read() as tx:
+            for wanted in expect.get("conversations", []):
+                actual = self.latest_conversation(tx, wanted["contact"])
+                compared = {key: actual.get(key) for key in wanted}
+                if compared != dict(wanted):
+                    yield f"conversations[{wanted['contact']}]", dict(wanted), compared
+            for wanted in expect.get("contacts", []):
+                contact_id = self.contact_id(tx, wanted["contact"])
+                actual = {"contact": wanted["contact"]}
+                if "tags" in wanted:
+                    actual["tags"] = tx.tags(contact_id) if contact_id else None
+                    wanted = {**wanted, "tags": sorted(wanted["tags"])}
+                if "fields" in wanted:
+                    fields = tx.fields(contact_id) if contact_id else {}
+                    actual["fields"] = {name: fields.get(name) for name in wanted["fields"]}
+                if actual != dict(wanted):
+                    yield f"contacts[{wanted['contact']}]", dict(wanted), actual
+
+    def latest_conversation(self, tx: StoreTx, ref: str) -> dict[str, Any]:
+        contact_id = self.contact_id(tx, ref)
+        history = tx.conversations_of(contact_id) if contact_id else []
+        if not history:
+            return {"contact": ref, "status": "none"}
+        return {"contact": ref, **history[-1].to_dict()}
+
+
+def run_tests(rules: RuleSet, paths: Iterable[str | Path]) -> list[CaseResult]:
+    """Run every case of every test file under ``paths``."""
+    results: list[CaseResult] = []
+    for path in case_files(paths):
+        try:
+            cases = load_cases(path)
+        except RulesEngineError as error:
+            results.append(CaseResult(str(path), "(file)", error=str(error)))
+            continue
+        for case in cases:
+            outcome = CaseResult(str(path), case["name"])
+            runner = _Case(rules, case)
+            try:
+                outcome.failures = runner.run()
+            except RulesEngineError as error:
+                outcome.error = str(error)
+            finally:
+                runner.store.dispose()
+            results.append(outcome)
+    return results
+
+
+def _yaml(value: Any) -> list[str]:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False,
+                          allow_unicode=True).splitlines()
+
+
+def report(results: list[CaseResult], seconds: float) -> str:
+    """A pytest-like report: one line per case, then each failure with a unified diff."""
+    lines = [f"{r.title} {'PASSED' if r.passed else 'FAILED'}" for r in results]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines.append("=" * 30 + " FAILURES " + "=" * 30)
+    for result in failed:
+        lines.append(f"___ {result.title} ___")
+        if result.error:
+            lines.append(f"error: {result.error}")
+        for what, expected, actual in result.failures:
+            lines.append(f"expect/{what}:")
+            lines.extend(difflib.unified_diff(_yaml(expected), _yaml(actual), "expected",
+                                              "actual", lineterm="", n=3))
+    passed = len(results) - len(failed)
+    lines.append(f"{passed} passed, {len(failed)} failed in {seconds:.2f}s")
+    return "\n".join(lines) + "\n"
+
+
+def timed_run(rules: RuleSet, paths: Iterable[str | Path]) -> tuple[list[CaseResult], float]:
+    """``run_tests`` and how long it took."""
+    started = time.perf_counter()
+    results = run_tests(rules, paths)
+    return results, time.perf_counter() - started
