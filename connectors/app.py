@@ -13,7 +13,7 @@ from flask import Flask, jsonify
 from rules_engine import Engine, Store, load_rule_set
 from rules_engine.schema import load_schema
 
-from . import api, dialogflow, events_webhook, facebook, observability, reports, viber
+from . import api, dialogflow, events_webhook, facebook, observability, reload, reports, viber
 from .config import Settings
 from .http import register_error_handlers
 
@@ -46,7 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["rules_engine_settings"] = settings
     app.extensions["rules_engine"] = Engine(store, rules, max_depth=settings.max_depth)
     register_error_handlers(app)
-    for module in (events_webhook, facebook, viber, dialogflow, api, reports, observability):
+    for module in (events_webhook, facebook, viber, dialogflow, api, reports, observability,
+                   reload):
         app.register_blueprint(module.blueprint)
 
     @app.get("/healthz")

@@ -3,16 +3,48 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from rules_engine import RuleSetInvalid, Store, load_rule_set
 
 from .config import ENVIRONMENT, ConfigError, Settings
+from .reload import MASTER_PID_VARIABLE, rules_fingerprint
+
+
+class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
+    """Gunicorn's master, which on SIGHUP restarts the workers (gracefully: requests in
+    flight finish on the old rules) only for a rule set that validates."""
+
+    def handle_hup(self) -> None:
+        rules_dir = os.environ.get(ENVIRONMENT["rules_dir"], "rules")
+        try:
+            rules = load_rule_set([rules_dir])
+        except RuleSetInvalid as invalid:
+            self.log.error("reload refused: the rules are invalid; the workers keep serving the "
+                           "current set:\n%s", invalid)
+            return
+        self.log.info("reloading the workers on rules version %s", rules.version)
+        super().handle_hup()
+
+
+def _watch_rules(rules_dir: str, every_seconds: float) -> None:
+    """Send SIGHUP to this (master) process whenever the rules directory changes."""
+    seen = rules_fingerprint(rules_dir)
+    while True:
+        time.sleep(every_seconds)
+        current = rules_fingerprint(rules_dir)
+        if current != seen:
+            seen = current
+            os.kill(os.getpid(), signal.SIGHUP)
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -21,6 +53,9 @@ class _Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         super().__init__()
+
+    def run(self) -> None:
+        _ValidatingArbiter(self).run()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
@@ -44,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL)")
     parser.add_argument("--dev", action="store_true",
                         help="development only: endpoints without a secret accept anyone")
+    parser.add_argument("--watch-rules", action="store_true",
+                        default=os.environ.get("RULES_ENGINE_WATCH_RULES") == "1",
+                        help="reload the rules when a file in the rules directory changes")
     return parser
 
 
@@ -70,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in overrides.items():
         if value is not None:
             os.environ[ENVIRONMENT[name]] = "1" if value is True else str(value)
+    os.environ[MASTER_PID_VARIABLE] = str(os.getpid())  # the master: gunicorn runs here
+    if args.watch_rules:
+        threading.Thread(target=_watch_rules, args=(settings.rules_dir, 1.0), daemon=True).start()
     _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
              "timeout": args.timeout, "accesslog": "-"}).run()
     return 0

@@ -273,20 +273,21 @@ class Engine:
     def process(self, event: Event) -> Result:
         """Apply ``event``: built-in lifecycle, then matching rules, all in one transaction
         (run again from the start if the database reports a transient conflict)."""
-        return self.store.run(lambda tx: self._process(tx, event, status="applied"))
+        rules = self.rules  # the set this event starts with is the one it finishes with
+        return self.store.run(lambda tx: self._process(tx, event, rules, status="applied"))
 
     def simulate(self, event: Event) -> Result:
         """What ``process`` would do for ``event`` now; nothing is written."""
         with self.store.dry_run() as tx:
-            return self._process(tx, event, status="simulated")
+            return self._process(tx, event, self.rules, status="simulated")
 
-    def _process(self, tx: StoreTx, event: Event, *, status: str) -> Result:
+    def _process(self, tx: StoreTx, event: Event, rules: RuleSet, *, status: str) -> Result:
         received_at = self.clock()
         if not tx.record_event(event.id, str(event.type), event.channel, received_at):
             stored = tx.get_trace(event.id) or {}
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
-        run = _Run(self, tx, event, self.rules)
+        run = _Run(self, tx, event, rules)
         contact_id = run.run()
         trace = run.trace(contact_id, received_at)
         tx.save_trace(event.id, trace, received_at)

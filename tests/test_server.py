@@ -27,7 +27,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(database_url: str, workers: int, log_path: Path):
+def start_server(database_url: str, workers: int, log_path: Path, *,
+                 rules_dir: Path = REPO / "rules", extra: list[str] | None = None):
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
     environment.update({
@@ -36,9 +37,9 @@ def start_server(database_url: str, workers: int, log_path: Path):
         "RULES_ENGINE_WEBHOOK_SECRET": p.SECRETS["webhook_secret"],
     })
     process = subprocess.Popen(
-        [sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
+        [sys.executable, "-m", "rules_engine.cli", "--rules", str(rules_dir),
          "--database-url", database_url, "serve",
-         "--port", str(port), "--workers", str(workers)],
+         "--port", str(port), "--workers", str(workers), *(extra or [])],
         env=environment, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True)  # a log file, not a pipe nobody reads: the access log is long
     base = f"http://127.0.0.1:{port}"
