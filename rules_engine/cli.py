@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of rule files (or events)")
-    schema.add_argument("which", nargs="?", choices=["rules", "event"], default="rules")
+    schema.add_argument("which", nargs="?", choices=["rules", "event", "rule-tests"], default="rules")
     schema.set_defaults(handler=cmd_schema)
 
     simulate = commands.add_parser("simulate", help="dry-run one event: what would fire and why")
