@@ -1,4 +1,4 @@
-"""The ``rules-engine`` command: validate, schema, simulate, ingest, report, demo-data, serve."""
+"""The ``rules-engine`` command line: one small function per subcommand."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,11 @@ def _database_url(args: argparse.Namespace) -> str:
     return args.database_url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+def _write_json(out: TextIO, value: Any) -> None:
+    json.dump(value, out, indent=2)
+    out.write("\n")
+
+
 def _engine(args: argparse.Namespace) -> Engine:
     return Engine(Store(_database_url(args)), load_rule_set([_rules_dir(args)]),
                   max_depth=args.max_depth)
@@ -46,19 +51,17 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         errors = [e for e in invalid.errors if not isinstance(e, RuleWarning)]
         warnings = [e for e in invalid.errors if isinstance(e, RuleWarning)]
         if args.format == "json":
-            json.dump({"ok": False, "errors": [e.to_dict() for e in errors],
-                       "warnings": [w.to_dict() for w in warnings]}, out, indent=2)
-            out.write("\n")
+            _write_json(out, {"ok": False, "errors": [e.to_dict() for e in errors],
+                              "warnings": [w.to_dict() for w in warnings]})
         else:
             _write_problems(out, errors, warnings)
             out.write(f"{len(errors)} problem(s) found\n")
         return 1
     files = len(rule_files(paths))
     if args.format == "json":
-        json.dump({"ok": True, "rules": len(rule_set), "files": files,
-                   "version": rule_set.version,
-                   "warnings": [w.to_dict() for w in rule_set.warnings]}, out, indent=2)
-        out.write("\n")
+        _write_json(out, {"ok": True, "rules": len(rule_set), "files": files,
+                          "version": rule_set.version,
+                          "warnings": [w.to_dict() for w in rule_set.warnings]})
     else:
         _write_problems(out, [], rule_set.warnings)
         out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}"
@@ -75,8 +78,7 @@ def _write_problems(out: TextIO, errors: Sequence[RulesEngineError],
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
-    json.dump(load_schema(args.which), out, indent=2)
-    out.write("\n")
+    _write_json(out, load_schema(args.which))
     return 0
 
 
@@ -94,8 +96,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     event = parse_event(data)
     result = _engine(args).simulate(event)
     if args.format == "json":
-        json.dump(result.trace, out, indent=2)
-        out.write("\n")
+        _write_json(out, result.trace)
     else:
         out.write("Dry run: nothing was written.\n")
         out.write(render_trace(result.trace))
@@ -143,8 +144,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     query = parse_report_query(vars(args), now=now)
     report = conversation_report(Store(_database_url(args)), query, now=now)
     if args.format == "json":
-        json.dump(report, out, indent=2)
-        out.write("\n")
+        _write_json(out, report)
     elif args.format == "csv":
         out.write(to_csv(report))
     else:
@@ -179,8 +179,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     store = Store(_database_url(args))
     trace = queries.event_trace(store, args.event_id)
     if args.format == "json":
-        json.dump(trace, out, indent=2)
-        out.write("\n")
+        _write_json(out, trace)
         return 0
     try:
         rules = load_rule_set([_rules_dir(args)])

@@ -48,7 +48,7 @@ def _conversations(rng: random.Random, contact_id: int, count: int, since: datet
     span = (now - since).total_seconds()
     opens = [since + timedelta(seconds=s) for s in sorted(rng.uniform(0, span) for _ in range(count))]
     channel = _pick(rng, CHANNELS)
-    for opened_at, next_open in zip(opens, [*opens[1:], None]):
+    for opened_at, next_open in zip(opens, [*opens[1:], None], strict=True):
         team = rng.choice(list(TEAMS))
         user = rng.choice(TEAMS[team])
         minutes = max(0.5, rng.lognormvariate(math.log(TEAM_MEDIAN_MINUTES[team]), 1.0))

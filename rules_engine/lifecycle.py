@@ -126,18 +126,20 @@ class Lifecycle:
     def add_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Tag the contact; each new tag emits ``contact.tag_added``."""
         added = [tag for tag in tags if self.tx.add_tag(contact_id, tag)]
-        facts = [Fact(EventType.CONTACT_TAG_ADDED, contact_id, channel, None, {"tag": tag})
-                 for tag in added]
-        detail = f"added {', '.join(added)}" if added else "already tagged"
-        return Outcome("add_tag", bool(added), detail, facts)
+        return self._tag_outcome("add_tag", EventType.CONTACT_TAG_ADDED, contact_id, channel,
+                                 added, f"added {', '.join(added)}", "already tagged")
 
     def remove_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Untag the contact; each removed tag emits ``contact.tag_removed``."""
         removed = [tag for tag in tags if self.tx.remove_tag(contact_id, tag)]
-        facts = [Fact(EventType.CONTACT_TAG_REMOVED, contact_id, channel, None, {"tag": tag})
-                 for tag in removed]
-        detail = f"removed {', '.join(removed)}" if removed else "tags were not set"
-        return Outcome("remove_tag", bool(removed), detail, facts)
+        return self._tag_outcome("remove_tag", EventType.CONTACT_TAG_REMOVED, contact_id, channel,
+                                 removed, f"removed {', '.join(removed)}", "tags were not set")
+
+    @staticmethod
+    def _tag_outcome(operation: str, fact_type: EventType, contact_id: int, channel: str | None,
+                     changed: list[str], applied: str, unchanged: str) -> Outcome:
+        facts = [Fact(fact_type, contact_id, channel, None, {"tag": tag}) for tag in changed]
+        return Outcome(operation, bool(changed), applied if changed else unchanged, facts)
 
     def set_field(self, contact_id: int, name: str, value: Any, channel: str | None) -> Outcome:
         """Set a contact attribute; a change emits ``contact.field_set``."""

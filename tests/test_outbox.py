@@ -13,7 +13,7 @@ import pytest
 from connectors.outbox import OutboxWorker
 from rules_engine import outbox
 
-from .conftest import event, message
+from .conftest import message
 from .receiver import receiving
 
 RULES = """
