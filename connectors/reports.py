@@ -5,7 +5,6 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 
@@ -49,22 +48,13 @@ def _cookie_value(token: str) -> str:
 
 
 def _dashboard_access() -> Response | None:
-    """None when the request may see the dashboard; else the response to send instead."""
+    """None when the request may see the dashboard; else the sign-in page to send instead."""
     settings = current_app.extensions["rules_engine_settings"]
     token = settings.api_token
     if token is None:
         if settings.dev:
             return None
         raise ApiError(503, "not_configured", "RULES_ENGINE_API_TOKEN is not set")
-    given = request.args.get("token")
-    if given is not None:
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return Response(render_template("login.html", failed=True), status=401)
-        rest = {k: v for k, v in request.args.items() if k != "token"}
-        response = redirect(request.path + (f"?{urlencode(rest)}" if rest else ""))
-        response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict",
-                            secure=request.is_secure, max_age=12 * 3600)
-        return response
     cookie = request.cookies.get(COOKIE, "")
     if hmac.compare_digest(cookie.encode(), _cookie_value(token).encode()):
         return None
@@ -72,6 +62,20 @@ def _dashboard_access() -> Response | None:
         require_bearer(token, request.headers.get("Authorization"), dev=settings.dev)
         return None
     return Response(render_template("login.html", failed=False), status=401)
+
+
+@blueprint.post("/dashboard")
+def sign_in() -> Any:
+    """The sign-in form: the API token in the body (never in a URL, which logs would keep)."""
+    settings = current_app.extensions["rules_engine_settings"]
+    token = settings.api_token
+    given = request.form.get("token", "")
+    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        return Response(render_template("login.html", failed=True), status=401)
+    response = redirect(request.full_path.rstrip("?"), code=303)
+    response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict",
+                        secure=request.is_secure, max_age=12 * 3600)
+    return response
 
 
 @blueprint.get("/dashboard")

@@ -43,13 +43,15 @@ def test_report_api_needs_the_token(client):  # noqa: F811
     assert client.get("/api/reports/conversations").status_code == 401
 
 
-def test_dashboard_login_with_a_token_sets_a_cookie_that_is_not_the_token(seeded_client):
+def test_dashboard_sign_in_sets_a_cookie_that_is_not_the_token(seeded_client):
     refused = seeded_client.get("/dashboard")
     assert refused.status_code == 401 and b"API token" in refused.data
-    wrong = seeded_client.get("/dashboard?token=nope")
+    assert b'method="post"' in refused.data  # the token never goes into a URL
+    wrong = seeded_client.post("/dashboard", data={"token": "nope"})
     assert wrong.status_code == 401 and b"not valid" in wrong.data
-    signed_in = seeded_client.get(f"/dashboard?token={p.SECRETS['api_token']}&since=2026-11-01")
-    assert signed_in.status_code == 302
+    assert seeded_client.get(f"/dashboard?token={p.SECRETS['api_token']}").status_code == 401
+    signed_in = seeded_client.post("/dashboard?since=2026-11-01", data={"token": p.SECRETS["api_token"]})
+    assert signed_in.status_code == 303
     assert signed_in.headers["Location"] == "/dashboard?since=2026-11-01"
     cookie = signed_in.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
