@@ -266,13 +266,15 @@ class _Checker(ast.NodeVisitor):
                       "call a whitelisted function instead, e.g. lower(message.text)")
         name = node.func.id  # type: ignore[union-attr]
         if name.startswith("_"):
-            self.fail(node, f"names starting with '_' are not allowed: '{name}'")
+            self.fail(node, f"names starting with '_' are not allowed: '{name}'",
+                      "call one of the whitelisted functions")
         if name not in FUNCTION_NAMES:
             self.fail(node, f"unknown function '{name}'",
                       did_you_mean(name, FUNCTION_NAMES) or
                       f"known functions: {', '.join(sorted(FUNCTION_NAMES))}")
         if node.keywords:
-            self.fail(node, "keyword arguments are not allowed")
+            self.fail(node, "keyword arguments are not allowed",
+                      "pass the arguments by position, e.g. round(x, 1)")
         for argument in node.args:
             self.visit(argument)
 
@@ -290,7 +292,8 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, (str, bytes)) and len(node.value) > MAX_STRING_LENGTH:
-            self.fail(node, f"literal longer than {MAX_STRING_LENGTH} characters")
+            self.fail(node, f"literal longer than {MAX_STRING_LENGTH} characters",
+                      "keep long texts in a contact field and compare with it")
 
     def _check_chain(self, node: ast.AST) -> None:
         chain = _field_chain(node)
@@ -304,7 +307,8 @@ class _Checker(ast.NodeVisitor):
         root, *fields = chain
         if root not in self.roots:
             if root in FUNCTION_NAMES:
-                self.fail(node, f"'{root}' is a function; call it, e.g. {root}(...)")
+                self.fail(node, f"'{root}' is a function, not a value",
+                          f"call it, e.g. {root}(message.text)")
             self.fail(node, f"unknown name '{root}' for this trigger",
                       did_you_mean(root, self.roots) or
                       f"this trigger provides: {', '.join(sorted(self.roots))}")
@@ -314,7 +318,8 @@ class _Checker(ast.NodeVisitor):
             if spec is FREE:
                 return
             if spec is LEAF:
-                self.fail(node, f"'{walked}' is a value and has no field '{part}'")
+                self.fail(node, f"'{walked}' is a value and has no field '{part}'",
+                          f"use {walked} itself, or a function such as len({walked})")
             assert isinstance(spec, Mapping)
             if part not in spec:
                 known = [f"{walked}.{name}" for name in spec]
@@ -371,9 +376,11 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
     a disallowed construct, an unknown function or an unknown name.
     """
     if not isinstance(source, str) or not source.strip():
-        raise ExpressionError("an expression must be a non-empty string")
+        raise ExpressionError("an expression must be a non-empty string",
+                              hint="e.g. conversation.is_open")
     if len(source) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters")
+        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters",
+                              hint="split it into several conditions under all: / any:")
     stripped = source.strip()
     try:
         module = ast.parse(stripped, mode="eval")

@@ -72,9 +72,11 @@ def _read(path: Path) -> RuleFile:
     try:
         text = path.read_text("utf-8")
     except UnicodeDecodeError as error:
-        raise RuleFileError(f"not UTF-8 text ({error.reason})", file=name) from None
+        raise RuleFileError(f"not UTF-8 text ({error.reason})", file=name,
+                            hint="save the file as UTF-8") from None
     except OSError as error:
-        raise RuleFileError(f"cannot read: {error.strerror}", file=name) from None
+        raise RuleFileError(f"cannot read: {error.strerror}", file=name,
+                            hint="check the file's permissions") from None
     data, source_map = load_yaml(text, name)
     if data is None:
         raise RuleFileError("the file is empty", file=name, line=1, column=1,

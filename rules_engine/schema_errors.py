@@ -73,8 +73,10 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [SchemaProblem(path, f"missing required key '{missing}'", f"add `{missing}: ...`")]
     if kind == "type":
-        return [SchemaProblem(path, f"expected {_describe_type(error.validator_value)}, "
-                                    f"got {_actual(error.instance)}", None)]
+        expected = _describe_type(error.validator_value)
+        where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
+        return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
+                              schema.get("description") or f"{where} takes {expected}")]
     if kind == "enum":
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
@@ -90,5 +92,7 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         return [SchemaProblem(path, "a condition mapping holds exactly one of all / any / not",
                               "nest them: `all: [..., {any: [...]}]`")]
     if kind == "oneOf":
-        return [SchemaProblem(path, "give only one of the alternatives", schema.get("description"))]
-    return [SchemaProblem(path, error.message, schema.get("description"))]
+        return [SchemaProblem(path, "give only one of the alternatives",
+                              schema.get("description") or "remove one of them")]
+    return [SchemaProblem(path, error.message, schema.get("description")
+                          or "run `rules-engine schema` to see what this place accepts")]

@@ -55,7 +55,8 @@ def _construct(
             if not isinstance(key, (str, int, bool, float)) or key is None:
                 where = _position(key_node)
                 raise RuleFileError("mapping keys must be plain values", file=file,
-                                    line=where.line, column=where.column)
+                                    line=where.line, column=where.column,
+                                    hint="write the key as plain text, quoted if need be")
             if key in result:
                 where = _position(key_node)
                 raise RuleFileError(f"duplicate key '{key}'", file=file, line=where.line,
@@ -93,6 +94,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
             hint="check indentation, quotes and colons around this line",
         ) from None
     except yaml.YAMLError as error:
-        raise RuleFileError(f"YAML error: {error}", file=file) from None
+        raise RuleFileError(f"YAML error: {error}", file=file,
+                            hint="check that the file is one YAML document") from None
     finally:
         loader.dispose()

@@ -119,8 +119,9 @@ def test_broken_rule_file_reports_the_right_line(tmp_path, name, text, line, rul
     assert error.column is not None and error.column >= 1
     assert error.rule_id == rule_id
     assert message in error.message, str(error)
+    assert error.hint, f"no fix hint: {error}"
     if hint is not None:
-        assert error.hint and hint in error.hint, str(error)
+        assert hint in error.hint, str(error)
     rendered = str(error)
     assert rendered.startswith(f"{path}:{line}:{error.column}")
 
@@ -207,3 +208,12 @@ def test_schema_command_prints_the_shipped_schema():
     status, output = run_cli("schema")
     assert status == 0
     assert json.loads(output)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_a_file_that_is_not_utf8_is_reported(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("rules:\n  - id: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RuleSetInvalid) as caught:
+        load_rule_set([path])
+    [error] = caught.value.errors
+    assert "not UTF-8" in error.message and error.hint == "save the file as UTF-8"
