@@ -28,7 +28,7 @@ rules:
     conditions: ["contains(message.text, 'refund')"]
     actions:
       - http_request:
-          url: "{{ params.crm_url }}/tickets"
+          url: "CRM_URL/tickets"
           headers: {X-Source: rules-engine}
           body: {contact: "{{ contact.id }}", text: "{{ message.text }}", tags: ["refund"]}
 """
@@ -59,8 +59,13 @@ def environ_for(url: str) -> dict[str, str]:
             "RULES_ENGINE_SEND_URL": f"{url}/generic"}
 
 
+def rules_for(crm_url: str) -> str:
+    """The rules, calling the CRM at ``crm_url`` (a literal host, as the schema requires)."""
+    return RULES.replace("CRM_URL", crm_url)
+
+
 def crm_event(url: str, n: int, **fields):
-    return message(f"u-{n}", f"refund please #{n}", params={"crm_url": url}, **fields)
+    return message(f"u-{n}", f"refund please #{n}", **fields)
 
 
 def worker(store, url: str, name: str = "w1", **options) -> OutboxWorker:
@@ -73,8 +78,8 @@ def rows(store, status=None):
 
 
 def test_outbound_actions_are_queued_with_the_event_and_delivered(make_engine, store):
-    engine = make_engine(RULES)
     with receiving() as receiver:
+        engine = make_engine(rules_for(receiver.url))
         engine.process(message("psid-1", "what are your hours?"))
         engine.process(message("vb-1", "opening hours?", channel="viber"))
         engine.process(message("web-1", "hours on sunday?", channel="webchat"))
@@ -98,7 +103,7 @@ def test_outbound_actions_are_queued_with_the_event_and_delivered(make_engine, s
 
 
 def test_an_event_that_fails_queues_nothing(make_engine, store, monkeypatch):
-    engine = make_engine(RULES + """
+    engine = make_engine(rules_for("http://127.0.0.1:9") + """
   - id: then-fail
     trigger: {event: message.received}
     actions: [{set_field: {name: x, value: 1}}]
@@ -112,12 +117,12 @@ def test_an_event_that_fails_queues_nothing(make_engine, store, monkeypatch):
 
 
 def test_failures_are_retried_with_backoff_then_delivered(make_engine, store):
-    engine = make_engine(RULES)
 
     def flaky(delivery, seen):
         return (503, {}, 0) if seen <= 2 else (200, {}, 0)
 
     with receiving(flaky) as receiver:
+        engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         deliverer = worker(store, receiver.url)
         deadline = time.monotonic() + 10
@@ -130,8 +135,8 @@ def test_failures_are_retried_with_backoff_then_delivered(make_engine, store):
 
 
 def test_a_row_that_keeps_failing_is_dead_lettered_and_can_be_retried(make_engine, store, client_for):
-    engine = make_engine(RULES)
     with receiving(lambda d, n: (500, {}, 0)) as receiver:
+        engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         deliverer = worker(store, receiver.url, max_attempts=3)
         deadline = time.monotonic() + 10
@@ -149,8 +154,8 @@ def test_a_row_that_keeps_failing_is_dead_lettered_and_can_be_retried(make_engin
 
 
 def test_a_client_error_is_dead_lettered_at_once(make_engine, store):
-    engine = make_engine(RULES)
     with receiving(lambda d, n: (400, {"error": "bad"}, 0)) as receiver:
+        engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         worker(store, receiver.url).run_once()
     [row] = rows(store)
@@ -158,8 +163,8 @@ def test_a_client_error_is_dead_lettered_at_once(make_engine, store):
 
 
 def test_parallel_workers_deliver_each_row_once(make_engine, store):
-    engine = make_engine(RULES)
     with receiving() as receiver:
+        engine = make_engine(rules_for(receiver.url))
         for n in range(60):
             engine.process(crm_event(receiver.url, n))
         workers = [worker(store, receiver.url, name=f"w{n}", batch=3) for n in range(4)]
@@ -186,7 +191,6 @@ def start_worker(database_url: str, url: str, lease: float) -> subprocess.Popen:
 
 
 def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, store, database_url):
-    engine = make_engine(RULES)
     first_try = threading.Event()
 
     def slow_first_time(delivery, seen):
@@ -196,6 +200,7 @@ def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, sto
         return 200, {}, 0
 
     with receiving(slow_first_time) as receiver:
+        engine = make_engine(rules_for(receiver.url))
         for n in range(20):
             engine.process(crm_event(receiver.url, n))
         doomed = start_worker(database_url, receiver.url, lease=2)

@@ -103,6 +103,9 @@ BROKEN = [
      "    actions:\n      - set_field: {name: n, value: 1, expr: 'channel'}\n", 5, "a",
      "only one of the alternatives", "literal value"),
     ("empty-file", "", 1, None, "the file is empty", "rules:"),
+    ("http-request-host-from-event-data", "rules:\n  - id: a\n    trigger: {event: message.received}\n"
+     "    actions:\n      - http_request: {url: \"{{ params.url }}/hook\"}\n", 5, "a",
+     "is not a valid url", "event data can never choose where a request goes"),
 ]
 
 
