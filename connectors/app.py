@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 
-from rules_engine import Engine, Store, load_rule_set
+from rules_engine import Engine, RuleSet, Store, load_rule_set
 from rules_engine.schema import load_schema
 
 from . import api, dialogflow, events_webhook, facebook, observability, reload, reports, viber
@@ -29,11 +29,12 @@ def openapi_document() -> dict[str, Any]:
     return document
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None = None) -> Flask:
     """Build the app: settings from the environment with ``config`` on top.
 
-    Raises ConfigError when no secret is configured outside development mode, and
-    RuleSetInvalid when the rules do not validate.
+    ``rules`` is the rule set to serve (by default the rules directory, loaded now). Raises
+    ConfigError when no secret is configured outside development mode, and RuleSetInvalid
+    when the rules do not validate.
     """
     settings = Settings.load(config)
     for warning in settings.check():
@@ -42,7 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = Store(settings.database_url)
-    rules = load_rule_set([settings.rules_dir])
+    rules = rules or load_rule_set([settings.rules_dir])
     app.extensions["rules_engine_settings"] = settings
     app.extensions["rules_engine"] = Engine(store, rules, max_depth=settings.max_depth)
     register_error_handlers(app)

@@ -14,7 +14,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from rules_engine import RuleSetInvalid, Store, load_rule_set
+from rules_engine import RuleSet, RuleSetInvalid, Store, load_rule_set
 
 from .config import ENVIRONMENT, ConfigError, Settings
 from .reload import MASTER_PID_VARIABLE, rules_fingerprint
@@ -33,6 +33,7 @@ class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
                            "current set:\n%s", invalid)
             return
         self.log.info("reloading the workers on rules version %s", rules.version)
+        self.app.rules = rules
         super().handle_hup()
 
 
@@ -48,10 +49,15 @@ def _watch_rules(rules_dir: str, every_seconds: float) -> None:
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
-    """Gunicorn with its options given here; each worker builds its own app."""
+    """Gunicorn with its options given here; each worker builds its own app.
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    The master holds the last rule set that validated, and every worker it forks serves
+    that set: a worker started while the files on disk are broken still boots.
+    """
+
+    def __init__(self, options: dict[str, Any], rules: RuleSet) -> None:
         self.options = options
+        self.rules = rules
         super().__init__()
 
     def run(self) -> None:
@@ -64,7 +70,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from .app import create_app
 
-        return create_app()
+        return create_app(rules=self.rules)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.load(overrides)
         warnings = settings.check()
-        load_rule_set([settings.rules_dir])
+        rules = load_rule_set([settings.rules_dir])
         Store(settings.database_url).dispose()  # creates the schema once, before the workers
     except ConfigError as error:
         print(f"rules-engine serve: refusing to start: {error}", file=sys.stderr)
@@ -112,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.watch_rules:
         threading.Thread(target=_watch_rules, args=(settings.rules_dir, 1.0), daemon=True).start()
     _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
-             "timeout": args.timeout, "accesslog": "-"}).run()
+             "timeout": args.timeout, "accesslog": "-"}, rules).run()
     return 0
 
 

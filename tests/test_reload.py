@@ -95,6 +95,20 @@ def test_an_event_in_flight_finishes_on_the_rules_it_started_with(tmp_path, stor
     assert engine.process(message("u2", "hi")).trace["ruleset_version"] == new.version
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the gunicorn workers of a master)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
 def wait_for_version(base: str, version_is, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,6 +131,12 @@ def test_sighup_reloads_the_server_only_for_a_valid_set(tmp_path, database_url):
         time.sleep(3)  # the watcher sees the change too: still refused
         assert requests.get(f"{base}/healthz", timeout=5).json()["rules_version"] == old
         assert "reload refused: the rules are invalid" in (tmp_path / "server.log").read_text()
+        # a worker started while the files are broken boots on the last valid set
+        os.kill(children_of(process.pid)[0], signal.SIGKILL)
+        time.sleep(2)
+        assert process.poll() is None
+        assert {requests.get(f"{base}/healthz", timeout=5).json()["rules_version"]
+                for _ in range(6)} == {old}
         (rules / "broken.yaml").unlink()
         (rules / "extra.yaml").write_text(GOOD, "utf-8")  # the watcher reloads on its own
         new = wait_for_version(base, lambda v: v != old)
