@@ -5,13 +5,14 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import RulesEngineError, outbox, queries
 from rules_engine.events import parse_event
 
 from .auth import require_bearer
 from .http import ApiError, engine, from_engine_error, json_body, run_events
+from .http import settings as app_settings
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -24,7 +25,7 @@ _BODY_KEYS = {
 
 @blueprint.before_request
 def _authenticate() -> None:
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
 
 

@@ -23,7 +23,7 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import Event, EventType
 from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
@@ -31,6 +31,7 @@ from rules_engine.model import ContactRef, Message
 
 from .auth import basic_credentials_match, require_bearer
 from .http import ApiError, json_body, raw_body, run_events
+from .http import settings as app_settings
 
 CHANNEL = "dialogflow"
 ACTION_PARAMETERS = (MARKDONE, ADD_TAGS, REMOVE_TAGS, BOT_STATUS, NOTIFY)
@@ -167,7 +168,7 @@ def _validated(types_module: ModuleType, response: dict[str, Any]) -> dict[str, 
 
 
 def _authenticate() -> None:
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     authorization = request.headers.get("Authorization")
     if settings.dialogflow_username and settings.dialogflow_password:
         if basic_credentials_match(authorization, settings.dialogflow_username,

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import RulesEngineError, parse_event
 
 from .auth import require_signature
 from .http import ApiError, from_engine_error, json_body, raw_body, run_events
+from .http import settings as app_settings
 
 SIGNATURE_HEADER = "X-Signature-256"
 
@@ -18,7 +19,7 @@ blueprint = Blueprint("events", __name__)
 @blueprint.post("/webhooks/events")
 def receive_events() -> Any:
     """One event object, or a list of them (each applied once, in order)."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_signature(settings.webhook_secret, raw_body(), request.headers.get(SIGNATURE_HEADER),
                       prefix="sha256=", header=SIGNATURE_HEADER, dev=settings.dev)
     data = json_body(expect=(dict, list))

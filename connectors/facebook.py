@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import Event, EventType
 from rules_engine.model import ContactRef, Message
 
 from .auth import require_signature
 from .http import ApiError, json_body, raw_body, run_events
+from .http import settings as app_settings
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 CHANNEL = "facebook"
@@ -103,7 +104,7 @@ def parse_messenger_webhook(data: dict[str, Any], welcome_payloads: Iterable[str
 @blueprint.get("/webhooks/facebook")
 def verify_subscription() -> Any:
     """The subscription handshake: echo ``hub.challenge`` when the verify token matches."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     if settings.facebook_verify_token is None:
         raise ApiError(503, "not_configured", "FACEBOOK_VERIFY_TOKEN is not set")
     token = request.args.get("hub.verify_token", "")
@@ -116,7 +117,7 @@ def verify_subscription() -> Any:
 @blueprint.post("/webhooks/facebook")
 def receive() -> Any:
     """A signed batch of Messenger events; each is applied once, in order."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_signature(settings.facebook_app_secret, raw_body(),
                       request.headers.get(SIGNATURE_HEADER), prefix="sha256=",
                       header=SIGNATURE_HEADER, dev=settings.dev)

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
 
+from .config import Settings
 from .observability import record_event, record_rejection
 
 
@@ -38,6 +39,11 @@ class ApiError(Exception):
 def engine() -> Engine:
     """The app's engine (shared service in ``app.extensions``)."""
     return current_app.extensions["rules_engine"]
+
+
+def settings() -> Settings:
+    """The app's settings (``app.extensions``)."""
+    return current_app.extensions["rules_engine_settings"]
 
 
 def raw_body() -> bytes:

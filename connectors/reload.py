@@ -12,13 +12,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import RuleFileError, RuleSetInvalid, load_rule_set
 from rules_engine.loader import rule_files
 
 from .auth import require_bearer
 from .http import engine
+from .http import settings as app_settings
 
 log = logging.getLogger("rules_engine.reload")
 
@@ -40,7 +41,7 @@ def rules_fingerprint(rules_dir: str) -> tuple[tuple[str, int, int], ...]:
 @blueprint.post("/api/rules/reload")
 def reload_rules() -> Any:
     """Validate the rules directory and serve it if it is clean; 422 with every problem if not."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
     previous = engine().rules
     try:

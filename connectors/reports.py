@@ -6,7 +6,7 @@ import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
 from rules_engine import RulesEngineError
 from rules_engine.metrics import GroupBy, closed_per_day, conversation_report, parse_report_query
@@ -15,6 +15,7 @@ from rules_engine.report_format import duration, to_csv
 from .auth import require_bearer
 from .charts import bar_chart
 from .http import ApiError, engine, from_engine_error
+from .http import settings as app_settings
 
 COOKIE = "rules_engine_dashboard"
 RANGE_PRESETS = (7, 30, 90)
@@ -32,7 +33,7 @@ def _report_query(now: datetime) -> Any:
 @blueprint.get("/api/reports/conversations")
 def report() -> Any:
     """Closed count and resolution time (mean, median, p90, max), open now: JSON or CSV."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
     now = datetime.now(timezone.utc)
     result = conversation_report(engine().store, _report_query(now), now=now)
@@ -49,7 +50,7 @@ def _cookie_value(token: str) -> str:
 
 def _dashboard_access() -> Response | None:
     """None when the request may see the dashboard; else the sign-in page to send instead."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     token = settings.api_token
     if token is None:
         if settings.dev:
@@ -67,7 +68,7 @@ def _dashboard_access() -> Response | None:
 @blueprint.post("/dashboard")
 def sign_in() -> Any:
     """The sign-in form: the API token in the body (never in a URL, which logs would keep)."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     token = settings.api_token
     given = request.form.get("token", "")
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from rules_engine import Event, EventType
 from rules_engine.model import ContactRef, Message
 
 from .auth import require_signature
 from .http import ApiError, json_body, raw_body, run_events
+from .http import settings as app_settings
 
 SIGNATURE_HEADER = "X-Viber-Content-Signature"
 CHANNEL = "viber"
@@ -75,7 +76,7 @@ def parse_viber_callback(data: dict[str, Any]) -> Event | None:
 @blueprint.post("/webhooks/viber")
 def receive() -> Any:
     """One Viber callback."""
-    settings = current_app.extensions["rules_engine_settings"]
+    settings = app_settings()
     require_signature(settings.viber_auth_token, raw_body(),
                       request.headers.get(SIGNATURE_HEADER), header=SIGNATURE_HEADER,
                       dev=settings.dev)

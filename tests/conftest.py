@@ -44,6 +44,15 @@ def database_url(tmp_path: Path, _postgres_schema: None) -> str:
 
 
 @pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting of the app comes from the machine's environment."""
+    from connectors.config import ENVIRONMENT
+
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     """A real store (SQLite WAL file, or PostgreSQL), fresh per test."""
     database = Store(database_url, migrate=True)

@@ -11,7 +11,6 @@ import requests
 from werkzeug.serving import make_server
 
 from connectors import create_app
-from connectors.config import ENVIRONMENT
 from rules_engine.demo_data import generate_demo_data
 
 from . import webhook_payloads as p
@@ -31,9 +30,7 @@ sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch, database_url):
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+def served(tmp_path, clean_environment, database_url):
     app = create_app({"api_token": p.SECRETS["api_token"], "rules_dir": str(tmp_path),
                       "database_url": database_url})
     (tmp_path / "rules.yaml").write_text("rules: []\n", "utf-8")

@@ -35,13 +35,10 @@ rules:
 
 
 @pytest.fixture
-def client_for(tmp_path, monkeypatch, database_url):
+def client_for(tmp_path, clean_environment, database_url):
     """A test client of the app over the same database, and the API headers."""
     from connectors import create_app
-    from connectors.config import ENVIRONMENT
 
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
     (tmp_path / "app-rules").mkdir()
     (tmp_path / "app-rules" / "rules.yaml").write_text("rules: []\n", "utf-8")
 

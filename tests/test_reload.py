@@ -10,7 +10,6 @@ import time
 import requests
 
 from connectors import create_app
-from connectors.config import ENVIRONMENT
 from rules_engine import Engine, load_rule_set
 from rules_engine.lifecycle import Lifecycle
 
@@ -33,9 +32,7 @@ BROKEN = GOOD + """  - id: broken
 """
 
 
-def test_reload_over_the_api(tmp_path, monkeypatch, database_url):
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+def test_reload_over_the_api(tmp_path, clean_environment, database_url):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(GOOD, "utf-8")

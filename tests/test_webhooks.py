@@ -8,7 +8,6 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from connectors import ConfigError, create_app
-from connectors.config import ENVIRONMENT
 
 from . import webhook_payloads as p
 
@@ -27,9 +26,7 @@ rules:
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch, database_url):
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+def app(tmp_path, clean_environment, database_url):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "rules.yaml").write_text(TEST_RULES, "utf-8")
@@ -108,16 +105,12 @@ def test_openapi_describes_every_route_and_only_those(app, client):
     assert "contact" in document["components"]["schemas"]["Event"]["properties"]
 
 
-def test_no_secret_refuses_to_start_outside_development(monkeypatch, database_url):
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+def test_no_secret_refuses_to_start_outside_development(clean_environment, database_url):
     with pytest.raises(ConfigError, match="no secret is configured"):
         create_app({"database_url": database_url, "rules_dir": str(REPO / "rules")})
 
 
-def test_an_unconfigured_endpoint_is_disabled_not_open(monkeypatch, database_url, store):
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+def test_an_unconfigured_endpoint_is_disabled_not_open(clean_environment, database_url, store):
     app = create_app({"api_token": "t", "database_url": database_url,
                       "rules_dir": str(REPO / "rules")})
     response = app.test_client().post("/webhooks/viber", json=p.viber_message("u", 1, "hi"))
