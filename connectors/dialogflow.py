@@ -30,7 +30,7 @@ from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_T
 from rules_engine.model import ContactRef, Message
 
 from .auth import basic_credentials_match, require_bearer
-from .http import ApiError, json_body, raw_body, run_events
+from .http import ApiError, raw_body, require_json_content_type, run_events
 from .http import settings as app_settings
 
 CHANNEL = "dialogflow"
@@ -182,7 +182,7 @@ def _authenticate() -> None:
 
 def _fulfil(build: Any) -> Any:
     _authenticate()
-    json_body()  # content type and JSON shape are checked before the protocol parse
+    require_json_content_type()  # the protocol parser itself refuses malformed JSON (400)
     fulfillment = build(raw_body(), datetime.now(timezone.utc))
     results = run_events([fulfillment.event])
     return jsonify(fulfillment.response), 200, {"X-Rules-Engine-Status": results[0]["status"]}

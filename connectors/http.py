@@ -51,10 +51,15 @@ def raw_body() -> bytes:
     return request.get_data(cache=True)
 
 
-def json_body(*, expect: type | tuple[type, ...] = dict) -> Any:
-    """The body parsed as JSON of the expected top-level type; 400/415 otherwise."""
+def require_json_content_type() -> None:
+    """415 unless the body is declared as application/json."""
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+
+
+def json_body(*, expect: type | tuple[type, ...] = dict) -> Any:
+    """The body parsed as JSON of the expected top-level type; 400/415 otherwise."""
+    require_json_content_type()
     body = raw_body()
     try:
         data = json.loads(body)
