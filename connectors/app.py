@@ -1,32 +1,21 @@
 """The Flask app factory: webhooks, Dialogflow fulfillment and the users' API over the engine."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from flask import Flask, jsonify
 
 from rules_engine import Engine, RuleSet, Store, load_rule_set
-from rules_engine.schema import load_schema
 
-from . import api, dialogflow, events_webhook, facebook, observability, reload, reports, viber
+from . import api, events_webhook, observability, reload, reports
+from .channel_webhooks import build_blueprint
 from .config import Settings
 from .http import register_error_handlers
+from .openapi import openapi_document
 
 log = logging.getLogger("rules_engine.app")
-
-
-@cache
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document shipped with the package, with the core's event schema."""
-    document = json.loads(resources.files(__package__).joinpath("openapi.json").read_text("utf-8"))
-    event = {k: v for k, v in load_schema("event").items() if k not in ("$schema", "$id")}
-    document["components"]["schemas"]["Event"] = event
-    return document
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None = None) -> Flask:
@@ -47,9 +36,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None
     app.extensions["rules_engine_settings"] = settings
     app.extensions["rules_engine"] = Engine(store, rules, max_depth=settings.max_depth)
     register_error_handlers(app)
-    for module in (events_webhook, facebook, viber, dialogflow, api, reports, observability,
-                   reload):
+    for module in (events_webhook, api, reports, observability, reload):
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(build_blueprint())
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -1,11 +1,19 @@
-"""Webhook and API authentication: HMAC signatures and tokens, compared in constant time."""
+"""Webhook and API authentication: HMAC signatures and tokens, compared in constant time.
+
+Flask-free: channel adapters and blueprints alike call these with the request's parts.
+An endpoint whose secret is unset is disabled (503 naming the variable to set), except in
+development mode.
+"""
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 
-from .http import ApiError
+from .errors import ApiError
+
+API_TOKEN_VARIABLE = "RULES_ENGINE_API_TOKEN"
 
 
 def hmac_sha256_hex(secret: str, body: bytes) -> str:
@@ -13,32 +21,47 @@ def hmac_sha256_hex(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def require_signature(secret: str | None, body: bytes, given: str | None, *, prefix: str = "",
-                      header: str, dev: bool) -> None:
-    """Check ``given`` (``prefix`` + hex HMAC of the raw body); 401 when it does not match.
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected.encode("utf-8"))
 
-    With no secret configured the endpoint is open only in development mode (503 otherwise).
-    """
+
+def require_configured(env: str, *, dev: bool) -> None:
+    """503 for an endpoint whose secret (environment variable ``env``) is unset, unless dev."""
+    if not dev:
+        raise ApiError(503, "not_configured", f"this endpoint is disabled: set {env} to enable it")
+
+
+def require_signature(secret: str | None, body: bytes, given: str | None, *, prefix: str = "",
+                      header: str, env: str, dev: bool) -> None:
+    """Check ``given`` (``prefix`` + hex HMAC of the raw body); 401 when it does not match."""
     if secret is None:
-        _unconfigured(dev, header)
-        return
+        return require_configured(env, dev=dev)
     if not given:
         raise ApiError(401, "missing_signature", f"the {header} header is required")
-    expected = prefix + hmac_sha256_hex(secret, body)
-    if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+    if not _same(given, prefix + hmac_sha256_hex(secret, body)):
         raise ApiError(401, "bad_signature", f"the {header} signature does not match the body")
 
 
+def require_header_token(secret: str | None, given: str | None, *, header: str, env: str,
+                         dev: bool) -> None:
+    """Check a header that must carry the shared secret itself (e.g. Telegram's)."""
+    if secret is None:
+        return require_configured(env, dev=dev)
+    if not given:
+        raise ApiError(401, "missing_token", f"the {header} header is required")
+    if not _same(given, secret):
+        raise ApiError(401, "bad_token", f"the {header} header does not match")
+
+
 def require_bearer(token: str | None, authorization: str | None, *, dev: bool,
-                   what: str = "Authorization") -> None:
+                   env: str = API_TOKEN_VARIABLE) -> None:
     """Check ``Authorization: Bearer <token>``; 401 when absent or wrong."""
     if token is None:
-        _unconfigured(dev, what)
-        return
+        return require_configured(env, dev=dev)
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <token>")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not _same(given, token):
         raise ApiError(401, "bad_token", "the bearer token is not valid")
 
 
@@ -49,15 +72,9 @@ def basic_credentials_match(authorization: str | None, username: str, password: 
         return False
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError):
         return False
     given_user, _, given_password = decoded.partition(":")
     user_ok = hmac.compare_digest(given_user.encode(), username.encode())
     password_ok = hmac.compare_digest(given_password.encode(), password.encode())
     return user_ok and password_ok
-
-
-def _unconfigured(dev: bool, what: str) -> None:
-    if not dev:
-        raise ApiError(503, "not_configured",
-                       f"this endpoint's secret is not configured ({what}); it is disabled")

@@ -21,7 +21,7 @@ def receive_events() -> Any:
     """One event object, or a list of them (each applied once, in order)."""
     settings = app_settings()
     require_signature(settings.webhook_secret, raw_body(), request.headers.get(SIGNATURE_HEADER),
-                      prefix="sha256=", header=SIGNATURE_HEADER, dev=settings.dev)
+                      prefix="sha256=", header=SIGNATURE_HEADER, env="RULES_ENGINE_WEBHOOK_SECRET", dev=settings.dev)
     data = json_body(expect=(dict, list))
     items = data if isinstance(data, list) else [data]
     if not items:

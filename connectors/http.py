@@ -1,7 +1,6 @@
 """HTTP plumbing shared by the blueprints: JSON errors, body parsing, running events."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,28 +11,9 @@ from werkzeug.exceptions import HTTPException
 from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
 
 from .config import Settings
+from .decoding import decode_json
+from .errors import ApiError
 from .observability import record_event, record_rejection
-
-
-class ApiError(Exception):
-    """An error the client can act on; rendered as ``{"error": {"code", "message"}}``."""
-
-    def __init__(self, status: int, code: str, message: str, *, path: str | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.path = path
-        self.hint = hint
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.path:
-            error["path"] = self.path
-        if self.hint:
-            error["hint"] = self.hint
-        return {"error": error}
 
 
 def engine() -> Engine:
@@ -60,11 +40,7 @@ def require_json_content_type() -> None:
 def json_body(*, expect: type | tuple[type, ...] = dict) -> Any:
     """The body parsed as JSON of the expected top-level type; 400/415 otherwise."""
     require_json_content_type()
-    body = raw_body()
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+    data = decode_json(raw_body())
     if not isinstance(data, expect):
         kind = "object" if expect is dict else "object or list"
         raise ApiError(400, "invalid_body", f"the body must be a JSON {kind}")

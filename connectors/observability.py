@@ -26,6 +26,8 @@ RULES_MATCHED = Counter("rules_engine_rules_matched", "Rules whose trigger match
 RULES_FIRED = Counter("rules_engine_rules_fired", "Rules whose conditions held, so they ran",
                       ["rule_id"])
 ACTIONS = Counter("rules_engine_actions", "Actions run, by type and outcome", ["action", "outcome"])
+SKIPPED = Counter("rules_engine_items_skipped", "Webhook items acknowledged without an event, "
+                  "by channel and reason", ["channel", "reason"])
 REJECTED = Counter("rules_engine_requests_rejected", "Requests refused, by reason", ["reason"])
 LATENCY = Histogram("rules_engine_event_processing_seconds", "Time to apply one event",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -48,6 +50,10 @@ def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) 
                 RULES_FIRED.labels(rule["rule_id"]).inc()
             for action in rule.get("actions", []):
                 ACTIONS.labels(action["action"], action["outcome"]).inc()
+
+
+def record_skipped(channel: str, reason: str) -> None:
+    SKIPPED.labels(channel, reason).inc()
 
 
 def record_rejection(reason: str) -> None:

@@ -20,11 +20,14 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rules_engine import Store
+
+from .channels import adapter_for_channel
+from .channels.base import Outbound
 
 log = logging.getLogger("rules_engine.worker")
 
@@ -39,48 +42,32 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-@dataclass(frozen=True)
-class Request:
-    """One HTTP call to make."""
+def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outbound:
+    """The HTTP call for an outbox row; channel credentials come from the environment.
 
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: Any
-
-
-def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Request:
-    """The HTTP call for an outbox row; channel credentials come from the environment."""
-    headers = {"Content-Type": "application/json", "Idempotency-Key": row["idempotency_key"],
-               **row["headers"]}
-    body = row["body"]
-    target = row["target"]
-    if target == "http":
-        return Request(row["method"], row["url"], headers, body)
-    if target == "facebook":
-        token = environ.get("FACEBOOK_PAGE_ACCESS_TOKEN")
-        if not token:
-            raise DeliveryError("FACEBOOK_PAGE_ACCESS_TOKEN is not set")
-        base = environ.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0")
-        return Request("POST", f"{base}/me/messages?access_token={token}", headers, {
-            "recipient": {"id": row["recipient"]}, "messaging_type": "RESPONSE",
-            "message": {"text": body["text"]}})
-    if target == "viber":
-        token = environ.get("VIBER_AUTH_TOKEN")
-        if not token:
-            raise DeliveryError("VIBER_AUTH_TOKEN is not set")
-        base = environ.get("VIBER_API_URL", "https://chatapi.viber.com/pa")
-        return Request("POST", f"{base}/send_message", {**headers, "X-Viber-Auth-Token": token}, {
-            "receiver": row["recipient"], "type": "text", "text": body["text"],
-            "sender": {"name": environ.get("VIBER_SENDER_NAME", "Support")}})
+    ``http_request`` rows call their URL; ``send_message`` rows go through the send API of
+    the channel's adapter, or ``$RULES_ENGINE_SEND_URL`` for a channel without one.
+    """
+    keyed = {"Idempotency-Key": row["idempotency_key"]}
+    if row["target"] == "http":
+        return Outbound(row["method"], row["url"],
+                        {"Content-Type": "application/json", **keyed, **row["headers"]}, row["body"])
+    channel, text = row["body"]["channel"], row["body"]["text"]
+    adapter = adapter_for_channel(channel)
+    try:
+        call = adapter.outbound(row["recipient"], text, environ) if adapter else None
+    except LookupError as missing:
+        raise DeliveryError(str(missing.args[0])) from None
+    if call is not None:
+        return replace(call, headers={**call.headers, **keyed})
     url = environ.get("RULES_ENGINE_SEND_URL")
     if not url:
-        raise DeliveryError(f"no send API for channel {body['channel']}: set RULES_ENGINE_SEND_URL")
-    return Request("POST", url, headers, {"channel": body["channel"], "recipient": row["recipient"],
-                                          "text": body["text"]})
+        raise DeliveryError(f"no send API for channel {channel}: set RULES_ENGINE_SEND_URL")
+    return Outbound("POST", url, {"Content-Type": "application/json", **keyed},
+                    {"channel": channel, "recipient": row["recipient"], "text": text})
 
 
-def send(request: Request, *, timeout: float) -> None:
+def send(request: Outbound, *, timeout: float) -> None:
     """Make the call; DeliveryError unless the receiver accepted it."""
     data = None if request.body is None else json.dumps(request.body).encode()
     http_request = urllib.request.Request(request.url, data=data, method=request.method,
@@ -90,14 +77,18 @@ def send(request: Request, *, timeout: float) -> None:
             answer = response.read(65536)
     except urllib.error.HTTPError as error:
         permanent = 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS
-        raise DeliveryError(f"HTTP {error.code} from {request.url.split('?')[0]}",
+        raise DeliveryError(f"HTTP {error.code} from {_where(request.url)}",
                             permanent=permanent) from None
     except (urllib.error.URLError, OSError) as error:
-        raise DeliveryError(f"cannot reach {request.url.split('?')[0]}: {error}") from None
-    if request.headers.get("X-Viber-Auth-Token"):  # Viber answers 200 with its own status
-        status = json.loads(answer or b"{}").get("status", 0)
-        if status != 0:
-            raise DeliveryError(f"Viber refused the message (status {status})")
+        raise DeliveryError(f"cannot reach {_where(request.url)}: {error}") from None
+    refusal = request.refusal(answer) if request.refusal else None
+    if refusal:
+        raise DeliveryError(refusal)
+
+
+def _where(url: str) -> str:
+    """A URL without its query or credentials in the path (tokens never reach a log)."""
+    return url.split("?")[0].split("/bot", 1)[0]
 
 
 class OutboxWorker:

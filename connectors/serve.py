@@ -16,7 +16,7 @@ from gunicorn.arbiter import Arbiter
 
 from rules_engine import RuleSet, RuleSetInvalid, Store, load_rule_set
 
-from .config import ENVIRONMENT, ConfigError, Settings
+from .config import APP_ENVIRONMENT, ConfigError, Settings
 from .reload import MASTER_PID_VARIABLE, rules_fingerprint
 
 
@@ -25,7 +25,7 @@ class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
     flight finish on the old rules) only for a rule set that validates."""
 
     def handle_hup(self) -> None:
-        rules_dir = os.environ.get(ENVIRONMENT["rules_dir"], "rules")
+        rules_dir = os.environ.get(APP_ENVIRONMENT["rules_dir"], "rules")
         try:
             rules = load_rule_set([rules_dir])
         except RuleSetInvalid as invalid:
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rules-engine-metrics-")
     for name, value in overrides.items():
         if value is not None:
-            os.environ[ENVIRONMENT[name]] = "1" if value is True else str(value)
+            os.environ[APP_ENVIRONMENT[name]] = "1" if value is True else str(value)
     os.environ[MASTER_PID_VARIABLE] = str(os.getpid())  # the master: gunicorn runs here
     if args.watch_rules:
         threading.Thread(target=_watch_rules, args=(settings.rules_dir, 1.0), daemon=True).start()

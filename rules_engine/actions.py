@@ -130,11 +130,6 @@ class SetField(Action):
         return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value, run.channel)
 
 
-# Channels with a send API the worker knows; any other channel replies through the
-# generic endpoint ($RULES_ENGINE_SEND_URL).
-SEND_TARGETS = frozenset({"facebook", "viber"})
-
-
 class SendMessage(Action):
     """Reply to the contact on their channel, through the outbox."""
 
@@ -158,7 +153,7 @@ class SendMessage(Action):
         channel = identity["channel"]
         return run.lifecycle.queue_outbound(
             action=self.name, rule_id=run.rule_id, path=run.path,
-            target=channel if channel in SEND_TARGETS else "webhook",
+            target="message",  # the worker sends it with the channel's own send API
             recipient=identity["external_id"], url=None, method="POST", headers={},
             body={"channel": channel, "text": str(text)})
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .errors import RulesEngineError, RuleValidationError, RuleWarning
-from .model import WELCOME_CHANNELS, EventType
+from .channels import welcome_channels
+from .model import CHANNEL_INPUT_TYPES, EventType
 from .rules import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule).
@@ -21,8 +22,6 @@ BUILT_IN_FACTS = frozenset({
     EventType.CONTACTS_MERGED, EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED,
     EventType.BOT_STATUS_CHANGED,
 })
-INPUTS = frozenset({EventType.MESSAGE_RECEIVED, EventType.WELCOME,
-                    EventType.DIALOGFLOW_FULFILLMENT})
 
 
 def _emits(rule: Rule) -> set[EventType]:
@@ -101,14 +100,14 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                               hint="fix the condition, or set `enabled: false` to park the rule",
                               **_where(rule, "conditions"))
         if rule.event is EventType.WELCOME and rule.channels is not None:
-            without = sorted(rule.channels - WELCOME_CHANNELS)
+            without = sorted(rule.channels - welcome_channels())
             if without:
                 what = "this rule can never fire" if len(without) == len(rule.channels) else "never fires on"
                 yield RuleWarning(
                     f"{what}: {', '.join(without)} send no welcome event",
-                    hint=f"welcome events come from: {', '.join(sorted(WELCOME_CHANNELS))}",
+                    hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
-        if rule.event not in INPUTS and rule.event not in emitted:
+        if rule.event not in CHANNEL_INPUT_TYPES and rule.event not in emitted:
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
                               **_where(rule, "trigger/event"))

@@ -52,7 +52,8 @@ CONVERSATION: Spec = {
     "team": LEAF,
     "bot_active": LEAF,
 }
-MESSAGE: Spec = {"id": LEAF, "text": LEAF}
+MESSAGE: Spec = {"id": LEAF, "text": LEAF, "quick_reply": LEAF, "postback": LEAF,
+                 "attachments": LEAF, "reply_to": LEAF, "edited": LEAF}
 INTENT: Spec = {"name": LEAF, "display_name": LEAF, "confidence": LEAF}
 
 _COMMON: dict[str, Spec] = {
@@ -67,6 +68,7 @@ _COMMON: dict[str, Spec] = {
 # (e.g. ``params.tag`` for contact.tag_added, ``params.secondary_contact_id`` for a merge).
 ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
     EventType.MESSAGE_RECEIVED: {**_COMMON, "message": MESSAGE},
+    EventType.MESSAGE_SENT: {**_COMMON, "message": MESSAGE, "actor": LEAF},
     EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT},
 }
 
@@ -106,6 +108,7 @@ def build_context(
     params: Mapping[str, Any],
     message: Message | None = None,
     intent: Mapping[str, Any] | None = None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """The values a condition reads for one event, read fresh from the store."""
     contact = tx.get_contact(contact_id)
@@ -127,7 +130,9 @@ def build_context(
         "params": dict(params),
     }
     if message is not None:
-        context["message"] = {"id": message.id, "text": message.text}
+        context["message"] = message.to_dict()
+    if event_type is EventType.MESSAGE_SENT:
+        context["actor"] = actor
     if event_type is EventType.DIALOGFLOW_FULFILLMENT:
         context["intent"] = {"name": None, "display_name": None, "confidence": None,
                              **(intent or {})}

@@ -159,6 +159,7 @@ class _Run:
             conversation_id=fact.conversation_id, params=fact.params,
             message=event.message if is_root else None,
             intent=event.intent if is_root else None,
+            actor=event.actor if is_root else None,
         )
         stopped_by: str | None = None
         for rule in candidates:

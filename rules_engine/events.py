@@ -9,7 +9,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from .errors import EventError
-from .model import WELCOME_CHANNELS, ContactRef, Event, EventType, Message
+from .channels import welcome_channels
+from .model import ContactRef, Event, EventType, Message
 from .schema import load_schema
 from .schema_errors import explain
 
@@ -45,9 +46,9 @@ def parse_event(
         raise EventError(problem.message, path=path, hint=problem.hint)
     event_type = EventType(data["type"])
     channel = data.get("channel", "api")
-    if event_type is EventType.WELCOME and channel not in WELCOME_CHANNELS:
+    if event_type is EventType.WELCOME and channel not in welcome_channels():
         raise EventError(f"channel '{channel}' has no welcome event", path="channel",
-                         hint=f"welcome events come from: {', '.join(sorted(WELCOME_CHANNELS))}")
+                         hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}")
     contact = data.get("contact", {})
     message = data.get("message")
     return Event(
@@ -57,7 +58,7 @@ def parse_event(
         contact=ContactRef(id=contact.get("id"), external_id=contact.get("external_id"),
                            name=contact.get("name")),
         timestamp=parse_timestamp(data["timestamp"]) if "timestamp" in data else clock(),
-        message=Message(text=message["text"], id=message.get("id")) if message else None,
+        message=_message(message) if message else None,
         params=data.get("params", {}),
         intent=data.get("intent"),
         actor=data.get("actor"),
@@ -67,3 +68,10 @@ def parse_event(
             (data["secondary_contact"]["channel"], data["secondary_contact"]["external_id"])
             if "secondary_contact" in data else None),
     )
+
+
+def _message(data: dict[str, Any]) -> Message:
+    return Message(text=data["text"], id=data.get("id"), quick_reply=data.get("quick_reply"),
+                   postback=data.get("postback"),
+                   attachments=tuple(data.get("attachments", ())),
+                   reply_to=data.get("reply_to"), edited=data.get("edited", False))

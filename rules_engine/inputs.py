@@ -1,7 +1,10 @@
 """What each incoming event does before any rule runs, as the product document states it.
 
 - a message from a contact with no open conversation opens one (``incoming_message``);
-- a welcome event (Facebook, Viber) opens one if none is open (``welcome_event``);
+- a welcome event (channels that send one) opens one if none is open (``welcome_event``);
+- a reply sent by an agent or a bot (``message.sent``) never opens one: it is recorded on
+  the open conversation, if any;
+- a contact's opt-out (``contact.unsubscribed``) changes nothing by itself: rules react;
 - a Dialogflow fulfillment with ``RB_MARKDONE`` true closes the open one (``dialogflow``),
   false opens one if none is open; ``RB_ADDTAGS`` / ``RB_REMOVETAGS`` / ``RB_BOTSTATUS``
   tag, untag and hand over to a human;
@@ -64,6 +67,18 @@ def _welcome(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcom
                            source=OpenSource.WELCOME_EVENT, actor=None)]
 
 
+def _message_sent(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    conversation = lifecycle.tx.open_conversation_of(contact_id)
+    if conversation is None:
+        return [Outcome("record_reply", False, "no open conversation (a reply never opens one)")]
+    return [Outcome("record_reply", False, f"reply on conversation {conversation.id}",
+                    conversation_id=conversation.id)]
+
+
+def _no_built_in_effect(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    return []
+
+
 def _dialogflow(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
     params = event.params
     outcomes: list[Outcome] = []
@@ -123,7 +138,9 @@ def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]
 
 HANDLERS: dict[EventType, Handler] = {
     EventType.MESSAGE_RECEIVED: _message_received,
+    EventType.MESSAGE_SENT: _message_sent,
     EventType.WELCOME: _welcome,
+    EventType.CONTACT_UNSUBSCRIBED: _no_built_in_effect,
     EventType.DIALOGFLOW_FULFILLMENT: _dialogflow,
     EventType.OPEN_CONVERSATION: _user_open,
     EventType.CLOSE_CONVERSATION: _user_close,

@@ -35,8 +35,10 @@ class EventType(StrEnum):
 
     # inputs that rules can trigger on
     MESSAGE_RECEIVED = "message.received"
+    MESSAGE_SENT = "message.sent"  # an agent's or bot's reply (e.g. a page's echo); never opens
     WELCOME = "welcome"
     DIALOGFLOW_FULFILLMENT = "dialogflow.fulfillment"
+    CONTACT_UNSUBSCRIBED = "contact.unsubscribed"  # the contact opted out / blocked the bot
     # the users' commands (inputs, not triggers)
     OPEN_CONVERSATION = "conversation.open"
     CLOSE_CONVERSATION = "conversation.close"
@@ -56,15 +58,12 @@ class EventType(StrEnum):
 COMMAND_TYPES = frozenset(
     {EventType.OPEN_CONVERSATION, EventType.CLOSE_CONVERSATION, EventType.MERGE_CONTACTS}
 )
-INPUT_TYPES = frozenset(
-    {EventType.MESSAGE_RECEIVED, EventType.WELCOME, EventType.DIALOGFLOW_FULFILLMENT}
-    | COMMAND_TYPES
+CHANNEL_INPUT_TYPES = frozenset(
+    {EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.WELCOME,
+     EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED}
 )
+INPUT_TYPES = CHANNEL_INPUT_TYPES | COMMAND_TYPES
 TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES
-
-# Channels whose platform sends a welcome event (Facebook "Get Started", Viber
-# "conversation_started"); the product document names these two.
-WELCOME_CHANNELS = frozenset({"facebook", "viber"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +77,26 @@ class ContactRef:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """The message an event carries."""
+    """The message an event carries, in the same shape whatever the channel.
+
+    ``attachments`` are mappings with a ``type`` (``image``, ``video``, ``audio``, ``file``,
+    ``sticker``, ``location``, ``contact``, ``link``, ``other``) and, where the channel gives
+    them, ``url``, ``latitude`` / ``longitude``, ``title``, ``mime_type``.
+    """
 
     text: str = ""
     id: str | None = None
+    quick_reply: str | None = None  # the payload of a tapped quick reply
+    postback: str | None = None  # the payload of a tapped button or list item
+    attachments: tuple[Mapping[str, Any], ...] = ()
+    reply_to: str | None = None  # the id of the message this one answers
+    edited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as conditions and traces see it."""
+        return {"id": self.id, "text": self.text, "quick_reply": self.quick_reply,
+                "postback": self.postback, "attachments": [dict(a) for a in self.attachments],
+                "reply_to": self.reply_to, "edited": self.edited}
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,9 +46,9 @@ def database_url(tmp_path: Path, _postgres_schema: None) -> str:
 @pytest.fixture
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting of the app comes from the machine's environment."""
-    from connectors.config import ENVIRONMENT
+    from connectors.config import environment
 
-    for variable in ENVIRONMENT.values():
+    for variable in environment().values():
         monkeypatch.delenv(variable, raising=False)
 
 

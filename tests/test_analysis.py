@@ -99,14 +99,14 @@ def test_constant_false_conditions_never_fire(tmp_path, condition):
 def test_a_welcome_rule_on_a_channel_without_welcome_events(tmp_path):
     warnings = warnings_of(tmp_path, """
         rules:
-          - id: whatsapp-welcome
-            trigger: {event: welcome, channels: [whatsapp]}
+          - id: slack-welcome
+            trigger: {event: welcome, channels: [slack]}
             actions: [{assign: {team: a}}]
           - id: mixed-welcome
             trigger: {event: welcome, channels: [viber, webchat]}
             actions: [{add_tag: {tag: w}}]
     """)
-    assert any("[whatsapp-welcome]" in w and "can never fire: whatsapp send no welcome event" in w
+    assert any("[slack-welcome]" in w and "can never fire: slack send no welcome event" in w
                for w in warnings)
     assert any("[mixed-welcome]" in w and "never fires on: webchat" in w for w in warnings)
 

@@ -260,12 +260,12 @@ def test_dialogflow_companion_parameters(make_engine, store):
 
 def test_welcome_on_a_channel_without_one_is_refused():
     with pytest.raises(EventError, match="no welcome event"):
-        event("welcome", channel="whatsapp", contact={"external_id": "x"})
+        event("welcome", channel="webchat", contact={"external_id": "x"})
 
 
 @pytest.mark.parametrize("data, fragment", [
     ({"type": "message.received"}, "missing required key 'id'"),
-    ({"id": "1", "type": "message.sent", "contact": {"id": 1}}, "unknown value 'message.sent'"),
+    ({"id": "1", "type": "message.deleted", "contact": {"id": 1}}, "unknown value 'message.deleted'"),
     ({"id": "1", "type": "message.received", "channel": "facebook",
       "contact": {"external_id": "x"}}, "missing required key 'message'"),
     ({"id": "1", "type": "message.received", "channel": "facebook", "contact": {"id": "7"},

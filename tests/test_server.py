@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from connectors.config import ENVIRONMENT
+from connectors.config import environment as settings_environment
 
 from . import webhook_payloads as p
 
@@ -30,7 +30,8 @@ def free_port() -> int:
 def start_server(database_url: str, workers: int, log_path: Path, *,
                  rules_dir: Path = REPO / "rules", extra: list[str] | None = None):
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
+    variables = settings_environment().values()
+    environment = {k: v for k, v in os.environ.items() if k not in variables}
     environment.update({
         "RULES_ENGINE_API_TOKEN": p.SECRETS["api_token"],
         "FACEBOOK_APP_SECRET": p.SECRETS["facebook_app_secret"],
@@ -85,7 +86,8 @@ def post_signed_event(base: str, event: dict) -> requests.Response:
 
 
 def test_serve_refuses_to_start_without_any_secret(database_url):
-    environment = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
+    variables = settings_environment().values()
+    environment = {k: v for k, v in os.environ.items() if k not in variables}
     finished = subprocess.run(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
          "--database-url", database_url, "serve", "--port", str(free_port())],

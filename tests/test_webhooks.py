@@ -244,26 +244,44 @@ def test_facebook_bad_signature_is_refused_and_nothing_applied(client):
                       headers=api_headers()).json == []
 
 
-def test_facebook_echoes_and_deliveries_are_acknowledged(client):
-    echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-5"}, "timestamp": 1,
+def test_facebook_echo_is_a_reply_and_a_delivery_is_skipped(client):
+    echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-5"}, "timestamp": 1_764_061_200_000,
             "message": {"mid": "m_echo", "text": "our reply", "is_echo": True}}
-    delivery = {"sender": {"id": "PSID-5"}, "recipient": {"id": "PAGE_1"}, "timestamp": 2,
-                "delivery": {"mids": ["m_echo"], "watermark": 2}}
+    delivery = {"sender": {"id": "PSID-5"}, "recipient": {"id": "PAGE_1"},
+                "delivery": {"mids": ["m_echo"], "watermark": 1_764_061_200_000}}
     response = post_facebook(client, p.messenger(echo, delivery))
-    assert response.status_code == 200 and response.json["results"] == []
+    assert response.status_code == 200
+    [result] = response.json["results"]
+    assert result["event_id"] == "facebook:m_echo"
+    assert [c["operation"] for c in result["changes"]] == ["create_contact"]
+    assert response.json["skipped"] == [{"path": "entry/0/messaging/1", "reason": "delivery_receipt",
+                                         "detail": ""}]
+    assert conversations_of(client, result["contact_id"]) == []
 
 
 @pytest.mark.parametrize("data, path", [
     ({"object": "user", "entry": []}, "object"),
     ({"object": "page", "entry": {}}, "entry"),
-    ({"object": "page", "entry": [{"messaging": [{"sender": {}, "timestamp": 1}]}]},
-     "entry/0/messaging/0/sender/id"),
-    ({"object": "page", "entry": [{"messaging": [{"sender": {"id": "x"}, "timestamp": "soon"}]}]},
-     "entry/0/messaging/0/timestamp"),
 ])
-def test_facebook_malformed_payload_names_the_field(client, data, path):
+def test_facebook_a_body_not_in_its_format_is_refused(client, data, path):
     response = post_facebook(client, data)
     assert response.status_code == 400 and response.json["error"]["path"] == path
+
+
+@pytest.mark.parametrize("item, path", [
+    ({"sender": {}, "timestamp": 1_764_061_200_000, "message": {"mid": "m1", "text": "a"}},
+     "entry/0/messaging/0/sender"),
+    ({"sender": {"id": "x"}, "timestamp": "soon", "message": {"mid": "m2", "text": "a"}},
+     "entry/0/messaging/0/timestamp"),
+])
+def test_facebook_an_unusable_item_is_skipped_naming_the_field(client, item, path):
+    good = p.fb_message("PSID-9", "m_good", "hello")
+    response = post_facebook(client, p.messenger(item, good))
+    assert response.status_code == 200
+    [skipped] = response.json["skipped"]
+    assert skipped["path"] == path and skipped["reason"] == "invalid_item"
+    [result] = response.json["results"]
+    assert result["event_id"] == "facebook:m_good" and result["status"] == "applied"
 
 
 # -- Viber ---------------------------------------------------------------------------------------
@@ -285,11 +303,12 @@ def test_viber_message_and_replay(client):
     assert conversation["open_source"] == "incoming_message"
 
 
-@pytest.mark.parametrize("kind", ["subscribed", "unsubscribed", "seen", "delivered", "webhook"])
+@pytest.mark.parametrize("kind", ["subscribed", "seen", "delivered", "webhook"])
 def test_viber_other_callbacks_are_acknowledged(client, kind):
-    response = post_viber(client, {"event": kind, "timestamp": 1, "message_token": 2,
-                                   "user_id": "vb-user-3="})
+    response = post_viber(client, {"event": kind, "timestamp": 1_764_061_200_000,
+                                   "message_token": 2, "user_id": "vb-user-3="})
     assert response.status_code == 200 and response.json["results"] == []
+    assert response.json["skipped"][0]["reason"] == kind
 
 
 def test_viber_bad_signature_is_refused(client):

@@ -1,0 +1,258 @@
+"""The contract every channel adapter implements, and the small pieces adapters share.
+
+An adapter knows everything about one channel and nothing about Flask or SQL: its settings
+(environment variables), how to check that a request really comes from the platform, how
+to turn one webhook body into the core's typed events plus the items it deliberately
+skips (each with a reason), whether the channel has a welcome event, and how an outbound
+``send_message`` is delivered. ``connectors.channels`` registers the adapters; the web app,
+the settings, the outbox worker and the core all read that one registry.
+"""
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from rules_engine import Event
+
+from ..decoding import decode_json
+from ..errors import ApiError
+
+MAX_ID_LENGTH = 150  # event ids are "<channel>:<id>" and must fit the ledger's 200
+MAX_NAME_LENGTH = 200
+# Timestamps outside these years are not a platform's clock: the item is refused.
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+WEBHOOK, SEND, OPTION = "webhook", "send", "option"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting of a channel, read from the environment variable ``env``.
+
+    ``role``: ``webhook`` for a credential that authenticates the platform's requests (the
+    app refuses to start, outside --dev, when no such secret is set at all), ``send`` for a
+    credential the outbox worker uses to deliver, ``option`` for anything else.
+    """
+
+    name: str  # the key in ``create_app(config)``, e.g. ``whatsapp_app_secret``
+    env: str  # the environment variable operators set
+    help: str
+    role: str = WEBHOOK
+    default: Any = None
+    parse: Callable[[str], Any] | None = None  # text from the environment -> value
+
+    @property
+    def secret(self) -> bool:
+        return self.role != OPTION
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An item of a webhook body that was acknowledged without becoming an event."""
+
+    path: str  # where in the body, e.g. ``entry/0/messaging/2``
+    reason: str  # a short, stable label, e.g. ``delivery_receipt``, ``invalid_item``
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What one webhook body holds: events to apply, in order, and what was skipped."""
+
+    events: tuple[Event, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    reply: Any = None  # what the adapter needs to build its response (Dialogflow)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One HTTP call that delivers a message through a channel's send API."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
+    # Some APIs answer 200 with a refusal inside; this returns the refusal, or None.
+    refusal: Callable[[bytes], str | None] | None = None
+
+
+class ItemError(Exception):
+    """One item of a body is unusable; it is skipped, never allowed to fail its neighbours."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class ChannelAdapter:
+    """Base of every channel adapter; subclasses set the class attributes and ``parse``."""
+
+    name: ClassVar[str]  # the registry key; the webhook is ``/webhooks/<name>``
+    channel: ClassVar[str]  # the channel events and rules name (``facebook``, ``viber`` ...)
+    title: ClassVar[str]  # what people call it, for documentation and errors
+    has_welcome: ClassVar[bool] = False
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    handshake: ClassVar[bool] = False  # whether GET on the webhook answers a verification
+    # For the OpenAPI document: the security schemes (any one suffices), by scheme name,
+    # and the schema of the 200 answer.
+    auth_schemes: ClassVar[dict[str, dict[str, Any]]] = {}
+    response_schema: ClassVar[dict[str, Any]] = {"$ref": "#/components/schemas/ChannelResults"}
+
+    @property
+    def route(self) -> str:
+        return f"/webhooks/{self.name}"
+
+    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+                     config: Mapping[str, Any], dev: bool) -> None:
+        """Raise ApiError (401, or 503 when the secret is unset outside dev) unless authentic."""
+        raise NotImplementedError
+
+    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+              received_at: datetime) -> Parsed:
+        """The events and skipped items of one authentic body; ApiError(4xx) only when the
+        body is not JSON or not this channel's format at all."""
+        raise NotImplementedError
+
+    def respond(self, parsed: Parsed, results: list[dict[str, Any]]) -> Any:
+        """The JSON answered to the platform."""
+        return {"results": results, "skipped": [item.to_dict() for item in parsed.skipped]}
+
+    def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
+        """The answer to the platform's GET verification (only when ``handshake``)."""
+        raise ApiError(405, "method_not_allowed", f"{self.title} has no GET handshake")
+
+    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+        """The call that sends ``text`` to ``recipient``; None when the channel has no send API."""
+        return None
+
+    def check_settings(self, config: Mapping[str, Any]) -> list[str]:
+        """Problems that must stop the app from starting (e.g. half a credential pair)."""
+        return []
+
+    def env(self, name: str) -> str:
+        """The environment variable of setting ``name``."""
+        return next(setting.env for setting in self.settings if setting.name == name)
+
+
+# -- pieces adapters share ---------------------------------------------------------------------
+
+
+class Collector:
+    """Gathers a body's events and skipped items; an unusable item becomes a skip."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.events: list[Event] = []
+        self.skipped: list[Skipped] = []
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def skip(self, path: str, reason: str, detail: str = "") -> None:
+        self.skipped.append(Skipped(path, reason, detail))
+
+    @contextmanager
+    def item(self, path: str) -> Iterator[None]:
+        """Run the body of the ``with`` for the item at ``path``; an ItemError skips it."""
+        try:
+            yield
+        except ItemError as error:
+            self.skip(error.path or path, "invalid_item", error.message)
+
+    def parsed(self, reply: Any = None) -> Parsed:
+        return Parsed(tuple(self.events), tuple(self.skipped), reply)
+
+
+def json_object(body: bytes, *, title: str) -> dict[str, Any]:
+    """The body as a JSON object (the one guarded decoder); 400 otherwise."""
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise not_this_format("", f"the body must be a JSON object", title=title)
+    return data
+
+
+def not_this_format(path: str, message: str, *, title: str) -> ApiError:
+    """The 400 for a body that is not the channel's format at all."""
+    return ApiError(400, "invalid_payload", message, path=path or None,
+                    hint=f"send the {title} webhook format")
+
+
+def identifier(value: Any, path: str) -> str:
+    """A platform id (string, or a whole number some platforms send) as a bounded string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ItemError(path, "expected an id")
+    if len(value) > MAX_ID_LENGTH:
+        raise ItemError(path, f"an id longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def optional_text(value: Any, path: str, *, limit: int = 100_000) -> str | None:
+    """A string field that may be absent; its length is bounded."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ItemError(path, "expected a string")
+    if len(value) > limit:
+        raise ItemError(path, f"a string longer than {limit} characters")
+    return value
+
+
+def display_name(*parts: Any) -> str | None:
+    """A person's name from its parts (non-strings ignored), bounded for the store."""
+    name = " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
+    return name[:MAX_NAME_LENGTH] or None
+
+
+def epoch_time(value: Any, path: str, *, unit: float) -> datetime:
+    """A platform timestamp (seconds since the epoch times ``unit``) as an aware datetime."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+        value = int(value)  # WhatsApp sends its timestamps as strings of digits
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not math.isfinite(value)):
+        raise ItemError(path, "expected a timestamp")
+    seconds = value / unit
+    if not EARLIEST.timestamp() <= seconds < LATEST.timestamp():
+        raise ItemError(path, f"timestamp {value} is not a time the platform could send")
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def mapping(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ItemError(path, "expected an object")
+    return value
+
+
+def meta_verification(query: Mapping[str, str], token: str | None, *, env: str) -> str:
+    """Meta's subscription handshake (Messenger, WhatsApp): echo ``hub.challenge``."""
+    if token is None:
+        raise ApiError(503, "not_configured", f"this endpoint is disabled: set {env} to enable it")
+    given = query.get("hub.verify_token", "")
+    if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), token.encode()):
+        raise ApiError(403, "verification_failed", "hub.mode or hub.verify_token does not match")
+    return query.get("hub.challenge", "")
+
+
+@dataclass
+class Attachments:
+    """Builds the core's attachment mappings (``Message.attachments``)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, **values: Any) -> None:
+        self.items.append({"type": kind, **{k: v for k, v in values.items() if v is not None}})
+
+    def as_tuple(self) -> tuple[dict[str, Any], ...]:
+        return tuple(self.items)

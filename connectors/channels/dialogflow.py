@@ -1,0 +1,295 @@
+"""Dialogflow ES and CX fulfillment webhooks: ``RB_MARKDONE`` and its companions, intents.
+
+Requests are read with the real ``google-cloud-dialogflow`` / ``-cx`` types (imported on
+the first request, so the rest of the app starts fast), after the one guarded JSON decoder;
+protobuf values become plain Python once, here. Each request is one
+``dialogflow.fulfillment`` event for the person talking to the agent, found in this order
+in the request payload (``originalDetectIntentRequest.payload`` for ES, ``payload`` for CX):
+
+1. ``contact_id``: the platform's contact id;
+2. ``channel`` + ``external_id``: a channel identity (e.g. ``facebook`` + a PSID);
+3. ES, from one of Dialogflow's own integrations, named by ``source`` (top level, or inside
+   the payload as older requests have it): the person's id on that channel, e.g. for
+   ``facebook`` the PSID in ``payload.data.sender.id`` or the ``generic`` context's
+   ``facebook_sender_id`` (see ``INTEGRATIONS``);
+4. otherwise the session id (the last segment of the session path, without a
+   ``:detectIntent`` method suffix) on channel ``dialogflow``.
+
+After acting on the ``RB_*`` parameters the response clears them (null in the returned ES
+output contexts; null in CX ``sessionInfo.parameters``), so a stale value cannot close a
+conversation opened later.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+from rules_engine import Event, EventType
+from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
+from rules_engine.model import ContactRef, Message
+
+from ..decoding import INT64
+from ..errors import ApiError
+from .base import (
+    MAX_ID_LENGTH,
+    ChannelAdapter,
+    Parsed,
+    Setting,
+    json_object,
+    not_this_format,
+)
+from ..auth import basic_credentials_match, require_bearer
+
+ACTION_PARAMETERS = (MARKDONE, ADD_TAGS, REMOVE_TAGS, BOT_STATUS, NOTIFY)
+# Dialogflow ES integrations: source -> (our channel, where the person's id is in the
+# payload, the output-context parameter that repeats it).
+INTEGRATIONS: dict[str, tuple[str, tuple[tuple[str, ...], ...], str | None]] = {
+    "facebook": ("facebook", (("data", "sender", "id"),), "facebook_sender_id"),
+    "telegram": ("telegram", (("data", "from", "id"), ("data", "message", "from", "id"),
+                              ("data", "callback_query", "from", "id")), "telegram_chat_id"),
+    "slack": ("slack", (("data", "user"), ("data", "event", "user")), "slack_user_id"),
+    "slack_testbot": ("slack", (("data", "user"), ("data", "event", "user")), "slack_user_id"),
+    "twitter": ("twitter", (("data", "direct_message", "sender_id_str"),), None),
+    "viber": ("viber", (("data", "sender", "id"),), None),
+    "line": ("line", (("data", "source", "userId"),), None),
+    "google": ("google", (("user", "userId"),), None),
+}
+SETTINGS = (
+    Setting("dialogflow_username", "DIALOGFLOW_WEBHOOK_USERNAME",
+            "HTTP basic auth user name set in the agent's fulfillment settings"),
+    Setting("dialogflow_password", "DIALOGFLOW_WEBHOOK_PASSWORD",
+            "HTTP basic auth password set in the agent's fulfillment settings"),
+    Setting("dialogflow_token", "DIALOGFLOW_WEBHOOK_TOKEN",
+            "a bearer token (Authorization header) set in the agent's fulfillment settings"),
+)
+
+
+@cache
+def _types(version: str) -> ModuleType:
+    if version == "es":
+        from google.cloud.dialogflow_v2 import types
+    else:
+        from google.cloud.dialogflowcx_v3 import types
+    return types
+
+
+def _plain(message: Any) -> Any:
+    """A protobuf Struct/Value as plain Python; whole-number floats become ints."""
+    from google.protobuf.json_format import MessageToDict
+
+    return _whole_numbers(MessageToDict(message))
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    return value
+
+
+def _empty_lists_as_objects(value: Any) -> Any:
+    """Some real requests send ``"parameters": []``; protobuf wants an object there."""
+    if isinstance(value, dict):
+        return {key: {} if key == "parameters" and item == [] else _empty_lists_as_objects(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_empty_lists_as_objects(item) for item in value]
+    return value
+
+
+def _request(version: str, body: bytes, title: str) -> Any:
+    """The body as the real ``WebhookRequest`` protobuf; 400 when it is not one."""
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    data = _empty_lists_as_objects(json_object(body, title=title))
+    types = _types(version)
+    try:
+        return ParseDict(data, types.WebhookRequest.pb(types.WebhookRequest()),
+                         ignore_unknown_fields=True)
+    except (ParseError, ValueError, TypeError, RecursionError) as error:
+        raise ApiError(400, "invalid_payload", f"not a Dialogflow WebhookRequest: {error}"[:500],
+                       hint=f"send the {title} format") from None
+
+
+def _dig(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _bounded_id(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _contact(payload: dict[str, Any], source: str | None, context_params: dict[str, Any],
+             session_id: str) -> tuple[ContactRef, str]:
+    contact_id = payload.get("contact_id")
+    if isinstance(contact_id, int) and not isinstance(contact_id, bool):
+        if not 0 < contact_id <= INT64[1]:
+            raise ApiError(422, "invalid_event", "contact_id is not a contact's id",
+                           path="payload/contact_id")
+        return ContactRef(id=contact_id), str(payload.get("channel") or "dialogflow")[:40]
+    channel, external_id = payload.get("channel"), _bounded_id(payload.get("external_id"))
+    if isinstance(channel, str) and external_id:
+        return ContactRef(external_id=external_id), channel
+    if source in INTEGRATIONS:
+        channel, paths, context_key = INTEGRATIONS[source]
+        found = [_bounded_id(_dig(payload, path)) for path in paths]
+        if context_key:
+            found.append(_bounded_id(context_params.get(context_key)))
+        person = next((value for value in found if value), None)
+        if person:
+            return ContactRef(external_id=person), channel
+    return ContactRef(external_id=session_id), "dialogflow"
+
+
+def _session_id(session: str) -> str:
+    """The session's own id: the last path segment, without a ``:method`` suffix."""
+    session_id = session.rstrip("/").rsplit("/", 1)[-1].split(":", 1)[0]
+    if not session_id:
+        raise ApiError(400, "invalid_payload", "the request has no session", path="session")
+    return session_id[:MAX_ID_LENGTH]
+
+
+def _check_credentials(headers: Mapping[str, str], config: Mapping[str, Any], dev: bool) -> None:
+    """HTTP basic credentials or a bearer token, whichever the agent is set up with."""
+    username, password = config.get("dialogflow_username"), config.get("dialogflow_password")
+    token = config.get("dialogflow_token")
+    authorization = headers.get("Authorization")
+    if username and password:
+        if basic_credentials_match(authorization, username, password):
+            return
+        if not token:
+            raise ApiError(401, "bad_credentials", "HTTP basic credentials do not match",
+                           hint="set the same username and password in the agent's webhook")
+    require_bearer(token, authorization, dev=dev,
+                   env="DIALOGFLOW_WEBHOOK_USERNAME and DIALOGFLOW_WEBHOOK_PASSWORD, or "
+                       "DIALOGFLOW_WEBHOOK_TOKEN")
+
+
+class _Fulfillment(ChannelAdapter):
+    """What ES and CX share: credentials, settings, the response with ``RB_*`` cleared."""
+
+    version: str
+    has_welcome = False
+    settings = SETTINGS
+    auth_schemes = {
+        "dialogflowBasic": {"type": "http", "scheme": "basic",
+                            "description": "DIALOGFLOW_WEBHOOK_USERNAME / DIALOGFLOW_WEBHOOK_PASSWORD"},
+        "dialogflowToken": {"type": "http", "scheme": "bearer",
+                            "description": "DIALOGFLOW_WEBHOOK_TOKEN"}}
+    response_schema = {"type": "object", "description": "The agent's WebhookResponse: the "
+                       "RB_* parameters acted on, set to null"}
+
+    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+                     config: Mapping[str, Any], dev: bool) -> None:
+        _check_credentials(headers, config, dev)
+
+    def check_settings(self, config: Mapping[str, Any]) -> list[str]:
+        if bool(config.get("dialogflow_username")) != bool(config.get("dialogflow_password")):
+            return ["set both DIALOGFLOW_WEBHOOK_USERNAME and DIALOGFLOW_WEBHOOK_PASSWORD"]
+        return []
+
+    def respond(self, parsed: Parsed, results: list[dict[str, Any]]) -> Any:
+        """The WebhookResponse, after a round trip through the real type."""
+        from google.protobuf.json_format import MessageToDict, ParseDict
+
+        types = _types(self.version)
+        return MessageToDict(ParseDict(parsed.reply, types.WebhookResponse.pb(types.WebhookResponse())))
+
+
+class DialogflowES(_Fulfillment):
+    """Dialogflow ES (v2) fulfillment: one ``WebhookRequest`` is one
+    ``dialogflow.fulfillment`` event (deduplicated on ``responseId``); ``RB_MARKDONE`` true
+    closes the person's open conversation (close source ``dialogflow``), false opens one;
+    ``RB_ADDTAGS`` / ``RB_REMOVETAGS`` / ``RB_BOTSTATUS`` / ``RB_NOTIFY`` are honoured. The
+    person is found from the payload, Dialogflow's own integrations (``source`` at the top
+    level or in the payload), or the session."""
+
+    name = "dialogflow"
+    channel = "dialogflow"
+    title = "Dialogflow ES fulfillment"
+    version = "es"
+
+    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+              received_at: datetime) -> Parsed:
+        pb = _request("es", body, self.title)
+        if not pb.response_id:
+            raise not_this_format("responseId", "responseId is required", title=self.title)
+        query = pb.query_result
+        params: dict[str, Any] = {}
+        contexts = []
+        for context in query.output_contexts:
+            values = _plain(context.parameters)
+            params.update(values)
+            contexts.append((context, values))
+        context_params = dict(params)
+        params.update(_plain(query.parameters))
+        original = pb.original_detect_intent_request
+        payload = _plain(original.payload)
+        source = original.source or (payload.get("source") if isinstance(payload.get("source"), str)
+                                     else None)
+        contact, channel = _contact(payload, source, context_params, _session_id(pb.session))
+        event = Event(
+            id=f"dialogflow:{pb.response_id[:MAX_ID_LENGTH]}",
+            type=EventType.DIALOGFLOW_FULFILLMENT, channel=channel, contact=contact,
+            timestamp=received_at, message=Message(text=query.query_text), params=params,
+            intent={"name": query.intent.name, "display_name": query.intent.display_name,
+                    "confidence": query.intent_detection_confidence})
+        cleared = [
+            {"name": context.name, "lifespanCount": context.lifespan_count,
+             "parameters": {**values, **{name: None for name in ACTION_PARAMETERS if name in values}}}
+            for context, values in contexts if any(name in values for name in ACTION_PARAMETERS)
+        ]
+        return Parsed((event,), (), {"outputContexts": cleared} if cleared else {})
+
+
+class DialogflowCX(_Fulfillment):
+    """Dialogflow CX (v3) fulfillment: one ``WebhookRequest`` is one
+    ``dialogflow.fulfillment`` event (deduplicated on ``detectIntentResponseId``), with the
+    intent and session parameters; the person is the payload's contact or the session (a
+    ``:detectIntent`` suffix names the same session)."""
+
+    name = "dialogflow-cx"
+    channel = "dialogflow"
+    title = "Dialogflow CX fulfillment"
+    version = "cx"
+
+    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+              received_at: datetime) -> Parsed:
+        pb = _request("cx", body, self.title)
+        if not pb.detect_intent_response_id:
+            raise not_this_format("detectIntentResponseId", "detectIntentResponseId is required",
+                                  title=self.title)
+        if not pb.session_info.session:
+            raise not_this_format("sessionInfo/session", "the request names no session",
+                                  title=self.title)
+        params = {name: _plain(value.resolved_value)
+                  for name, value in pb.intent_info.parameters.items()}
+        session_params = {name: _plain(value) for name, value in pb.session_info.parameters.items()}
+        params.update(session_params)
+        contact, channel = _contact(_plain(pb.payload), None, {},
+                                    _session_id(pb.session_info.session))
+        event = Event(
+            id=f"dialogflow-cx:{pb.detect_intent_response_id[:MAX_ID_LENGTH]}",
+            type=EventType.DIALOGFLOW_FULFILLMENT, channel=channel, contact=contact,
+            timestamp=received_at, message=Message(text=pb.text), params=params,
+            intent={"name": pb.intent_info.last_matched_intent,
+                    "display_name": pb.intent_info.display_name,
+                    "confidence": pb.intent_info.confidence})
+        cleared = {name: None for name in ACTION_PARAMETERS if name in session_params}
+        return Parsed((event,), (), {"sessionInfo": {"parameters": cleared}} if cleared else {})
+
+
+ES = DialogflowES()
+CX = DialogflowCX()

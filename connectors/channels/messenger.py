@@ -1,0 +1,287 @@
+"""Facebook Messenger (Messenger Platform webhooks, Send API): channel ``facebook``.
+
+Each ``entry[].messaging[]`` item is one thing that happened:
+
+- ``message`` from the person -> ``message.received`` (text, quick reply payload,
+  attachments, ``reply_to``); ``message.is_echo`` (the page's own message, sent by an agent
+  or an app) -> ``message.sent`` for the person it was sent to, never an open;
+- ``postback`` with a Get Started payload -> ``welcome``; any other postback ->
+  ``message.received`` with ``message.postback`` and the button title as text;
+- ``referral`` (m.me link, ad, chat plugin) -> ``welcome`` with ``params.referral``;
+- ``reaction`` -> ``message.received`` with the emoji as text and ``reply_to`` the message;
+- ``optin`` with ``notification_messages_status: STOP_NOTIFICATIONS`` ->
+  ``contact.unsubscribed``;
+- delivery and read receipts, other opt-ins, thread handovers and unknown items are
+  skipped with a reason; ``standby`` entries (another app owns the thread) and ``changes``
+  entries are skipped whole.
+
+People who use the chat plugin without logging in are known by ``sender.user_ref``; their
+identity is ``user_ref:<ref>``, and replies go to ``recipient.user_ref``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from rules_engine import Event, EventType
+from rules_engine.model import ContactRef, Message
+
+from .base import (
+    OPTION,
+    SEND,
+    Attachments,
+    ChannelAdapter,
+    Collector,
+    ItemError,
+    Outbound,
+    Parsed,
+    Setting,
+    epoch_time,
+    identifier,
+    json_object,
+    mapping,
+    meta_verification,
+    not_this_format,
+    optional_text,
+)
+from ..auth import require_signature
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+USER_REF = "user_ref:"
+# Messenger's attachment types -> the core's (``Message.attachments``).
+ATTACHMENT_TYPES = {"image": "image", "video": "video", "audio": "audio", "file": "file",
+                    "location": "location", "fallback": "link"}
+SECONDS_DIGITS = 10  # 10 digits are seconds until the year 2286; milliseconds have 13
+RECEIPTS = {"delivery": "delivery_receipt", "read": "read_receipt"}
+HANDOVERS = ("pass_thread_control", "take_thread_control", "request_thread_control",
+             "app_roles")
+
+
+def _welcome_payloads(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+class Messenger(ChannelAdapter):
+    name = "facebook"
+    channel = "facebook"
+    title = "Messenger Platform"
+    has_welcome = True
+    handshake = True
+    auth_schemes = {"facebookSignature": {
+        "type": "apiKey", "in": "header", "name": SIGNATURE_HEADER,
+        "description": "sha256=<hex HMAC-SHA256 of the raw body keyed with FACEBOOK_APP_SECRET>"}}
+    settings = (
+        Setting("facebook_app_secret", "FACEBOOK_APP_SECRET",
+                "the app secret: checks X-Hub-Signature-256 on every webhook"),
+        Setting("facebook_verify_token", "FACEBOOK_VERIFY_TOKEN",
+                "the verify token you type in the app's webhook settings (GET handshake)"),
+        Setting("facebook_page_access_token", "FACEBOOK_PAGE_ACCESS_TOKEN",
+                "the page access token the worker sends replies with", role=SEND),
+        Setting("facebook_welcome_payloads", "FACEBOOK_WELCOME_PAYLOADS",
+                "postback payloads that are a welcome (comma-separated)", role=OPTION,
+                default=("GET_STARTED", "GET_STARTED_PAYLOAD"), parse=_welcome_payloads),
+    )
+
+    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+                     config: Mapping[str, Any], dev: bool) -> None:
+        require_signature(config.get("facebook_app_secret"), body, headers.get(SIGNATURE_HEADER),
+                          prefix="sha256=", header=SIGNATURE_HEADER, env="FACEBOOK_APP_SECRET",
+                          dev=dev)
+
+    def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
+        return meta_verification(query, config.get("facebook_verify_token"),
+                                 env="FACEBOOK_VERIFY_TOKEN")
+
+    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+              received_at: datetime) -> Parsed:
+        data = json_object(body, title=self.title)
+        if data.get("object") != "page":
+            raise not_this_format("object", 'expected "page"', title=self.title)
+        entries = data.get("entry")
+        if not isinstance(entries, list):
+            raise not_this_format("entry", "expected a list", title=self.title)
+        found = Collector(self.channel)
+        items = _Items(found, tuple(config.get("facebook_welcome_payloads") or ()), received_at)
+        for e, entry in enumerate(entries):
+            path = f"entry/{e}"
+            if not isinstance(entry, dict):
+                found.skip(path, "invalid_item", "expected an object")
+                continue
+            if isinstance(entry.get("messaging"), list):
+                for m, item in enumerate(entry["messaging"]):
+                    with found.item(f"{path}/messaging/{m}"):
+                        items.read(mapping(item, f"{path}/messaging/{m}"), f"{path}/messaging/{m}")
+            for key, reason in (("standby", "standby"), ("changes", "changes")):
+                if isinstance(entry.get(key), list):
+                    for n, _ in enumerate(entry[key]):
+                        found.skip(f"{path}/{key}/{n}", reason,
+                                   "another app owns this thread" if key == "standby"
+                                   else "page feed changes are not messages")
+            if not any(isinstance(entry.get(k), list) for k in ("messaging", "standby", "changes")):
+                found.skip(path, "empty_entry", "no messaging, standby or changes")
+        return found.parsed()
+
+    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+        token = environ.get("FACEBOOK_PAGE_ACCESS_TOKEN")
+        if not token:
+            raise LookupError("FACEBOOK_PAGE_ACCESS_TOKEN is not set")
+        base = environ.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0")
+        to = ({"user_ref": recipient[len(USER_REF):]} if recipient.startswith(USER_REF)
+              else {"id": recipient})
+        return Outbound("POST", f"{base}/me/messages?access_token={token}",
+                        {"Content-Type": "application/json"},
+                        {"recipient": to, "messaging_type": "RESPONSE", "message": {"text": text}})
+
+
+class _Items:
+    """Turns ``messaging`` items into events for one body."""
+
+    def __init__(self, found: Collector, welcome_payloads: tuple[str, ...],
+                 received_at: datetime) -> None:
+        self.found = found
+        self.welcome_payloads = welcome_payloads
+        self.received_at = received_at
+
+    def read(self, item: dict[str, Any], path: str) -> None:
+        for key, reason in RECEIPTS.items():
+            if key in item:
+                return self.found.skip(path, reason)
+        for key in HANDOVERS:
+            if key in item:
+                return self.found.skip(path, "handover", key)
+        message = item.get("message")
+        if isinstance(message, dict) and message.get("is_echo"):
+            return self.echo(item, message, path)
+        if isinstance(message, dict):
+            return self.message(item, message, path)
+        if isinstance(item.get("postback"), dict):
+            return self.postback(item, item["postback"], path)
+        if isinstance(item.get("referral"), dict):
+            return self.referral(item, item["referral"], path)
+        if isinstance(item.get("reaction"), dict):
+            return self.reaction(item, item["reaction"], path)
+        if isinstance(item.get("optin"), dict):
+            return self.optin(item, item["optin"], path)
+        known = [key for key in item if key not in ("sender", "recipient", "timestamp")]
+        self.found.skip(path, "unsupported_item", ", ".join(known) or "nothing in it")
+
+    def at(self, item: dict[str, Any], path: str) -> datetime:
+        """The item's time: milliseconds, as documented (seconds, as the App Dashboard's test
+        notifications send them, are recognised); the time of receipt when absent."""
+        if "timestamp" not in item:
+            return self.received_at
+        value = item["timestamp"]
+        seconds = isinstance(value, (int, str)) and len(str(value)) <= SECONDS_DIGITS
+        return epoch_time(value, f"{path}/timestamp", unit=1 if seconds else 1000)
+
+    def person(self, item: dict[str, Any], path: str, key: str = "sender") -> str:
+        party = mapping(item.get(key), f"{path}/{key}")
+        if "id" in party:
+            return identifier(party["id"], f"{path}/{key}/id")
+        if "user_ref" in party:
+            return USER_REF + identifier(party["user_ref"], f"{path}/{key}/user_ref")
+        raise ItemError(f"{path}/{key}", "expected id or user_ref")
+
+    def event(self, kind: EventType, event_id: str, person: str, at: datetime, *,
+              message: Message | None = None, params: dict[str, Any] | None = None,
+              actor: str | None = None) -> None:
+        self.found.add(Event(id=f"facebook:{event_id}", type=kind, channel="facebook",
+                             contact=ContactRef(external_id=person), timestamp=at,
+                             message=message, params=params or {}, actor=actor))
+
+    def message(self, item: dict[str, Any], message: dict[str, Any], path: str) -> None:
+        person, at = self.person(item, path), self.at(item, path)
+        mid = identifier(message.get("mid"), f"{path}/message/mid")
+        quick_reply = message.get("quick_reply")
+        reply_to = message.get("reply_to")
+        self.event(EventType.MESSAGE_RECEIVED, mid, person, at, message=Message(
+            text=optional_text(message.get("text"), f"{path}/message/text") or "", id=mid,
+            quick_reply=optional_text(quick_reply.get("payload"), f"{path}/message/quick_reply")
+            if isinstance(quick_reply, dict) else None,
+            attachments=_attachments(message.get("attachments"), f"{path}/message/attachments"),
+            reply_to=optional_text(reply_to.get("mid"), f"{path}/message/reply_to")
+            if isinstance(reply_to, dict) else None))
+
+    def echo(self, item: dict[str, Any], message: dict[str, Any], path: str) -> None:
+        person = self.person(item, path, key="recipient")
+        mid = identifier(message.get("mid"), f"{path}/message/mid")
+        app_id = message.get("app_id")
+        self.event(EventType.MESSAGE_SENT, mid, person, self.at(item, path),
+                   actor=f"app:{app_id}" if isinstance(app_id, (int, str)) else "page",
+                   message=Message(
+                       text=optional_text(message.get("text"), f"{path}/message/text") or "",
+                       id=mid, attachments=_attachments(message.get("attachments"),
+                                                        f"{path}/message/attachments")),
+                   params={"metadata": message.get("metadata")} if "metadata" in message else {})
+
+    def postback(self, item: dict[str, Any], postback: dict[str, Any], path: str) -> None:
+        person, at = self.person(item, path), self.at(item, path)
+        payload = optional_text(postback.get("payload"), f"{path}/postback/payload", limit=2000)
+        title = optional_text(postback.get("title"), f"{path}/postback/title")
+        mid = postback.get("mid")
+        event_id = (identifier(mid, f"{path}/postback/mid") if mid is not None
+                    else f"postback:{person}:{item.get('timestamp')}")
+        params: dict[str, Any] = {"payload": payload, "title": title}
+        if isinstance(postback.get("referral"), dict):
+            params["referral"] = _referral(postback["referral"])
+        if payload in self.welcome_payloads:
+            return self.event(EventType.WELCOME, event_id, person, at, params=params)
+        self.event(EventType.MESSAGE_RECEIVED, event_id, person, at, params=params,
+                   message=Message(text=title or payload or "", id=mid if mid else None,
+                                   postback=payload))
+
+    def referral(self, item: dict[str, Any], referral: dict[str, Any], path: str) -> None:
+        person, at = self.person(item, path), self.at(item, path)
+        self.event(EventType.WELCOME, f"referral:{person}:{int(at.timestamp() * 1000)}",
+                   person, at, params={"referral": _referral(referral)})
+
+    def reaction(self, item: dict[str, Any], reaction: dict[str, Any], path: str) -> None:
+        if reaction.get("action") == "unreact":
+            return self.found.skip(path, "reaction_removed")
+        person, at = self.person(item, path), self.at(item, path)
+        mid = identifier(reaction.get("mid"), f"{path}/reaction/mid")
+        emoji = optional_text(reaction.get("emoji"), f"{path}/reaction/emoji", limit=100)
+        name = optional_text(reaction.get("reaction"), f"{path}/reaction/reaction", limit=100)
+        self.event(EventType.MESSAGE_RECEIVED,
+                   f"reaction:{person}:{mid}:{int(at.timestamp() * 1000)}", person, at,
+                   message=Message(text=emoji or name or "", reply_to=mid),
+                   params={"reaction": {"emoji": emoji, "name": name}})
+
+    def optin(self, item: dict[str, Any], optin: dict[str, Any], path: str) -> None:
+        if optin.get("notification_messages_status") != "STOP_NOTIFICATIONS":
+            return self.found.skip(path, "optin", str(optin.get("type") or "opt-in"))
+        person, at = self.person(item, path), self.at(item, path)
+        self.event(EventType.CONTACT_UNSUBSCRIBED,
+                   f"optout:{person}:{int(at.timestamp() * 1000)}", person, at,
+                   params={"reason": "stop_notifications", "topic": optin.get("title")})
+
+
+def _attachments(value: Any, path: str) -> tuple[dict[str, Any], ...]:
+    found = Attachments()
+    for n, attachment in enumerate(value if isinstance(value, list) else ()):
+        attachment = mapping(attachment, f"{path}/{n}")
+        payload = attachment.get("payload") if isinstance(attachment.get("payload"), dict) else {}
+        kind = ATTACHMENT_TYPES.get(attachment.get("type"), "other")
+        if payload.get("sticker_id") is not None:
+            kind = "sticker"
+        coordinates = payload.get("coordinates") if isinstance(payload.get("coordinates"), dict) else {}
+        found.add(kind, url=optional_text(payload.get("url") or attachment.get("url"),
+                                          f"{path}/{n}/payload/url", limit=4000),
+                  title=optional_text(attachment.get("title") or payload.get("title"),
+                                      f"{path}/{n}/title", limit=2000),
+                  latitude=_number(coordinates.get("lat")), longitude=_number(coordinates.get("long")))
+    return found.as_tuple()
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _referral(referral: dict[str, Any]) -> dict[str, Any]:
+    """The documented fields of a referral: m.me ``ref``, ``source``, ``type``, ``ad_id``..."""
+    keys = ("ref", "source", "type", "ad_id", "referer_uri", "is_guest_user")
+    return {key: referral[key] for key in keys if isinstance(referral.get(key), (str, int, bool))}
+
+
+ADAPTER = Messenger()

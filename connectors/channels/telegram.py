@@ -1,0 +1,222 @@
+"""Telegram (Bot API webhook ``Update`` objects, ``sendMessage``): channel ``telegram``.
+
+One ``Update`` per request, deduplicated on ``update_id``. The contact is the user who
+acted (``from.id``):
+
+- ``message`` -> ``message.received``: text, or a caption with a photo, video, document,
+  audio, voice note or sticker, a location, venue or shared contact as
+  ``message.attachments``, ``reply_to_message`` as ``reply_to``; ``params.chat`` says
+  which chat (private or a group) it was written in;
+- ``/start`` (with or without a deep-link parameter, ``params.start_parameter``) ->
+  ``welcome``;
+- ``edited_message`` -> ``message.received`` with ``message.edited`` true;
+- ``callback_query`` (an inline button pressed) -> ``message.received`` with
+  ``message.postback`` = the button's data;
+- ``my_chat_member`` with the bot ``kicked`` in a private chat (the user blocked the bot)
+  -> ``contact.unsubscribed``;
+- channel posts, other member changes and every other kind of update are skipped with a
+  reason.
+
+Authenticity: the ``X-Telegram-Bot-Api-Secret-Token`` header must equal the
+``secret_token`` given to ``setWebhook`` (``TELEGRAM_SECRET_TOKEN``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from rules_engine import Event, EventType
+from rules_engine.model import ContactRef, Message
+
+from .base import (
+    SEND,
+    Attachments,
+    ChannelAdapter,
+    Collector,
+    ItemError,
+    Outbound,
+    Parsed,
+    Setting,
+    display_name,
+    epoch_time,
+    identifier,
+    json_object,
+    mapping,
+    not_this_format,
+    optional_text,
+)
+from ..auth import require_header_token
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MEDIA = {"photo": "image", "video": "video", "video_note": "video", "animation": "video",
+         "document": "file", "audio": "audio", "voice": "audio", "sticker": "sticker"}
+SKIPPED_UPDATES = ("channel_post", "edited_channel_post", "inline_query",
+                   "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll",
+                   "poll_answer", "chat_member", "chat_join_request", "message_reaction",
+                   "message_reaction_count", "business_connection", "business_message",
+                   "edited_business_message", "deleted_business_messages")
+
+
+class Telegram(ChannelAdapter):
+    name = "telegram"
+    channel = "telegram"
+    title = "Telegram Bot API"
+    has_welcome = True
+    auth_schemes = {"telegramSecretToken": {
+        "type": "apiKey", "in": "header", "name": SECRET_HEADER,
+        "description": "the secret_token given to setWebhook (TELEGRAM_SECRET_TOKEN)"}}
+    settings = (
+        Setting("telegram_secret_token", "TELEGRAM_SECRET_TOKEN",
+                "the secret_token given to setWebhook: checks X-Telegram-Bot-Api-Secret-Token"),
+        Setting("telegram_bot_token", "TELEGRAM_BOT_TOKEN",
+                "the bot token the worker sends replies with", role=SEND),
+    )
+
+    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+                     config: Mapping[str, Any], dev: bool) -> None:
+        require_header_token(config.get("telegram_secret_token"), headers.get(SECRET_HEADER),
+                             header=SECRET_HEADER, env="TELEGRAM_SECRET_TOKEN", dev=dev)
+
+    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+              received_at: datetime) -> Parsed:
+        update = json_object(body, title=self.title)
+        update_id = update.get("update_id")
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            raise not_this_format("update_id", "expected the update's number", title=self.title)
+        found = Collector(self.channel)
+        event_id = f"telegram:{update_id}"
+        with found.item(""):
+            if isinstance(update.get("message"), dict):
+                found.add(_message_event(event_id, update["message"], "message", edited=False))
+            elif isinstance(update.get("edited_message"), dict):
+                found.add(_message_event(event_id, update["edited_message"], "edited_message",
+                                         edited=True))
+            elif isinstance(update.get("callback_query"), dict):
+                found.add(_callback(event_id, update["callback_query"], received_at))
+            elif isinstance(update.get("my_chat_member"), dict):
+                _member_change(found, event_id, update["my_chat_member"])
+            else:
+                kind = next((k for k in update if k != "update_id"), "nothing")
+                reason = "channel_post" if kind in ("channel_post", "edited_channel_post") else \
+                    "unsupported_update" if kind not in SKIPPED_UPDATES else kind
+                found.skip(str(kind)[:60], reason)
+        return found.parsed()
+
+    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+        token = environ.get("TELEGRAM_BOT_TOKEN")
+        if not token:
+            raise LookupError("TELEGRAM_BOT_TOKEN is not set")
+        base = environ.get("TELEGRAM_API_URL", "https://api.telegram.org")
+        return Outbound("POST", f"{base}/bot{token}/sendMessage",
+                        {"Content-Type": "application/json"},
+                        {"chat_id": int(recipient) if recipient.lstrip("-").isdigit() else recipient,
+                         "text": text})
+
+
+def _user(value: Any, path: str) -> ContactRef:
+    user = mapping(value, path)
+    return ContactRef(external_id=identifier(user.get("id"), f"{path}/id"),
+                      name=display_name(user.get("first_name"), user.get("last_name")))
+
+
+def _chat(message: dict[str, Any]) -> dict[str, Any]:
+    chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+    return {"id": chat.get("id"), "type": chat.get("type")}
+
+
+def _start_parameter(text: str, entities: Any) -> str | None:
+    """The deep-link parameter when ``text`` is the /start command, else None ("" for none)."""
+    command, _, rest = text.partition(" ")
+    if command.split("@", 1)[0] != "/start":
+        return None
+    return rest.strip()
+
+
+def _message_event(event_id: str, message: dict[str, Any], path: str, *, edited: bool) -> Event:
+    if "from" not in message:
+        raise ItemError(f"{path}/from", "a message without a sender (a channel's post)")
+    contact = _user(message["from"], f"{path}/from")
+    at = epoch_time(message.get("edit_date") if edited and "edit_date" in message
+                    else message.get("date"), f"{path}/date", unit=1)
+    text = optional_text(message.get("text"), f"{path}/text")
+    params: dict[str, Any] = {"chat": _chat(message)}
+    start = _start_parameter(text, message.get("entities")) if text and not edited else None
+    if start is not None:
+        params["start_parameter"] = start or None
+        return Event(id=event_id, type=EventType.WELCOME, channel="telegram", contact=contact,
+                     timestamp=at, params=params)
+    caption = optional_text(message.get("caption"), f"{path}/caption")
+    reply = message.get("reply_to_message")
+    message_id = message.get("message_id")
+    return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
+                 contact=contact, timestamp=at, params=params, message=Message(
+                     text=text or caption or _sticker_emoji(message) or "",
+                     id=str(message_id) if isinstance(message_id, int) else None,
+                     attachments=_attachments(message),
+                     reply_to=str(reply.get("message_id")) if isinstance(reply, dict) else None,
+                     edited=edited))
+
+
+def _sticker_emoji(message: dict[str, Any]) -> str | None:
+    sticker = message.get("sticker")
+    emoji = sticker.get("emoji") if isinstance(sticker, dict) else None
+    return emoji if isinstance(emoji, str) else None
+
+
+def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    found = Attachments()
+    for key, kind in MEDIA.items():
+        media = message.get(key)
+        if isinstance(media, list):  # a photo comes in several sizes: the largest is last
+            media = media[-1] if media else None
+        if isinstance(media, dict):
+            found.add(kind, mime_type=_text(media.get("mime_type"), 200),
+                      title=_text(media.get("file_name") or media.get("title"), 2000))
+    location = message.get("location")
+    venue = message.get("venue")
+    if isinstance(venue, dict) and isinstance(venue.get("location"), dict):
+        location = venue["location"]
+    if isinstance(location, dict):
+        found.add("location", latitude=_number(location.get("latitude")),
+                  longitude=_number(location.get("longitude")),
+                  title=_text(venue.get("title"), 2000) if isinstance(venue, dict) else None)
+    contact = message.get("contact")
+    if isinstance(contact, dict):
+        found.add("contact", title=display_name(contact.get("first_name"), contact.get("last_name")))
+    return found.as_tuple()
+
+
+def _callback(event_id: str, query: dict[str, Any], received_at: datetime) -> Event:
+    contact = _user(query.get("from"), "callback_query/from")
+    data = optional_text(query.get("data"), "callback_query/data", limit=2000)
+    message = query.get("message") if isinstance(query.get("message"), dict) else {}
+    return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
+                 contact=contact, timestamp=received_at,
+                 params={"chat": _chat(message), "callback_query_id": query.get("id")},
+                 message=Message(text=data or "", postback=data,
+                                 reply_to=str(message["message_id"])
+                                 if isinstance(message.get("message_id"), int) else None))
+
+
+def _member_change(found: Collector, event_id: str, change: dict[str, Any]) -> None:
+    chat = change.get("chat") if isinstance(change.get("chat"), dict) else {}
+    new = change.get("new_chat_member") if isinstance(change.get("new_chat_member"), dict) else {}
+    status = new.get("status")
+    if chat.get("type") != "private" or status != "kicked":
+        return found.skip("my_chat_member", "member_change", f"{chat.get('type')}: {status}")
+    found.add(Event(id=event_id, type=EventType.CONTACT_UNSUBSCRIBED, channel="telegram",
+                    contact=_user(change.get("from"), "my_chat_member/from"),
+                    timestamp=epoch_time(change.get("date"), "my_chat_member/date", unit=1),
+                    params={"reason": "blocked_the_bot"}))
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+ADAPTER = Telegram()

@@ -1,0 +1,25 @@
+"""The error every edge raises for a request it refuses; rendered as JSON by the app."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error the client can act on; rendered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, *, path: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+        self.hint = hint
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.path:
+            error["path"] = self.path
+        if self.hint:
+            error["hint"] = self.hint
+        return {"error": error}
