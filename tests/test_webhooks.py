@@ -259,6 +259,53 @@ def test_facebook_echo_is_a_reply_and_a_delivery_is_skipped(client):
     assert conversations_of(client, result["contact_id"]) == []
 
 
+def test_facebook_a_message_beside_unusable_items_is_applied(client):
+    """Receipts without timestamps, standby entries, chat-plugin guests (user_ref), feed
+    changes and entries with nothing in them never cost the customer's message."""
+    body = {"object": "page", "entry": [
+        {"id": "PAGE_1", "time": 1_764_061_200_000, "messaging": [
+            {"sender": {"id": "PSID-12"}, "recipient": {"id": "PAGE_1"},
+             "delivery": {"mids": ["m_older"], "watermark": 1_764_061_100_000}},
+            p.fb_message("PSID-12", "m_12", "where is my order?"),
+            {"sender": {"user_ref": "guest-77"}, "recipient": {"id": "PAGE_1"},
+             "timestamp": 1_764_061_200_500,
+             "postback": {"title": "Talk to us", "payload": "CHAT_PLUGIN_START",
+                          "referral": {"ref": "pricing-page", "source": "CUSTOMER_CHAT_PLUGIN",
+                                       "type": "OPEN_THREAD"}}}]},
+        {"id": "PAGE_1", "time": 1_764_061_200_000, "standby": [
+            {"sender": {"id": "PSID-13"}, "recipient": {"id": "PAGE_1"},
+             "timestamp": 1_764_061_200_000, "message": {"mid": "m_13", "text": "for the inbox"}}]},
+        {"id": "PAGE_1", "time": 1_764_061_200, "changes": [{"field": "feed", "value": {}}]},
+        {"id": "PAGE_1", "time": 1_764_061_200_000},
+    ]}
+    response = post_facebook(client, body)
+    assert response.status_code == 200
+    assert [r["event_id"] for r in response.json["results"]] == ["facebook:m_12",
+                                                                  "facebook:postback:user_ref:guest-77:1764061200500"]
+    assert [(s["path"], s["reason"]) for s in response.json["skipped"]] == [
+        ("entry/0/messaging/0", "delivery_receipt"), ("entry/1/standby/0", "standby"),
+        ("entry/2/changes/0", "changes"), ("entry/3", "empty_entry")]
+    [conversation] = conversations_of(client, contact_id_of(client, "facebook", "PSID-12"))
+    assert conversation["open_source"] == "incoming_message"
+    assert conversations_of(client, contact_id_of(client, "facebook", "user_ref:guest-77"))
+    assert client.get("/api/contacts?channel=facebook&external_id=PSID-13",
+                      headers=api_headers()).json == []
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'rules_engine_items_skipped_total{channel="facebook",reason="standby"}' in metrics
+
+
+def test_facebook_an_echo_never_opens_a_conversation(client):
+    echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-14"},
+            "timestamp": 1_764_061_200_000,
+            "message": {"mid": "m_echo_14", "is_echo": True, "app_id": 1517776481860111,
+                        "text": "Hi! An agent will be with you shortly."}}
+    response = post_facebook(client, p.messenger(echo))
+    [result] = response.json["results"]
+    assert conversations_of(client, result["contact_id"]) == []
+    trace = client.get("/api/events/facebook:m_echo_14/trace", headers=api_headers()).json
+    assert trace["type"] == "message.sent"
+
+
 @pytest.mark.parametrize("data, path", [
     ({"object": "user", "entry": []}, "object"),
     ({"object": "page", "entry": {}}, "entry"),
@@ -380,6 +427,34 @@ def test_dialogflow_facebook_source_finds_the_messenger_contact(client):
     assert conversation["close_source"] == "dialogflow"
 
 
+@pytest.mark.parametrize("where", ["payload source", "generic context"])
+def test_dialogflow_messenger_integration_closes_the_messenger_contacts_conversation(client, where):
+    """Dialogflow ES's own Facebook integration: ``source`` only inside the payload, the PSID
+    in ``payload.data.sender.id`` or only in the ``generic`` context's facebook_sender_id."""
+    post_facebook(client, p.messenger(p.fb_message("PSID-11", "m_11", "hello")))
+    payload = ({"source": "facebook", "data": {"sender": {"id": "PSID-11"}}}
+               if where == "payload source" else {"source": "facebook", "data": {}})
+    contexts = [p.es_context("sess-11", "generic", {"facebook_sender_id": "PSID-11"})]
+    body = p.dialogflow_es("resp-11", "sess-11", parameters={"RB_MARKDONE": "true"},
+                           payload=payload, contexts=contexts)
+    assert post_dialogflow(client, body).status_code == 200
+    [conversation] = conversations_of(client, contact_id_of(client, "facebook", "PSID-11"))
+    assert (conversation["status"], conversation["close_source"]) == ("closed", "dialogflow")
+    assert client.get("/api/contacts?channel=dialogflow&external_id=sess-11",
+                      headers=api_headers()).json == []
+
+
+def test_dialogflow_cx_detect_intent_suffix_names_the_same_session(client):
+    opened = post_dialogflow(client, p.dialogflow_cx("cx-20", "dfMessenger-7", {"RB_MARKDONE": False}),
+                             path="/webhooks/dialogflow-cx")
+    closed = post_dialogflow(client, p.dialogflow_cx("cx-21", "dfMessenger-7:detectIntent",
+                                                     {"RB_MARKDONE": True}),
+                             path="/webhooks/dialogflow-cx")
+    assert opened.status_code == closed.status_code == 200
+    [conversation] = conversations_of(client, contact_id_of(client, "dialogflow", "dfMessenger-7"))
+    assert (conversation["status"], conversation["close_source"]) == ("closed", "dialogflow")
+
+
 def test_dialogflow_payload_contact_id(client):
     opened = post_facebook(client, p.messenger(p.fb_message("PSID-10", "m_10", "hi")))
     contact_id = opened.json["results"][0]["contact_id"]
@@ -410,7 +485,8 @@ def test_dialogflow_refuses_bad_credentials(client, authorization):
 
 @pytest.mark.parametrize("body", [
     {"responseId": "r", "session": "projects/p/agent/sessions/s", "queryResult": 5},
-    {"session": "projects/p/agent/sessions/s", "queryResult": {}},
+    {"responseId": "r", "session": "projects/p/agent/sessions/s",
+     "queryResult": {"parameters": "not an object"}},
     {"responseId": "r", "queryResult": {}},
 ])
 def test_dialogflow_malformed_requests_are_4xx(client, body):

@@ -16,7 +16,28 @@ SECRETS = {
     "dialogflow_username": "dialogflow",
     "dialogflow_password": "df-password-for-tests",
     "dialogflow_token": "df-token-for-tests",
+    "whatsapp_app_secret": "wa-app-secret-for-tests",
+    "whatsapp_verify_token": "wa-verify-token-for-tests",
+    "telegram_secret_token": "tg-secret-token-for-tests",
 }
+
+
+def signed_headers(route: str, body: bytes) -> dict[str, str]:
+    """The headers each platform authenticates ``body`` with, as it really sends them."""
+    if route == "/webhooks/facebook":
+        return {"X-Hub-Signature-256": "sha256=" + hmac_hex(SECRETS["facebook_app_secret"], body)}
+    if route == "/webhooks/whatsapp":
+        return {"X-Hub-Signature-256": "sha256=" + hmac_hex(SECRETS["whatsapp_app_secret"], body)}
+    if route == "/webhooks/viber":
+        return {"X-Viber-Content-Signature": hmac_hex(SECRETS["viber_auth_token"], body)}
+    if route == "/webhooks/telegram":
+        return {"X-Telegram-Bot-Api-Secret-Token": SECRETS["telegram_secret_token"]}
+    if route.startswith("/webhooks/dialogflow"):
+        return {"Authorization": basic_auth(SECRETS["dialogflow_username"],
+                                            SECRETS["dialogflow_password"])}
+    if route == "/webhooks/events":
+        return {"X-Signature-256": "sha256=" + hmac_hex(SECRETS["webhook_secret"], body)}
+    raise ValueError(f"no signing scheme for {route}")
 
 
 def hmac_hex(secret: str, body: bytes) -> str:

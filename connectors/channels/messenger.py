@@ -6,13 +6,12 @@ Each ``entry[].messaging[]`` item is one thing that happened:
   attachments, ``reply_to``); ``message.is_echo`` (the page's own message, sent by an agent
   or an app) -> ``message.sent`` for the person it was sent to, never an open;
 - ``postback`` with a Get Started payload -> ``welcome``; any other postback ->
-  ``message.received`` with ``message.postback`` and the button title as text;
+  ``message.received`` with ``message.postback`` (the button's title, if any, as text);
 - ``referral`` (m.me link, ad, chat plugin) -> ``welcome`` with ``params.referral``;
-- ``reaction`` -> ``message.received`` with the emoji as text and ``reply_to`` the message;
 - ``optin`` with ``notification_messages_status: STOP_NOTIFICATIONS`` ->
   ``contact.unsubscribed``;
-- delivery and read receipts, other opt-ins, thread handovers and unknown items are
-  skipped with a reason; ``standby`` entries (another app owns the thread) and ``changes``
+- delivery and read receipts, reactions (``message_reactions``), other opt-ins, thread
+  handovers and unknown items are skipped with a reason; ``standby`` entries (another app owns the thread) and ``changes``
   entries are skipped whole.
 
 People who use the chat plugin without logging in are known by ``sender.user_ref``; their
@@ -79,7 +78,7 @@ class Messenger(ChannelAdapter):
         Setting("facebook_page_access_token", "FACEBOOK_PAGE_ACCESS_TOKEN",
                 "the page access token the worker sends replies with", role=SEND),
         Setting("facebook_welcome_payloads", "FACEBOOK_WELCOME_PAYLOADS",
-                "postback payloads that are a welcome (comma-separated)", role=OPTION,
+                "postback payloads that are a welcome (comma-separated, any case)", role=OPTION,
                 default=("GET_STARTED", "GET_STARTED_PAYLOAD"), parse=_welcome_payloads),
     )
 
@@ -102,7 +101,8 @@ class Messenger(ChannelAdapter):
         if not isinstance(entries, list):
             raise not_this_format("entry", "expected a list", title=self.title)
         found = Collector(self.channel)
-        items = _Items(found, tuple(config.get("facebook_welcome_payloads") or ()), received_at)
+        welcome = tuple(p.upper() for p in config.get("facebook_welcome_payloads") or ())
+        items = _Items(found, welcome, received_at)
         for e, entry in enumerate(entries):
             path = f"entry/{e}"
             if not isinstance(entry, dict):
@@ -160,7 +160,8 @@ class _Items:
         if isinstance(item.get("referral"), dict):
             return self.referral(item, item["referral"], path)
         if isinstance(item.get("reaction"), dict):
-            return self.reaction(item, item["reaction"], path)
+            reaction = item["reaction"]
+            return self.found.skip(path, "reaction", f"{reaction.get('action')} {reaction.get('emoji')}")
         if isinstance(item.get("optin"), dict):
             return self.optin(item, item["optin"], path)
         known = [key for key in item if key not in ("sender", "recipient", "timestamp")]
@@ -225,10 +226,10 @@ class _Items:
         params: dict[str, Any] = {"payload": payload, "title": title}
         if isinstance(postback.get("referral"), dict):
             params["referral"] = _referral(postback["referral"])
-        if payload in self.welcome_payloads:
+        if payload is not None and payload.upper() in self.welcome_payloads:
             return self.event(EventType.WELCOME, event_id, person, at, params=params)
         self.event(EventType.MESSAGE_RECEIVED, event_id, person, at, params=params,
-                   message=Message(text=title or payload or "", id=mid if mid else None,
+                   message=Message(text=title or "", id=mid if mid else None,
                                    postback=payload))
 
     def referral(self, item: dict[str, Any], referral: dict[str, Any], path: str) -> None:
@@ -236,20 +237,9 @@ class _Items:
         self.event(EventType.WELCOME, f"referral:{person}:{int(at.timestamp() * 1000)}",
                    person, at, params={"referral": _referral(referral)})
 
-    def reaction(self, item: dict[str, Any], reaction: dict[str, Any], path: str) -> None:
-        if reaction.get("action") == "unreact":
-            return self.found.skip(path, "reaction_removed")
-        person, at = self.person(item, path), self.at(item, path)
-        mid = identifier(reaction.get("mid"), f"{path}/reaction/mid")
-        emoji = optional_text(reaction.get("emoji"), f"{path}/reaction/emoji", limit=100)
-        name = optional_text(reaction.get("reaction"), f"{path}/reaction/reaction", limit=100)
-        self.event(EventType.MESSAGE_RECEIVED,
-                   f"reaction:{person}:{mid}:{int(at.timestamp() * 1000)}", person, at,
-                   message=Message(text=emoji or name or "", reply_to=mid),
-                   params={"reaction": {"emoji": emoji, "name": name}})
-
     def optin(self, item: dict[str, Any], optin: dict[str, Any], path: str) -> None:
-        if optin.get("notification_messages_status") != "STOP_NOTIFICATIONS":
+        status = str(optin.get("notification_messages_status", "")).replace(" ", "_")
+        if status != "STOP_NOTIFICATIONS":  # the docs spell it with a space, payloads with _
             return self.found.skip(path, "optin", str(optin.get("type") or "opt-in"))
         person, at = self.person(item, path), self.at(item, path)
         self.event(EventType.CONTACT_UNSUBSCRIBED,

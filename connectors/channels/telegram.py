@@ -151,17 +151,11 @@ def _message_event(event_id: str, message: dict[str, Any], path: str, *, edited:
     message_id = message.get("message_id")
     return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
                  contact=contact, timestamp=at, params=params, message=Message(
-                     text=text or caption or _sticker_emoji(message) or "",
+                     text=text or caption or "",
                      id=str(message_id) if isinstance(message_id, int) else None,
                      attachments=_attachments(message),
                      reply_to=str(reply.get("message_id")) if isinstance(reply, dict) else None,
                      edited=edited))
-
-
-def _sticker_emoji(message: dict[str, Any]) -> str | None:
-    sticker = message.get("sticker")
-    emoji = sticker.get("emoji") if isinstance(sticker, dict) else None
-    return emoji if isinstance(emoji, str) else None
 
 
 def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -172,7 +166,8 @@ def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
             media = media[-1] if media else None
         if isinstance(media, dict):
             found.add(kind, mime_type=_text(media.get("mime_type"), 200),
-                      title=_text(media.get("file_name") or media.get("title"), 2000))
+                      title=_text(media.get("file_name") or media.get("title")
+                                  or media.get("emoji"), 2000))
     location = message.get("location")
     venue = message.get("venue")
     if isinstance(venue, dict) and isinstance(venue.get("location"), dict):
@@ -194,7 +189,7 @@ def _callback(event_id: str, query: dict[str, Any], received_at: datetime) -> Ev
     return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
                  contact=contact, timestamp=received_at,
                  params={"chat": _chat(message), "callback_query_id": query.get("id")},
-                 message=Message(text=data or "", postback=data,
+                 message=Message(text="", postback=data,
                                  reply_to=str(message["message_id"])
                                  if isinstance(message.get("message_id"), int) else None))
 

@@ -6,8 +6,9 @@ A body is ``{"object": "whatsapp_business_account", "entry": [{"changes": [{"fie
 - ``messages[]`` -> ``message.received`` (one each, deduplicated on the ``wamid``): text;
   a caption with image / video / audio / document / sticker as ``message.attachments``;
   location and shared contacts as attachments; interactive button and list replies and
-  template quick-reply buttons as ``message.postback`` (the title as text); a reaction as
-  its emoji with ``reply_to`` the message it reacts to; ``context`` as ``reply_to``; an ad
+  template quick-reply buttons as ``message.postback`` (the title as text); a reaction
+  with ``params.reaction`` (the emoji) and ``reply_to`` the message it reacts to (a removed
+  reaction is skipped); ``context`` as ``reply_to``; an ad
   click as ``params.referral``; a message type the Cloud API cannot show (``unsupported``)
   still counts as the contact writing, with an ``other`` attachment;
 - a ``request_welcome`` message (the person opened the chat for the first time) ->
@@ -181,8 +182,12 @@ def _message(found: Collector, message: dict[str, Any], path: str, names: dict[s
     if kind == "request_welcome":
         return found.add(Event(id=f"whatsapp:{wamid}", type=EventType.WELCOME, channel="whatsapp",
                                contact=contact, timestamp=at, params=params))
+    if kind == "reaction":
+        params["reaction"] = _content(message, "reaction").get("emoji")
     if isinstance(message.get("errors"), list):
         params["errors"] = [e.get("title") for e in message["errors"] if isinstance(e, dict)]
+        for n, title in enumerate(params["errors"]):
+            found.skip(f"{path}/errors/{n}", "error", str(title)[:200])
     found.add(Event(id=f"whatsapp:{wamid}", type=EventType.MESSAGE_RECEIVED, channel="whatsapp",
                     contact=contact, timestamp=at, message=_content_message(message, wamid, path),
                     params=params))
@@ -224,8 +229,7 @@ def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
         button = _content(message, "button")
         text, postback = button.get("text"), button.get("payload")
     elif kind == "reaction":
-        reaction = _content(message, "reaction")
-        text, reply_to = reaction.get("emoji"), reaction.get("message_id")
+        reply_to = _content(message, "reaction").get("message_id")
     elif kind == "order":
         text = _content(message, "order").get("text")
         attachments.add("other", title="order")
