@@ -53,6 +53,9 @@ def client_for(tmp_path, clean_environment, database_url):
 def environ_for(url: str) -> dict[str, str]:
     return {"FACEBOOK_PAGE_ACCESS_TOKEN": "page-token", "FACEBOOK_GRAPH_URL": f"{url}/graph",
             "VIBER_AUTH_TOKEN": "viber-token", "VIBER_API_URL": f"{url}/viber",
+            "WHATSAPP_ACCESS_TOKEN": "wa-token", "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
+            "WHATSAPP_GRAPH_URL": f"{url}/wa", "TELEGRAM_BOT_TOKEN": "123:tg-token",
+            "TELEGRAM_API_URL": f"{url}/tg",
             "RULES_ENGINE_SEND_URL": f"{url}/generic"}
 
 
@@ -80,10 +83,13 @@ def test_outbound_actions_are_queued_with_the_event_and_delivered(make_engine, s
         engine.process(message("psid-1", "what are your hours?"))
         engine.process(message("vb-1", "opening hours?", channel="viber"))
         engine.process(message("web-1", "hours on sunday?", channel="webchat"))
+        engine.process(message("16505551234", "hours today?", channel="whatsapp"))
+        engine.process(message("US.13491208655302741918", "hours?", channel="whatsapp"))
+        engine.process(message("5342492667", "your hours", channel="telegram"))
         engine.process(crm_event(receiver.url, 1))
-        assert [r["status"] for r in rows(store)] == ["pending"] * 4
-        assert worker(store, receiver.url).run_once() == 4
-    assert [r["status"] for r in rows(store)] == ["delivered"] * 4
+        assert [r["status"] for r in rows(store)] == ["pending"] * 7
+        assert worker(store, receiver.url, batch=10).run_once() == 7
+    assert [r["status"] for r in rows(store)] == ["delivered"] * 7
     by_path = {d.path.split("?")[0]: d for d in receiver.deliveries}
     facebook = by_path["/graph/me/messages"]
     assert facebook.body == {"recipient": {"id": "psid-1"}, "messaging_type": "RESPONSE",
@@ -93,10 +99,17 @@ def test_outbound_actions_are_queued_with_the_event_and_delivered(make_engine, s
     assert viber.body["receiver"] == "vb-1" and viber.body["type"] == "text"
     assert by_path["/generic"].body == {"channel": "webchat", "recipient": "web-1",
                                         "text": "Hi there, we are open 9-17."}
+    whatsapp = [d for d in receiver.deliveries if d.path == "/wa/106540352242922/messages"]
+    assert all(d.headers["Authorization"] == "Bearer wa-token" for d in whatsapp)
+    assert [d.body.get("to") or d.body.get("recipient") for d in whatsapp] == [
+        "16505551234", "US.13491208655302741918"]
+    assert whatsapp[0].body["text"] == {"preview_url": False, "body": "Hi there, we are open 9-17."}
+    telegram = by_path["/tg/bot123:tg-token/sendMessage"]
+    assert telegram.body == {"chat_id": 5342492667, "text": "Hi there, we are open 9-17."}
     crm = by_path["/tickets"]
     assert crm.headers["X-Source"] == "rules-engine"
-    assert crm.body == {"contact": 4, "text": "refund please #1", "tags": ["refund"]}
-    assert len(set(receiver.keys())) == 4 and all(len(k) == 40 for k in receiver.keys())
+    assert crm.body == {"contact": 7, "text": "refund please #1", "tags": ["refund"]}
+    assert len(set(receiver.keys())) == 7 and all(len(k) == 40 for k in receiver.keys())
 
 
 def test_an_event_that_fails_queues_nothing(make_engine, store, monkeypatch):

@@ -110,11 +110,40 @@ def test_no_secret_refuses_to_start_outside_development(clean_environment, datab
         create_app({"database_url": database_url, "rules_dir": str(REPO / "rules")})
 
 
-def test_an_unconfigured_endpoint_is_disabled_not_open(clean_environment, database_url, store):
+@pytest.mark.parametrize("route, variable", [
+    ("/webhooks/viber", "VIBER_AUTH_TOKEN"), ("/webhooks/whatsapp", "WHATSAPP_APP_SECRET"),
+    ("/webhooks/telegram", "TELEGRAM_SECRET_TOKEN"), ("/webhooks/facebook", "FACEBOOK_APP_SECRET"),
+    ("/webhooks/events", "RULES_ENGINE_WEBHOOK_SECRET")])
+def test_an_unconfigured_endpoint_is_disabled_and_names_what_to_set(
+        clean_environment, database_url, store, route, variable):
     app = create_app({"api_token": "t", "database_url": database_url,
                       "rules_dir": str(REPO / "rules")})
-    response = app.test_client().post("/webhooks/viber", json=p.viber_message("u", 1, "hi"))
+    response = app.test_client().post(route, json={"object": "page", "entry": []})
     assert response.status_code == 503 and response.json["error"]["code"] == "not_configured"
+    assert variable in response.json["error"]["message"]
+
+
+def test_whatsapp_verification_handshake(client):
+    ok = client.get("/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444"
+                    f"&hub.verify_token={p.SECRETS['whatsapp_verify_token']}")
+    assert ok.status_code == 200 and ok.get_data(as_text=True) == "1158201444"
+    wrong = client.get("/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1&hub.verify_token=x")
+    assert wrong.status_code == 403
+
+
+@pytest.mark.parametrize("route, headers", [
+    ("/webhooks/whatsapp", {"X-Hub-Signature-256": "sha256=" + "0" * 64}),
+    ("/webhooks/whatsapp", {}),
+    ("/webhooks/telegram", {"X-Telegram-Bot-Api-Secret-Token": "guess"}),
+    ("/webhooks/telegram", {}),
+])
+def test_whatsapp_and_telegram_refuse_requests_they_did_not_sign(client, route, headers):
+    body = (REPO / "tests/fixtures/channels" / route.rsplit("/", 1)[1] / "message_text.json").read_bytes()
+    response = client.post(route, data=body, content_type="application/json", headers=headers)
+    assert response.status_code == 401
+    genuine = client.post(route, data=body, content_type="application/json",
+                          headers=p.signed_headers(route, body))
+    assert genuine.status_code == 200 and genuine.json["results"][0]["status"] == "applied"
 
 
 # -- /webhooks/events ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from rules_engine import Event
 
+from ..auth import require_configured, require_signature
 from ..decoding import decode_json
 from ..errors import ApiError
 
@@ -177,7 +178,7 @@ def json_object(body: bytes, *, title: str) -> dict[str, Any]:
     """The body as a JSON object (the one guarded decoder); 400 otherwise."""
     data = decode_json(body)
     if not isinstance(data, dict):
-        raise not_this_format("", f"the body must be a JSON object", title=title)
+        raise not_this_format("", "the body must be a JSON object", title=title)
     return data
 
 
@@ -234,15 +235,56 @@ def mapping(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
-def meta_verification(query: Mapping[str, str], token: str | None, *, env: str) -> str:
-    """Meta's subscription handshake (Messenger, WhatsApp): echo ``hub.challenge``."""
-    if token is None:
-        raise ApiError(503, "not_configured", f"this endpoint is disabled: set {env} to enable it")
-    given = query.get("hub.verify_token", "")
-    if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
-            given.encode("utf-8", "replace"), token.encode()):
-        raise ApiError(403, "verification_failed", "hub.mode or hub.verify_token does not match")
-    return query.get("hub.challenge", "")
+def clipped(value: Any, limit: int) -> str | None:
+    """An optional descriptive string (a title, a MIME type), cut to ``limit``."""
+    return value[:limit] if isinstance(value, str) else None
+
+
+def number(value: Any) -> float | None:
+    """A number, or None for anything else (booleans included)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class MetaWebhook(ChannelAdapter):
+    """Meta's webhooks (Messenger, WhatsApp): ``{"object": ..., "entry": [...]}`` signed with
+    ``X-Hub-Signature-256`` (the app secret), and the ``hub.verify_token`` handshake."""
+
+    SIGNATURE_HEADER = "X-Hub-Signature-256"
+    handshake = True
+    webhook_object: ClassVar[str]  # the body's ``object``
+    app_secret: ClassVar[Setting]
+    verify_token: ClassVar[Setting]
+
+    @property
+    def auth_schemes(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
+        return {f"{self.name}Signature": {
+            "type": "apiKey", "in": "header", "name": self.SIGNATURE_HEADER,
+            "description": f"sha256=<hex HMAC-SHA256 of the raw body keyed with {self.app_secret.env}>"}}
+
+    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+                     config: Mapping[str, Any], dev: bool) -> None:
+        require_signature(config.get(self.app_secret.name), body,
+                          headers.get(self.SIGNATURE_HEADER), prefix="sha256=",
+                          header=self.SIGNATURE_HEADER, env=self.app_secret.env, dev=dev)
+
+    def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
+        token = config.get(self.verify_token.name)
+        if token is None:
+            require_configured(self.verify_token.env, dev=False)
+        given = query.get("hub.verify_token", "")
+        if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+                given.encode("utf-8", "replace"), token.encode()):
+            raise ApiError(403, "verification_failed", "hub.mode or hub.verify_token does not match")
+        return query.get("hub.challenge", "")
+
+    def entries(self, body: bytes) -> list[Any]:
+        """The body's ``entry`` list, after checking that the body is this webhook's format."""
+        data = json_object(body, title=self.title)
+        if data.get("object") != self.webhook_object:
+            raise not_this_format("object", f'expected "{self.webhook_object}"', title=self.title)
+        if not isinstance(data.get("entry"), list):
+            raise not_this_format("entry", "expected a list", title=self.title)
+        return data["entry"]
 
 
 @dataclass

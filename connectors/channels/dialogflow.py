@@ -32,6 +32,7 @@ from rules_engine import Event, EventType
 from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
 from rules_engine.model import ContactRef, Message
 
+from ..auth import basic_credentials_match, require_bearer
 from ..decoding import INT64
 from ..errors import ApiError
 from .base import (
@@ -41,9 +42,7 @@ from .base import (
     Setting,
     Skipped,
     json_object,
-    not_this_format,
 )
-from ..auth import basic_credentials_match, require_bearer
 
 ACTION_PARAMETERS = (MARKDONE, ADD_TAGS, REMOVE_TAGS, BOT_STATUS, NOTIFY)
 # Dialogflow ES integrations: source -> (our channel, where the person's id is in the
@@ -210,6 +209,14 @@ class _Fulfillment(ChannelAdapter):
             return ["set both DIALOGFLOW_WEBHOOK_USERNAME and DIALOGFLOW_WEBHOOK_PASSWORD"]
         return []
 
+    def event(self, request_id: str, channel: str, contact: ContactRef, at: datetime, text: str,
+              params: dict[str, Any], intent: str, display_name: str, confidence: float) -> Event:
+        """The ``dialogflow.fulfillment`` event of one request."""
+        return Event(id=f"{self.name}:{request_id}", type=EventType.DIALOGFLOW_FULFILLMENT,
+                     channel=channel, contact=contact, timestamp=at, message=Message(text=text),
+                     params=params, intent={"name": intent, "display_name": display_name,
+                                            "confidence": confidence})
+
     def respond(self, parsed: Parsed, results: list[dict[str, Any]]) -> Any:
         """The WebhookResponse, after a round trip through the real type."""
         from google.protobuf.json_format import MessageToDict, ParseDict
@@ -248,12 +255,9 @@ class DialogflowES(_Fulfillment):
         source = original.source or (payload.get("source") if isinstance(payload.get("source"), str)
                                      else None)
         contact, channel = _contact(payload, source, context_params, _session_id(pb.session))
-        event = Event(
-            id=f"dialogflow:{_request_id(pb.response_id, body)}",
-            type=EventType.DIALOGFLOW_FULFILLMENT, channel=channel, contact=contact,
-            timestamp=received_at, message=Message(text=query.query_text), params=params,
-            intent={"name": query.intent.name, "display_name": query.intent.display_name,
-                    "confidence": query.intent_detection_confidence})
+        event = self.event(_request_id(pb.response_id, body), channel, contact, received_at,
+                           query.query_text, params, query.intent.name, query.intent.display_name,
+                           query.intent_detection_confidence)
         cleared = [
             {"name": context.name, "lifespanCount": context.lifespan_count,
              "parameters": {**values, **{name: None for name in ACTION_PARAMETERS if name in values}}}
@@ -285,13 +289,10 @@ class DialogflowCX(_Fulfillment):
         params.update(session_params)
         contact, channel = _contact(_plain(pb.payload), None, {},
                                     _session_id(pb.session_info.session))
-        event = Event(
-            id=f"dialogflow-cx:{_request_id(pb.detect_intent_response_id, body)}",
-            type=EventType.DIALOGFLOW_FULFILLMENT, channel=channel, contact=contact,
-            timestamp=received_at, message=Message(text=pb.text), params=params,
-            intent={"name": pb.intent_info.last_matched_intent,
-                    "display_name": pb.intent_info.display_name,
-                    "confidence": pb.intent_info.confidence})
+        info = pb.intent_info
+        event = self.event(_request_id(pb.detect_intent_response_id, body), channel, contact,
+                           received_at, pb.text, params, info.last_matched_intent,
+                           info.display_name, info.confidence)
         cleared = {name: None for name in ACTION_PARAMETERS if name in session_params}
         return Parsed((event,), (), {"sessionInfo": {"parameters": cleared}} if cleared else {})
 

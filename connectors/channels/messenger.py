@@ -11,8 +11,8 @@ Each ``entry[].messaging[]`` item is one thing that happened:
 - ``optin`` with ``notification_messages_status: STOP_NOTIFICATIONS`` ->
   ``contact.unsubscribed``;
 - delivery and read receipts, reactions (``message_reactions``), other opt-ins, thread
-  handovers and unknown items are skipped with a reason; ``standby`` entries (another app owns the thread) and ``changes``
-  entries are skipped whole.
+  handovers and unknown items are skipped with a reason; so are ``standby`` entries
+  (another app owns the thread) and ``changes`` entries.
 
 People who use the chat plugin without logging in are known by ``sender.user_ref``; their
 identity is ``user_ref:<ref>``, and replies go to ``recipient.user_ref``.
@@ -30,23 +30,19 @@ from .base import (
     OPTION,
     SEND,
     Attachments,
-    ChannelAdapter,
     Collector,
     ItemError,
+    MetaWebhook,
     Outbound,
     Parsed,
     Setting,
     epoch_time,
     identifier,
-    json_object,
     mapping,
-    meta_verification,
-    not_this_format,
+    number,
     optional_text,
 )
-from ..auth import require_signature
 
-SIGNATURE_HEADER = "X-Hub-Signature-256"
 USER_REF = "user_ref:"
 # Messenger's attachment types -> the core's (``Message.attachments``).
 ATTACHMENT_TYPES = {"image": "image", "video": "video", "audio": "audio", "file": "file",
@@ -61,20 +57,18 @@ def _welcome_payloads(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-class Messenger(ChannelAdapter):
+class Messenger(MetaWebhook):
     name = "facebook"
     channel = "facebook"
     title = "Messenger Platform"
     has_welcome = True
-    handshake = True
-    auth_schemes = {"facebookSignature": {
-        "type": "apiKey", "in": "header", "name": SIGNATURE_HEADER,
-        "description": "sha256=<hex HMAC-SHA256 of the raw body keyed with FACEBOOK_APP_SECRET>"}}
+    webhook_object = "page"
+    app_secret = Setting("facebook_app_secret", "FACEBOOK_APP_SECRET",
+                         "the app secret: checks X-Hub-Signature-256 on every webhook")
+    verify_token = Setting("facebook_verify_token", "FACEBOOK_VERIFY_TOKEN",
+                           "the verify token typed in the app's webhook settings (GET handshake)")
     settings = (
-        Setting("facebook_app_secret", "FACEBOOK_APP_SECRET",
-                "the app secret: checks X-Hub-Signature-256 on every webhook"),
-        Setting("facebook_verify_token", "FACEBOOK_VERIFY_TOKEN",
-                "the verify token you type in the app's webhook settings (GET handshake)"),
+        app_secret, verify_token,
         Setting("facebook_page_access_token", "FACEBOOK_PAGE_ACCESS_TOKEN",
                 "the page access token the worker sends replies with", role=SEND),
         Setting("facebook_welcome_payloads", "FACEBOOK_WELCOME_PAYLOADS",
@@ -82,24 +76,9 @@ class Messenger(ChannelAdapter):
                 default=("GET_STARTED", "GET_STARTED_PAYLOAD"), parse=_welcome_payloads),
     )
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
-                     config: Mapping[str, Any], dev: bool) -> None:
-        require_signature(config.get("facebook_app_secret"), body, headers.get(SIGNATURE_HEADER),
-                          prefix="sha256=", header=SIGNATURE_HEADER, env="FACEBOOK_APP_SECRET",
-                          dev=dev)
-
-    def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
-        return meta_verification(query, config.get("facebook_verify_token"),
-                                 env="FACEBOOK_VERIFY_TOKEN")
-
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
-        data = json_object(body, title=self.title)
-        if data.get("object") != "page":
-            raise not_this_format("object", 'expected "page"', title=self.title)
-        entries = data.get("entry")
-        if not isinstance(entries, list):
-            raise not_this_format("entry", "expected a list", title=self.title)
+        entries = self.entries(body)
         found = Collector(self.channel)
         welcome = tuple(p.upper() for p in config.get("facebook_welcome_payloads") or ())
         items = _Items(found, welcome, received_at)
@@ -260,12 +239,8 @@ def _attachments(value: Any, path: str) -> tuple[dict[str, Any], ...]:
                                           f"{path}/{n}/payload/url", limit=4000),
                   title=optional_text(attachment.get("title") or payload.get("title"),
                                       f"{path}/{n}/title", limit=2000),
-                  latitude=_number(coordinates.get("lat")), longitude=_number(coordinates.get("long")))
+                  latitude=number(coordinates.get("lat")), longitude=number(coordinates.get("long")))
     return found.as_tuple()
-
-
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _referral(referral: dict[str, Any]) -> dict[str, Any]:

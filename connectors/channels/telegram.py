@@ -29,6 +29,7 @@ from typing import Any
 from rules_engine import Event, EventType
 from rules_engine.model import ContactRef, Message
 
+from ..auth import require_header_token
 from .base import (
     SEND,
     Attachments,
@@ -38,15 +39,16 @@ from .base import (
     Outbound,
     Parsed,
     Setting,
+    clipped,
     display_name,
     epoch_time,
     identifier,
     json_object,
     mapping,
     not_this_format,
+    number,
     optional_text,
 )
-from ..auth import require_header_token
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MEDIA = {"photo": "image", "video": "video", "video_note": "video", "animation": "video",
@@ -165,17 +167,17 @@ def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
         if isinstance(media, list):  # a photo comes in several sizes: the largest is last
             media = media[-1] if media else None
         if isinstance(media, dict):
-            found.add(kind, mime_type=_text(media.get("mime_type"), 200),
-                      title=_text(media.get("file_name") or media.get("title")
+            found.add(kind, mime_type=clipped(media.get("mime_type"), 200),
+                      title=clipped(media.get("file_name") or media.get("title")
                                   or media.get("emoji"), 2000))
     location = message.get("location")
     venue = message.get("venue")
     if isinstance(venue, dict) and isinstance(venue.get("location"), dict):
         location = venue["location"]
     if isinstance(location, dict):
-        found.add("location", latitude=_number(location.get("latitude")),
-                  longitude=_number(location.get("longitude")),
-                  title=_text(venue.get("title"), 2000) if isinstance(venue, dict) else None)
+        found.add("location", latitude=number(location.get("latitude")),
+                  longitude=number(location.get("longitude")),
+                  title=clipped(venue.get("title"), 2000) if isinstance(venue, dict) else None)
     contact = message.get("contact")
     if isinstance(contact, dict):
         found.add("contact", title=display_name(contact.get("first_name"), contact.get("last_name")))
@@ -204,14 +206,6 @@ def _member_change(found: Collector, event_id: str, change: dict[str, Any]) -> N
                     contact=_user(change.get("from"), "my_chat_member/from"),
                     timestamp=epoch_time(change.get("date"), "my_chat_member/date", unit=1),
                     params={"reason": "blocked_the_bot"}))
-
-
-def _text(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 ADAPTER = Telegram()

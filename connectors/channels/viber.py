@@ -21,6 +21,7 @@ from typing import Any
 from rules_engine import Event, EventType
 from rules_engine.model import ContactRef, Message
 
+from ..auth import require_signature
 from .base import (
     OPTION,
     Attachments,
@@ -38,7 +39,6 @@ from .base import (
     not_this_format,
     optional_text,
 )
-from ..auth import require_signature
 
 SIGNATURE_HEADER = "X-Viber-Content-Signature"
 ACKNOWLEDGED = frozenset({"subscribed", "delivered", "seen", "failed", "webhook", "client_status"})

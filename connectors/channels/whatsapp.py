@@ -32,67 +32,46 @@ from rules_engine.model import ContactRef, Message
 from .base import (
     SEND,
     Attachments,
-    ChannelAdapter,
     Collector,
     ItemError,
+    MetaWebhook,
     Outbound,
     Parsed,
     Setting,
+    clipped,
     display_name,
     epoch_time,
     identifier,
-    json_object,
     mapping,
-    meta_verification,
-    not_this_format,
+    number,
     optional_text,
 )
-from ..auth import require_signature
 
-SIGNATURE_HEADER = "X-Hub-Signature-256"
 MEDIA = {"image": "image", "video": "video", "audio": "audio", "document": "file",
          "sticker": "sticker"}
 
 
-class WhatsApp(ChannelAdapter):
+class WhatsApp(MetaWebhook):
     name = "whatsapp"
     channel = "whatsapp"
     title = "WhatsApp Cloud API"
     has_welcome = True
-    handshake = True
-    auth_schemes = {"whatsappSignature": {
-        "type": "apiKey", "in": "header", "name": SIGNATURE_HEADER,
-        "description": "sha256=<hex HMAC-SHA256 of the raw body keyed with WHATSAPP_APP_SECRET>"}}
+    webhook_object = "whatsapp_business_account"
+    app_secret = Setting("whatsapp_app_secret", "WHATSAPP_APP_SECRET",
+                         "the Meta app secret: checks X-Hub-Signature-256 on every webhook")
+    verify_token = Setting("whatsapp_verify_token", "WHATSAPP_VERIFY_TOKEN",
+                           "the verify token typed in the app's webhook settings (GET handshake)")
     settings = (
-        Setting("whatsapp_app_secret", "WHATSAPP_APP_SECRET",
-                "the Meta app secret: checks X-Hub-Signature-256 on every webhook"),
-        Setting("whatsapp_verify_token", "WHATSAPP_VERIFY_TOKEN",
-                "the verify token you type in the app's webhook settings (GET handshake)"),
+        app_secret, verify_token,
         Setting("whatsapp_access_token", "WHATSAPP_ACCESS_TOKEN",
                 "the access token the worker sends replies with", role=SEND),
         Setting("whatsapp_phone_number_id", "WHATSAPP_PHONE_NUMBER_ID",
                 "the business phone number id replies are sent from", role=SEND),
     )
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
-                     config: Mapping[str, Any], dev: bool) -> None:
-        require_signature(config.get("whatsapp_app_secret"), body, headers.get(SIGNATURE_HEADER),
-                          prefix="sha256=", header=SIGNATURE_HEADER, env="WHATSAPP_APP_SECRET",
-                          dev=dev)
-
-    def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
-        return meta_verification(query, config.get("whatsapp_verify_token"),
-                                 env="WHATSAPP_VERIFY_TOKEN")
-
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
-        data = json_object(body, title=self.title)
-        if data.get("object") != "whatsapp_business_account":
-            raise not_this_format("object", 'expected "whatsapp_business_account"',
-                                  title=self.title)
-        entries = data.get("entry")
-        if not isinstance(entries, list):
-            raise not_this_format("entry", "expected a list", title=self.title)
+        entries = self.entries(body)
         found = Collector(self.channel)
         for e, entry in enumerate(entries):
             changes = entry.get("changes") if isinstance(entry, dict) else None
@@ -209,18 +188,18 @@ def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
     elif kind in MEDIA:
         media = _content(message, kind)
         text = media.get("caption")
-        attachments.add(MEDIA[kind], url=_text(media.get("url"), 4000),
-                        mime_type=_text(media.get("mime_type"), 200),
-                        title=_text(media.get("filename"), 2000))
+        attachments.add(MEDIA[kind], url=clipped(media.get("url"), 4000),
+                        mime_type=clipped(media.get("mime_type"), 200),
+                        title=clipped(media.get("filename"), 2000))
     elif kind == "location":
         location = _content(message, "location")
-        attachments.add("location", latitude=_number(location.get("latitude")),
-                        longitude=_number(location.get("longitude")),
-                        title=_text(location.get("name") or location.get("address"), 2000))
+        attachments.add("location", latitude=number(location.get("latitude")),
+                        longitude=number(location.get("longitude")),
+                        title=clipped(location.get("name") or location.get("address"), 2000))
     elif kind == "contacts":
         for card in message.get("contacts") if isinstance(message.get("contacts"), list) else ():
             card_name = _content(card, "name") if isinstance(card, dict) else {}
-            attachments.add("contact", title=_text(card_name.get("formatted_name"), 2000))
+            attachments.add("contact", title=clipped(card_name.get("formatted_name"), 2000))
     elif kind == "interactive":
         interactive = _content(message, "interactive")
         reply = _content(interactive, "button_reply") or _content(interactive, "list_reply")
@@ -234,19 +213,11 @@ def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
         text = _content(message, "order").get("text")
         attachments.add("other", title="order")
     else:  # unsupported, unknown or newer types: the contact still wrote
-        attachments.add("other", title=_text(kind, 40))
+        attachments.add("other", title=clipped(kind, 40))
     return Message(text=optional_text(text, f"{path}/text") or "", id=wamid,
                    postback=optional_text(postback, f"{path}/postback", limit=2000),
                    reply_to=optional_text(reply_to, f"{path}/context/id", limit=200),
                    attachments=attachments.as_tuple())
-
-
-def _text(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _referral(referral: dict[str, Any]) -> dict[str, Any]:
