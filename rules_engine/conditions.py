@@ -1,6 +1,7 @@
 """Condition trees (expressions combined with all / any / not), compiled once, evaluated per event."""
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,10 +34,17 @@ class Condition(Protocol):
         """True or False when the condition cannot depend on the event; None otherwise."""
 
 
+_PREVIEW = reprlib.Repr()  # keyword arguments only from Python 3.12 on
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxlong, _PREVIEW.maxother = 3, 70, 40, 70
+
+
 def _preview(value: Any) -> Any:
-    if isinstance(value, (bool, int, float)) or value is None:
+    """A short rendering of a value for the trace, bounded before it is built."""
+    if isinstance(value, (bool, float)) or value is None:
         return value
-    text = repr(value)
+    if isinstance(value, int):
+        return value if value.bit_length() <= 53 else f"<an integer of {value.bit_length()} bits>"
+    text = _PREVIEW.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

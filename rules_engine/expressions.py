@@ -1,17 +1,27 @@
 """Sandboxed expressions: parsed and checked once at load time, evaluated cheaply per event.
 
-Built on simpleeval, with its known gaps closed: power, multiplication, addition and
-shifts are replaced by operators that bound the size of their *result*; fields are read
-from the event context's mappings only (never Python attributes, never names starting
-with ``_``); only whitelisted functions can be called; comprehensions, lambdas and method
-calls are refused at load time. Each thread has its own evaluator over the shared trees,
-since a simpleeval evaluator keeps per-call state.
+Built on simpleeval, with its known gaps closed and a budget:
+
+- every value an expression builds is bounded before it is built: integers to
+  ``MAX_INT_BITS``; strings, and containers counted with everything nested in them
+  (``[[0]*100000]*100000`` counts 10^10), to ``MAX_VALUE_SIZE``; ``%`` formatting widths and
+  precisions, ``round``'s digits, ``str()`` of containers, ``min`` / ``max`` inputs;
+- each evaluation has a step budget and a time budget (``MAX_STEPS``,
+  ``MAX_EVALUATION_SECONDS``); load-time constant folding runs under the same budget;
+- fields are read from the event context's mappings only (never Python attributes, never
+  names starting with ``_``); only whitelisted functions can be called; comprehensions,
+  lambdas and method calls are refused at load time.
+
+Each thread has its own evaluator over the shared trees, since a simpleeval evaluator
+keeps per-call state.
 """
 from __future__ import annotations
 
 import ast
 import operator
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,8 +35,14 @@ from .errors import ExpressionError, did_you_mean
 MAX_EXPRESSION_LENGTH = 2_000
 MAX_NODES = 400
 MAX_STRING_LENGTH = 100_000
+MAX_VALUE_SIZE = 100_000  # characters and items, nested ones included
 MAX_INT_BITS = 4_096
 MAX_SHIFT = 4_096
+MAX_FORMAT_WIDTH = 200  # width and precision in ``'%10.2f' % x``
+MAX_ROUND_DIGITS = 100
+MAX_STEPS = 2_000
+MAX_EVALUATION_SECONDS = 0.02
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d*))?[a-zA-Z%]")
 
 
 class ExpressionRuntimeError(Exception):
@@ -46,6 +62,46 @@ def _sized(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
 
 
+_CONTAINERS = (str, bytes, list, tuple, set, frozenset, Mapping)
+
+
+def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
+    """Characters plus items, counting a nested container each time it appears (but walking
+    it once); the count stops a little past ``limit``."""
+    known: dict[int, int] = {}
+
+    def size(item: Any, depth: int) -> int:
+        if isinstance(item, (str, bytes)):
+            return len(item)
+        if not isinstance(item, _CONTAINERS):
+            return 0
+        if id(item) in known:
+            return known[id(item)]
+        if depth > 100:
+            raise ExpressionRuntimeError("a value nested more than 100 levels deep")
+        children = [*item.keys(), *item.values()] if isinstance(item, Mapping) else item
+        total = 1 + len(children)
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                total += size(child, depth + 1)
+                if total > limit:
+                    break
+        known[id(item)] = total
+        return total
+
+    return size(value, 0)
+
+
+def check_size(value: Any) -> Any:
+    """``value``, unless it is larger than the bound."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _check_int(value)
+    if isinstance(value, (str, bytes, list, tuple, set, frozenset, Mapping)):
+        if value_size(value) > MAX_VALUE_SIZE:
+            raise ExpressionRuntimeError(f"value larger than {MAX_VALUE_SIZE} characters and items")
+    return value
+
+
 def bounded_pow(base: Any, exponent: Any) -> Any:
     """``**`` whose result may not exceed the integer bound (checked before computing)."""
     if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
@@ -57,11 +113,13 @@ def bounded_pow(base: Any, exponent: Any) -> Any:
 
 
 def bounded_mul(left: Any, right: Any) -> Any:
-    """``*`` bounding repeated strings and lists, and integer products, before computing."""
+    """``*`` bounding repeated strings and lists (with what they hold), and integer products,
+    before computing."""
     for sequence, count in ((left, right), (right, left)):
-        size = _sized(sequence)
-        if size is not None and isinstance(count, int) and size * count > MAX_STRING_LENGTH:
-            raise ExpressionRuntimeError(f"repeated sequence over {MAX_STRING_LENGTH} items")
+        if _sized(sequence) is not None and isinstance(count, int) and count > 1:
+            if value_size(sequence) * count > MAX_VALUE_SIZE:
+                raise ExpressionRuntimeError(f"repeated sequence over {MAX_VALUE_SIZE} "
+                                             "characters and items")
     if isinstance(left, int) and isinstance(right, int):
         if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
             raise ExpressionRuntimeError(f"integer result over {MAX_INT_BITS} bits")
@@ -69,12 +127,45 @@ def bounded_mul(left: Any, right: Any) -> Any:
 
 
 def bounded_add(left: Any, right: Any) -> Any:
-    """``+`` bounding the length of concatenated strings and lists."""
-    left_size, right_size = _sized(left), _sized(right)
-    if left_size is not None and right_size is not None:
-        if left_size + right_size > MAX_STRING_LENGTH:
-            raise ExpressionRuntimeError(f"concatenation over {MAX_STRING_LENGTH} items")
+    """``+`` bounding concatenated strings and lists (with what they hold)."""
+    if _sized(left) is not None and _sized(right) is not None:
+        if value_size(left) + value_size(right) > MAX_VALUE_SIZE:
+            raise ExpressionRuntimeError(f"concatenation over {MAX_VALUE_SIZE} characters "
+                                         "and items")
     return _check_int(operator.add(left, right))
+
+
+def bounded_mod(left: Any, right: Any) -> Any:
+    """``%``: string formatting with bounded widths and precisions (no ``*``)."""
+    if isinstance(left, str):
+        for width, precision in _FORMAT_SPEC.findall(left):
+            if "*" in (width, precision):
+                raise ExpressionRuntimeError("'*' widths are not allowed in % formatting")
+            if max(len(width), len(precision)) > 3 or int(width or 0) > MAX_FORMAT_WIDTH \
+                    or int(precision or 0) > MAX_FORMAT_WIDTH:
+                raise ExpressionRuntimeError(f"% formatting wider than {MAX_FORMAT_WIDTH}")
+        return check_size(operator.mod(left, check_size(right)))
+    return operator.mod(left, right)
+
+
+def bounded_round(number: Any, digits: Any = None) -> Any:
+    """``round`` with at most ``MAX_ROUND_DIGITS`` digits either side of the point."""
+    if digits is not None and (not isinstance(digits, int) or abs(digits) > MAX_ROUND_DIGITS):
+        raise ExpressionRuntimeError(f"round() takes at most {MAX_ROUND_DIGITS} digits")
+    return round(number) if digits is None else round(number, digits)
+
+
+def bounded_extreme(pick: Callable[..., Any]) -> Callable[..., Any]:
+    """``min`` / ``max`` over a bounded input."""
+    def extreme(*values: Any) -> Any:
+        check_size(values)
+        return pick(*values)
+    return extreme
+
+
+def bounded_str(value: Any) -> str:
+    """``str()`` of a bounded value, whose text is bounded too."""
+    return check_size(str(check_size(value)))
 
 
 def bounded_lshift(left: Any, right: Any) -> Any:
@@ -90,7 +181,7 @@ OPERATORS: dict[type, Callable[..., Any]] = {
     ast.Mult: bounded_mul,
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+    ast.Mod: bounded_mod,
     ast.Pow: bounded_pow,
     ast.LShift: bounded_lshift,
     ast.RShift: operator.rshift,
@@ -154,11 +245,11 @@ def _make_functions(clock: Callable[[], datetime]) -> dict[str, Callable[..., An
         "len": len,
         "int": lambda v: _check_int(int(v)),
         "float": float,
-        "str": lambda v: str(_check_int(v)),
+        "str": bounded_str,
         "abs": abs,
-        "min": min,
-        "max": max,
-        "round": round,
+        "min": bounded_extreme(min),
+        "max": bounded_extreme(max),
+        "round": bounded_round,
         "minutes_since": since(60),
         "hours_since": since(3600),
         "days_since": since(86400),
@@ -172,11 +263,42 @@ FUNCTION_NAMES: frozenset[str] = frozenset(_make_functions(lambda: datetime.now(
 
 
 class _Sandbox(EvalWithCompoundTypes):  # type: ignore[misc]
-    """A simpleeval evaluator that reads fields only from mappings and calls only functions."""
+    """A simpleeval evaluator that reads fields only from mappings, calls only functions,
+    bounds the containers it builds and keeps to its step and time budget."""
 
     def __init__(self) -> None:
         self.now = datetime.now(timezone.utc)
+        self.steps = 0
+        self.deadline = 0.0
         super().__init__(operators=OPERATORS, functions=_make_functions(lambda: self.now), names={})
+
+    def start(self, context: Mapping[str, Any], now: datetime) -> None:
+        """Reset the budget for one evaluation."""
+        self.names = context
+        self.now = now
+        self.steps = 0
+        self.deadline = time.perf_counter() + MAX_EVALUATION_SECONDS
+
+    def _eval(self, node: ast.AST) -> Any:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise ExpressionRuntimeError(f"over the budget of {MAX_STEPS} steps")
+        if time.perf_counter() > self.deadline:
+            raise ExpressionRuntimeError(f"over the time budget of "
+                                         f"{MAX_EVALUATION_SECONDS * 1000:.0f} ms")
+        return super()._eval(node)
+
+    def _eval_list(self, node: ast.List) -> Any:
+        return check_size(super()._eval_list(node))
+
+    def _eval_tuple(self, node: ast.Tuple) -> Any:
+        return check_size(super()._eval_tuple(node))
+
+    def _eval_set(self, node: ast.Set) -> Any:
+        return check_size(super()._eval_set(node))
+
+    def _eval_dict(self, node: ast.Dict) -> Any:
+        return check_size(super()._eval_dict(node))
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if node.attr.startswith("_"):
@@ -342,6 +464,12 @@ class _YamlConstants(ast.NodeTransformer):
         return node
 
 
+def reads_context(tree: ast.AST) -> bool:
+    """Whether an expression reads any name other than the functions it calls."""
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return any(isinstance(node, ast.Name) and id(node) not in called for node in ast.walk(tree))
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledExpression:
     """A parsed, checked expression; ``evaluate`` is cheap and thread-safe."""
@@ -352,15 +480,14 @@ class CompiledExpression:
     def constant_value(self, *, now: datetime) -> Any:
         """The value when the expression reads no field (e.g. ``1 > 2``); raises
         ExpressionRuntimeError when it does, or when evaluating it fails."""
-        if any(isinstance(node, ast.Name) for node in ast.walk(self.tree)):
+        if reads_context(self.tree):
             raise ExpressionRuntimeError("the expression reads the event context")
         return self.evaluate({}, now=now)
 
     def evaluate(self, context: Mapping[str, Any], *, now: datetime) -> Any:
         """The expression's value over ``context``; raises ExpressionRuntimeError on failure."""
         sandbox = _sandbox()
-        sandbox.names = context
-        sandbox.now = now
+        sandbox.start(context, now)
         try:
             return sandbox.eval(self.source, previously_parsed=self.tree)
         except ExpressionRuntimeError:
@@ -393,4 +520,12 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
         raise ExpressionError(f"expression has more than {MAX_NODES} parts", hint="split it")
     module = _YamlConstants().visit(module)
     _Checker(roots).visit(module)
-    return CompiledExpression(source=stripped, tree=module.body)
+    compiled = CompiledExpression(source=stripped, tree=module.body)
+    if not reads_context(module):
+        try:  # it reads nothing from the event: fold it now, under the same budget
+            compiled.constant_value(now=datetime.now(timezone.utc))
+        except ExpressionRuntimeError as error:
+            raise ExpressionError(f"this expression always fails: {error}", column=1,
+                                  hint="it reads no event field, so it fails for every event; "
+                                       "fix or remove it") from None
+    return compiled
