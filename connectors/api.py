@@ -11,7 +11,15 @@ from rules_engine import RulesEngineError, outbox, queries
 from rules_engine.events import parse_event
 
 from .auth import require_bearer
-from .http import ApiError, engine, from_engine_error, json_body, run_events
+from .http import (
+    MAX_DATABASE_ID,
+    ApiError,
+    engine,
+    from_engine_error,
+    json_body,
+    run_events,
+    whole_number_parameter,
+)
 from .http import settings as app_settings
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -63,7 +71,7 @@ def _with_conversation(result: dict[str, Any], conversation_id: int | None) -> d
     return result
 
 
-@blueprint.post("/contacts/<int:contact_id>/conversations")
+@blueprint.post("/contacts/<id:contact_id>/conversations")
 def open_conversation(contact_id: int) -> Any:
     """Open a conversation for the contact by hand (source ``user``); a no-op if one is open."""
     body = _command_body("open")
@@ -74,7 +82,7 @@ def open_conversation(contact_id: int) -> Any:
     return jsonify(_with_conversation(result, result["conversation_id"])), 201 if opened else 200
 
 
-@blueprint.post("/conversations/<int:conversation_id>/close")
+@blueprint.post("/conversations/<id:conversation_id>/close")
 def close_conversation(conversation_id: int) -> Any:
     """Close a conversation by hand (source ``user``), with an optional note."""
     body = _command_body("close")
@@ -85,12 +93,13 @@ def close_conversation(conversation_id: int) -> Any:
     return jsonify(_with_conversation(result, conversation_id))
 
 
-@blueprint.post("/contacts/<int:primary_id>/merge")
+@blueprint.post("/contacts/<id:primary_id>/merge")
 def merge_contacts(primary_id: int) -> Any:
     """Merge ``secondary_id`` into this contact; the secondary's open conversation closes."""
     body = _command_body("merge")
     secondary = body.get("secondary_id")
-    if not isinstance(secondary, int) or isinstance(secondary, bool) or secondary < 1:
+    if not isinstance(secondary, int) or isinstance(secondary, bool) \
+            or not 1 <= secondary <= MAX_DATABASE_ID:
         raise ApiError(400, "invalid_body", "`secondary_id` must be a contact id", path="secondary_id")
     result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
                            "secondary_contact_id": secondary, "actor": body["user"]})
@@ -106,13 +115,13 @@ def find_contacts() -> Any:
     return jsonify(queries.find_contacts(engine().store, channel, external_id))
 
 
-@blueprint.get("/contacts/<int:contact_id>/conversations")
+@blueprint.get("/contacts/<id:contact_id>/conversations")
 def contact_conversations(contact_id: int) -> Any:
     """A contact's conversations, oldest first."""
     return jsonify(queries.contact_conversations(engine().store, contact_id))
 
 
-@blueprint.get("/conversations/<int:conversation_id>")
+@blueprint.get("/conversations/<id:conversation_id>")
 def get_conversation(conversation_id: int) -> Any:
     """One conversation."""
     return jsonify(queries.conversation(engine().store, conversation_id).to_dict())
@@ -127,18 +136,16 @@ def event_trace(event_id: str) -> Any:
 @blueprint.get("/outbox")
 def outbox_rows() -> Any:
     """Outbound calls: ``?status=pending|delivered|dead&limit=100``."""
-    limit = request.args.get("limit", "100")
-    if not limit.isdigit():
-        raise ApiError(400, "invalid_parameter", "limit must be a whole number", path="limit")
+    limit = whole_number_parameter("limit", default=100, least=1, most=1000)
     try:
         rows = outbox.list_outbound(engine().store, status=request.args.get("status"),
-                                    limit=int(limit))
+                                    limit=limit)
     except RulesEngineError as error:
         raise from_engine_error(error) from None
     return jsonify(rows)
 
 
-@blueprint.post("/outbox/<int:outbox_id>/retry")
+@blueprint.post("/outbox/<id:outbox_id>/retry")
 def retry_outbound(outbox_id: int) -> Any:
     """Send a dead-lettered call again."""
     outbox.requeue(engine().store, outbox_id)

@@ -5,8 +5,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter, ValidationError
 
 from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
 
@@ -14,6 +15,36 @@ from .config import Settings
 from .decoding import decode_json
 from .errors import ApiError
 from .observability import record_event, record_rejection
+
+
+MAX_DATABASE_ID = 2_147_483_647  # ids are the databases' INTEGER
+
+
+class DatabaseIdConverter(BaseConverter):
+    """``<id:name>`` in a route: a whole number that can be a database id, else 404."""
+
+    regex = r"[1-9][0-9]{0,9}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_DATABASE_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+def whole_number_parameter(name: str, *, default: int, least: int, most: int) -> int:
+    """A query-string parameter that must be a whole number in ``[least, most]``; 400 else."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) \
+            or not least <= int(text) <= most:
+        raise ApiError(400, "invalid_parameter",
+                       f"{name} must be a whole number from {least} to {most}", path=name)
+    return int(text)
 
 
 def engine() -> Engine:
@@ -27,8 +58,25 @@ def settings() -> Settings:
 
 
 def raw_body() -> bytes:
-    """The request body as bytes (the size limit is enforced by MAX_CONTENT_LENGTH)."""
-    return request.get_data(cache=True)
+    """The request body as bytes, read once; 413 past ``MAX_CONTENT_LENGTH``, whether the
+    client sent a Content-Length or a chunked body."""
+    body = g.get("raw_body")
+    if body is None:
+        body = g.raw_body = _read_body()
+    return body
+
+
+def _read_body() -> bytes:
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=True)  # Werkzeug refuses a Content-Length over the limit
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    stream, chunks, size = request.environ["wsgi.input"], [], 0
+    while chunk := stream.read(65536):  # a chunked body: count it as it arrives
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def require_json_content_type() -> None:

@@ -23,9 +23,13 @@ RANGE_PRESETS = (7, 30, 90)
 blueprint = Blueprint("reports", __name__, template_folder="templates")
 
 
-def _report_query(now: datetime) -> Any:
+DASHBOARD_MAX_DAYS = 1_100  # the dashboard draws a bar per day
+
+
+def _report_query(now: datetime, *, max_days: int | None = None, **overrides: str) -> Any:
     try:
-        return parse_report_query(request.args.to_dict(), now=now)
+        return parse_report_query({**request.args.to_dict(), **overrides}, now=now,
+                                  max_days=max_days)
     except RulesEngineError as error:
         raise from_engine_error(error) from None
 
@@ -86,11 +90,10 @@ def dashboard() -> Any:
     if refused is not None:
         return refused
     now = datetime.now(timezone.utc)
-    query = _report_query(now)
+    query = _report_query(now, max_days=DASHBOARD_MAX_DAYS)
     store = engine().store
     totals = conversation_report(store, query, now=now)
-    by_user = conversation_report(store, parse_report_query(
-        {**request.args.to_dict(), "by": GroupBy.USER.value}, now=now), now=now)
+    by_user = conversation_report(store, _report_query(now, by=GroupBy.USER.value), now=now)
     per_day = closed_per_day(store, query)
     day_chart = bar_chart([(d["day"][5:], d["closed"]) for d in per_day],
                           title="Closed conversations per day", test_id="chart-closed-per-day",

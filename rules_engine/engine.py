@@ -13,11 +13,12 @@ from .context import build_context
 from .errors import EventError, NotFoundError
 from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
-from .model import COMMAND_TYPES, TRIGGER_TYPES, Event, EventType
+from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
 from .store import Store, StoreTx
 
 DEFAULT_MAX_DEPTH = 5
+MAX_MERGE_HOPS = 16
 
 
 def utc_now() -> datetime:
@@ -70,20 +71,20 @@ class _Run:
         self.conversation_id: int | None = None
 
     def resolve_contact(self) -> int:
-        """The event's contact id; a contact never seen before is created."""
+        """The event's contact id, its row locked for the transaction (so events for one
+        contact apply one after another, across processes); a contact merged away is
+        followed to the one it was merged into; a contact never seen before is created."""
         ref, event = self.event.contact, self.event
         if ref.id is not None:
-            contact = self.tx.get_contact(ref.id)
+            merging = event.type is EventType.MERGE_CONTACTS  # the merge locks both, in order
+            contact = self.tx.get_contact(ref.id, lock=not merging)
             if contact is None:
                 raise NotFoundError(f"contact {ref.id} does not exist", path="contact/id")
-            while contact.merged_into is not None:
-                contact = self.tx.get_contact(contact.merged_into)
-                assert contact is not None
-            return contact.id
+            return contact.id if merging else self.follow_merges(contact).id
         if ref.external_id is not None:
-            found = self.tx.find_contact_by_identity(event.channel, ref.external_id)
+            found = self.tx.find_contact_by_identity(event.channel, ref.external_id, lock=True)
             if found is not None:
-                return found.id
+                return self.follow_merges(found).id
             if event.type in COMMAND_TYPES:
                 raise NotFoundError(
                     f"no contact has {event.channel} id '{ref.external_id}'",
@@ -99,14 +100,29 @@ class _Run:
                                      "detail": f"created contact {contact.id}"})
                 self.queue.append(_Pending(
                     Fact(EventType.CONTACT_CREATED, contact.id, event.channel), 1))
-            return contact.id
+            return self.follow_merges(self.tx.get_contact(contact.id, lock=True) or contact).id
         if event.conversation_id is not None:
             conversation = self.tx.get_conversation(event.conversation_id)
             if conversation is None:
                 raise NotFoundError(f"conversation {event.conversation_id} does not exist",
                                     path="conversation_id")
+            self.tx.get_contact(conversation.contact_id, lock=True)
             return conversation.contact_id
         raise EventError("the event names no contact", path="contact")
+
+    def follow_merges(self, contact: Contact) -> Contact:
+        """The contact a merged-away contact now lives on (locked), at most MAX_MERGE_HOPS
+        merges away; a cycle (which merges refuse to make) is an error, never a loop."""
+        seen = {contact.id}
+        while contact.merged_into is not None:
+            following = self.tx.get_contact(contact.merged_into, lock=True)
+            if following is None or following.id in seen or len(seen) > MAX_MERGE_HOPS:
+                raise EventError(f"contact {contact.id} was merged into a contact that cannot "
+                                 "be followed", path="contact",
+                                 hint="repair the contacts' merged_into chain")
+            seen.add(following.id)
+            contact = following
+        return contact
 
     def record(self, outcomes: list[Outcome], depth: int) -> list[dict[str, Any]]:
         lines = []

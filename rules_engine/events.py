@@ -19,17 +19,26 @@ def _event_validator() -> Draft202012Validator:
     return Draft202012Validator(load_schema("event"))
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
 def parse_timestamp(value: str) -> datetime:
-    """An ISO 8601 timestamp with a time zone (``Z`` accepted), as an aware UTC datetime."""
+    """An ISO 8601 timestamp with a time zone (``Z`` accepted), as an aware UTC datetime
+    between the years 1970 and 2200."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise EventError(f"'{value}' is not an ISO 8601 timestamp", path="timestamp",
+        if moment.tzinfo is None:
+            raise EventError("timestamp has no time zone", path="timestamp",
+                             hint="add Z or an offset, e.g. 2026-11-25T10:00:00Z")
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise EventError(f"'{value[:60]}' is not an ISO 8601 timestamp", path="timestamp",
                          hint="e.g. 2026-11-25T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise EventError("timestamp has no time zone", path="timestamp",
-                         hint="add Z or an offset, e.g. 2026-11-25T10:00:00Z")
-    return moment.astimezone(timezone.utc)
+    if not EARLIEST <= moment < LATEST:
+        raise EventError(f"'{value[:60]}' is outside the years 1970 to 2200", path="timestamp",
+                         hint="e.g. 2026-11-25T10:00:00Z")
+    return moment
 
 
 def parse_event(

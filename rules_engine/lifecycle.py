@@ -177,12 +177,24 @@ class Lifecycle:
         """Merge the secondary contact into the primary; its open conversation closes."""
         if primary_id == secondary_id:
             raise EventError("a contact cannot be merged into itself")
-        secondary = self.tx.get_contact(secondary_id)
+        locked = self.tx.lock_contacts([primary_id, secondary_id])  # in id order: never crossed
+        primary, secondary = locked.get(primary_id), locked.get(secondary_id)
+        if primary is None:
+            raise NotFoundError(f"contact {primary_id} does not exist", path="contact/id")
         if secondary is None:
-            raise NotFoundError(f"contact {secondary_id} does not exist")
-        if secondary.merged_into is not None:
+            raise NotFoundError(f"contact {secondary_id} does not exist",
+                                path="secondary_contact_id")
+        if secondary.merged_into == primary_id:
             return [Outcome("merge_contacts", False,
-                            f"contact {secondary_id} was already merged into {secondary.merged_into}")]
+                            f"contact {secondary_id} was already merged into {primary_id}")]
+        if primary.merged_into is not None:
+            raise EventError(f"contact {primary_id} was merged into contact "
+                             f"{primary.merged_into}; it cannot take another contact",
+                             path="contact/id", hint=f"merge into contact {primary.merged_into}")
+        if secondary.merged_into is not None:
+            raise EventError(f"contact {secondary_id} was already merged into contact "
+                             f"{secondary.merged_into}", path="secondary_contact_id",
+                             hint=f"merge contact {secondary.merged_into} instead")
         closed = self.close(secondary_id, source=CloseSource.CONTACT_MERGE, actor=actor)
         self.tx.merge_contacts(primary_id, secondary_id)
         merged_fact = Fact(EventType.CONTACTS_MERGED, primary_id, None, None,

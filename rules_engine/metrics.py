@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 from .errors import EventError
+from .events import EARLIEST, LATEST
 from .store import Store
 from .store.tables import conversations as c
 
@@ -266,33 +267,48 @@ def closed_per_day(store: Store, query: ReportQuery) -> list[dict[str, Any]]:
 
 
 def _parse_bound(value: str, name: str, *, end_of_day: bool) -> datetime:
-    """``2026-11-01`` (a whole UTC day) or an ISO 8601 timestamp with a time zone."""
+    """``2026-11-01`` (a whole UTC day) or an ISO 8601 timestamp with a time zone, between
+    the years 1970 and 2200."""
     text = value.strip()
     try:
         if len(text) == 10:
             day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-            return day + timedelta(days=1) if end_of_day else day
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise EventError(f"'{value}' is not a date or timestamp", path=name,
+            moment = day + timedelta(days=1) if end_of_day else day
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise EventError(f"'{value}' has no time zone", path=name,
+                                 hint="add Z or an offset")
+            moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise EventError(f"'{value[:60]}' is not a date or timestamp", path=name,
                          hint="e.g. 2026-11-01 or 2026-11-01T08:00:00Z") from None
-    if moment.tzinfo is None:
-        raise EventError(f"'{value}' has no time zone", path=name, hint="add Z or an offset")
-    return moment.astimezone(timezone.utc)
+    if not EARLIEST <= moment <= LATEST:
+        raise EventError(f"'{value[:60]}' is outside the years 1970 to 2200", path=name,
+                         hint="e.g. 2026-11-01")
+    return moment
 
 
-def parse_report_query(params: Mapping[str, str | None], *, now: datetime) -> ReportQuery:
+def parse_report_query(params: Mapping[str, str | None], *, now: datetime,
+                       max_days: int | None = None) -> ReportQuery:
     """A ReportQuery from text parameters (CLI flags, query string).
 
     ``since`` / ``until`` take a date (``until`` then includes that whole day) or a timestamp;
-    by default the last 30 days. ``by`` is a GroupBy; ``user``, ``team``, ``channel``,
-    ``open_source`` and ``close_source`` filter.
+    by default the last 30 days; ``since`` must come before ``until``, and the range may
+    span at most ``max_days`` when given. ``by`` is a GroupBy; ``user``, ``team``,
+    ``channel``, ``open_source`` and ``close_source`` filter.
     """
     default_since, default_until = default_range(now)
     since = (_parse_bound(params["since"], "since", end_of_day=False)
              if params.get("since") else default_since)
     until = (_parse_bound(params["until"], "until", end_of_day=True)
              if params.get("until") else default_until)
+    if since >= until:
+        raise EventError("since must come before until", path="since",
+                         hint="e.g. since=2026-11-01&until=2026-11-30")
+    if max_days is not None and until - since > timedelta(days=max_days):
+        raise EventError(f"a range of more than {max_days} days", path="until",
+                         hint=f"choose at most {max_days} days")
     by_text = params.get("by") or "none"
     try:
         by = GroupBy(by_text)

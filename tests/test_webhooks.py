@@ -97,7 +97,7 @@ def test_openapi_describes_every_route_and_only_those(app, client):
                   for method in item if method != "parameters"}
     served = set()
     for rule in app.url_map.iter_rules():
-        path = rule.rule.replace("<int:", "{").replace("<path:", "{").replace("<", "{").replace(">", "}")
+        path = rule.rule.replace("<id:", "{").replace("<path:", "{").replace("<", "{").replace(">", "}")
         served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert documented == served
     for schema in document["components"]["schemas"].values():

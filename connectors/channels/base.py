@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from rules_engine import Event
+from rules_engine.events import EARLIEST, LATEST  # a platform's clock is never outside
 
 from ..auth import require_configured, require_signature
 from ..decoding import decode_json
@@ -25,8 +26,6 @@ from ..errors import ApiError
 
 MAX_ID_LENGTH = 150  # event ids are "<channel>:<id>" and must fit the ledger's 200
 MAX_NAME_LENGTH = 200
-# Timestamps outside these years are not a platform's clock: the item is refused.
-EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
 WEBHOOK, SEND, OPTION = "webhook", "send", "option"

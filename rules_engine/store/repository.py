@@ -12,6 +12,11 @@ from ..model import CloseSource, Contact, Conversation, OpenSource
 from . import tables as t
 
 
+class ConversationRace(Exception):
+    """A concurrent transaction changed the contact's open conversation under this one; the
+    unit of work runs again (``Store.run``)."""
+
+
 def _contact(row: RowMapping) -> Contact:
     return Contact(
         id=row["id"], name=row["name"], created_at=row["created_at"], merged_into=row["merged_into"]
@@ -101,15 +106,27 @@ class StoreTx:
 
     # -- contacts -----------------------------------------------------------------
 
-    def get_contact(self, contact_id: int) -> Contact | None:
-        row = (
-            self.connection.execute(select(t.contacts).where(t.contacts.c.id == contact_id))
-            .mappings()
-            .first()
-        )
+    def get_contact(self, contact_id: int, *, lock: bool = False) -> Contact | None:
+        """The contact; with ``lock``, its row stays locked until the transaction ends
+        (PostgreSQL ``FOR UPDATE``; SQLite's write lock already covers the transaction)."""
+        statement = select(t.contacts).where(t.contacts.c.id == contact_id)
+        if lock:
+            statement = statement.with_for_update()
+        row = self.connection.execute(statement).mappings().first()
         return _contact(row) if row else None
 
-    def find_contact_by_identity(self, channel: str, external_id: str) -> Contact | None:
+    def lock_contacts(self, contact_ids: list[int]) -> dict[int, Contact]:
+        """Lock several contacts' rows, always in id order (so two transactions locking the
+        same contacts never wait for each other in a cycle)."""
+        rows = self.connection.execute(
+            select(t.contacts).where(t.contacts.c.id.in_(sorted(set(contact_ids))))
+            .order_by(t.contacts.c.id).with_for_update()
+        ).mappings()
+        return {row["id"]: _contact(row) for row in rows}
+
+    def find_contact_by_identity(self, channel: str, external_id: str, *,
+                                 lock: bool = False) -> Contact | None:
+        """The contact that holds this channel identity (locked with ``lock``)."""
         statement = (
             select(t.contacts)
             .join(t.contact_identities, t.contact_identities.c.contact_id == t.contacts.c.id)
@@ -118,6 +135,8 @@ class StoreTx:
                 t.contact_identities.c.external_id == external_id,
             )
         )
+        if lock:
+            statement = statement.with_for_update(of=t.contacts)
         row = self.connection.execute(statement).mappings().first()
         return _contact(row) if row else None
 
@@ -293,7 +312,8 @@ class StoreTx:
             index_where=t.conversations.c.closed_at.is_(None),
         )
         conversation = self.open_conversation_of(contact_id)
-        assert conversation is not None, "no open conversation after an open"
+        if conversation is None:  # the open one that blocked the insert closed meanwhile
+            raise ConversationRace(f"contact {contact_id}'s open conversation closed during an open")
         return conversation, inserted == 1
 
     def close_conversation(

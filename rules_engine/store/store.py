@@ -15,11 +15,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from ..errors import RulesEngineError
-from .repository import StoreTx
+from ..errors import EventError, RulesEngineError
+from .repository import ConversationRace, StoreTx
 
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
 T = TypeVar("T")
@@ -48,7 +48,9 @@ def _configure_sqlite(engine: Engine) -> None:
 _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
-def _is_transient(error: OperationalError) -> bool:
+def _is_transient(error: OperationalError | ConversationRace) -> bool:
+    if isinstance(error, ConversationRace):
+        return True
     sqlstate = getattr(error.orig, "sqlstate", None)
     return sqlstate in _TRANSIENT_SQLSTATES or "database is locked" in str(error.orig)
 
@@ -127,9 +129,16 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[StoreTx]:
-        """A unit of work: commits when the block ends normally, rolls back on any exception."""
-        with self.engine.begin() as connection:
-            yield StoreTx(connection, self.dialect)
+        """A unit of work: commits when the block ends normally, rolls back on any exception.
+
+        A value the database cannot hold (a text longer than its column, a number out of its
+        range) is an EventError: the input was wrong, and nothing was written."""
+        try:
+            with self.engine.begin() as connection:
+                yield StoreTx(connection, self.dialect)
+        except DataError as error:
+            raise EventError(f"a value does not fit the database: {error.orig}"[:300],
+                             hint="shorten the text or use a smaller number") from None
 
     def run(self, work: Callable[[StoreTx], T], *, attempts: int = 6) -> T:
         """``work`` in a unit of work, run again when the database reports a transient
@@ -138,7 +147,7 @@ class Store:
             try:
                 with self.transaction() as tx:
                     return work(tx)
-            except OperationalError as error:
+            except (OperationalError, ConversationRace) as error:
                 if attempt == attempts or not _is_transient(error):
                     raise
                 time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
