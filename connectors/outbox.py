@@ -1,8 +1,9 @@
 """Delivering the outbox: ``rules-engine worker`` claims due rows and makes the HTTP calls.
 
-At least once: a row is leased before delivery; a worker killed mid-delivery leaves the lease
-to expire and another worker delivers it again, with the same ``Idempotency-Key`` so the
-receiver can drop the repeat. A delivered row is never sent again. Failures are retried with
+At least once: a row is leased just before its own delivery, for longer than the HTTP
+timeout, so a slow receiver never causes a second send; only a worker killed mid-delivery
+leaves the lease to expire, and then another worker delivers it again with the same
+``Idempotency-Key`` so the receiver can drop the repeat. A delivered row is never sent again. Failures are retried with
 exponential backoff and jitter; after ``max_attempts``, or at once on a 4xx that retrying
 cannot fix, the row is dead-lettered (``GET /api/outbox?status=dead``).
 """
@@ -97,6 +98,9 @@ class OutboxWorker:
     def __init__(self, store: Store, *, worker_id: str, lease_seconds: float = 30,
                  max_attempts: int = 8, batch: int = 10, timeout: float = 10,
                  backoff_seconds: float = 2, environ: Mapping[str, str] | None = None) -> None:
+        if lease_seconds <= timeout:
+            raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
+                             f"timeout ({timeout} s), or a slow call could be sent twice")
         self.store = store
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease_seconds)
@@ -107,13 +111,18 @@ class OutboxWorker:
         self.environ = os.environ if environ is None else environ
 
     def run_once(self) -> int:
-        """Deliver one batch of due rows; returns how many rows were claimed."""
-        now = datetime.now(timezone.utc)
-        rows = self.store.run(lambda tx: tx.claim_outbound(
-            worker=self.worker_id, now=now, lease_until=now + self.lease, limit=self.batch))
-        for row in rows:
-            self._deliver(row)
-        return len(rows)
+        """Deliver up to ``batch`` due rows, each claimed just before its own delivery (so a
+        lease always covers the call it was taken for); returns how many were claimed."""
+        claimed = 0
+        while claimed < self.batch:
+            now = datetime.now(timezone.utc)
+            rows = self.store.run(lambda tx: tx.claim_outbound(
+                worker=self.worker_id, now=now, lease_until=now + self.lease, limit=1))
+            if not rows:
+                break
+            self._deliver(rows[0])
+            claimed += 1
+        return claimed
 
     def _deliver(self, row: Mapping[str, Any]) -> None:
         try:
@@ -160,9 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = Store(args.database_url) if args.database_url else Store()
     name = f"{socket.gethostname()}:{os.getpid()}"
-    workers = [OutboxWorker(store, worker_id=f"{name}:{n}", lease_seconds=args.lease,
-                            max_attempts=args.max_attempts, timeout=args.timeout)
-               for n in range(args.threads)]
+    try:
+        workers = [OutboxWorker(store, worker_id=f"{name}:{n}", lease_seconds=args.lease,
+                                max_attempts=args.max_attempts, timeout=args.timeout)
+                   for n in range(args.threads)]
+    except ValueError as error:
+        parser.error(str(error))
     if args.once:
         while sum(worker.run_once() for worker in workers):
             pass

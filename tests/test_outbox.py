@@ -196,8 +196,35 @@ def start_worker(database_url: str, url: str, lease: float) -> subprocess.Popen:
     env = {**os.environ, **environ_for(url)}
     return subprocess.Popen(
         [sys.executable, "-m", "rules_engine.cli", "--database-url", database_url, "worker",
-         "--threads", "2", "--lease", str(lease), "--poll", "0.1", "--timeout", "30"],
+         "--threads", "2", "--lease", str(lease), "--poll", "0.1", "--timeout", str(lease * 0.8)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_slow_receiver_and_a_short_lease_never_cause_a_second_send(make_engine, store,
+                                                                      database_url):
+    """Two worker processes of two threads, a receiver taking 0.3 s per call and a 1 s lease:
+    a batch would outlive its lease, but each row is claimed just before its own call."""
+    with receiving(lambda d, n: (200, {}, 0.3)) as receiver:
+        engine = make_engine(rules_for(receiver.url))
+        for n in range(40):
+            engine.process(crm_event(receiver.url, n))
+        workers = [start_worker(database_url, receiver.url, lease=1) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 60
+            while len(rows(store, "delivered")) < 40 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            for process in workers:
+                process.send_signal(signal.SIGTERM)
+            for process in workers:
+                process.wait(20)
+    assert len(rows(store, "delivered")) == 40
+    assert len(receiver.deliveries) == 40 and set(receiver.keys().values()) == {1}
+
+
+def test_a_lease_shorter_than_the_http_timeout_is_refused(store):
+    with pytest.raises(ValueError, match="must be longer than the HTTP timeout"):
+        OutboxWorker(store, worker_id="w", lease_seconds=5, timeout=10)
 
 
 def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, store, database_url):
