@@ -9,10 +9,10 @@ from flask import Blueprint, jsonify, request
 
 from rules_engine import RulesEngineError, outbox, queries
 from rules_engine.events import parse_event
+from rules_engine.model import MAX_ID
 
 from .auth import require_bearer
 from .http import (
-    MAX_DATABASE_ID,
     ApiError,
     engine,
     from_engine_error,
@@ -99,7 +99,7 @@ def merge_contacts(primary_id: int) -> Any:
     body = _command_body("merge")
     secondary = body.get("secondary_id")
     if not isinstance(secondary, int) or isinstance(secondary, bool) \
-            or not 1 <= secondary <= MAX_DATABASE_ID:
+            or not 1 <= secondary <= MAX_ID:
         raise ApiError(400, "invalid_body", "`secondary_id` must be a contact id", path="secondary_id")
     result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
                            "secondary_contact_id": secondary, "actor": body["user"]})

@@ -10,14 +10,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
 from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
+from rules_engine.model import MAX_ID
 
 from .config import Settings
 from .decoding import decode_json
 from .errors import ApiError
 from .observability import record_event, record_rejection
-
-
-MAX_DATABASE_ID = 2_147_483_647  # ids are the databases' INTEGER
 
 
 class DatabaseIdConverter(BaseConverter):
@@ -27,7 +25,7 @@ class DatabaseIdConverter(BaseConverter):
 
     def to_python(self, value: str) -> int:
         number = int(value)
-        if number > MAX_DATABASE_ID:
+        if number > MAX_ID:
             raise ValidationError()
         return number
 

@@ -9,7 +9,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
 from rules_engine import RulesEngineError
-from rules_engine.metrics import GroupBy, closed_per_day, conversation_report, parse_report_query
+from rules_engine.metrics import (
+    GroupBy,
+    closed_per_day,
+    conversation_report,
+    parse_report_query,
+)
 from rules_engine.report_format import duration, to_csv
 
 from .auth import require_bearer

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .errors import RulesEngineError, RuleValidationError, RuleWarning
 from .channels import welcome_channels
+from .errors import RulesEngineError, RuleValidationError, RuleWarning
 from .model import CHANNEL_INPUT_TYPES, EventType
 from .rules import Rule
 

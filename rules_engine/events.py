@@ -8,11 +8,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .errors import EventError
 from .channels import welcome_channels
+from .errors import EventError
 from .model import ContactRef, Event, EventType, Message
 from .schema import load_schema
 from .schema_errors import explain
+
 
 @cache
 def _event_validator() -> Draft202012Validator:

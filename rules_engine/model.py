@@ -6,6 +6,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Mapping
 
+MAX_ID = 2_147_483_647  # ids of contacts, conversations, outbox rows: the databases' INTEGER
+
 
 class OpenSource(StrEnum):
     """The four ways a conversation opens (product document, "Opening a Conversation")."""

@@ -30,10 +30,9 @@ from typing import Any
 
 from rules_engine import Event, EventType
 from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
-from rules_engine.model import ContactRef, Message
+from rules_engine.model import MAX_ID, ContactRef, Message
 
 from ..auth import basic_credentials_match, require_bearer
-from ..decoding import INT64
 from ..errors import ApiError
 from .base import (
     MAX_ID_LENGTH,
@@ -136,7 +135,7 @@ def _contact(payload: dict[str, Any], source: str | None, context_params: dict[s
              session_id: str) -> tuple[ContactRef, str]:
     contact_id = payload.get("contact_id")
     if isinstance(contact_id, int) and not isinstance(contact_id, bool):
-        if not 0 < contact_id <= INT64[1]:
+        if not 0 < contact_id <= MAX_ID:
             raise ApiError(422, "invalid_event", "contact_id is not a contact's id",
                            path="payload/contact_id")
         return ContactRef(id=contact_id), str(payload.get("channel") or "dialogflow")[:40]
