@@ -32,11 +32,8 @@ def start_server(database_url: str, workers: int, log_path: Path, *,
     port = free_port()
     variables = settings_environment().values()
     environment = {k: v for k, v in os.environ.items() if k not in variables}
-    environment.update({
-        "RULES_ENGINE_API_TOKEN": p.SECRETS["api_token"],
-        "FACEBOOK_APP_SECRET": p.SECRETS["facebook_app_secret"],
-        "RULES_ENGINE_WEBHOOK_SECRET": p.SECRETS["webhook_secret"],
-    })
+    names = settings_environment()
+    environment.update({names[name]: value for name, value in p.SECRETS.items()})
     process = subprocess.Popen(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(rules_dir),
          "--database-url", database_url, "serve",

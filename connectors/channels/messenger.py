@@ -231,7 +231,7 @@ def _attachments(value: Any, path: str) -> tuple[dict[str, Any], ...]:
     for n, attachment in enumerate(value if isinstance(value, list) else ()):
         attachment = mapping(attachment, f"{path}/{n}")
         payload = attachment.get("payload") if isinstance(attachment.get("payload"), dict) else {}
-        kind = ATTACHMENT_TYPES.get(attachment.get("type"), "other")
+        kind = ATTACHMENT_TYPES.get(str(attachment.get("type")), "other")
         if payload.get("sticker_id") is not None:
             kind = "sticker"
         coordinates = payload.get("coordinates") if isinstance(payload.get("coordinates"), dict) else {}

@@ -147,6 +147,8 @@ def _sender(message: dict[str, Any], path: str) -> str:
 
 def _message(found: Collector, message: dict[str, Any], path: str, names: dict[str, str]) -> None:
     kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ItemError(f"{path}/type", "expected the message type")
     if kind == "system":
         return found.skip(path, "system", "a system notice, not the contact writing")
     if kind == "reaction" and not _content(message, "reaction").get("emoji"):
@@ -178,7 +180,7 @@ def _content(message: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
-    kind = message.get("type")
+    kind = message["type"]
     attachments = Attachments()
     text: Any = None
     postback: Any = None
