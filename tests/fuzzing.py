@@ -168,12 +168,26 @@ def mutate_url(path: str, rng: random.Random) -> str:
     return "/".join(parts).replace("/?", "?")
 
 
+TYPE_SWAPS = ["{}", "[]", "1", "-1", "null", "true", '""', '"x"', '{"a": 1}', '[1, "a"]']
+
+
+def places_by_name(body: Any) -> dict[str, list[tuple[str | int, ...]]]:
+    """Every place of ``body`` grouped by its key's name (so that a rare key such as
+    ``type`` is picked as often as a frequent one such as ``id``)."""
+    grouped: dict[str, list[tuple[str | int, ...]]] = {}
+    for place in paths(body):
+        grouped.setdefault(str(place[-1]) if place else "", []).append(place)
+    return grouped
+
+
 def random_mutations(body: Any, rng: random.Random, *, most: int = 3) -> list[Mutation]:
     """Up to ``most`` mutations at random places of ``body`` (for the campaign)."""
-    places = list(paths(body))
+    grouped = places_by_name(body)
+    names = sorted(grouped)
     mutations = []
     for _ in range(rng.randint(1, most)):
-        path = rng.choice(places)
+        path = rng.choice(grouped[rng.choice(names)])
         kind = rng.choices(["replace", "delete", "duplicate"], weights=[8, 1, 1])[0]
-        mutations.append(Mutation(kind, path, rng.choice(HOSTILE) if kind == "replace" else ""))
+        raw = rng.choice(HOSTILE if rng.random() < 0.6 else TYPE_SWAPS)
+        mutations.append(Mutation(kind, path, raw if kind == "replace" else ""))
     return mutations

@@ -21,7 +21,7 @@ from . import fuzzing
 from . import webhook_payloads as p
 
 BODIES = fuzzing.channel_bodies() + fuzzing.event_bodies()
-FUZZ = settings(max_examples=600, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=1000, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -54,15 +54,19 @@ def invariants_hold(app) -> None:
 
 
 def mutations_of(body) -> st.SearchStrategy[list[fuzzing.Mutation]]:
-    places = list(fuzzing.paths(body))
-    raw = st.one_of(st.sampled_from(fuzzing.HOSTILE),
+    """Mutations at places picked by their key's name first (so a rare key such as ``type``
+    is as likely as ``id``), with raw JSON from the hostile list, type swaps or any JSON."""
+    by_name = fuzzing.places_by_name(body)
+    names = sorted(by_name)
+    place = st.sampled_from(names).flatmap(lambda name: st.sampled_from(by_name[name]))
+    raw = st.one_of(st.sampled_from(fuzzing.HOSTILE), st.sampled_from(fuzzing.TYPE_SWAPS),
                     st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20)
                                  | st.floats(allow_nan=True, allow_infinity=True),
                                  lambda inner: st.lists(inner, max_size=3)
                                  | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                                  max_leaves=8).map(json.dumps))
     one = st.builds(fuzzing.Mutation, st.sampled_from(["replace", "replace", "delete", "duplicate"]),
-                    st.sampled_from(places), raw)
+                    place, raw)
     return st.lists(one, min_size=1, max_size=3)
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from rules_engine import Event
-from rules_engine.events import EARLIEST, LATEST  # a platform's clock is never outside
+from rules_engine.events import LATEST
 
 from ..auth import require_configured, require_signature
 from ..decoding import decode_json
@@ -26,6 +26,7 @@ from ..errors import ApiError
 
 MAX_ID_LENGTH = 150  # event ids are "<channel>:<id>" and must fit the ledger's 200
 MAX_NAME_LENGTH = 200
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)  # no platform's clock says earlier
 
 
 WEBHOOK, SEND, OPTION = "webhook", "send", "option"

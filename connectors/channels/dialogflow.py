@@ -133,11 +133,13 @@ def _bounded_id(value: Any) -> str | None:
 
 def _contact(payload: dict[str, Any], source: str | None, context_params: dict[str, Any],
              session_id: str) -> tuple[ContactRef, str]:
-    contact_id = payload.get("contact_id")
-    if isinstance(contact_id, int) and not isinstance(contact_id, bool):
-        if not 0 < contact_id <= MAX_ID:
-            raise ApiError(422, "invalid_event", "contact_id is not a contact's id",
-                           path="payload/contact_id")
+    if "contact_id" in payload:
+        contact_id = payload["contact_id"]
+        if isinstance(contact_id, bool) or not isinstance(contact_id, int) \
+                or not 0 < contact_id <= MAX_ID:
+            raise ApiError(422, "invalid_event", f"contact_id is not a contact's id: "
+                           f"{str(contact_id)[:40]}", path="payload/contact_id",
+                           hint="the platform's contact id, a whole number from 1")
         return ContactRef(id=contact_id), str(payload.get("channel") or "dialogflow")[:40]
     channel, external_id = payload.get("channel"), _bounded_id(payload.get("external_id"))
     if isinstance(channel, str) and external_id:
