@@ -224,7 +224,8 @@ class StoreTx:
         return len(self.connection.execute(statement).all()) == 1
 
     def merge_contacts(self, primary_id: int, secondary_id: int) -> None:
-        """Move the secondary's identities, tags and missing fields to the primary."""
+        """Move the secondary's identities, tags and missing fields to the primary; contacts
+        merged into the secondary before now point at the primary (never a chain)."""
         self.connection.execute(
             update(t.contact_identities)
             .where(t.contact_identities.c.contact_id == secondary_id)
@@ -241,6 +242,10 @@ class StoreTx:
         )
         self.connection.execute(
             update(t.contacts).where(t.contacts.c.id == secondary_id).values(merged_into=primary_id)
+        )
+        self.connection.execute(  # contacts merged into the secondary earlier: no chains
+            update(t.contacts).where(t.contacts.c.merged_into == secondary_id)
+            .values(merged_into=primary_id)
         )
 
     # -- conversations --------------------------------------------------------------

@@ -55,6 +55,18 @@ def _is_transient(error: OperationalError | ConversationRace) -> bool:
     return sqlstate in _TRANSIENT_SQLSTATES or "database is locked" in str(error.orig)
 
 
+@contextlib.contextmanager
+def _values_that_fit() -> Iterator[None]:
+    """A value the database cannot hold (a text longer than its column or with a NUL, a
+    number out of its range) is an EventError: the input was wrong, nothing was written."""
+    try:
+        yield
+    except DataError as error:
+        raise EventError(f"a value does not fit the database: {error.orig}"[:300],
+                         hint="shorten the text, remove NUL characters, or use a smaller "
+                              "number") from None
+
+
 class StoreNotReady(RulesEngineError):
     """The database's schema is not at the version this code needs."""
 
@@ -133,12 +145,8 @@ class Store:
 
         A value the database cannot hold (a text longer than its column, a number out of its
         range) is an EventError: the input was wrong, and nothing was written."""
-        try:
-            with self.engine.begin() as connection:
-                yield StoreTx(connection, self.dialect)
-        except DataError as error:
-            raise EventError(f"a value does not fit the database: {error.orig}"[:300],
-                             hint="shorten the text or use a smaller number") from None
+        with _values_that_fit(), self.engine.begin() as connection:
+            yield StoreTx(connection, self.dialect)
 
     def run(self, work: Callable[[StoreTx], T], *, attempts: int = 6) -> T:
         """``work`` in a unit of work, run again when the database reports a transient
@@ -156,7 +164,7 @@ class Store:
     @contextlib.contextmanager
     def dry_run(self, *, read_only: bool = False) -> Iterator[StoreTx]:
         """A unit of work that is always rolled back: for simulations that must change nothing."""
-        with self.engine.connect() as connection:
+        with _values_that_fit(), self.engine.connect() as connection:
             if read_only:
                 connection = connection.execution_options(read_only=True)
             transaction = connection.begin()
