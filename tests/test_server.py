@@ -28,12 +28,15 @@ def free_port() -> int:
 
 
 def start_server(database_url: str, workers: int, log_path: Path, *,
-                 rules_dir: Path = REPO / "rules", extra: list[str] | None = None):
+                 rules_dir: Path = REPO / "rules", extra: list[str] | None = None,
+                 unset: tuple[str, ...] = ()):
+    """``rules-engine serve`` in a subprocess with every test secret set (but ``unset``)."""
     port = free_port()
     variables = settings_environment().values()
     environment = {k: v for k, v in os.environ.items() if k not in variables}
     names = settings_environment()
-    environment.update({names[name]: value for name, value in p.SECRETS.items()})
+    environment.update({names[name]: value for name, value in p.SECRETS.items()
+                        if name not in unset})
     process = subprocess.Popen(
         [sys.executable, "-m", "rules_engine.cli", "--rules", str(rules_dir),
          "--database-url", database_url, "serve",
@@ -63,7 +66,8 @@ def stop_server(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def server(database_url, tmp_path):
-    process, base = start_server(database_url, 2, tmp_path / "server.log")
+    process, base = start_server(database_url, 2, tmp_path / "server.log",
+                                 unset=("viber_auth_token",))
     yield base
     stop_server(process)
 
