@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.set_int_max_str_digits(0)  # the fuzzer itself writes numbers of any length
 
@@ -99,6 +100,29 @@ def apply(body: Any, mutations: list[Mutation]) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+ID_KEYS = frozenset({"mid", "id", "message_token", "update_id", "responseId",
+                     "detectIntentResponseId", "wamid"})
+
+
+def fresh_ids(body: Any, salt: int) -> Any:
+    """A copy of ``body`` whose message and event ids are new (so it is applied, not
+    recognised as a repeat), each keeping its type."""
+    data = copy.deepcopy(body)
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) \
+            if isinstance(node, list) else ()
+        for key, value in list(items):
+            if key in ID_KEYS and isinstance(value, str):
+                node[key] = f"{value}-{salt}"
+            elif key in ID_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                node[key] = value * 1000 + salt % 1000 + 1 if value < 2**40 else salt
+            else:
+                stack.append(value)
+    return data
+
+
 def channel_bodies() -> list[tuple[str, Any]]:
     """(route, body) for every published body in the corpus."""
     found = []
@@ -157,7 +181,7 @@ def mutate_url(path: str, rng: random.Random) -> str:
     if not choices:
         return path
     index = rng.choice(choices)
-    hostile = rng.choice(HOSTILE_URL_PARTS)
+    hostile = quote(rng.choice(HOSTILE_URL_PARTS), safe="%")  # as a client would send it
     if "=" in parts[index]:
         query = parts[index].lstrip("?").split("&")
         slot = rng.randrange(len(query))

@@ -80,6 +80,8 @@ def answered_as_json(response) -> None:
 @given(data=st.data())
 def test_mutated_webhook_bodies_never_get_a_5xx(app, data):
     route, body = data.draw(st.sampled_from(BODIES), label="body")
+    if data.draw(st.booleans(), label="new ids"):
+        body = fuzzing.fresh_ids(body, data.draw(st.integers(0, 10**9), label="salt"))
     raw = fuzzing.apply(body, data.draw(mutations_of(body), label="mutations"))
     response = app.test_client().post(route, data=raw, content_type="application/json",
                                       headers=p.signed_headers(route, raw))
