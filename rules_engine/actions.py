@@ -79,28 +79,38 @@ class Assign(Action):
                                     team=self.arguments.get("team"))
 
 
-def _tags(arguments: Mapping[str, Any]) -> list[str]:
-    return [arguments["tag"]] if "tag" in arguments else list(arguments["tags"])
+class _TagAction(Action):
+    """Takes one tag or several, in any of the schema's forms (``vip``, ``[a, b]``,
+    ``{tag: vip}``, ``{tags: [a, b]}``)."""
+
+    def __init__(self, arguments: Any, roots: Mapping[str, Spec]) -> None:
+        if isinstance(arguments, str):
+            arguments = {"tag": arguments}
+        elif isinstance(arguments, list):
+            arguments = {"tags": arguments}
+        super().__init__(arguments, roots)
+        self.tags = ([self.arguments["tag"]] if "tag" in self.arguments
+                     else list(self.arguments["tags"]))
 
 
-class AddTag(Action):
+class AddTag(_TagAction):
     """Tag the triggering contact."""
 
     name = "add_tag"
     emits = (EventType.CONTACT_TAG_ADDED,)
 
     def run(self, run: ActionRun) -> Outcome:
-        return run.lifecycle.add_tags(run.contact_id, _tags(self.arguments), run.channel)
+        return run.lifecycle.add_tags(run.contact_id, self.tags, run.channel)
 
 
-class RemoveTag(Action):
+class RemoveTag(_TagAction):
     """Remove tags from the triggering contact."""
 
     name = "remove_tag"
     emits = (EventType.CONTACT_TAG_REMOVED,)
 
     def run(self, run: ActionRun) -> Outcome:
-        return run.lifecycle.remove_tags(run.contact_id, _tags(self.arguments), run.channel)
+        return run.lifecycle.remove_tags(run.contact_id, self.tags, run.channel)
 
 
 class SetField(Action):

@@ -133,10 +133,13 @@ class NotOf:
         return None if value is None else not value
 
 
-def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str) -> Condition:
+def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str,
+                      problems: list[ExpressionError] | None = None) -> Condition:
     """Compile validated condition config at ``path`` (e.g. ``conditions/1/any/0``).
 
-    Raises ExpressionError with ``path`` set when an expression does not compile.
+    Raises ExpressionError with ``path`` set when an expression does not compile; with
+    ``problems``, every such error is appended there instead (so that all are reported)
+    and the expression counts as false.
     """
     if isinstance(raw, bool):
         return ConstantCondition(path, raw)
@@ -145,15 +148,20 @@ def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str) -> Conditi
             return ExpressionCondition(path, compile_expression(raw, roots))
         except ExpressionError as error:
             error.path = path
-            raise
+            if problems is None:
+                raise
+            problems.append(error)
+            return ConstantCondition(path, False)
     if isinstance(raw, list):
-        return AllOf(path, _compile_children(raw, roots, path))
+        return AllOf(path, _compile_children(raw, roots, path, problems))
     (operator, argument), = raw.items()
     if operator == "not":
-        return NotOf(path, compile_condition(argument, roots, f"{path}/not"))
-    children = _compile_children(argument, roots, f"{path}/{operator}")
+        return NotOf(path, compile_condition(argument, roots, f"{path}/not", problems))
+    children = _compile_children(argument, roots, f"{path}/{operator}", problems)
     return AllOf(path, children) if operator == "all" else AnyOf(path, children)
 
 
-def _compile_children(raw: list[Any], roots: Mapping[str, Spec], path: str) -> tuple[Condition, ...]:
-    return tuple(compile_condition(item, roots, f"{path}/{index}") for index, item in enumerate(raw))
+def _compile_children(raw: list[Any], roots: Mapping[str, Spec], path: str,
+                      problems: list[ExpressionError] | None) -> tuple[Condition, ...]:
+    return tuple(compile_condition(item, roots, f"{path}/{index}", problems)
+                 for index, item in enumerate(raw))

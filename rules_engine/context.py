@@ -73,6 +73,14 @@ ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
 }
 
 
+def every_root() -> dict[str, Spec]:
+    """Every name any trigger provides: to check a rule whose trigger is itself invalid."""
+    merged: dict[str, Spec] = dict(_COMMON)
+    for roots in ROOTS_BY_EVENT.values():
+        merged.update(roots)
+    return merged
+
+
 def roots_for(event_type: EventType) -> dict[str, Spec]:
     """The names a condition on ``event_type`` may use, with the fields of each."""
     return ROOTS_BY_EVENT.get(event_type, _COMMON)

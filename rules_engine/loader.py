@@ -6,7 +6,7 @@ so loading never half-succeeds.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +17,11 @@ from jsonschema import Draft202012Validator
 from .actions import compile_action
 from .analysis import analyse
 from .conditions import compile_condition
-from .context import roots_for
+from .channels import known_channels
+from .context import every_root, roots_for
 from .errors import (
     ExpressionError,
+    did_you_mean,
     RuleFileError,
     RulesEngineError,
     RuleSetInvalid,
@@ -90,6 +92,7 @@ class _Validator:
     def __init__(self) -> None:
         self.errors: list[RulesEngineError] = []
         self.schema = Draft202012Validator(rules_schema())
+        self.ids: dict[str, str] = {}  # rule id -> where it was first defined
 
     def located(self, file: RuleFile, path: tuple[str | int, ...], error: RulesEngineError,
                 *, at_key: bool = False) -> RulesEngineError:
@@ -106,9 +109,10 @@ class _Validator:
             error.path = error.path or "/".join(str(p) for p in path) or None
         return error
 
-    def check_schema(self, file: RuleFile) -> set[int]:
-        """Report schema problems; returns the indexes of rules that have any."""
-        broken: set[int] = set()
+    def check_schema(self, file: RuleFile) -> dict[int, list[tuple[str | int, ...]]]:
+        """Report schema problems; returns, per rule index (-1 for the file itself), the
+        places inside the rule that have any."""
+        broken: dict[int, list[tuple[str | int, ...]]] = {}
         for error in self.schema.iter_errors(file.data):
             for problem in explain(error):
                 self.errors.append(self.located(
@@ -116,25 +120,38 @@ class _Validator:
                     RuleValidationError(problem.message, hint=problem.hint), at_key=problem.at_key,
                 ))
                 if len(problem.path) >= 2 and problem.path[0] == "rules":
-                    broken.add(int(problem.path[1]))
+                    broken.setdefault(int(problem.path[1]), []).append(problem.path[2:])
                 else:
-                    broken.add(-1)
+                    broken.setdefault(-1, []).append(problem.path)
         return broken
 
-    def build_rule(self, file: RuleFile, index: int, raw: dict[str, Any]) -> Rule | None:
-        event = EventType(raw["trigger"]["event"])
-        roots = roots_for(event)
+    def build_rule(self, file: RuleFile, index: int, raw: dict[str, Any],
+                   broken: list[tuple[str | int, ...]]) -> Rule | None:
+        """The rule, when it is clean. A rule with schema problems still has every part the
+        schema accepted checked (conditions, action arguments, templates), so that one run
+        reports everything."""
+        def clean(*place: str | int) -> bool:
+            return not any(path[:len(place)] == place or place[:len(path)] == path
+                           for path in broken)
+
+        trigger = raw.get("trigger") if isinstance(raw.get("trigger"), dict) else {}
+        event_name = trigger.get("event")
+        known_event = event_name in {str(e) for e in EventType}
+        roots = roots_for(EventType(event_name)) if known_event else every_root()
         base = ("rules", index)
-        problems = 0
+        problems = len(broken)
         condition = None
-        if "conditions" in raw:
-            try:
-                condition = compile_condition(raw["conditions"], roots, "conditions")
-            except ExpressionError as error:
-                problems += 1
+        if "conditions" in raw and clean("conditions"):
+            expression_errors: list[ExpressionError] = []
+            condition = compile_condition(raw["conditions"], roots, "conditions", expression_errors)
+            for error in expression_errors:
                 self.errors.append(self._expression_error(file, base, error))
+            problems += len(expression_errors)
         actions = []
-        for position, item in enumerate(raw["actions"]):
+        raw_actions = raw.get("actions") if isinstance(raw.get("actions"), list) else []
+        for position, item in enumerate(raw_actions):
+            if not clean("actions", position) or not isinstance(item, dict) or len(item) != 1:
+                continue
             (name, arguments), = item.items()
             try:
                 actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
@@ -143,17 +160,32 @@ class _Validator:
                 self.errors.append(self._expression_error(file, base, error))
         if problems:
             return None
-        channels = raw["trigger"].get("channels")
+        channels = trigger.get("channels")
         position = file.source_map.value_at(base)
         return Rule(
             id=raw["id"], name=raw.get("name", raw["id"]), description=raw.get("description", ""),
             enabled=raw.get("enabled", True), priority=raw.get("priority", 0),
-            stop=raw.get("stop", False), event=event,
+            stop=raw.get("stop", False), event=EventType(event_name),
             channels=frozenset(channels) if channels else None, condition=condition,
             actions=tuple(actions), file=file.name, line=position.line if position else 0,
             column=position.column if position else 1, once_per=raw.get("once_per"),
             cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
         )
+
+    def check_channels(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """A channel that no adapter registers but is a near miss of one is a typo."""
+        trigger = raw.get("trigger") if isinstance(raw.get("trigger"), dict) else {}
+        channels = trigger.get("channels")
+        known = known_channels()
+        for position, name in enumerate(channels if isinstance(channels, list) else []):
+            if not isinstance(name, str) or name in known or name != name.lower():
+                continue
+            suggestion = did_you_mean(name, sorted(known))
+            if suggestion:
+                self.errors.append(self.located(
+                    file, ("rules", index, "trigger", "channels", position),
+                    RuleValidationError(f"unknown channel '{name}': the rule would never fire "
+                                        "on it", hint=suggestion)))
 
     def _expression_error(self, file: RuleFile, base: tuple[str | int, ...],
                           error: ExpressionError) -> RulesEngineError:
@@ -163,18 +195,19 @@ class _Validator:
         error.path = None
         return self.located(file, path, error)
 
-    def check_duplicate_ids(self, rules: Sequence[Rule]) -> None:
-        first: dict[str, Rule] = {}
-        for rule in rules:
-            if rule.id in first:
-                original = first[rule.id]
-                self.errors.append(RuleValidationError(
-                    f"duplicate rule id '{rule.id}' (first defined at {original.file}:{original.line})",
-                    file=rule.file, line=rule.line, column=rule.column, rule_id=rule.id, path="id",
-                    hint="rule ids must be unique across all rule files; rename one",
-                ))
-            else:
-                first[rule.id] = rule
+    def check_duplicate_ids(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """Rule ids are unique across all files (checked on every rule that has one)."""
+        rule_id = raw.get("id")
+        if not isinstance(rule_id, str):
+            return
+        where = file.source_map.value_at(("rules", index))
+        here = f"{file.name}:{where.line if where else '?'}"
+        if rule_id in self.ids:
+            self.errors.append(self.located(file, ("rules", index, "id"), RuleValidationError(
+                f"duplicate rule id '{rule_id}' (first defined at {self.ids[rule_id]})",
+                hint="rule ids must be unique across all rule files; rename one")))
+        else:
+            self.ids[rule_id] = here
 
 
 def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
@@ -198,17 +231,22 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
             continue
         digest.update(file.name.encode() + b"\0" + file.text.encode() + b"\0")
         broken = validator.check_schema(file)
-        if -1 in broken:
-            continue
-        for index, raw in enumerate(file.data["rules"]):
-            if index not in broken:
-                rule = validator.build_rule(file, index, raw)
-                if rule is not None:
-                    rules.append(rule)
-    validator.check_duplicate_ids(rules)
-    if validator.errors:
-        raise RuleSetInvalid(validator.errors)
-    errors, warnings = analyse(rules)
-    if errors:
-        raise RuleSetInvalid(errors + warnings)
+        raw_rules = file.data.get("rules") if isinstance(file.data, dict) else None
+        for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+            if not isinstance(raw, dict):
+                continue
+            validator.check_duplicate_ids(file, index, raw)
+            validator.check_channels(file, index, raw)
+            rule = validator.build_rule(file, index, raw, broken.get(index, []))
+            if rule is not None:
+                rules.append(rule)
+    errors, warnings = analyse(rules)  # the static checks run on every rule that is valid
+    problems = validator.errors + errors
+    if problems:
+        raise RuleSetInvalid(sorted(problems + warnings, key=_where))
     return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings)
+
+
+def _where(problem: RulesEngineError) -> tuple[str, int, int]:
+    """Sort key: by file, line and column."""
+    return problem.file or "", problem.line or 0, problem.column or 0

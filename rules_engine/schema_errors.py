@@ -1,6 +1,7 @@
 """Turning jsonschema's errors into messages a person can act on (what, where, how to fix)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,34 @@ def _actual(instance: Any) -> str:
         if isinstance(instance, python_type):
             return _TYPE_NAMES[name]
     return "nothing" if instance is None else type(instance).__name__
+
+
+def _yaml(value: Any) -> str:
+    """A value as it would be written in a rule file (flow style)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value).replace('"', "")
+    return str(value)
+
+
+def _fix(path: tuple[str | int, ...], schema: dict[str, Any], fallback: str) -> str:
+    """The fix, written as an example when the schema has one: e.g. `priority: 10`."""
+    examples = schema.get("examples")
+    key = next((part for part in reversed(path) if isinstance(part, str)), None)
+    if examples and key:
+        return f"e.g. `{key}: {_yaml(examples[0])}`"
+    if examples:
+        return f"e.g. {_yaml(examples[0])}"
+    return schema.get("description") or fallback
+
+
+def _channel_hint(name: Any) -> str:
+    from .channels import known_channels  # the channel registry, read when needed
+
+    known = sorted(known_channels())
+    suggestion = did_you_mean(str(name).lower(), known)
+    return suggestion or f"channel names are lower case: {', '.join(known)}, or your own"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +103,27 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         return [SchemaProblem(path, f"missing required key '{missing}'", f"add `{missing}: ...`")]
     if kind == "type":
         expected = _describe_type(error.validator_value)
+        if not path and isinstance(error.instance, list):
+            return [SchemaProblem(path, "a rule file is a mapping with `rules:` and a list of "
+                                  "rules under it, not a bare list",
+                                  "add a first line `rules:` and indent the list under it")]
         where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
         return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
-                              schema.get("description") or f"{where} takes {expected}")]
+                              _fix(path, schema, f"{where} takes {expected}"))]
     if kind == "enum":
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
         noun = "trigger event" if path and path[-1] == "event" else "value"
         return [SchemaProblem(path, f"unknown {noun} '{error.instance}'", hint)]
     if kind == "pattern":
-        return [SchemaProblem(path, f"'{error.instance}' is not a valid {path[-1] if path else 'value'}",
-                              schema.get("description") or f"must match {error.validator_value}")]
+        if len(path) >= 2 and path[-2] == "channels":
+            return [SchemaProblem(path, f"'{error.instance}' is not a channel name",
+                                  _channel_hint(error.instance))]
+        name = next((part for part in reversed(path) if isinstance(part, str)), "value")
+        rule = schema.get("description") or f"must match {error.validator_value}"
+        fix = _fix(path, schema, rule)
+        return [SchemaProblem(path, f"'{error.instance}' is not a valid {name}",
+                              fix if fix == rule else f"{fix}: {rule}")]
     if kind in ("minProperties", "maxProperties") and "open_conversation" in schema.get("properties", {}):
         return [SchemaProblem(path, "each action must be exactly one action name with its arguments",
                               "write e.g. `- assign: {user: susan}` as its own list item")]

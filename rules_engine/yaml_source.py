@@ -72,6 +72,28 @@ def _construct(
     return loader.construct_object(node, deep=True)
 
 
+_CLOSERS = {"flow sequence": ("[", "]"), "flow mapping": ("{", "}")}
+
+
+def _syntax_error(error: yaml.MarkedYAMLError, file: str) -> RuleFileError:
+    """A syntax error where a person would fix it: an unclosed ``[`` or ``{`` where it was
+    opened (the parser only notices at the next line), a tab as what it is."""
+    problem = error.problem or error.context or "unreadable YAML"
+    mark = error.problem_mark or error.context_mark
+    hint = "check indentation, quotes and colons around this line"
+    opened = next((pair for name, pair in _CLOSERS.items() if name in (error.context or "")), None)
+    if "'\\t'" in problem or "\t" in problem:
+        problem, hint = "a tab character", "indent with spaces, not tabs"
+    elif opened and error.context_mark is not None:
+        mark = error.context_mark
+        problem = f"this '{opened[0]}' is never closed ({problem} on line {error.problem_mark.line + 1})" \
+            if error.problem_mark else f"this '{opened[0]}' is never closed"
+        hint = f"close it with '{opened[1]}', or write it as an indented block instead"
+    return RuleFileError(f"YAML syntax error: {problem}", file=file,
+                         line=mark.line + 1 if mark else None,
+                         column=mark.column + 1 if mark else None, hint=hint)
+
+
 def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document; returns its data and where each part of it starts.
 
@@ -85,14 +107,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
             return None, source_map
         return _construct(loader, node, (), source_map, file), source_map
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        raise RuleFileError(
-            f"YAML syntax error: {error.problem or error.context}",
-            file=file,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-            hint="check indentation, quotes and colons around this line",
-        ) from None
+        raise _syntax_error(error, file) from None
     except yaml.YAMLError as error:
         raise RuleFileError(f"YAML error: {error}", file=file,
                             hint="check that the file is one YAML document") from None

@@ -26,11 +26,11 @@ GOOD_RULE = """\
 BROKEN = [
     ("yaml-indentation", "rules:\n  - id: a\n   trigger: {event: welcome}\n", 3, None,
      "YAML syntax error", "indentation"),
-    ("yaml-unclosed-flow", "rules:\n  - id: a\n    trigger: {event: welcome\n    actions: []\n", 4,
+    ("yaml-unclosed-flow", "rules:\n  - id: a\n    trigger: {event: welcome\n    actions: []\n", 3,
      None, "YAML syntax error", None),
     ("duplicate-yaml-key", "rules:\n  - id: a\n    id: b\n    trigger: {event: welcome}\n"
      "    actions: [{add_tag: {tag: x}}]\n", 3, None, "duplicate key 'id'", None),
-    ("not-a-mapping", "- id: a\n", 1, None, "expected a mapping, got a list", None),
+    ("not-a-mapping", "- id: a\n", 1, None, "not a bare list", None),
     ("unknown-top-level-key", "rule:\n" + GOOD_RULE, 1, None, "unknown key 'rule'", "`rules`"),
     ("missing-trigger", "rules:\n  - id: a\n    actions: [{add_tag: {tag: x}}]\n", 2, "a",
      "missing required key 'trigger'", "add `trigger"),
@@ -149,7 +149,8 @@ def test_every_problem_in_every_file_is_reported(tmp_path):
     with pytest.raises(RuleSetInvalid) as caught:
         load_rule_set([tmp_path])
     found = {(Path(e.file).name, e.line, e.rule_id) for e in caught.value.errors}
-    assert found == {("a.yaml", 3, "one"), ("a.yaml", 8, "two"), ("b.yaml", 4, "three")}
+    assert found == {("a.yaml", 3, "one"), ("a.yaml", 7, "two"), ("a.yaml", 8, "two"),
+                     ("b.yaml", 4, "three")}
 
 
 def test_duplicate_ids_across_files_name_both_places(tmp_path):
@@ -220,3 +221,46 @@ def test_a_file_that_is_not_utf8_is_reported(tmp_path):
         load_rule_set([path])
     [error] = caught.value.errors
     assert "not UTF-8" in error.message and error.hint == "save the file as UTF-8"
+
+
+def test_one_validate_run_reports_every_phase_with_the_right_lines(tmp_path):
+    """Schema, expressions (every bad condition of a rule, even one with a schema error),
+    templates, channels, duplicate ids across files and the static checks, in one run."""
+    (tmp_path / "a.yaml").write_text(textwrap.dedent("""\
+        rules:
+          - id: broken
+            priority: high
+            trigger: {event: message.received, channels: [facebok]}
+            conditions:
+              - "lower(mesage.text) == 'x'"
+              - "contact.tagz"
+            actions:
+              - send_message: {text: "Hi {{ contact.nme }}"}
+              - add_tag: vip
+          - id: loop-a
+            trigger: {event: contact.tag_added}
+            actions: [{add_tag: [b]}]
+          - id: twice
+            trigger: {event: welcome}
+            actions: [{remove_tag: [a, b]}]
+        """), "utf-8")
+    (tmp_path / "b.yaml").write_text(textwrap.dedent("""\
+        rules:
+          - id: twice
+            trigger: {event: welcome}
+            actions: [{close_conversation: {}}]
+        """), "utf-8")
+    with pytest.raises(RuleSetInvalid) as caught:
+        load_rule_set([tmp_path])
+    found = [(Path(e.file).name, e.line, e.rule_id, e.message.split(" (")[0][:40])
+             for e in caught.value.errors]
+    assert found == [
+        ("a.yaml", 3, "broken", "expected a whole number, got text"),
+        ("a.yaml", 4, "broken", "unknown channel 'facebok': the rule woul"),
+        ("a.yaml", 6, "broken", "unknown name 'mesage' for this trigger"),
+        ("a.yaml", 7, "broken", "unknown field 'contact.tagz' for this tr"),
+        ("a.yaml", 9, "broken", "in {{ contact.nme }}: unknown field 'con"),
+        ("a.yaml", 11, "loop-a", "these rules trigger one another with no "),
+        ("b.yaml", 2, "twice", "duplicate rule id 'twice'"),
+    ]
+    assert "a.yaml:14" in caught.value.errors[-1].message
