@@ -1,15 +1,33 @@
-"""The ``rules-engine`` command line: one small function per subcommand."""
+"""The ``rules-engine`` command line: one small function per subcommand.
+
+Output goes to stdout; every error and warning to stderr, so a redirected report or CSV
+holds only the report. Exit status: 0 done, 1 problems found (invalid rules, failed tests,
+rejected events), 2 the command could not run (a bad option, a missing or unreachable
+database, an unreadable file).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from . import queries
 from .demo_data import generate_demo_data
@@ -22,7 +40,17 @@ from .render import render_trace
 from .report_format import to_csv, to_table
 from .rule_tests import report, timed_run
 from .schema import load_schema
-from .store import DEFAULT_DATABASE_URL, Store
+from .store import DEFAULT_DATABASE_URL, Store, StoreNotReady
+
+DESCRIPTION = "Validate, test and run automation rules for customer-messaging conversations."
+EXIT_CODES = """exit status:
+  0  done
+  1  problems found: invalid rules, failed rule tests, rejected events
+  2  the command could not run: a bad option, a missing or unreachable database,
+     an unreadable file
+
+global options (--rules, --database-url, --max-depth) go before or after the command.
+"""
 
 
 def _rules_dir(args: argparse.Namespace) -> str:
@@ -38,12 +66,28 @@ def _write_json(out: TextIO, value: Any) -> None:
     out.write("\n")
 
 
-def _engine(args: argparse.Namespace) -> Engine:
-    return Engine(Store(_database_url(args)), load_rule_set([_rules_dir(args)]),
-                  max_depth=args.max_depth)
+def _engine(args: argparse.Namespace, *, existing: bool = False) -> Engine:
+    store = Store.open_existing(_database_url(args)) if existing else Store(_database_url(args))
+    return Engine(store, load_rule_set([_rules_dir(args)]), max_depth=args.max_depth)
 
 
-def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+def _interactive(stream: TextIO) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+@contextmanager
+def _progress(err: TextIO, what: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (stderr), nothing otherwise; yields ``advance(n)``."""
+    if not _interactive(err):
+        yield lambda n: None
+        return
+    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(file=err), transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     paths = args.paths or [_rules_dir(args)]
     try:
         rule_set = load_rule_set(paths)
@@ -54,8 +98,8 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             _write_json(out, {"ok": False, "errors": [e.to_dict() for e in errors],
                               "warnings": [w.to_dict() for w in warnings]})
         else:
-            _write_problems(out, errors, warnings)
-            out.write(f"{len(errors)} problem(s) found\n")
+            _write_problems(err, errors, warnings)
+            err.write(f"{len(errors)} problem(s) found\n")
         return 1
     files = len(rule_files(paths))
     if args.format == "json":
@@ -63,7 +107,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
                           "version": rule_set.version,
                           "warnings": [w.to_dict() for w in rule_set.warnings]})
     else:
-        _write_problems(out, [], rule_set.warnings)
+        _write_problems(err, [], rule_set.warnings)
         out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}"
                   + (f", {len(rule_set.warnings)} warning(s)" if rule_set.warnings else "") + "\n")
     return 0
@@ -77,7 +121,7 @@ def _write_problems(out: TextIO, errors: Sequence[RulesEngineError],
         out.write(f"warning: {warning}\n")
 
 
-def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _write_json(out, load_schema(args.which))
     return 0
 
@@ -87,39 +131,51 @@ def _read_json(path: str) -> Any:
     return json.loads(text)
 
 
-def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         data = _read_json(args.event)
     except (OSError, json.JSONDecodeError) as error:
-        out.write(f"{args.event}: cannot read event JSON: {error}\n")
+        err.write(f"{args.event}: cannot read event JSON: {error}\n")
         return 2
     event = parse_event(data)
-    result = _engine(args).simulate(event)
+    engine = _engine(args, existing=True)
+    with engine.store.read() as tx:
+        seen_before = tx.is_event_processed(event.id)
+    result = engine.simulate(event)
     if args.format == "json":
         _write_json(out, result.trace)
     else:
-        out.write("Dry run: nothing was written.\n")
+        out.write(f"Dry run on rules version {engine.rules.version}: nothing was written.\n")
+        if seen_before:
+            out.write(f"(Event {event.id} was processed before; this is what the current rules "
+                      f"would do now. `rules-engine explain {event.id}` shows what happened then.)\n")
         out.write(render_trace(result.trace))
     return 0
 
 
-def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_ingest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     engine = _engine(args)
-    stream = sys.stdin if args.events == "-" else open(args.events, encoding="utf-8")
+    if args.events == "-":
+        lines, total = sys.stdin, None
+    else:
+        path = Path(args.events)
+        lines, total = path.open(encoding="utf-8"), sum(1 for _ in path.open("rb"))
     totals: Counter[str] = Counter()
     fired: Counter[str] = Counter()
-    with stream:
-        for number, line in enumerate(stream, start=1):
+    started = time.perf_counter()
+    with lines, _progress(err, "ingesting", total) as advance:
+        for number, line in enumerate(lines, start=1):
+            advance(1)
             if not line.strip():
                 continue
             try:
                 result = engine.process(parse_event(json.loads(line)))
             except json.JSONDecodeError as error:
-                out.write(f"{args.events}:{number}: rejected: not JSON ({error.msg})\n")
+                err.write(f"{args.events}:{number}: rejected: not JSON ({error.msg})\n")
                 totals["rejected"] += 1
                 continue
             except RulesEngineError as error:
-                out.write(f"{args.events}:{number}: rejected: {error}\n")
+                err.write(f"{args.events}:{number}: rejected: {error}\n")
                 totals["rejected"] += 1
                 continue
             totals[result.status] += 1
@@ -128,9 +184,12 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
             fired.update(result.fired)
             for change in result.changes:
                 totals[change["operation"]] += 1
+    seconds = time.perf_counter() - started
+    events = totals["applied"] + totals["duplicate"] + totals["rejected"]
     out.write(
         f"events: {totals['applied']} applied, {totals['duplicate']} duplicate(s) skipped, "
-        f"{totals['rejected']} rejected\n"
+        f"{totals['rejected']} rejected in {seconds:.1f}s ({events / max(seconds, 1e-9):,.0f} "
+        f"events/s)\n"
         f"conversations: {totals['open_conversation']} opened, "
         f"{totals['close_conversation']} closed; contacts created: {totals['create_contact']}\n"
     )
@@ -139,10 +198,10 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if totals["rejected"] else 0
 
 
-def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     now = datetime.now(timezone.utc)
     query = parse_report_query(vars(args), now=now)
-    report = conversation_report(Store(_database_url(args)), query, now=now)
+    report = conversation_report(Store.open_existing(_database_url(args)), query, now=now)
     if args.format == "json":
         _write_json(out, report)
     elif args.format == "csv":
@@ -152,7 +211,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_demo_data(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = Store(_database_url(args))
     if args.if_empty:
         with store.read() as tx:
@@ -160,23 +219,33 @@ def cmd_demo_data(args: argparse.Namespace, out: TextIO) -> int:
         if existing:
             out.write(f"the store already holds {existing} conversations: no demo data added\n")
             return 0
-    summary = generate_demo_data(store, conversations=args.conversations, days=args.days,
-                                 seed=args.seed)
+    started = time.perf_counter()
+    with _progress(err, "demo data", args.conversations) as advance:
+        summary = generate_demo_data(store, conversations=args.conversations, days=args.days,
+                                     seed=args.seed, progress=advance)
     out.write(f"added {summary.conversations} conversations ({summary.open_now} open now) for "
-              f"{summary.contacts} contacts, {summary.since:%Y-%m-%d} .. {summary.until:%Y-%m-%d}\n")
+              f"{summary.contacts} contacts, {summary.since:%Y-%m-%d} .. {summary.until:%Y-%m-%d} "
+              f"in {time.perf_counter() - started:.1f}s\n")
     return 0
 
 
-def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
-    rules = load_rule_set([_rules_dir(args)])
-    paths = args.paths or [str(Path(_rules_dir(args)) / "tests")]
-    results, seconds = timed_run(rules, paths)
+def cmd_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    rules_dir, paths = _rules_dir(args), []
+    for given in args.paths or [str(Path(_rules_dir(args)) / "tests")]:
+        if Path(given).is_dir() and (Path(given) / "tests").is_dir():
+            rules_dir = given  # a rules directory: its rules, and the tests beside them
+            paths.append(str(Path(given) / "tests"))
+        else:
+            paths.append(given)
+    results, seconds = timed_run(load_rule_set([rules_dir]), paths)
     out.write(report(results, seconds))
+    if not results:
+        err.write(f"no test cases found in {', '.join(paths)}\n")
     return 0 if results and all(r.passed for r in results) else 1
 
 
-def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(_database_url(args))
+def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = Store.open_existing(_database_url(args))
     trace = queries.event_trace(store, args.event_id)
     if args.format == "json":
         _write_json(out, trace)
@@ -189,18 +258,37 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_prune(args: argparse.Namespace, out: TextIO) -> int:
-    days = args.keep_days
-    if days is None:
-        days = int(os.environ.get("RULES_ENGINE_TRACE_RETENTION_DAYS", "30"))
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
-    removed = Store(_database_url(args)).run(lambda tx: tx.prune_traces(cutoff))
-    out.write(f"pruned {removed} trace(s) recorded before {cutoff:%Y-%m-%d %H:%M} UTC "
-              f"(kept {days} days)\n")
+def cmd_events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    events = queries.recent_events(Store.open_existing(_database_url(args)), limit=args.recent,
+                                   contact_id=args.contact)
+    if args.format == "json":
+        _write_json(out, events)
+        return 0
+    for event in events:
+        fired = ", ".join(event["fired"]) or "-"
+        changes = ", ".join(event["changes"]) or "no change"
+        out.write(f"{event['received_at'][:19]}  {event['event_id']}  {event['type']}  "
+                  f"{event['channel'] or '-'}  contact {event['contact_id']}  fired: {fired}  "
+                  f"({changes})\n")
+    if not events:
+        err.write("no events recorded" + (f" for contact {args.contact}" if args.contact else "")
+                  + "\n")
     return 0
 
 
-def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    days = args.keep_days
+    if days is None:
+        days = _whole_number(os.environ.get("RULES_ENGINE_TRACE_RETENTION_DAYS", "30"), least=0)
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    started = time.perf_counter()
+    removed = Store.open_existing(_database_url(args)).run(lambda tx: tx.prune_traces(cutoff))
+    out.write(f"pruned {removed} trace(s) recorded before {cutoff:%Y-%m-%d %H:%M} UTC "
+              f"(kept {days} days) in {time.perf_counter() - started:.1f}s\n")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = Store(_database_url(args), migrate=args.action == "upgrade", verify=False)
     current, head = store.revisions()
     store.dispose()
@@ -209,11 +297,11 @@ def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if current == head else 1
 
 
-def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO], int]:
+def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
     """A command run by an edge module in a fresh interpreter (the core never imports the
     web stack); the global --rules / --database-url travel as environment variables."""
 
-    def command(args: argparse.Namespace, out: TextIO) -> int:
+    def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.rules:
             os.environ["RULES_ENGINE_RULES_DIR"] = args.rules
         if args.database_url:
@@ -225,66 +313,127 @@ def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO], int]:
     return command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rules-engine", description=__doc__)
-    parser.add_argument("--rules", help="rules directory (default: $RULES_ENGINE_RULES_DIR or rules/)")
-    parser.add_argument("--database-url",
-                        help=f"SQLAlchemy URL (default: $RULES_ENGINE_DATABASE_URL or {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
-                        help="how deep rules may chain through emitted events (default 5)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _whole_number(text: str, *, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+    return value
 
-    validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
+
+def _at_least(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        return _whole_number(text, least=least)
+
+    parse.__name__ = f"whole number >= {least}"
+    return parse
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                     argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the epilog's layout and shows every option's default."""
+
+
+def _global_options(*, top: bool) -> argparse.ArgumentParser:
+    """--rules, --database-url, --max-depth: accepted before or after the command (the
+    command's copy leaves the value given before it alone unless given again)."""
+    options = argparse.ArgumentParser(add_help=False)
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    options.add_argument("--rules", default=default(None), metavar="DIR",
+                         help="rules directory ($RULES_ENGINE_RULES_DIR, else rules/)")
+    options.add_argument("--database-url", default=default(None), metavar="URL",
+                         help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL, else "
+                              f"{DEFAULT_DATABASE_URL})")
+    options.add_argument("--max-depth", type=_at_least(0), default=default(DEFAULT_MAX_DEPTH),
+                         metavar="N", help="how deep rules may chain through emitted events")
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rules-engine", description=DESCRIPTION, epilog=EXIT_CODES,
+                                     formatter_class=_HelpFormatter,
+                                     parents=[_global_options(top=True)])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _global_options(top=False)
+
+    def command(name: str, help: str, **options: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                                   formatter_class=_HelpFormatter, parents=[common], **options)
+
+    validate = command("validate", "check rule files; exit 1 on any problem")
     validate.add_argument("paths", nargs="*", help="files or directories (default: the rules dir)")
-    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.add_argument("--format", choices=["text", "json"], default="text",
+                          help="text for people, json for tools")
     validate.set_defaults(handler=cmd_validate)
 
-    schema = commands.add_parser("schema", help="print the JSON Schema of rule files (or events)")
-    schema.add_argument("which", nargs="?", choices=["rules", "event", "rule-tests"], default="rules")
+    schema = command("schema", "print a JSON Schema: rule files, events or rule tests")
+    schema.add_argument("which", nargs="?", choices=["rules", "event", "rule-tests"],
+                        default="rules", help="which schema")
     schema.set_defaults(handler=cmd_schema)
 
-    simulate = commands.add_parser("simulate", help="dry-run one event: what would fire and why")
+    simulate = command("simulate", "dry-run one event with the current rules: what would fire "
+                                   "and why; writes nothing")
     simulate.add_argument("event", help="an event JSON file, or - for stdin")
-    simulate.add_argument("--format", choices=["text", "json"], default="text")
+    simulate.add_argument("--format", choices=["text", "json"], default="text",
+                          help="a tree for people, or the trace as JSON")
     simulate.set_defaults(handler=cmd_simulate)
 
-    ingest = commands.add_parser("ingest", help="apply events from a JSON Lines file")
+    ingest = command("ingest", "apply events from a JSON Lines file (progress on a terminal)")
     ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")
     ingest.set_defaults(handler=cmd_ingest)
 
-    report = commands.add_parser("report", help="resolution time and closed count")
+    report = command("report", "resolution time and closed count")
     report.add_argument("--since", help="a date (YYYY-MM-DD) or timestamp; default 30 days ago")
-    report.add_argument("--until", help="a date (that whole day included) or timestamp; default today")
-    report.add_argument("--by", choices=[g.value for g in GroupBy], default="none")
+    report.add_argument("--until", help="a date (that whole day included) or timestamp; "
+                                        "default today")
+    report.add_argument("--by", choices=[g.value for g in GroupBy], default="none",
+                        help="slice the figures")
     for name in ReportQuery.FILTERABLE:
         report.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"only this {name}")
-    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                        help="output format")
     report.set_defaults(handler=cmd_report)
 
-    demo = commands.add_parser("demo-data", help="fill the store with a seeded demo history")
-    demo.add_argument("--conversations", type=int, default=6000)
-    demo.add_argument("--days", type=int, default=120)
-    demo.add_argument("--seed", type=int, default=7)
+    demo = command("demo-data", "fill the store with a seeded demo history")
+    demo.add_argument("--conversations", type=_at_least(1), default=6000,
+                      help="about how many conversations")
+    demo.add_argument("--days", type=_at_least(1), default=120, help="over how many past days")
+    demo.add_argument("--seed", type=int, default=7, help="the random seed")
     demo.add_argument("--if-empty", action="store_true",
                       help="add nothing when the store already holds conversations")
     demo.set_defaults(handler=cmd_demo_data)
 
-    test = commands.add_parser("test", help="run the rules' YAML test cases (default: <rules>/tests)")
-    test.add_argument("paths", nargs="*")
+    test = command("test", "run the rules' YAML test cases")
+    test.add_argument("paths", nargs="*",
+                      help="test files or folders, or a rules directory (its tests/ is run "
+                           "against its rules); default: <rules>/tests")
     test.set_defaults(handler=cmd_test)
 
-    explain = commands.add_parser("explain", help="why an event did what it did (its trace)")
-    explain.add_argument("event_id")
-    explain.add_argument("--format", choices=["text", "json"], default="text")
+    explain = command("explain", "why an event did what it did (its trace)")
+    explain.add_argument("event_id", help="e.g. facebook:<mid>, viber:<message_token>, "
+                                          "telegram:<update_id> (see `rules-engine events`)")
+    explain.add_argument("--format", choices=["text", "json"], default="text",
+                         help="a tree for people, or the trace as JSON")
     explain.set_defaults(handler=cmd_explain)
 
-    prune = commands.add_parser("prune-traces", help="delete old traces (run it daily)")
-    prune.add_argument("--keep-days", type=int,
-                       help="default: $RULES_ENGINE_TRACE_RETENTION_DAYS or 30")
+    events = command("events", "list recently processed events: ids, types, what fired")
+    events.add_argument("--recent", type=_at_least(1), default=20, metavar="N",
+                        help="how many, newest first")
+    events.add_argument("--contact", type=_at_least(1), metavar="ID", help="only this contact's")
+    events.add_argument("--format", choices=["text", "json"], default="text",
+                        help="output format")
+    events.set_defaults(handler=cmd_events)
+
+    prune = command("prune-traces", "delete old traces (run it daily; the event ledger stays)")
+    prune.add_argument("--keep-days", type=_at_least(0),
+                       help="keep this many days of traces ($RULES_ENGINE_TRACE_RETENTION_DAYS, "
+                            "else 30)")
     prune.set_defaults(handler=cmd_prune)
 
-    database = commands.add_parser("db", help="the database schema: upgrade it, or show its revision")
-    database.add_argument("action", choices=["upgrade", "current"])
+    database = command("db", "the database schema: upgrade it, or show its revision")
+    database.add_argument("action", choices=["upgrade", "current"], help="what to do")
     database.set_defaults(handler=cmd_db)
 
     serve = commands.add_parser(
@@ -299,23 +448,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status (see ``EXIT_CODES``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command in ("serve", "worker"):
         args.options = extra  # the edge module parses its own options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    stream = out or sys.stdout
+    out, err = out or sys.stdout, err or sys.stderr
     try:
-        return int(args.handler(args, stream))
+        return int(args.handler(args, out, err))
     except RuleSetInvalid as invalid:
-        stream.write(f"the rules are invalid:\n{invalid}\n")
+        err.write(f"the rules are invalid:\n{invalid}\n")
         return 1
+    except StoreNotReady as error:
+        err.write(f"error: {error}\n")
+        return 2
     except RulesEngineError as error:
-        stream.write(f"error: {error}\n")
+        err.write(f"error: {error}\n")
         return 1
+    except (ArgumentError, NoSuchModuleError) as error:
+        err.write(f"error: cannot use the database URL {_database_url(args)!r}: {error}\n"
+                  "(hint: e.g. sqlite:///rules-engine.db or "
+                  "postgresql+psycopg://user@host/db)\n")
+        return 2
+    except OperationalError as error:
+        err.write(f"error: cannot reach the database: {str(error.orig).strip()[:300]}\n"
+                  "(hint: check that it is running and that the URL is right)\n")
+        return 2
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):  # e.g. `| head`: the reader has had enough
+            _silence_stdout()
+            return 0
+        err.write(f"error: {error.filename or ''}: {error.strerror or error}\n")
+        return 2
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the final flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -71,8 +71,10 @@ def _conversations(rng: random.Random, contact_id: int, count: int, since: datet
 
 def generate_demo_data(store: Store, *, conversations: int = 6000, days: int = 120,
                        seed: int = 7, now: datetime | None = None,
-                       batch_size: int = 10_000) -> DemoSummary:
-    """Insert about ``conversations`` conversations over the last ``days`` days (seeded)."""
+                       batch_size: int = 10_000,
+                       progress: Callable[[int], None] = lambda n: None) -> DemoSummary:
+    """Insert about ``conversations`` conversations over the last ``days`` days (seeded);
+    ``progress(n)`` is told as each batch of ``n`` is written."""
     rng = random.Random(seed)
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(days=days)
@@ -94,8 +96,10 @@ def generate_demo_data(store: Store, *, conversations: int = 6000, days: int = 1
             if len(batch) >= batch_size:
                 tx.connection.execute(t.conversations.insert(), batch)
                 inserted += len(batch)
+                progress(len(batch))
                 batch = []
         if batch:
             tx.connection.execute(t.conversations.insert(), batch)
             inserted += len(batch)
+            progress(len(batch))
     return DemoSummary(contacts, inserted, open_now, since, now)

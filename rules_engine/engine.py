@@ -300,13 +300,16 @@ class Engine:
 
     def _process(self, tx: StoreTx, event: Event, rules: RuleSet, *, status: str) -> Result:
         received_at = self.clock()
-        if not tx.record_event(event.id, str(event.type), event.channel, received_at):
+        simulating = status == "simulated"
+        first_time = tx.record_event(event.id, str(event.type), event.channel, received_at)
+        if not first_time and not simulating:
             stored = tx.get_trace(event.id) or {}
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
-        run = _Run(self, tx, event, rules)
+        run = _Run(self, tx, event, rules)  # a simulation runs even an event seen before
         contact_id = run.run()
         trace = run.trace(contact_id, received_at)
-        tx.save_trace(event.id, trace, received_at)
+        if first_time:
+            tx.save_trace(event.id, trace, received_at)
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
                       run.conversation_id)

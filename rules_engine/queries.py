@@ -42,3 +42,15 @@ def event_trace(store: Store, event_id: str) -> dict[str, Any]:
     if trace is None:
         raise NotFoundError(f"no trace for event '{event_id}'")
     return trace
+
+
+def recent_events(store: Store, *, limit: int, contact_id: int | None = None) -> list[dict[str, Any]]:
+    """Processed events, newest first: id, type, channel, contact, when, what fired and changed."""
+    with store.read() as tx:
+        rows = tx.recent_events(limit=limit, contact_id=contact_id)
+    return [{"event_id": row["event_id"], "type": row["type"], "channel": row["channel"],
+             "contact_id": row["contact_id"], "received_at": row["received_at"].isoformat(),
+             "fired": list((row["trace"] or {}).get("fired", [])),
+             "changes": [c["operation"] for c in (row["trace"] or {}).get("changes", [])],
+             "trace": "kept" if row["trace"] is not None else "pruned"}
+            for row in rows]

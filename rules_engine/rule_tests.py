@@ -19,7 +19,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from .engine import Engine, Result
-from .errors import RuleFileError, RulesEngineError, RuleValidationError
+from .errors import RuleFileError, RulesEngineError, RuleValidationError, did_you_mean
 from .events import parse_event
 from .lifecycle import Lifecycle
 from .loader import RULE_FILE_SUFFIXES
@@ -65,18 +65,50 @@ def case_files(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def load_cases(path: Path) -> list[dict[str, Any]]:
-    """The cases in one test file, checked against ``rule-tests.schema.json``."""
+@dataclass(frozen=True)
+class LoadedCase:
+    """A test case as written, where it starts, and its schema problem if any."""
+
+    name: str
+    line: int
+    data: Any
+    problem: str | None = None
+
+
+def load_cases(path: Path) -> list[LoadedCase]:
+    """The cases in one test file. The file's shape is checked first (an error for the
+    whole file); then each case against ``rule-tests.schema.json`` on its own, so that one
+    broken case never hides the others."""
     data, source_map = load_yaml(path.read_text("utf-8"), str(path))
-    errors = list(Draft202012Validator(load_schema("rule-tests")).iter_errors(data))
-    if errors:
-        problem = explain(errors[0])[0]
-        where = source_map.value_at(problem.path)
-        raise RuleValidationError(problem.message, file=str(path), hint=problem.hint,
-                                  line=where.line if where else None,
-                                  column=where.column if where else None,
-                                  path="/".join(map(str, problem.path)) or None)
-    return list(data["tests"])
+    validator = Draft202012Validator(load_schema("rule-tests"))
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
+        shape = {"tests": []} if isinstance(data, dict) and "tests" in data else data
+        errors = [e for e in validator.iter_errors(shape)]
+        problem = explain(errors[0])[0] if errors else None
+        hint = ("a test file starts with `tests:` and a list of cases; rule files (`rules:`) "
+                "are not test files")
+        raise RuleValidationError(problem.message if problem else "no test cases",
+                                  file=str(path), line=1, column=1, hint=hint)
+    case_schema = {**validator.schema, "$ref": "#/$defs/case"}
+    case_schema.pop("properties", None), case_schema.pop("required", None)
+    case_schema.pop("additionalProperties", None), case_schema.pop("type", None)
+    case_validator = Draft202012Validator(case_schema)
+    cases = []
+    for index, case in enumerate(data["tests"]):
+        where = source_map.value_at(("tests", index))
+        line = where.line if where else 1
+        name = case.get("name") if isinstance(case, dict) and isinstance(case.get("name"), str) \
+            else f"(case {index + 1})"
+        errors = list(case_validator.iter_errors(case))
+        problem = None
+        if errors:
+            explained = explain(errors[0])[0]
+            at = source_map.value_at(("tests", index, *explained.path))
+            problem = (f"{path}:{at.line if at else line}: "
+                       f"{'/'.join(map(str, explained.path)) or 'case'}: {explained.message}"
+                       + (f" (hint: {explained.hint})" if explained.hint else ""))
+        cases.append(LoadedCase(name, line, case, problem))
+    return cases
 
 
 class _Case:
@@ -149,6 +181,12 @@ class _Case:
                 for rule in step["rules"] for action in rule["actions"]]
 
     def check(self, expect: Mapping[str, Any]) -> Iterable[tuple[str, Any, Any]]:
+        named = [*expect.get("fired", []), *expect.get("not_fired", []),
+                 *(wanted.get("rule") for wanted in expect.get("actions", []))]
+        known = [rule.id for rule in self.engine.rules.rules]
+        for rule_id in dict.fromkeys(named):
+            if rule_id not in known:  # a test about a rule that does not exist proves nothing
+                yield "unknown rule", rule_id, did_you_mean(rule_id, known) or "not in the rules"
         fired = [rule for result in self.results for rule in result.fired]
         if "fired" in expect and expect["fired"] != fired:
             yield "fired", expect["fired"], fired
@@ -197,12 +235,16 @@ def run_tests(rules: RuleSet, paths: Iterable[str | Path]) -> list[CaseResult]:
             results.append(CaseResult(str(path), "(file)", error=str(error)))
             continue
         for case in cases:
-            outcome = CaseResult(str(path), case["name"])
-            runner = _Case(rules, case)
+            outcome = CaseResult(str(path), case.name)
+            if case.problem:
+                outcome.error = case.problem
+                results.append(outcome)
+                continue
+            runner = _Case(rules, case.data)
             try:
                 outcome.failures = runner.run()
             except RulesEngineError as error:
-                outcome.error = str(error)
+                outcome.error = f"{path}:{case.line}: {error}"
             finally:
                 runner.store.dispose()
             results.append(outcome)

@@ -192,7 +192,7 @@ def test_the_schema_and_the_registries_agree():
 
 def run_cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    status = main(list(argv), out=out)
+    status = main(list(argv), out=out, err=out)
     return status, out.getvalue()
 
 

@@ -92,6 +92,19 @@ class StoreTx:
             delete(t.event_traces).where(t.event_traces.c.recorded_at < before))
         return result.rowcount
 
+    def recent_events(self, *, limit: int, contact_id: int | None = None) -> list[dict[str, Any]]:
+        """The most recently processed events, newest first, with what their traces say."""
+        statement = (
+            select(t.processed_events, t.event_traces.c.trace)
+            .join(t.event_traces, t.event_traces.c.event_id == t.processed_events.c.event_id,
+                  isouter=True)
+            .order_by(t.processed_events.c.received_at.desc(), t.processed_events.c.event_id)
+            .limit(limit)
+        )
+        if contact_id is not None:
+            statement = statement.where(t.processed_events.c.contact_id == contact_id)
+        return [dict(row) for row in self.connection.execute(statement).mappings()]
+
     def get_trace(self, event_id: str) -> dict[str, Any] | None:
         row = self.connection.execute(
             select(t.event_traces.c.trace).where(t.event_traces.c.event_id == event_id)

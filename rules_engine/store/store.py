@@ -108,6 +108,19 @@ class Store:
             self.check_schema()
 
     @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """A store that must already exist (for commands that only read): a SQLite file that
+        is not there is an error, never a new empty database (or a new folder)."""
+        parsed = make_url(url)
+        database = parsed.database or ""
+        if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
+                and not Path(database).is_file():
+            raise StoreNotReady(f"no database at {database}",
+                                hint="run this command where the database is, pass "
+                                     "--database-url, or create it with `rules-engine ingest`")
+        return cls(url)
+
+    @classmethod
     def from_env(cls, url: str | None = None) -> "Store":
         """A store for ``url``, else ``$RULES_ENGINE_DATABASE_URL``, else the SQLite default."""
         return cls(url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL)
