@@ -68,4 +68,4 @@ def metrics() -> Response:
         MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -83,14 +83,16 @@ def sign_in() -> Any:
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
         return Response(render_template("login.html", failed=True), status=401)
     response = redirect(request.full_path.rstrip("?"), code=303)
+    https = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
     response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict",
-                        secure=request.is_secure, max_age=12 * 3600)
+                        secure=https, max_age=12 * 3600)  # Secure behind a TLS proxy too
     return response
 
 
 @blueprint.get("/dashboard")
 def dashboard() -> Any:
-    """Headline figures, closed per day, the resolution-time distribution, a per-user table."""
+    """Headline figures, closed per day, the resolution-time distribution, and tables per
+    user, team and channel."""
     refused = _dashboard_access()
     if refused is not None:
         return refused
@@ -98,7 +100,11 @@ def dashboard() -> Any:
     query = _report_query(now, max_days=DASHBOARD_MAX_DAYS)
     store = engine().store
     totals = conversation_report(store, query, now=now)
-    by_user = conversation_report(store, _report_query(now, by=GroupBy.USER.value), now=now)
+    slices = [{"name": name, "none": none, "report": conversation_report(
+                  store, _report_query(now, by=by.value), now=now)}
+              for name, by, none in (("user", GroupBy.USER, "(unassigned)"),
+                                     ("team", GroupBy.TEAM, "(no team)"),
+                                     ("channel", GroupBy.CHANNEL, "(no channel)"))]
     per_day = closed_per_day(store, query)
     day_chart = bar_chart([(d["day"][5:], d["closed"]) for d in per_day],
                           title="Closed conversations per day", test_id="chart-closed-per-day",
@@ -110,6 +116,6 @@ def dashboard() -> Any:
     presets = [(days, f"?since={(now - timedelta(days=days - 1)):%Y-%m-%d}&until={now:%Y-%m-%d}")
                for days in RANGE_PRESETS]
     return render_template(
-        "dashboard.html", report=totals, by_user=by_user, day_chart=day_chart,
+        "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
         distribution_chart=distribution_chart, duration=duration, presets=presets,
         since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -17,7 +18,6 @@ from gunicorn.arbiter import Arbiter
 from rules_engine import RuleSet, RuleSetInvalid, Store, load_rule_set
 
 from .config import APP_ENVIRONMENT, ConfigError, Settings
-from .reload import MASTER_PID_VARIABLE, rules_fingerprint
 
 
 class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
@@ -39,6 +39,8 @@ class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
 
 def _watch_rules(rules_dir: str, every_seconds: float) -> None:
     """Send SIGHUP to this (master) process whenever the rules directory changes."""
+    from .reload import rules_fingerprint
+
     seen = rules_fingerprint(rules_dir)
     while True:
         time.sleep(every_seconds)
@@ -109,16 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for warning in warnings:
         print(f"\n*** WARNING: {warning} ***\n", file=sys.stderr)
+    metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums every worker
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rules-engine-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="rules-engine-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if "prometheus_client" in sys.modules:  # it reads the variable once, when imported
+        print("rules-engine serve: prometheus_client was imported too early; /metrics would "
+              "miss the workers' counts", file=sys.stderr)
+        return 2
+    from .reload import MASTER_PID_VARIABLE
     for name, value in overrides.items():
         if value is not None:
             os.environ[APP_ENVIRONMENT[name]] = "1" if value is True else str(value)
     os.environ[MASTER_PID_VARIABLE] = str(os.getpid())  # the master: gunicorn runs here
     if args.watch_rules:
         threading.Thread(target=_watch_rules, args=(settings.rules_dir, 1.0), daemon=True).start()
-    _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
-             "timeout": args.timeout, "accesslog": "-"}, rules).run()
+    try:
+        _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
+                 "timeout": args.timeout, "accesslog": "-"}, rules).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -30,21 +30,25 @@ class Result:
     """What processing one event did; ``trace`` is the stored, JSON-ready explanation."""
 
     event_id: str
-    status: str  # "applied", "duplicate" or "simulated"
+    status: str  # "applied", "noop" (a command that changed nothing), "duplicate", "simulated"
     contact_id: int | None
     trace: dict[str, Any]
     fired: list[str] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None  # the conversation the event itself opened, closed or found
+    reason: str | None = None  # why a command was a no-op
 
     @property
     def duplicate(self) -> bool:
         return self.status == "duplicate"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
-                "conversation_id": self.conversation_id, "fired": self.fired,
-                "changes": self.changes}
+        result = {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
+                  "conversation_id": self.conversation_id, "fired": self.fired,
+                  "changes": self.changes}
+        if self.reason:
+            result["reason"] = self.reason
+        return result
 
 
 @dataclass(slots=True)
@@ -69,6 +73,7 @@ class _Run:
         self.queue: deque[_Pending] = deque()
         self.new_contacts: set[int] = set()
         self.conversation_id: int | None = None
+        self.builtin: list[dict[str, Any]] = []
 
     def resolve_contact(self) -> int:
         """The event's contact id, its row locked for the transaction (so events for one
@@ -142,6 +147,7 @@ class _Run:
         self.conversation_id = next(
             (o.conversation_id for o in outcomes if o.conversation_id is not None), None)
         builtin = self.record(outcomes, 0)
+        self.builtin = builtin
         root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
         self.queue.appendleft(_Pending(root, 0))
         first = True
@@ -311,5 +317,9 @@ class Engine:
         trace = run.trace(contact_id, received_at)
         if first_time:
             tx.save_trace(event.id, trace, received_at)
+        reason = None
+        if event.type in COMMAND_TYPES and not run.changes and not simulating:
+            status = "noop"  # the product document's "reported no-op"
+            reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
-                      run.conversation_id)
+                      run.conversation_id, reason)

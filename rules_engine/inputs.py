@@ -105,7 +105,8 @@ def _dialogflow(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Out
 
 
 def _user_open(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
-    return [lifecycle.open(contact_id, channel=event.params.get("channel", event.channel),
+    channel = event.params.get("channel") or lifecycle.contact_channel(contact_id)
+    return [lifecycle.open(contact_id, channel=channel,
                            source=OpenSource.USER, actor=event.actor,
                            assignee=event.params.get("assignee"), team=event.params.get("team"))]
 

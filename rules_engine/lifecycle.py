@@ -83,6 +83,15 @@ class Lifecycle:
         return Outcome("open_conversation", True,
                        f"opened conversation {conversation.id} ({source})", [fact], conversation.id)
 
+    def contact_channel(self, contact_id: int) -> str | None:
+        """The channel a person talks to us on: that of their latest conversation, else of
+        their first identity (a conversation a user opens by hand belongs there)."""
+        history = self.tx.conversations_of(contact_id)
+        if history and history[-1].channel:
+            return history[-1].channel
+        identities = self.tx.identities(contact_id)
+        return identities[0]["channel"] if identities else None
+
     def close(
         self, contact_id: int, *, source: CloseSource, actor: str | None, note: str | None = None
     ) -> Outcome:

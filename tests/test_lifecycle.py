@@ -171,7 +171,7 @@ def test_closing_when_none_is_open_is_a_reported_noop(make_engine, store):
     contact_id = engine.process(message("psid-1", "hi")).contact_id
     engine.process(event("conversation.close", contact={"id": contact_id}, actor="maria"))
     result = engine.process(event("conversation.close", contact={"id": contact_id}, actor="maria"))
-    assert result.status == "applied"
+    assert (result.status, result.reason) == ("noop", "no open conversation")
     assert result.trace["steps"][0]["builtin"][0] == {
         "operation": "close_conversation", "outcome": "noop",
         "detail": "no open conversation", "conversation_id": None,

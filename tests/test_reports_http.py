@@ -89,3 +89,23 @@ def test_metrics_count_events_rules_and_rejections(client):  # noqa: F811
     assert re.search(r'rules_engine_actions_total\{action="close_conversation",outcome="applied"\}', text)
     assert re.search(r'rules_engine_requests_rejected_total\{reason="bad_signature"\} [1-9]', text)
     assert "rules_engine_event_processing_seconds_bucket" in text
+
+
+def test_dashboard_shows_team_and_channel_performance(seeded_client):
+    page = seeded_client.get("/dashboard", headers=api_headers()).data.decode()
+    for name in ("user", "team", "channel"):
+        assert f'data-testid="per-{name}"' in page
+    by_team = seeded_client.get("/api/reports/conversations?by=team", headers=api_headers()).json
+    table = page.split('data-testid="per-team"')[1].split("</table>")[0]
+    assert all(f"<td>{g['key']}</td><td>{g['closed']}</td>" in table
+               for g in by_team["groups"] if g["key"])
+
+
+def test_dashboard_cookie_is_secure_over_https_and_behind_a_tls_proxy(seeded_client):
+    direct = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]},
+                                base_url="https://localhost")
+    proxied = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]},
+                                 headers={"X-Forwarded-Proto": "https"})
+    plain = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]})
+    assert "Secure" in direct.headers["Set-Cookie"] and "Secure" in proxied.headers["Set-Cookie"]
+    assert "Secure" not in plain.headers["Set-Cookie"]

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,3 +168,24 @@ def test_the_same_100_new_events_twice_concurrently_over_http(four_workers, stor
         assert tx.connection.execute(text("SELECT count(*) FROM processed_events")).scalar() == 100
         assert tx.connection.execute(
             text("SELECT count(*) FROM conversations WHERE closed_at IS NULL")).scalar() == 30
+
+
+def test_metrics_under_serve_count_the_events_of_every_worker(database_url, tmp_path):
+    before = set(Path(tempfile.gettempdir()).glob("rules-engine-metrics-*"))
+    process, base = start_server(database_url, 2, tmp_path / "server.log")
+    try:
+        events = [{"id": f"metric-{n}", "type": "message.received", "channel": "webchat",
+                   "contact": {"external_id": f"m-{n % 5}"}, "message": {"text": "hi"}}
+                  for n in range(40)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert {r.status_code for r in pool.map(lambda e: post_signed_event(base, e),
+                                                    events)} == {200}
+        for _ in range(10):  # each scrape is answered by one worker: all must say the same
+            response = requests.get(f"{base}/metrics", timeout=10)
+            assert response.headers["Content-Type"].count("charset") == 1
+            counted = sum(float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines()
+                          if line.startswith("rules_engine_events_received_total{"))
+            assert counted == 40
+    finally:
+        stop_server(process)
+    assert set(Path(tempfile.gettempdir()).glob("rules-engine-metrics-*")) == before

@@ -639,3 +639,30 @@ def test_no_body_makes_any_endpoint_answer_5xx(client, body):
         response = client.post(url, data=body, content_type="application/json", headers=headers)
         assert 400 <= response.status_code < 500 or response.status_code == 200, (url, response.json)
         assert response.is_json, url
+
+
+def test_api_noops_say_so_with_the_reason(client):
+    opened = post_facebook(client, p.messenger(p.fb_message("PSID-N1", "m_n1", "hi")))
+    contact_id = opened.json["results"][0]["contact_id"]
+    again = client.post(f"/api/contacts/{contact_id}/conversations", json={"user": "maria"},
+                        headers=api_headers())
+    assert again.status_code == 200 and again.json["status"] == "noop"
+    assert "already open" in again.json["reason"]
+    other = post_facebook(client, p.messenger(p.fb_message("PSID-N2", "m_n2", "hi")))
+    other_id = other.json["results"][0]["contact_id"]
+    merge = {"user": "maria", "secondary_id": other_id}
+    first = client.post(f"/api/contacts/{contact_id}/merge", json=merge, headers=api_headers())
+    repeat = client.post(f"/api/contacts/{contact_id}/merge", json=merge, headers=api_headers())
+    assert first.json["status"] == "applied"
+    assert repeat.json["status"] == "noop" and "already merged" in repeat.json["reason"]
+
+
+def test_a_conversation_opened_by_hand_is_on_the_contacts_channel(client):
+    opened = post_viber(client, p.viber_message("vb-hand=", 77, "hi"))
+    contact_id = opened.json["results"][0]["contact_id"]
+    [conversation] = conversations_of(client, contact_id)
+    client.post(f"/api/conversations/{conversation['id']}/close", json={"user": "maria"},
+                headers=api_headers())
+    reopened = client.post(f"/api/contacts/{contact_id}/conversations", json={"user": "maria"},
+                           headers=api_headers())
+    assert reopened.status_code == 201 and reopened.json["conversation"]["channel"] == "viber"
