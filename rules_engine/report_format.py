@@ -1,9 +1,13 @@
-"""Rendering a conversation report as an aligned terminal table or as CSV."""
+"""Rendering a conversation report as an aligned terminal table (rich) or as CSV."""
 from __future__ import annotations
 
 import csv
 import io
 from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 COLUMNS = ("closed", "mean", "median", "p90", "max", "open_now", "oldest_open")
 
@@ -29,28 +33,27 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def to_table(report: dict[str, Any]) -> str:
-    """An aligned table: one line per group and a total, durations as ``1h 02m``."""
-    header = (report["by"] if report["by"] != "none" else "", *COLUMNS)
-    lines = [header]
-    for key, figures in _rows(report):
-        resolution = figures["resolution_seconds"]
-        lines.append((
-            key, str(figures["closed"]), duration(resolution["mean"]), duration(resolution["median"]),
-            duration(resolution["p90"]), duration(resolution["max"]),
-            "-" if figures["open_now"] is None else str(figures["open_now"]),
-            duration(figures["open_age_seconds"]["max"]),
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = [
-        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-                  for i, cell in enumerate(line)).rstrip()
-        for line in lines
-    ]
-    rendered.insert(1, "  ".join("-" * width for width in widths))
+    """An aligned table (rich): one line per group and a total, durations as ``1h 02m``."""
     title = f"Conversations closed {report['since']} .. {report['until']}"
     if report["filters"]:
         title += " where " + ", ".join(f"{k}={v}" for k, v in report["filters"].items())
-    return title + "\n" + "\n".join(rendered) + "\n"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column(report["by"] if report["by"] != "none" else "", no_wrap=True)
+    for column in COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+    rows = _rows(report)
+    for number, (key, figures) in enumerate(rows):
+        resolution = figures["resolution_seconds"]
+        table.add_row(
+            key, str(figures["closed"]), duration(resolution["mean"]),
+            duration(resolution["median"]), duration(resolution["p90"]),
+            duration(resolution["max"]),
+            "-" if figures["open_now"] is None else str(figures["open_now"]),
+            duration(figures["open_age_seconds"]["max"]), end_section=number == len(rows) - 2)
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None, force_terminal=False).print(table)
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines() if line.strip()]
+    return title + "\n" + "\n".join(lines) + "\n"
 
 
 def to_csv(report: dict[str, Any]) -> str:

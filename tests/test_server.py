@@ -189,3 +189,17 @@ def test_metrics_under_serve_count_the_events_of_every_worker(database_url, tmp_
     finally:
         stop_server(process)
     assert set(Path(tempfile.gettempdir()).glob("rules-engine-metrics-*")) == before
+
+
+def test_serve_lists_the_disabled_endpoints_and_what_to_set(database_url, tmp_path):
+    log = tmp_path / "server.log"
+    process, base = start_server(database_url, 1, log,
+                                 unset=("telegram_secret_token", "viber_auth_token"))
+    try:
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        stop_server(process)
+    text = log.read_text()
+    assert "disabled until configured" in text
+    assert "/webhooks/telegram (set TELEGRAM_SECRET_TOKEN)" in text
+    assert "/webhooks/viber (set VIBER_AUTH_TOKEN)" in text and "/webhooks/whatsapp" not in text
