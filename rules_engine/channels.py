@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 ENTRY_POINT_GROUP = "rules_engine.channels"
 
@@ -28,13 +28,22 @@ class ChannelTraits(Protocol):
 
 
 @cache
+def registered() -> tuple[Any, ...]:
+    """The objects the entry points name, in entry-point name order (loaded once)."""
+    loaded = []
+    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        adapter = entry_point.load()
+        if not isinstance(adapter, ChannelTraits):
+            raise TypeError(f"entry point {entry_point.value} is not a channel adapter")
+        loaded.append(adapter)
+    return tuple(loaded)
+
+
+@cache
 def channel_catalog() -> Mapping[str, ChannelTraits]:
     """Every registered channel by name (read once per process)."""
     catalog: dict[str, ChannelTraits] = {}
-    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        traits = entry_point.load()
-        if not isinstance(traits, ChannelTraits):
-            raise TypeError(f"entry point {entry_point.value} is not a channel adapter")
+    for traits in registered():
         catalog.setdefault(traits.channel, traits)
     return catalog
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from importlib.metadata import entry_points
 
-from rules_engine.channels import ENTRY_POINT_GROUP
+from rules_engine.channels import registered
 
 from .base import ChannelAdapter, Outbound, Parsed, Setting, Skipped
 
@@ -24,10 +23,9 @@ __all__ = ["ChannelAdapter", "Outbound", "Parsed", "Setting", "Skipped", "adapte
 def adapters() -> Mapping[str, ChannelAdapter]:
     """Every registered adapter by its registry name, in name order."""
     found: dict[str, ChannelAdapter] = {}
-    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        adapter = entry_point.load()
+    for adapter in registered():
         if not isinstance(adapter, ChannelAdapter):
-            raise TypeError(f"entry point {entry_point.value} is not a ChannelAdapter")
+            raise TypeError(f"{adapter!r} is registered as a channel but is no ChannelAdapter")
         found[adapter.name] = adapter
     if not found:
         raise RuntimeError("no channel adapter is registered: install the package "
