@@ -1,5 +1,6 @@
 """The sandbox's budget, tried as an attacker would: each value an expression can build is
-bounded, each evaluation has a step and time budget, load-time folding runs under it."""
+bounded, each evaluation has a step and time budget, load-time folding runs under it.
+Times are this process's CPU time, so other work on the machine cannot make them flaky."""
 from __future__ import annotations
 
 import time
@@ -45,12 +46,12 @@ ATTACKS = [
 def measured(work):
     """Run ``work``; (its outcome, seconds, peak bytes allocated)."""
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         outcome = work()
     except (ExpressionError, ExpressionRuntimeError) as refusal:
         outcome = refusal
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return outcome, seconds, peak
@@ -66,10 +67,10 @@ def test_an_attack_written_as_a_constant_is_refused_at_load_time(constant, readi
 @pytest.mark.parametrize("constant, reading", ATTACKS)
 def test_an_attack_reading_the_event_is_refused_at_run_time(constant, reading):
     compiled = compile_expression(reading, ROOTS)
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(ExpressionRuntimeError):
         compiled.evaluate(CONTEXT, now=NOW)
-    assert time.perf_counter() - started < LIMIT_SECONDS
+    assert time.process_time() - started < LIMIT_SECONDS
     _, _, peak = measured(lambda: compiled.evaluate(CONTEXT, now=NOW))
     assert peak < LIMIT_BYTES
 
@@ -79,10 +80,10 @@ def test_a_rule_file_with_an_attack_fails_validation_quickly(tmp_path):
         "rules:\n  - id: hang\n    trigger: {event: message.received}\n"
         "    conditions: [\"len(str([[0]*100000]*100000)) > 0\"]\n"
         "    actions: [{add_tag: {tag: x}}]\n", "utf-8")
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(RuleSetInvalid) as invalid:
         load_rule_set([tmp_path])
-    assert time.perf_counter() - started < 1
+    assert time.process_time() - started < 1
     assert "always fails" in str(invalid.value) and "[hang]" in str(invalid.value)
 
 
@@ -98,18 +99,18 @@ def test_the_time_budget_stops_slow_work(monkeypatch):
     monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.003)
     context = {**CONTEXT, "params": {"items": list(range(15_000))}}
     compiled = compile_expression(" + ".join(["len(str(params.items))"] * 30), ROOTS)
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(ExpressionRuntimeError, match="time budget of 3 ms"):
         compiled.evaluate(context, now=NOW)
-    assert time.perf_counter() - started < 0.01
+    assert time.process_time() - started < 0.02
 
 
 def test_the_trace_preview_is_bounded_before_it_is_built():
     shared = ["x" * 1000] * 100
     huge = [shared] * 10_000  # 10^9 characters if rendered whole
-    started = time.perf_counter()
+    started = time.process_time()
     preview = _preview(huge)
-    assert time.perf_counter() - started < 0.01 and len(preview) <= 80
+    assert time.process_time() - started < 0.01 and len(preview) <= 80
     assert _preview(10**5000) == "<an integer of 16610 bits>"
 
 
@@ -135,13 +136,14 @@ def _expressions(depth: int) -> st.SearchStrategy[str]:
     )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(_expressions(4))
 def test_any_generated_expression_is_refused_or_evaluated_within_bounds(source):
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         compiled = compile_expression(source, ROOTS)
         compiled.evaluate(CONTEXT, now=NOW)
     except (ExpressionError, ExpressionRuntimeError):
         pass
-    assert time.perf_counter() - started < 0.25  # compile (with folding) plus evaluate
+    assert time.process_time() - started < 0.25  # compile (with folding) plus evaluate
