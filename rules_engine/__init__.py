@@ -3,6 +3,7 @@
 Load YAML rules with ``load_rule_set``, open a ``Store``, and feed ``Event`` objects
 (``parse_event`` builds them from JSON) to an ``Engine``.
 """
+from .condition_api import Condition, compile_condition
 from .engine import Engine, Result
 from .errors import (
     ActionError,
@@ -23,6 +24,7 @@ from .store import Store
 __all__ = [
     "ActionError",
     "CloseSource",
+    "Condition",
     "Contact",
     "Conversation",
     "Engine",
@@ -40,6 +42,7 @@ __all__ = [
     "RuleValidationError",
     "RulesEngineError",
     "Store",
+    "compile_condition",
     "load_rule_set",
     "parse_event",
 ]

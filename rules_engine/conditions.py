@@ -133,7 +133,7 @@ class NotOf:
         return None if value is None else not value
 
 
-def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str,
+def build_condition(raw: Any, roots: Mapping[str, Spec], path: str,
                       problems: list[ExpressionError] | None = None) -> Condition:
     """Compile validated condition config at ``path`` (e.g. ``conditions/1/any/0``).
 
@@ -156,12 +156,12 @@ def compile_condition(raw: Any, roots: Mapping[str, Spec], path: str,
         return AllOf(path, _compile_children(raw, roots, path, problems))
     (operator, argument), = raw.items()
     if operator == "not":
-        return NotOf(path, compile_condition(argument, roots, f"{path}/not", problems))
+        return NotOf(path, build_condition(argument, roots, f"{path}/not", problems))
     children = _compile_children(argument, roots, f"{path}/{operator}", problems)
     return AllOf(path, children) if operator == "all" else AnyOf(path, children)
 
 
 def _compile_children(raw: list[Any], roots: Mapping[str, Spec], path: str,
                       problems: list[ExpressionError] | None) -> tuple[Condition, ...]:
-    return tuple(compile_condition(item, roots, f"{path}/{index}", problems)
+    return tuple(build_condition(item, roots, f"{path}/{index}", problems)
                  for index, item in enumerate(raw))

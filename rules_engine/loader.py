@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 
 from .actions import compile_action
 from .analysis import analyse
-from .conditions import compile_condition
+from .conditions import build_condition
 from .channels import known_channels
 from .context import every_root, roots_for
 from .errors import (
@@ -143,7 +143,7 @@ class _Validator:
         condition = None
         if "conditions" in raw and clean("conditions"):
             expression_errors: list[ExpressionError] = []
-            condition = compile_condition(raw["conditions"], roots, "conditions", expression_errors)
+            condition = build_condition(raw["conditions"], roots, "conditions", expression_errors)
             for error in expression_errors:
                 self.errors.append(self._expression_error(file, base, error))
             problems += len(expression_errors)

@@ -87,22 +87,39 @@ def test_a_rule_file_with_an_attack_fails_validation_quickly(tmp_path):
     assert "always fails" in str(invalid.value) and "[hang]" in str(invalid.value)
 
 
-def test_the_step_budget_stops_an_evaluation(monkeypatch):
+def test_the_step_budget_holds_by_construction():
+    """No loops, at most MAX_NODES parts: an evaluation can never take more steps."""
+    assert expressions.MAX_NODES <= expressions.MAX_STEPS
+    with pytest.raises(ExpressionError, match="more than 400 parts"):
+        compile_expression("+".join(["1"] * 401), ROOTS)
+
+
+def test_the_reference_evaluator_keeps_to_its_step_budget(monkeypatch):
     compiled = compile_expression(" + ".join(["params.n"] * 60), ROOTS)
-    assert compiled.evaluate(CONTEXT, now=NOW) == 0
+    assert compiled.evaluate_reference(CONTEXT, now=NOW) == 0
     monkeypatch.setattr(expressions, "MAX_STEPS", 100)
     with pytest.raises(ExpressionRuntimeError, match="budget of 100 steps"):
-        compiled.evaluate(CONTEXT, now=NOW)
+        compiled.evaluate_reference(CONTEXT, now=NOW)
 
 
-def test_the_time_budget_stops_slow_work(monkeypatch):
-    monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.003)
+def test_the_work_budget_stops_slow_work():
+    """30 renderings of a 15,000-item list: each allowed, together over the budget."""
     context = {**CONTEXT, "params": {"items": list(range(15_000))}}
     compiled = compile_expression(" + ".join(["len(str(params.items))"] * 30), ROOTS)
     started = time.process_time()
-    with pytest.raises(ExpressionRuntimeError, match="time budget of 3 ms"):
+    with pytest.raises(ExpressionRuntimeError, match="work budget of 2,000,000"):
         compiled.evaluate(context, now=NOW)
-    assert time.process_time() - started < 0.02
+    assert time.process_time() - started < LIMIT_SECONDS
+    fewer = compile_expression(" + ".join(["len(str(params.items))"] * 5), ROOTS)
+    assert fewer.evaluate(context, now=NOW) == 5 * len(str(list(range(15_000))))
+
+
+def test_the_reference_evaluator_keeps_to_its_time_budget(monkeypatch):
+    monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.003)
+    context = {**CONTEXT, "params": {"items": list(range(15_000))}}
+    compiled = compile_expression(" + ".join(["len(str(params.items))"] * 30), ROOTS)
+    with pytest.raises(ExpressionRuntimeError, match="time budget of 3 ms"):
+        compiled.evaluate_reference(context, now=NOW)
 
 
 def test_the_trace_preview_is_bounded_before_it_is_built():
