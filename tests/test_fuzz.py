@@ -107,3 +107,24 @@ def test_mutated_api_requests_never_get_a_5xx(app, data):
         response = client.post(url, data=raw, content_type="application/json", headers=headers)
     answered_as_json(response)
     invariants_hold(app)
+
+
+@settings(max_examples=800, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_compiled_event_schema_agrees_with_the_reference(data):
+    """fastjsonschema (the fast path) and jsonschema (the messages) judge every mutated
+    event the same way."""
+    from rules_engine.events import _event_validator, _fast_event_check
+
+    _, body = data.draw(st.sampled_from(fuzzing.event_bodies()), label="event")
+    mutated = json.loads(fuzzing.apply(body, data.draw(mutations_of(body), label="mutations"))
+                         .decode("utf-8", "surrogatepass"), parse_constant=lambda c: None)
+    for item in mutated if isinstance(mutated, list) else [mutated]:
+        reference_valid = not any(True for _ in _event_validator().iter_errors(item))
+        try:
+            _fast_event_check()(item)
+            fast_valid = True
+        except Exception:  # noqa: BLE001 - fastjsonschema's refusal, of whatever kind
+            fast_valid = False
+        assert fast_valid == reference_valid, item
