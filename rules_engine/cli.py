@@ -153,6 +153,9 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+INGEST_BATCH = 200  # events per transaction (each in its own savepoint)
+
+
 def cmd_ingest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     engine = _engine(args)
     if args.events == "-":
@@ -163,33 +166,45 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     totals: Counter[str] = Counter()
     fired: Counter[str] = Counter()
     started = time.perf_counter()
+
+    def reject(number: int, why: str) -> None:
+        err.write(f"{args.events}:{number}: rejected: {why}\n")
+        totals["rejected"] += 1
+
+    def apply(batch: list[tuple[int, Any]]) -> None:
+        for (number, _), outcome in zip(batch, engine.process_many([e for _, e in batch])):
+            if isinstance(outcome, RulesEngineError):
+                reject(number, str(outcome))
+                continue
+            totals[outcome.status] += 1
+            if not outcome.duplicate:
+                fired.update(outcome.fired)
+                totals.update(change["operation"] for change in outcome.changes)
+
     with lines, _progress(err, "ingesting", total) as advance:
+        batch: list[tuple[int, Any]] = []
         for number, line in enumerate(lines, start=1):
-            advance(1)
             if not line.strip():
+                advance(1)
                 continue
             try:
-                result = engine.process(parse_event(json.loads(line)))
+                batch.append((number, parse_event(json.loads(line))))
             except json.JSONDecodeError as error:
-                err.write(f"{args.events}:{number}: rejected: not JSON ({error.msg})\n")
-                totals["rejected"] += 1
-                continue
+                reject(number, f"not JSON ({error.msg})")
             except RulesEngineError as error:
-                err.write(f"{args.events}:{number}: rejected: {error}\n")
-                totals["rejected"] += 1
-                continue
-            totals[result.status] += 1
-            if result.duplicate:
-                continue
-            fired.update(result.fired)
-            for change in result.changes:
-                totals[change["operation"]] += 1
+                reject(number, str(error))
+            if len(batch) >= INGEST_BATCH:
+                apply(batch)
+                advance(len(batch))
+                batch = []
+        apply(batch)
+        advance(len(batch))
     seconds = time.perf_counter() - started
-    events = totals["applied"] + totals["duplicate"] + totals["rejected"]
+    events = totals["applied"] + totals["noop"] + totals["duplicate"] + totals["rejected"]
     out.write(
-        f"events: {totals['applied']} applied, {totals['duplicate']} duplicate(s) skipped, "
-        f"{totals['rejected']} rejected in {seconds:.1f}s ({events / max(seconds, 1e-9):,.0f} "
-        f"events/s)\n"
+        f"events: {totals['applied'] + totals['noop']} applied, {totals['duplicate']} "
+        f"duplicate(s) skipped, {totals['rejected']} rejected in {seconds:.1f}s "
+        f"({events / max(seconds, 1e-9):,.0f} events/s)\n"
         f"conversations: {totals['open_conversation']} opened, "
         f"{totals['close_conversation']} closed; contacts created: {totals['create_contact']}\n"
     )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from .actions import ActionRun
 from .conditions import ConditionFailed
 from .context import build_context
-from .errors import EventError, NotFoundError
+from .errors import EventError, NotFoundError, RulesEngineError
 from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
 from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
@@ -298,6 +298,24 @@ class Engine:
         (run again from the start if the database reports a transient conflict)."""
         rules = self.rules  # the set this event starts with is the one it finishes with
         return self.store.run(lambda tx: self._process(tx, event, rules, status="applied"))
+
+    def process_many(self, events: Sequence[Event]) -> list[Result | RulesEngineError]:
+        """Apply several events in one transaction, each inside its own savepoint: an event
+        the engine refuses is undone alone and returned as its error, never rolling back
+        another. (The whole batch runs again on a transient database conflict.)"""
+        rules = self.rules
+
+        def work(tx: StoreTx) -> list[Result | RulesEngineError]:
+            outcomes: list[Result | RulesEngineError] = []
+            for event in events:
+                try:
+                    with tx.savepoint():
+                        outcomes.append(self._process(tx, event, rules, status="applied"))
+                except RulesEngineError as error:
+                    outcomes.append(error)
+            return outcomes
+
+        return self.store.run(work)
 
     def simulate(self, event: Event) -> Result:
         """What ``process`` would do for ``event`` now; nothing is written."""

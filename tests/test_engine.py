@@ -279,3 +279,24 @@ def test_malformed_events_name_the_problem(data, fragment):
     with pytest.raises(EventError) as caught:
         parse_event(data)
     assert fragment in str(caught.value)
+
+
+def test_a_batch_applies_each_event_in_its_own_savepoint(make_engine, store):
+    from rules_engine import NotFoundError
+
+    engine = make_engine()
+    outcomes = engine.process_many([
+        message("psid-b1", "hello"),
+        event("conversation.close", conversation_id=999, actor="maria", id="bad-close"),
+        message("psid-b2", "hello again"),
+        message("psid-b1", "hello", id="dup-in-batch"),
+        message("psid-b1", "hello", id="dup-in-batch"),
+    ])
+    assert [type(o).__name__ for o in outcomes] == ["Result", "NotFoundError", "Result",
+                                                     "Result", "Result"]
+    assert isinstance(outcomes[1], NotFoundError)
+    assert [o.status for o in outcomes if not isinstance(o, Exception)] == [
+        "applied", "applied", "applied", "duplicate"]
+    with store.read() as tx:
+        assert not tx.is_event_processed("bad-close")  # undone with its savepoint only
+        assert tx.find_contact_by_identity("facebook", "psid-b2") is not None

@@ -1,6 +1,8 @@
 """The repository: every read and write the core makes, inside one unit of work."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +49,12 @@ class StoreTx:
     def __init__(self, connection: Connection, dialect: str) -> None:
         self.connection = connection
         self._dialect = dialect
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that an error undoes alone (``SAVEPOINT``)."""
+        with self.connection.begin_nested():
+            yield
 
     # -- helpers ---------------------------------------------------------------
 
