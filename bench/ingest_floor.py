@@ -1,0 +1,140 @@
+"""Benchmark: ``rules-engine ingest`` against the database's own speed, side by side.
+
+1. Generates message events (``--events``, from ``--contacts`` contacts on three channels,
+   a mix of texts the example rules react to: thanks, refunds, plain questions).
+2. Runs ``rules-engine ingest`` on them with the example rules into a fresh SQLite file.
+3. The floor: Python's ``sqlite3`` writing the very rows that ingest wrote (read back from
+   its database: the ledger row and trace of each event, the contact and identity it
+   created, the conversation it opened or closed, the tags and fields of the contact, the
+   outbox rows), one transaction per event, with the same pragmas (WAL, synchronous
+   NORMAL), into another fresh file.
+
+Prints both rates and their ratio.
+
+    python bench/ingest_floor.py [--events 5000] [--contacts 500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEXTS = ["hello, where is my order?", "I want a refund please", "thanks", "thank you!",
+         "can I change my address?", "refund for order 42", "ok", "hi"]
+CHANNELS = ["facebook", "viber", "webchat"]
+
+
+def write_events(path: Path, events: int, contacts: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(events):
+            person = rng.randrange(contacts)
+            out.write(json.dumps({
+                "id": f"bench-{n}", "type": "message.received",
+                "channel": CHANNELS[person % len(CHANNELS)],
+                "timestamp": f"2026-11-{1 + n * 24 // events:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
+                "contact": {"external_id": f"person-{person}", "name": f"Person {person}"},
+                "message": {"text": rng.choice(TEXTS)}}) + "\n")
+
+
+def ingest(events_file: Path, database: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
+                           "--database-url", f"sqlite:///{database}", "ingest", str(events_file)],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"ingest failed: {done.stderr[-2000:]}")
+    return elapsed
+
+
+def rows_by_event(database: Path) -> tuple[list[str], dict[str, list[tuple[str, dict]]], str]:
+    """What ingest wrote, grouped by the event that wrote it; and the schema to recreate."""
+    source = sqlite3.connect(database)
+    source.row_factory = sqlite3.Row
+    schema = ";\n".join(row[0] for row in source.execute(
+        "SELECT sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL "
+        "AND name NOT LIKE 'alembic%'"))
+    events = [row["event_id"] for row in source.execute(
+        "SELECT event_id FROM processed_events ORDER BY received_at, rowid")]
+    grouped: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    first_event_of: dict[int, str] = {}
+    for row in source.execute("SELECT * FROM processed_events ORDER BY received_at, rowid"):
+        grouped[row["event_id"]].append(("processed_events", dict(row)))
+        first_event_of.setdefault(row["contact_id"], row["event_id"])
+    for table in ("event_traces",):
+        for row in source.execute(f"SELECT * FROM {table}"):
+            grouped[row["event_id"]].append((table, dict(row)))
+    for row in source.execute("SELECT * FROM contacts"):
+        grouped[first_event_of.get(row["id"], events[0])].append(("contacts", dict(row)))
+    for table in ("contact_identities", "contact_tags", "contact_fields"):
+        for row in source.execute(f"SELECT * FROM {table}"):
+            grouped[first_event_of.get(row["contact_id"], events[0])].append((table, dict(row)))
+    for row in source.execute("SELECT * FROM conversations"):
+        grouped[row["opened_by_event"] or events[0]].append(("conversations", dict(row)))
+        if row["closed_by_event"]:  # the close is its own write, in the closing event
+            grouped[row["closed_by_event"]].append(("close", dict(row)))
+    for row in source.execute("SELECT * FROM outbox"):
+        grouped[row["event_id"]].append(("outbox", dict(row)))
+    source.close()
+    return events, grouped, schema
+
+
+def floor(events: list[str], grouped: dict[str, list[tuple[str, dict]]], schema: str,
+          database: Path) -> float:
+    """The same rows, written by sqlite3 directly, one transaction per event."""
+    target = sqlite3.connect(database, isolation_level=None)
+    target.execute("PRAGMA journal_mode=WAL")
+    target.execute("PRAGMA synchronous=NORMAL")
+    target.executescript(schema)
+    started = time.perf_counter()
+    for event_id in events:
+        target.execute("BEGIN IMMEDIATE")
+        for table, row in grouped[event_id]:
+            if table == "close":
+                target.execute("UPDATE conversations SET closed_at = ?, close_source = ?, "
+                               "closed_by = ?, resolution_seconds = ? WHERE id = ?",
+                               (row["closed_at"], row["close_source"], row["closed_by"],
+                                row["resolution_seconds"], row["id"]))
+                continue
+            if table == "conversations":
+                row = {**row, "closed_at": None, "close_source": None, "closed_by": None,
+                       "resolution_seconds": None}
+            columns = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            target.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+        target.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    target.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--contacts", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        write_events(folder / "events.jsonl", args.events, args.contacts)
+        ours = ingest(folder / "events.jsonl", folder / "ours.db")
+        events, grouped, schema = rows_by_event(folder / "ours.db")
+        base = floor(events, grouped, schema, folder / "floor.db")
+        rows = sum(len(group) for group in grouped.values())
+    print(f"{args.events:,} message events from {args.contacts:,} contacts, example rules, "
+          f"SQLite (WAL, synchronous NORMAL); {rows:,} rows")
+    print(f"  {'rules-engine ingest (whole command)':<40}{args.events / ours:10,.0f} events/s")
+    print(f"  {'sqlite3, the same rows, 1 tx per event':<40}{args.events / base:10,.0f} events/s")
+    print(f"  {'ratio ingest / floor':<40}{base / ours:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
