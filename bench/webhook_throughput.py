@@ -1,17 +1,20 @@
 """Benchmark: webhook requests/s of the engine against a bare Flask endpoint, side by side.
 
 Both run under the same gunicorn configuration (sync workers, ``--workers``, loopback) and
-receive the same signed channel-neutral events from the same client; the engine's requests
-each verify the HMAC signature, apply one event (contact lookup, lifecycle, rules, trace)
-and commit to a SQLite file. Prints requests/s of each and the ratio.
+receive the same signed channel-neutral events from the same light client (``http.client``
+threads, one keep-alive connection each, so that the client is not the bottleneck), in
+alternating rounds; the engine's requests each verify the HMAC signature, apply one event
+(contact lookup, lifecycle, rules, trace) and commit to a SQLite file. Prints requests/s
+of each (the best round) and the ratio.
 
-    python bench/webhook_throughput.py [--requests 2000] [--clients 8] [--workers 2]
+    python bench/webhook_throughput.py [--requests 2000] [--clients 8] [--workers 2] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import signal
@@ -63,17 +66,29 @@ def bodies(count: int, run: str) -> list[bytes]:
 
 
 def drive(port: int, payloads: list[bytes], clients: int) -> float:
-    url = f"http://127.0.0.1:{port}/webhooks/events"
+    """Send ``payloads`` from ``clients`` threads, each on its own keep-alive connection."""
+    signed = [(body, "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest())
+              for body in payloads]
+    shares = [signed[n::clients] for n in range(clients)]
 
-    def send(body: bytes) -> int:
-        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        response = requests.post(url, data=body, timeout=60, headers={
-            "Content-Type": "application/json", "X-Signature-256": signature})
-        return response.status_code
+    def send_share(share: list[tuple[bytes, str]]) -> list[int]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        statuses = []
+        for body, signature in share:
+            connection.request("POST", "/webhooks/events", body=body, headers={
+                "Content-Type": "application/json", "X-Signature-256": signature})
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+            if response.getheader("Connection", "").lower() == "close":
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.close()
+        return statuses
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        statuses = list(pool.map(send, payloads))
+        statuses = [s for share in pool.map(send_share, shares) for s in share]
     elapsed = time.perf_counter() - started
     failures = [s for s in statuses if s != 200]
     if failures:
@@ -86,6 +101,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         env = {**os.environ, "RULES_ENGINE_WEBHOOK_SECRET": SECRET}
@@ -99,13 +115,17 @@ def main() -> None:
         try:
             drive(bare_port, bodies(100, "warm-bare"), args.clients)
             drive(ours_port, bodies(100, "warm-ours"), args.clients)
-            bare_rate = drive(bare_port, bodies(args.requests, "bare"), args.clients)
-            ours_rate = drive(ours_port, bodies(args.requests, "ours"), args.clients)
+            bare_rate = ours_rate = 0.0
+            for round_ in range(args.rounds):  # alternating, the best of each
+                bare_rate = max(bare_rate, drive(bare_port, bodies(args.requests, f"bare{round_}"),
+                                                 args.clients))
+                ours_rate = max(ours_rate, drive(ours_port, bodies(args.requests, f"ours{round_}"),
+                                                 args.clients))
         finally:
             stop(bare)
             stop(ours)
-    print(f"gunicorn sync, {args.workers} workers, {args.clients} clients, "
-          f"{args.requests} requests each")
+    print(f"gunicorn sync, {args.workers} workers, {args.clients} http.client threads, "
+          f"{args.requests} requests a round, best of {args.rounds} alternating rounds")
     print(f"  {'bare Flask endpoint':<32}{bare_rate:8,.0f} req/s")
     print(f"  {'rules-engine /webhooks/events':<32}{ours_rate:8,.0f} req/s (SQLite, example rules)")
     print(f"  {'ratio engine / bare':<32}{ours_rate / bare_rate:8.2f}")
