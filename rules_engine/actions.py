@@ -150,7 +150,7 @@ class SendMessage(Action):
         self.text = compile_template(self.arguments["text"], roots, path="text")
 
     def run(self, run: ActionRun) -> Outcome:
-        identities = run.lifecycle.tx.identities(run.contact_id)
+        identities = run.lifecycle.state(run.contact_id).identities
         wanted = self.arguments.get("channel") or run.channel
         identity = next((i for i in identities if i["channel"] == wanted), None)
         if identity is None:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .model import Conversation, EventType, Message
-from .store import StoreTx
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 
 class _Leaf:
@@ -103,7 +105,7 @@ def conversation_view(conversation: Conversation | None) -> dict[str, Any]:
 
 
 def build_context(
-    tx: StoreTx,
+    lifecycle: Lifecycle,
     *,
     event_id: str,
     event_type: EventType,
@@ -118,19 +120,18 @@ def build_context(
     intent: Mapping[str, Any] | None = None,
     actor: str | None = None,
 ) -> dict[str, Any]:
-    """The values a condition reads for one event, read fresh from the store."""
-    contact = tx.get_contact(contact_id)
-    assert contact is not None
-    conversation = (
-        tx.get_conversation(conversation_id) if conversation_id is not None
-        else tx.open_conversation_of(contact_id)
-    )
+    """The values a condition reads for one event, from the contact's aggregate (which
+    holds this event's own changes so far)."""
+    state = lifecycle.state(contact_id)
+    conversation = (lifecycle.conversation(conversation_id) if conversation_id is not None
+                    else state.open_conversation)
+    contact = state.contact
     context: dict[str, Any] = {
         "event": {"id": event_id, "type": str(event_type), "channel": channel,
                   "timestamp": timestamp.isoformat(), "depth": depth},
         "contact": {
-            "id": contact.id, "name": contact.name, "tags": tx.tags(contact_id),
-            "fields": tx.fields(contact_id), "identities": tx.identities(contact_id),
+            "id": contact.id, "name": contact.name, "tags": list(state.tags),
+            "fields": dict(state.fields), "identities": [dict(i) for i in state.identities],
             "created_at": contact.created_at.isoformat(), "is_new": contact_is_new,
         },
         "conversation": conversation_view(conversation),

@@ -85,11 +85,11 @@ class _Run:
             contact = self.tx.get_contact(ref.id, lock=not merging)
             if contact is None:
                 raise NotFoundError(f"contact {ref.id} does not exist", path="contact/id")
-            return contact.id if merging else self.follow_merges(contact).id
+            return contact.id if merging else self.lifecycle.seed(self.follow_merges(contact)).contact.id
         if ref.external_id is not None:
             found = self.tx.find_contact_by_identity(event.channel, ref.external_id, lock=True)
             if found is not None:
-                return self.follow_merges(found).id
+                return self.lifecycle.seed(self.follow_merges(found)).contact.id
             if event.type in COMMAND_TYPES:
                 raise NotFoundError(
                     f"no contact has {event.channel} id '{ref.external_id}'",
@@ -105,14 +105,14 @@ class _Run:
                                      "detail": f"created contact {contact.id}"})
                 self.queue.append(_Pending(
                     Fact(EventType.CONTACT_CREATED, contact.id, event.channel), 1))
-            return self.follow_merges(self.tx.get_contact(contact.id, lock=True) or contact).id
+            locked = self.tx.get_contact(contact.id, lock=True) or contact
+            return self.lifecycle.seed(self.follow_merges(locked)).contact.id
         if event.conversation_id is not None:
             conversation = self.tx.get_conversation(event.conversation_id)
             if conversation is None:
                 raise NotFoundError(f"conversation {event.conversation_id} does not exist",
                                     path="conversation_id")
-            self.tx.get_contact(conversation.contact_id, lock=True)
-            return conversation.contact_id
+            return self.lifecycle.state(conversation.contact_id).contact.id
         raise EventError("the event names no contact", path="contact")
 
     def follow_merges(self, contact: Contact) -> Contact:
@@ -175,7 +175,7 @@ class _Run:
         if not candidates:
             return step
         context = build_context(
-            self.tx, event_id=event.id, event_type=fact.type, channel=fact.channel,
+            self.lifecycle, event_id=event.id, event_type=fact.type, channel=fact.channel,
             timestamp=event.timestamp, depth=pending.depth, contact_id=fact.contact_id,
             contact_is_new=fact.contact_id in self.new_contacts,
             conversation_id=fact.conversation_id, params=fact.params,

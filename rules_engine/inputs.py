@@ -68,7 +68,7 @@ def _welcome(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcom
 
 
 def _message_sent(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
-    conversation = lifecycle.tx.open_conversation_of(contact_id)
+    conversation = lifecycle.state(contact_id).open_conversation
     if conversation is None:
         return [Outcome("record_reply", False, "no open conversation (a reply never opens one)")]
     return [Outcome("record_reply", False, f"reply on conversation {conversation.id}",
@@ -115,7 +115,7 @@ def _user_close(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Out
     note = event.params.get("note")
     if event.conversation_id is None:
         return [lifecycle.close(contact_id, source=CloseSource.USER, actor=event.actor, note=note)]
-    conversation = lifecycle.tx.get_conversation(event.conversation_id)
+    conversation = lifecycle.conversation(event.conversation_id)
     if conversation is None:
         raise NotFoundError(f"conversation {event.conversation_id} does not exist")
     return [lifecycle.close_conversation(conversation, source=CloseSource.USER,

@@ -7,12 +7,13 @@ none is, is a reported no-op (``applied`` False), never an error.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from .errors import EventError, NotFoundError
-from .model import CloseSource, Conversation, EventType, OpenSource
+from .aggregate import ContactState, load_state
+from .model import CloseSource, Contact, Conversation, EventType, OpenSource
 from .store import StoreTx
 
 
@@ -53,12 +54,50 @@ class Outcome:
 
 
 class Lifecycle:
-    """State changes for one event, inside its unit of work."""
+    """State changes for one event, inside its unit of work.
+
+    Holds the aggregate (``ContactState``) of each contact the event touches, loaded once
+    and kept true as this event changes it, so conditions and actions read it instead of
+    the store.
+    """
 
     def __init__(self, tx: StoreTx, *, event_id: str, at: datetime) -> None:
         self.tx = tx
         self.event_id = event_id
         self.at = at
+        self._states: dict[int, ContactState] = {}
+
+    def seed(self, contact: Contact) -> ContactState:
+        """Load the aggregate of a contact whose row the transaction has locked."""
+        state = self._states[contact.id] = load_state(self.tx, contact)
+        return state
+
+    def state(self, contact_id: int) -> ContactState:
+        """The contact's aggregate (loaded, and its row locked, on first use)."""
+        state = self._states.get(contact_id)
+        if state is None:
+            contact = self.tx.get_contact(contact_id, lock=True)
+            if contact is None:
+                raise NotFoundError(f"contact {contact_id} does not exist")
+            state = self.seed(contact)
+        return state
+
+    def conversation(self, conversation_id: int) -> Conversation | None:
+        """A conversation, as this event last saw or changed it."""
+        for state in self._states.values():
+            if conversation_id in state.conversations:
+                return state.conversations[conversation_id]
+        return self.tx.get_conversation(conversation_id)
+
+    def _remember(self, conversation: Conversation, *, still_open: bool) -> None:
+        state = self._states.get(conversation.contact_id)
+        if state is None:
+            return
+        state.conversations[conversation.id] = conversation
+        if still_open:
+            state.open_conversation = conversation
+        elif state.open_conversation is not None and state.open_conversation.id == conversation.id:
+            state.open_conversation = None
 
     def open(
         self,
@@ -71,10 +110,15 @@ class Lifecycle:
         team: str | None = None,
     ) -> Outcome:
         """Open a conversation for the contact unless one is already open."""
+        known = self.state(contact_id).open_conversation
+        if known is not None:
+            return Outcome("open_conversation", False,
+                           f"conversation {known.id} is already open", [], known.id)
         conversation, created = self.tx.open_conversation(
             contact_id=contact_id, channel=channel, source=source, actor=actor,
             at=self.at, event_id=self.event_id, assignee=assignee, team=team,
         )
+        self._remember(conversation, still_open=True)
         if not created:
             return Outcome("open_conversation", False,
                            f"conversation {conversation.id} is already open", [], conversation.id)
@@ -86,17 +130,17 @@ class Lifecycle:
     def contact_channel(self, contact_id: int) -> str | None:
         """The channel a person talks to us on: that of their latest conversation, else of
         their first identity (a conversation a user opens by hand belongs there)."""
-        history = self.tx.conversations_of(contact_id)
+        history = self.tx.conversations_of(contact_id)  # the rare user's open: read it
         if history and history[-1].channel:
             return history[-1].channel
-        identities = self.tx.identities(contact_id)
+        identities = self.state(contact_id).identities
         return identities[0]["channel"] if identities else None
 
     def close(
         self, contact_id: int, *, source: CloseSource, actor: str | None, note: str | None = None
     ) -> Outcome:
         """Close the contact's open conversation, if there is one."""
-        conversation = self.tx.open_conversation_of(contact_id)
+        conversation = self.state(contact_id).open_conversation
         if conversation is None:
             return Outcome("close_conversation", False, "no open conversation")
         return self.close_conversation(conversation, source=source, actor=actor, note=note)
@@ -113,6 +157,7 @@ class Lifecycle:
         if closed is None:
             return Outcome("close_conversation", False,
                            f"conversation {conversation.id} is already closed", [], conversation.id)
+        self._remember(closed, still_open=False)
         fact = Fact(EventType.CONVERSATION_CLOSED, closed.contact_id, closed.channel, closed.id,
                     {"close_source": str(source)})
         return Outcome("close_conversation", True,
@@ -120,12 +165,13 @@ class Lifecycle:
 
     def assign(self, contact_id: int, *, user: str | None, team: str | None) -> Outcome:
         """Assign the contact's open conversation to a user and/or team."""
-        conversation = self.tx.open_conversation_of(contact_id)
+        conversation = self.state(contact_id).open_conversation
         if conversation is None:
             return Outcome("assign", False, "no open conversation to assign")
         if (user is None or user == conversation.assignee) and (team is None or team == conversation.team):
             return Outcome("assign", False, "already assigned so", [], conversation.id)
         updated = self.tx.assign(conversation.id, assignee=user, team=team)
+        self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": updated.assignee, "team": updated.team})
         return Outcome("assign", True,
@@ -134,13 +180,19 @@ class Lifecycle:
 
     def add_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Tag the contact; each new tag emits ``contact.tag_added``."""
-        added = [tag for tag in tags if self.tx.add_tag(contact_id, tag)]
+        state = self.state(contact_id)
+        added = [tag for tag in dict.fromkeys(tags)
+                 if tag not in state.tags and self.tx.add_tag(contact_id, tag)]
+        state.tags = sorted({*state.tags, *added})
         return self._tag_outcome("add_tag", EventType.CONTACT_TAG_ADDED, contact_id, channel,
                                  added, f"added {', '.join(added)}", "already tagged")
 
     def remove_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Untag the contact; each removed tag emits ``contact.tag_removed``."""
-        removed = [tag for tag in tags if self.tx.remove_tag(contact_id, tag)]
+        state = self.state(contact_id)
+        removed = [tag for tag in dict.fromkeys(tags)
+                   if tag in state.tags and self.tx.remove_tag(contact_id, tag)]
+        state.tags = [tag for tag in state.tags if tag not in removed]
         return self._tag_outcome("remove_tag", EventType.CONTACT_TAG_REMOVED, contact_id, channel,
                                  removed, f"removed {', '.join(removed)}", "tags were not set")
 
@@ -152,19 +204,23 @@ class Lifecycle:
 
     def set_field(self, contact_id: int, name: str, value: Any, channel: str | None) -> Outcome:
         """Set a contact attribute; a change emits ``contact.field_set``."""
-        if not self.tx.set_field(contact_id, name, value):
+        state = self.state(contact_id)
+        if name in state.fields and state.fields[name] == value \
+                or not self.tx.set_field(contact_id, name, value):
             return Outcome("set_field", False, f"{name} already has that value")
+        state.fields[name] = value
         fact = Fact(EventType.CONTACT_FIELD_SET, contact_id, channel, None,
                     {"name": name, "value": value})
         return Outcome("set_field", True, f"set {name}", [fact])
 
     def set_bot_status(self, contact_id: int, active: bool, channel: str | None) -> Outcome:
         """Hand the open conversation to a human (False) or back to the bot (True)."""
-        conversation = self.tx.open_conversation_of(contact_id)
+        conversation = self.state(contact_id).open_conversation
         if conversation is None:
             return Outcome("set_bot_status", False, "no open conversation")
-        if not self.tx.set_bot_active(conversation.id, active):
+        if conversation.bot_active == active or not self.tx.set_bot_active(conversation.id, active):
             return Outcome("set_bot_status", False, "bot status unchanged", [], conversation.id)
+        self._remember(replace(conversation, bot_active=active), still_open=True)
         fact = Fact(EventType.BOT_STATUS_CHANGED, contact_id, channel, conversation.id,
                     {"bot_active": active})
         detail = "handed to the bot" if active else "handed to a human"
@@ -204,8 +260,11 @@ class Lifecycle:
             raise EventError(f"contact {secondary_id} was already merged into contact "
                              f"{secondary.merged_into}", path="secondary_contact_id",
                              hint=f"merge contact {secondary.merged_into} instead")
+        self.seed(secondary)
         closed = self.close(secondary_id, source=CloseSource.CONTACT_MERGE, actor=actor)
         self.tx.merge_contacts(primary_id, secondary_id)
+        self._states.pop(primary_id, None)  # identities, tags and fields moved: read again
+        self._states.pop(secondary_id, None)
         merged_fact = Fact(EventType.CONTACTS_MERGED, primary_id, None, None,
                            {"secondary_contact_id": secondary_id})
         merged = Outcome("merge_contacts", True,

@@ -6,7 +6,19 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    delete,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -197,6 +209,25 @@ class StoreTx:
             .order_by(t.contact_identities.c.channel)
         )
         return [{"channel": r.channel, "external_id": r.external_id} for r in rows]
+
+    def contact_details(self, contact_id: int) -> dict[str, Any]:
+        """Tags, fields, identities and the open conversation of a contact, in three reads."""
+        i, g = t.contact_identities, t.contact_tags
+        labels = union_all(
+            select(literal("identity").label("kind"), i.c.channel.label("a"),
+                   i.c.external_id.label("b")).where(i.c.contact_id == contact_id),
+            select(literal("tag").label("kind"), g.c.tag.label("a"), null().label("b"))
+            .where(g.c.contact_id == contact_id),
+        )
+        identities, tags = [], []
+        for row in self.connection.execute(labels):
+            if row.kind == "tag":
+                tags.append(row.a)
+            else:
+                identities.append({"channel": row.a, "external_id": row.b})
+        return {"tags": sorted(tags), "fields": self.fields(contact_id),
+                "identities": sorted(identities, key=lambda identity: identity["channel"]),
+                "open_conversation": self.open_conversation_of(contact_id)}
 
     def tags(self, contact_id: int) -> list[str]:
         rows = self.connection.execute(
