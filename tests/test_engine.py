@@ -1,9 +1,11 @@
 """The engine: priority, stop, chaining with a depth bound, idempotency, atomicity, traces."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from rules_engine import EventError, Store
+from rules_engine import Engine, EventError, Store, load_rule_set
 
 from .conftest import event, message
 
@@ -300,3 +302,18 @@ def test_a_batch_applies_each_event_in_its_own_savepoint(make_engine, store):
     with store.read() as tx:
         assert not tx.is_event_processed("bad-close")  # undone with its savepoint only
         assert tx.find_contact_by_identity("facebook", "psid-b2") is not None
+
+
+def test_a_message_on_a_known_contact_costs_at_most_8_statements(store):
+    """The example rules, a contact with an open conversation: the ledger, the contact's
+    row (locked) and aggregate, the trace; counted as the database sees them."""
+    from sqlalchemy import event as sqlalchemy_event
+
+    engine = Engine(store, load_rule_set([Path(__file__).resolve().parent.parent / "rules"]))
+    engine.process(message("psid-count", "hello"))
+    statements: list[str] = []
+    sqlalchemy_event.listen(store.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    result = engine.process(message("psid-count", "where is my order?"))
+    assert result.status == "applied" and result.conversation_id is not None
+    assert len(statements) <= 8, "\n".join(statements)
