@@ -17,6 +17,7 @@ from rules_engine.context import every_root
 from rules_engine.errors import ExpressionError
 from rules_engine.expressions import ExpressionRuntimeError, compile_expression
 
+from .expression_strategies import expressions
 from .test_expressions import CONTEXT as EXPRESSION_CONTEXT
 from .test_sandbox import ATTACKS
 from .test_sandbox import CONTEXT as SANDBOX_CONTEXT
@@ -107,34 +108,18 @@ _CONTEXTS = st.fixed_dictionaries({
                                                                 _VALUES, max_size=2)}),
     "channel": st.sampled_from(["facebook", "viber"]),
 })
-_ATOMS = st.sampled_from(["params.a", "params.b", "params.n", "params.text", "message.text",
-                          "contact.tags", "contact.name", "contact.fields.a", "channel", "0",
-                          "1", "-2", "1.5", "'x'", "'ab'", "null", "true", "[]", "[1, 'a']",
-                          "params['a']", "contact.tags[0]", "message.text[1:]"])
-_BINARY = st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^",
-                           "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or",
-                           "is", "is not"])
-_CALLS = st.sampled_from(["lower", "upper", "strip", "len", "str", "int", "float", "abs",
-                          "min", "max", "round"])
-
-
-def _expressions(depth: int) -> st.SearchStrategy[str]:
-    if depth == 0:
-        return _ATOMS
-    smaller = _expressions(depth - 1)
-    return st.one_of(
-        smaller,
-        st.tuples(smaller, _BINARY, smaller).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        st.tuples(_CALLS, smaller).map(lambda t: f"{t[0]}({t[1]})"),
-        st.tuples(smaller, smaller, smaller).map(lambda t: f"({t[0]} if {t[1]} else {t[2]})"),
-        smaller.map(lambda e: f"(not {e})"), smaller.map(lambda e: f"(-{e})"),
-        st.tuples(smaller, smaller).map(lambda t: f"contains({t[0]}, {t[1]})"),
-    )
+ATOMS = ["params.a", "params.b", "params.n", "params.text", "message.text", "contact.tags",
+         "contact.name", "contact.fields.a", "channel", "0", "1", "-2", "1.5", "'x'", "'ab'",
+         "null", "true", "[]", "[1, 'a']", "params['a']", "contact.tags[0]", "message.text[1:]"]
+OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "==", "!=", "<",
+             "<=", ">", ">=", "in", "not in", "and", "or", "is", "is not"]
+FUNCTIONS = ["lower", "upper", "strip", "len", "str", "int", "float", "abs", "min", "max",
+             "round"]
 
 
 @settings(max_examples=1500, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
-@given(_expressions(3), _CONTEXTS)
+@given(expressions(ATOMS, OPERATORS, FUNCTIONS, 3), _CONTEXTS)
 def test_generated_expressions_agree_with_simpleeval(source, context):
     assert_agree(source, {**context, "event": {"depth": 0}, "conversation": {"is_open": True}})
 

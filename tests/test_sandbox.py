@@ -9,15 +9,15 @@ from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from rules_engine import RuleSetInvalid, load_rule_set
+from rules_engine import RuleSetInvalid, expressions, load_rule_set
 from rules_engine.conditions import _preview
 from rules_engine.context import roots_for
-from rules_engine import expressions
 from rules_engine.errors import ExpressionError
 from rules_engine.expressions import ExpressionRuntimeError, compile_expression
 from rules_engine.model import EventType
+
+from .expression_strategies import expressions as generated_expressions
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 ROOTS = roots_for(EventType.MESSAGE_RECEIVED)
@@ -133,29 +133,15 @@ def test_the_trace_preview_is_bounded_before_it_is_built():
 
 # Structure-aware generated expressions: numbers, strings and lists joined by the operators
 # and functions an attacker would reach for, nested.
-_ATOMS = st.sampled_from(["0", "1", "7", "99999", "10**9", "-3", "1.5", "'x'", "'%0999d'",
-                          "'ab'*50000", "[0]*1000", "[[1]*100]*100", "message.text",
-                          "params.big", "params.one", "()", "{}"])
-_BINARY = st.sampled_from(["+", "*", "%", "**", "<<", "-", "//", "==", "<", "in"])
-_CALLS = st.sampled_from(["str", "len", "round", "min", "max", "abs", "int", "float", "lower"])
-
-
-def _expressions(depth: int) -> st.SearchStrategy[str]:
-    if depth == 0:
-        return _ATOMS
-    smaller = _expressions(depth - 1)
-    return st.one_of(
-        smaller,
-        st.tuples(smaller, _BINARY, smaller).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        st.tuples(_CALLS, smaller).map(lambda t: f"{t[0]}({t[1]})"),
-        st.tuples(smaller, smaller).map(lambda t: f"round({t[0]}, {t[1]})"),
-        st.lists(smaller, min_size=1, max_size=4).map(lambda xs: f"[{', '.join(xs)}]"),
-    )
+ATOMS = ["0", "1", "7", "99999", "10**9", "-3", "1.5", "'x'", "'%0999d'", "'ab'*50000",
+         "[0]*1000", "[[1]*100]*100", "message.text", "params.big", "params.one", "()", "{}"]
+OPERATORS = ["+", "*", "%", "**", "<<", "-", "//", "==", "<", "in"]
+FUNCTIONS = ["str", "len", "round", "min", "max", "abs", "int", "float", "lower"]
 
 
 @settings(max_examples=400, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
-@given(_expressions(4))
+@given(generated_expressions(ATOMS, OPERATORS, FUNCTIONS, 4))
 def test_any_generated_expression_is_refused_or_evaluated_within_bounds(source):
     started = time.process_time()
     try:
