@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     literal,
@@ -24,6 +25,8 @@ from sqlalchemy.engine import RowMapping
 
 from ..model import CloseSource, Contact, Conversation, OpenSource
 from . import tables as t
+
+_PREPARED: dict[tuple[str, str], Any] = {}  # (dialect, name) -> statement
 
 
 class ConversationRace(Exception):
@@ -70,16 +73,30 @@ class StoreTx:
 
     # -- helpers ---------------------------------------------------------------
 
+    def _prepared(self, name: str, build: Callable[[], Any]) -> Any:
+        """A statement of the hot path, built once per dialect (its values are bound
+        parameters), so that a call costs only its execution."""
+        key = (self._dialect, name)
+        statement = _PREPARED.get(key)
+        if statement is None:
+            statement = _PREPARED[key] = build()
+        return statement
+
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT."""
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
     def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
-        key = next(iter(table.primary_key.columns))
-        statement = (self._insert(table).values(**values).on_conflict_do_nothing(**conflict)
-                     .returning(key))  # rowcount is not reliable here on every driver
-        return len(self.connection.execute(statement).all())
+        def build() -> Any:
+            key = next(iter(table.primary_key.columns))
+            bound = {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values}
+            return (self._insert(table).values(**bound).on_conflict_do_nothing(**conflict)
+                    .returning(key))  # rowcount is not reliable here on every driver
+
+        statement = self._prepared(f"insert-or-nothing:{table.name}:{','.join(values)}", build)
+        parameters = {f"p_{name}": value for name, value in values.items()}
+        return len(self.connection.execute(statement, parameters).all())
 
     # -- processed events and traces --------------------------------------------
 
@@ -95,16 +112,16 @@ class StoreTx:
         return inserted == 1
 
     def set_event_contact(self, event_id: str, contact_id: int) -> None:
-        self.connection.execute(
+        statement = self._prepared("set-event-contact", lambda: (
             update(t.processed_events)
-            .where(t.processed_events.c.event_id == event_id)
-            .values(contact_id=contact_id)
-        )
+            .where(t.processed_events.c.event_id == bindparam("p_event_id"))
+            .values(contact_id=bindparam("p_contact_id"))))
+        self.connection.execute(statement, {"p_event_id": event_id, "p_contact_id": contact_id})
 
     def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
-        self.connection.execute(
-            t.event_traces.insert().values(event_id=event_id, trace=trace, recorded_at=recorded_at)
-        )
+        statement = self._prepared("save-trace", lambda: t.event_traces.insert())
+        self.connection.execute(statement, {"event_id": event_id, "trace": trace,
+                                            "recorded_at": recorded_at})
 
     def prune_traces(self, before: datetime) -> int:
         """Delete the traces recorded before ``before`` (the event ledger stays); how many."""
@@ -142,10 +159,12 @@ class StoreTx:
     def get_contact(self, contact_id: int, *, lock: bool = False) -> Contact | None:
         """The contact; with ``lock``, its row stays locked until the transaction ends
         (PostgreSQL ``FOR UPDATE``; SQLite's write lock already covers the transaction)."""
-        statement = select(t.contacts).where(t.contacts.c.id == contact_id)
-        if lock:
-            statement = statement.with_for_update()
-        row = self.connection.execute(statement).mappings().first()
+        def build() -> Any:
+            statement = select(t.contacts).where(t.contacts.c.id == bindparam("p_id"))
+            return statement.with_for_update() if lock else statement
+
+        statement = self._prepared(f"get-contact:{lock}", build)
+        row = self.connection.execute(statement, {"p_id": contact_id}).mappings().first()
         return _contact(row) if row else None
 
     def lock_contacts(self, contact_ids: list[int]) -> dict[int, Contact]:
@@ -160,17 +179,20 @@ class StoreTx:
     def find_contact_by_identity(self, channel: str, external_id: str, *,
                                  lock: bool = False) -> Contact | None:
         """The contact that holds this channel identity (locked with ``lock``)."""
-        statement = (
-            select(t.contacts)
-            .join(t.contact_identities, t.contact_identities.c.contact_id == t.contacts.c.id)
-            .where(
-                t.contact_identities.c.channel == channel,
-                t.contact_identities.c.external_id == external_id,
+        def build() -> Any:
+            statement = (
+                select(t.contacts)
+                .join(t.contact_identities, t.contact_identities.c.contact_id == t.contacts.c.id)
+                .where(
+                    t.contact_identities.c.channel == bindparam("p_channel"),
+                    t.contact_identities.c.external_id == bindparam("p_external_id"),
+                )
             )
-        )
-        if lock:
-            statement = statement.with_for_update(of=t.contacts)
-        row = self.connection.execute(statement).mappings().first()
+            return statement.with_for_update(of=t.contacts) if lock else statement
+
+        statement = self._prepared(f"contact-by-identity:{lock}", build)
+        row = self.connection.execute(
+            statement, {"p_channel": channel, "p_external_id": external_id}).mappings().first()
         return _contact(row) if row else None
 
     def create_contact(
@@ -212,15 +234,17 @@ class StoreTx:
 
     def contact_details(self, contact_id: int) -> dict[str, Any]:
         """Tags, fields, identities and the open conversation of a contact, in three reads."""
-        i, g = t.contact_identities, t.contact_tags
-        labels = union_all(
-            select(literal("identity").label("kind"), i.c.channel.label("a"),
-                   i.c.external_id.label("b")).where(i.c.contact_id == contact_id),
-            select(literal("tag").label("kind"), g.c.tag.label("a"), null().label("b"))
-            .where(g.c.contact_id == contact_id),
-        )
+        def build() -> Any:
+            i, g = t.contact_identities, t.contact_tags
+            return union_all(
+                select(literal("identity").label("kind"), i.c.channel.label("a"),
+                       i.c.external_id.label("b")).where(i.c.contact_id == bindparam("p_id")),
+                select(literal("tag").label("kind"), g.c.tag.label("a"), null().label("b"))
+                .where(g.c.contact_id == bindparam("p_id")),
+            )
+
         identities, tags = [], []
-        for row in self.connection.execute(labels):
+        for row in self.connection.execute(self._prepared("labels", build), {"p_id": contact_id}):
             if row.kind == "tag":
                 tags.append(row.a)
             else:
@@ -246,34 +270,35 @@ class StoreTx:
 
     def remove_tag(self, contact_id: int, tag: str) -> bool:
         """Untag a contact; False when it did not have the tag."""
-        result = self.connection.execute(
-            delete(t.contact_tags).where(
-                t.contact_tags.c.contact_id == contact_id, t.contact_tags.c.tag == tag
-            )
-        )
-        return result.rowcount == 1
+        statement = self._prepared("remove-tag", lambda: delete(t.contact_tags).where(
+            t.contact_tags.c.contact_id == bindparam("p_id"), t.contact_tags.c.tag == bindparam("p_tag")))
+        return self.connection.execute(statement, {"p_id": contact_id, "p_tag": tag}).rowcount == 1
 
     def fields(self, contact_id: int) -> dict[str, Any]:
-        rows = self.connection.execute(
-            select(t.contact_fields.c.name, t.contact_fields.c.value).where(
-                t.contact_fields.c.contact_id == contact_id
-            )
-        )
-        return {r.name: r.value for r in rows}
+        statement = self._prepared("fields", lambda: select(
+            t.contact_fields.c.name, t.contact_fields.c.value).where(
+                t.contact_fields.c.contact_id == bindparam("p_id")))
+        return {r.name: r.value for r in self.connection.execute(statement, {"p_id": contact_id})}
 
     def set_field(self, contact_id: int, name: str, value: Any) -> bool:
         """Set a contact attribute; False when it already had that value.
 
         One upsert, so concurrent writers never collide on the key.
         """
-        statement = self._insert(t.contact_fields).values(contact_id=contact_id, name=name,
-                                                          value=value)
-        statement = statement.on_conflict_do_update(
-            index_elements=["contact_id", "name"],
-            set_={"value": statement.excluded.value},
-            where=t.contact_fields.c.value.is_distinct_from(statement.excluded.value),
-        ).returning(t.contact_fields.c.name)
-        return len(self.connection.execute(statement).all()) == 1
+        def build() -> Any:
+            f = t.contact_fields
+            statement = self._insert(f).values(
+                contact_id=bindparam("p_id"), name=bindparam("p_name"),
+                value=bindparam("p_value", type_=f.c.value.type))
+            return statement.on_conflict_do_update(
+                index_elements=["contact_id", "name"],
+                set_={"value": statement.excluded.value},
+                where=f.c.value.is_distinct_from(statement.excluded.value),
+            ).returning(f.c.name)
+
+        rows = self.connection.execute(self._prepared("set-field", build),
+                                       {"p_id": contact_id, "p_name": name, "p_value": value})
+        return len(rows.all()) == 1
 
     def merge_contacts(self, primary_id: int, secondary_id: int) -> None:
         """Move the secondary's identities, tags and missing fields to the primary; contacts
@@ -303,25 +328,16 @@ class StoreTx:
     # -- conversations --------------------------------------------------------------
 
     def get_conversation(self, conversation_id: int) -> Conversation | None:
-        row = (
-            self.connection.execute(
-                select(t.conversations).where(t.conversations.c.id == conversation_id)
-            )
-            .mappings()
-            .first()
-        )
+        statement = self._prepared("get-conversation", lambda: select(t.conversations).where(
+            t.conversations.c.id == bindparam("p_id")))
+        row = self.connection.execute(statement, {"p_id": conversation_id}).mappings().first()
         return _conversation(row) if row else None
 
     def open_conversation_of(self, contact_id: int) -> Conversation | None:
-        row = (
-            self.connection.execute(
-                select(t.conversations).where(
-                    t.conversations.c.contact_id == contact_id, t.conversations.c.closed_at.is_(None)
-                )
-            )
-            .mappings()
-            .first()
-        )
+        statement = self._prepared("open-conversation-of", lambda: select(t.conversations).where(
+            t.conversations.c.contact_id == bindparam("p_id"),
+            t.conversations.c.closed_at.is_(None)))
+        row = self.connection.execute(statement, {"p_id": contact_id}).mappings().first()
         return _conversation(row) if row else None
 
     def count_conversations(self) -> int:
@@ -385,18 +401,16 @@ class StoreTx:
         note: str | None = None,
     ) -> Conversation | None:
         """Close a conversation if it is still open; None when it was already closed."""
-        result = self.connection.execute(
-            update(t.conversations)
-            .where(t.conversations.c.id == conversation_id, t.conversations.c.closed_at.is_(None))
-            .values(
-                closed_at=at,
-                resolution_seconds=resolution_seconds,
-                close_source=str(source),
-                closed_by=actor,
-                closing_note=note,
-                closed_by_event=event_id,
-            )
-        )
+        c = t.conversations
+        statement = self._prepared("close-conversation", lambda: (
+            update(c).where(c.c.id == bindparam("p_id"), c.c.closed_at.is_(None))
+            .values({name: bindparam(f"p_{name}", type_=c.c[name].type) for name in (
+                "closed_at", "resolution_seconds", "close_source", "closed_by", "closing_note",
+                "closed_by_event")})))
+        result = self.connection.execute(statement, {
+            "p_id": conversation_id, "p_closed_at": at, "p_resolution_seconds": resolution_seconds,
+            "p_close_source": str(source), "p_closed_by": actor, "p_closing_note": note,
+            "p_closed_by_event": event_id})
         if result.rowcount != 1:
             return None
         return self.get_conversation(conversation_id)
