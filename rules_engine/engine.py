@@ -139,10 +139,9 @@ class _Run:
                 self.queue.append(_Pending(fact, depth + 1))
         return lines
 
-    def run(self) -> int:
+    def run(self, contact_id: int) -> int:
+        """Apply the event to its (resolved, locked) contact: built-in lifecycle, then rules."""
         event = self.event
-        contact_id = self.resolve_contact()
-        self.tx.set_event_contact(event.id, contact_id)
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
         self.conversation_id = next(
             (o.conversation_id for o in outcomes if o.conversation_id is not None), None)
@@ -325,13 +324,15 @@ class Engine:
     def _process(self, tx: StoreTx, event: Event, rules: RuleSet, *, status: str) -> Result:
         received_at = self.clock()
         simulating = status == "simulated"
-        first_time = tx.record_event(event.id, str(event.type), event.channel, received_at)
-        if not first_time and not simulating:
+        run = _Run(self, tx, event, rules)
+        contact_id = run.resolve_contact()  # its row is locked from here on
+        first_time = tx.record_event(event.id, str(event.type), event.channel, received_at,
+                                     contact_id=contact_id)
+        if not first_time and not simulating:  # a simulation runs even an event seen before
             stored = tx.get_trace(event.id) or {}
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
-        run = _Run(self, tx, event, rules)  # a simulation runs even an event seen before
-        contact_id = run.run()
+        run.run(contact_id)
         trace = run.trace(contact_id, received_at)
         if first_time:
             tx.save_trace(event.id, trace, received_at)

@@ -88,35 +88,33 @@ class StoreTx:
 
     def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
         """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
+        return 0 if self._inserted_row(table, values, **conflict) is None else 1
+
+    def _inserted_row(self, table: Table, values: dict[str, Any],
+                      **conflict: Any) -> RowMapping | None:
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING the row; None when nothing was inserted
+        (rowcount is not reliable here on every driver)."""
         def build() -> Any:
-            key = next(iter(table.primary_key.columns))
             bound = {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values}
             return (self._insert(table).values(**bound).on_conflict_do_nothing(**conflict)
-                    .returning(key))  # rowcount is not reliable here on every driver
+                    .returning(*table.c))
 
         statement = self._prepared(f"insert-or-nothing:{table.name}:{','.join(values)}", build)
         parameters = {f"p_{name}": value for name, value in values.items()}
-        return len(self.connection.execute(statement, parameters).all())
+        return self.connection.execute(statement, parameters).mappings().first()
 
     # -- processed events and traces --------------------------------------------
 
-    def record_event(
-        self, event_id: str, type_: str, channel: str | None, received_at: datetime
-    ) -> bool:
+    def record_event(self, event_id: str, type_: str, channel: str | None,
+                     received_at: datetime, *, contact_id: int | None = None) -> bool:
         """Record an event as processed; False when it was already recorded (a repeat)."""
         inserted = self._insert_or_nothing(
             t.processed_events,
-            {"event_id": event_id, "type": type_, "channel": channel, "received_at": received_at},
+            {"event_id": event_id, "type": type_, "channel": channel, "received_at": received_at,
+             "contact_id": contact_id},
             index_elements=["event_id"],
         )
         return inserted == 1
-
-    def set_event_contact(self, event_id: str, contact_id: int) -> None:
-        statement = self._prepared("set-event-contact", lambda: (
-            update(t.processed_events)
-            .where(t.processed_events.c.event_id == bindparam("p_event_id"))
-            .values(contact_id=bindparam("p_contact_id"))))
-        self.connection.execute(statement, {"p_event_id": event_id, "p_contact_id": contact_id})
 
     def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
         statement = self._prepared("save-trace", lambda: t.event_traces.insert())
@@ -368,7 +366,7 @@ class StoreTx:
         The partial unique index decides: a concurrent opener loses the INSERT and gets the
         conversation the winner opened.
         """
-        inserted = self._insert_or_nothing(
+        inserted = self._inserted_row(
             t.conversations,
             {
                 "contact_id": contact_id,
@@ -384,10 +382,12 @@ class StoreTx:
             index_elements=["contact_id"],
             index_where=t.conversations.c.closed_at.is_(None),
         )
+        if inserted is not None:
+            return _conversation(inserted), True
         conversation = self.open_conversation_of(contact_id)
         if conversation is None:  # the open one that blocked the insert closed meanwhile
             raise ConversationRace(f"contact {contact_id}'s open conversation closed during an open")
-        return conversation, inserted == 1
+        return conversation, False
 
     def close_conversation(
         self,
@@ -406,27 +406,27 @@ class StoreTx:
             update(c).where(c.c.id == bindparam("p_id"), c.c.closed_at.is_(None))
             .values({name: bindparam(f"p_{name}", type_=c.c[name].type) for name in (
                 "closed_at", "resolution_seconds", "close_source", "closed_by", "closing_note",
-                "closed_by_event")})))
+                "closed_by_event")}).returning(*c.c)))
         result = self.connection.execute(statement, {
             "p_id": conversation_id, "p_closed_at": at, "p_resolution_seconds": resolution_seconds,
             "p_close_source": str(source), "p_closed_by": actor, "p_closing_note": note,
-            "p_closed_by_event": event_id})
-        if result.rowcount != 1:
-            return None
-        return self.get_conversation(conversation_id)
+            "p_closed_by_event": event_id}).mappings().first()
+        return _conversation(result) if result is not None else None
 
     def assign(
         self, conversation_id: int, *, assignee: str | None, team: str | None
     ) -> Conversation:
         """Set the assignee and/or team (a None leaves that one as it is)."""
         values = {k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
-        if values:
-            self.connection.execute(
-                update(t.conversations).where(t.conversations.c.id == conversation_id).values(**values)
-            )
-        conversation = self.get_conversation(conversation_id)
-        assert conversation is not None
-        return conversation
+        if not values:
+            conversation = self.get_conversation(conversation_id)
+            assert conversation is not None
+            return conversation
+        row = self.connection.execute(
+            update(t.conversations).where(t.conversations.c.id == conversation_id)
+            .values(**values).returning(*t.conversations.c)).mappings().first()
+        assert row is not None
+        return _conversation(row)
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool:
         """Hand a conversation to a human (False) or back to the bot; False when unchanged."""
