@@ -316,4 +316,4 @@ def test_a_message_on_a_known_contact_costs_at_most_8_statements(store):
                             lambda *args: statements.append(args[2]))
     result = engine.process(message("psid-count", "where is my order?"))
     assert result.status == "applied" and result.conversation_id is not None
-    assert len(statements) <= 8, "\n".join(statements)
+    assert len(statements) <= 8, "\n".join(statements)  # today: BEGIN and 6
