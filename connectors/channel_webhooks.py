@@ -8,21 +8,19 @@ renders; ``GET <route>`` answers the platform's verification handshake where it 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from rules_engine import RulesEngineError
-
 from .channels import ChannelAdapter, Skipped, adapters
-from .http import engine, from_engine_error, raw_body
+from .http import raw_body, run_events
 from .http import settings as app_settings
-from .observability import record_event, record_skipped
+from .observability import record_skipped
 
 log = logging.getLogger("rules_engine.channels")
+
 
 def _receive(adapter: ChannelAdapter) -> Any:
     settings = app_settings()
@@ -31,18 +29,9 @@ def _receive(adapter: ChannelAdapter) -> Any:
     adapter.authenticate(body, request.headers, config=config, dev=settings.dev)
     parsed = adapter.parse(body, request.headers, config=config,
                            received_at=datetime.now(timezone.utc))
-    results: list[dict[str, Any]] = []
     skipped = list(parsed.skipped)
-    for event in parsed.events:
-        started = time.perf_counter()
-        try:
-            result = engine().process(event)
-        except RulesEngineError as error:
-            refusal = from_engine_error(error)
-            skipped.append(Skipped(event.id, "refused", f"{refusal.code}: {refusal.message}"))
-            continue
-        results.append(result.to_dict())
-        record_event(results[-1], result.trace, time.perf_counter() - started)
+    results = run_events(parsed.events, refused=lambda event, refusal: skipped.append(
+        Skipped(event.id, "refused", f"{refusal.code}: {refusal.message}")))
     for item in skipped:
         record_skipped(adapter.name, item.reason)
         log.info("%s: skipped %s (%s) %s", adapter.name, item.path or "body", item.reason,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, request
@@ -102,15 +102,22 @@ def from_engine_error(error: RulesEngineError) -> ApiError:
     return ApiError(422, "rejected", error.message, path=error.path, hint=error.hint)
 
 
-def run_events(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Apply parsed events in order, each in its own transaction; their results."""
+def run_events(events: Sequence[Event], *,
+               refused: Callable[[Event, ApiError], None] | None = None) -> list[dict[str, Any]]:
+    """Apply parsed events in order, each in its own transaction; their results.
+
+    An event the engine refuses is an ApiError, unless ``refused`` is given: then it is
+    told of the refusal and the other events still apply."""
     results = []
     for event in events:
         started = time.perf_counter()
         try:
             result = engine().process(event)
         except RulesEngineError as error:
-            raise from_engine_error(error) from None
+            if refused is None:
+                raise from_engine_error(error) from None
+            refused(event, from_engine_error(error))
+            continue
         results.append(result.to_dict())
         record_event(results[-1], result.trace, time.perf_counter() - started)
     return results

@@ -48,11 +48,13 @@ def channel_catalog() -> Mapping[str, ChannelTraits]:
     return catalog
 
 
+@cache
 def welcome_channels() -> frozenset[str]:
     """The channels whose platform sends a welcome event."""
     return frozenset(name for name, traits in channel_catalog().items() if traits.has_welcome)
 
 
+@cache
 def known_channels() -> frozenset[str]:
     """Every channel name an adapter registers, plus the built-in ones."""
     return frozenset(channel_catalog()) | BUILT_IN_CHANNELS

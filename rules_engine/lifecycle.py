@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .errors import EventError, NotFoundError
 from .aggregate import ContactState, load_state
+from .errors import EventError, NotFoundError
 from .model import CloseSource, Contact, Conversation, EventType, OpenSource
 from .store import StoreTx
 

@@ -16,16 +16,16 @@ from jsonschema import Draft202012Validator
 
 from .actions import compile_action
 from .analysis import analyse
-from .conditions import build_condition
 from .channels import known_channels
+from .conditions import build_condition
 from .context import every_root, roots_for
 from .errors import (
     ExpressionError,
-    did_you_mean,
     RuleFileError,
     RulesEngineError,
     RuleSetInvalid,
     RuleValidationError,
+    did_you_mean,
 )
 from .model import EventType
 from .rules import Rule, RuleSet

@@ -48,10 +48,6 @@ class Setting:
     default: Any = None
     parse: Callable[[str], Any] | None = None  # text from the environment -> value
 
-    @property
-    def secret(self) -> bool:
-        return self.role != OPTION
-
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
@@ -151,8 +147,7 @@ class ChannelAdapter:
 class Collector:
     """Gathers a body's events and skipped items; an unusable item becomes a skip."""
 
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
+    def __init__(self) -> None:
         self.events: list[Event] = []
         self.skipped: list[Skipped] = []
 

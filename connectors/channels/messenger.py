@@ -79,7 +79,7 @@ class Messenger(MetaWebhook):
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         entries = self.entries(body)
-        found = Collector(self.channel)
+        found = Collector()
         welcome = tuple(p.upper() for p in config.get("facebook_welcome_payloads") or ())
         items = _Items(found, welcome, received_at)
         for e, entry in enumerate(entries):

@@ -86,7 +86,7 @@ class Telegram(ChannelAdapter):
         update_id = update.get("update_id")
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             raise not_this_format("update_id", "expected the update's number", title=self.title)
-        found = Collector(self.channel)
+        found = Collector()
         event_id = f"telegram:{update_id}"
         with found.item(""):
             if isinstance(update.get("message"), dict):
@@ -127,7 +127,7 @@ def _chat(message: dict[str, Any]) -> dict[str, Any]:
     return {"id": chat.get("id"), "type": chat.get("type")}
 
 
-def _start_parameter(text: str, entities: Any) -> str | None:
+def _start_parameter(text: str) -> str | None:
     """The deep-link parameter when ``text`` is the /start command, else None ("" for none)."""
     command, _, rest = text.partition(" ")
     if command.split("@", 1)[0] != "/start":
@@ -143,7 +143,7 @@ def _message_event(event_id: str, message: dict[str, Any], path: str, *, edited:
                     else message.get("date"), f"{path}/date", unit=1)
     text = optional_text(message.get("text"), f"{path}/text")
     params: dict[str, Any] = {"chat": _chat(message)}
-    start = _start_parameter(text, message.get("entities")) if text and not edited else None
+    start = _start_parameter(text) if text and not edited else None
     if start is not None:
         params["start_parameter"] = start or None
         return Event(id=event_id, type=EventType.WELCOME, channel="telegram", contact=contact,

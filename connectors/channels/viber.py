@@ -73,7 +73,7 @@ class Viber(ChannelAdapter):
         kind = data.get("event")
         if not isinstance(kind, str):
             raise not_this_format("event", "expected the callback's event name", title=self.title)
-        found = Collector(self.channel)
+        found = Collector()
         with found.item(""):
             if kind in ACKNOWLEDGED:
                 found.skip("event", kind)

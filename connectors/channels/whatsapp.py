@@ -72,7 +72,7 @@ class WhatsApp(MetaWebhook):
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         entries = self.entries(body)
-        found = Collector(self.channel)
+        found = Collector()
         for e, entry in enumerate(entries):
             changes = entry.get("changes") if isinstance(entry, dict) else None
             if not isinstance(changes, list):
