@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rules-engine serve",
                                      description="Serve the webhook app with gunicorn.")
     parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("RULES_ENGINE_PORT", "8000")))
+    parser.add_argument("--port", type=int, default=os.environ.get("RULES_ENGINE_PORT", "8000"))
     parser.add_argument("--workers", type=int,
-                        default=int(os.environ.get("RULES_ENGINE_WORKERS", "2")))
+                        default=os.environ.get("RULES_ENGINE_WORKERS", "2"))
     parser.add_argument("--timeout", type=int, default=30, help="worker timeout, seconds")
     parser.add_argument("--rules", help="rules directory ($RULES_ENGINE_RULES_DIR, default rules/)")
     parser.add_argument("--database-url", help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL)")

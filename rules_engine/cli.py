@@ -294,7 +294,11 @@ def cmd_events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     days = args.keep_days
     if days is None:
-        days = _whole_number(os.environ.get("RULES_ENGINE_TRACE_RETENTION_DAYS", "30"), least=0)
+        try:
+            days = _whole_number(os.environ.get("RULES_ENGINE_TRACE_RETENTION_DAYS", "30"), least=0)
+        except argparse.ArgumentTypeError as error:
+            err.write(f"error: RULES_ENGINE_TRACE_RETENTION_DAYS: {error}\n")
+            return 2
     cutoff = datetime.now(timezone.utc) - timedelta(days=days)
     started = time.perf_counter()
     removed = Store.open_existing(_database_url(args)).run(lambda tx: tx.prune_traces(cutoff))

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*argv: str, cwd: Path | None = None, stdin: str | None = None,
-        shell_pipe: str | None = None) -> subprocess.CompletedProcess:
+        shell_pipe: str | None = None, **variables: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RULES_ENGINE_")}
+    environment.update(variables)
     command = [sys.executable, "-m", "rules_engine.cli", *argv]
     if shell_pipe:
         line = " ".join(f"'{part}'" for part in command) + f" | {shell_pipe}"
@@ -177,3 +178,9 @@ def test_demo_data_reports_its_time(tmp_path):
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     done = cli("--database-url", url, "demo-data", "--conversations", "200", "--days", "10")
     assert done.returncode == 0 and " in " in done.stdout and Store(url) is not None
+
+
+def test_a_bad_retention_setting_gets_a_message_not_a_traceback(database):
+    done = cli("--database-url", database, "prune-traces", RULES_ENGINE_TRACE_RETENTION_DAYS="abc")
+    assert done.returncode == 2 and "RULES_ENGINE_TRACE_RETENTION_DAYS" in done.stderr
+    no_traceback(done)
