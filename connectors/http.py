@@ -119,7 +119,7 @@ def run_events(events: Sequence[Event], *,
             refused(event, from_engine_error(error))
             continue
         results.append(result.to_dict())
-        record_event(results[-1], result.trace, time.perf_counter() - started)
+        record_event(results[-1], result.stored_trace, time.perf_counter() - started)
     return results
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -22,16 +22,20 @@ class ConditionFailed(Exception):
 
 
 class Condition(Protocol):
-    """A compiled condition: ``holds`` evaluates it and appends each leaf's result to ``log``."""
+    """A compiled condition: ``holds`` evaluates it and records each leaf it evaluated in
+    ``log``, by path: its result, or {result, value | error} (see trace_format)."""
 
     path: str
 
     def holds(
-        self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]
+        self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]
     ) -> bool: ...
 
     def constant(self) -> bool | None:
         """True or False when the condition cannot depend on the event; None otherwise."""
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        """(path, text) of every leaf, for traces (which store the text once per rule set)."""
 
 
 _PREVIEW = reprlib.Repr()  # keyword arguments only from Python 3.12 on
@@ -55,16 +59,19 @@ class ExpressionCondition:
     path: str
     expression: CompiledExpression
 
-    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
-        entry: dict[str, Any] = {"path": self.path, "expr": self.expression.source}
-        log.append(entry)
+    def holds(self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]) -> bool:
         try:
             value = self.expression.evaluate(context, now=now)
         except ExpressionRuntimeError as error:
-            entry.update(result=False, error=str(error))
+            log[self.path] = {"result": False, "error": str(error)}
             raise ConditionFailed(self.path, str(error)) from None
-        entry.update(result=bool(value), value=_preview(value))
+        # a boolean value is its own result; any other value is previewed beside it
+        log[self.path] = value if value is True or value is False else {
+            "result": bool(value), "value": _preview(value)}
         return bool(value)
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        yield self.path, self.expression.source
 
     def constant(self) -> bool | None:
         try:
@@ -80,9 +87,12 @@ class ConstantCondition:
     path: str
     value: bool
 
-    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
-        log.append({"path": self.path, "expr": str(self.value).lower(), "result": self.value})
+    def holds(self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]) -> bool:
+        log[self.path] = self.value
         return self.value
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        yield self.path, str(self.value).lower()
 
     def constant(self) -> bool | None:
         return self.value
@@ -95,12 +105,16 @@ class AllOf:
     path: str
     children: tuple[Condition, ...]
 
-    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+    def holds(self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]) -> bool:
         return all(child.holds(context, now, log) for child in self.children)
 
     def constant(self) -> bool | None:
         values = [child.constant() for child in self.children]
         return False if False in values else True if all(v is True for v in values) else None
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        for child in self.children:
+            yield from child.sources()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +124,16 @@ class AnyOf:
     path: str
     children: tuple[Condition, ...]
 
-    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+    def holds(self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]) -> bool:
         return any(child.holds(context, now, log) for child in self.children)
 
     def constant(self) -> bool | None:
         values = [child.constant() for child in self.children]
         return True if True in values else False if all(v is False for v in values) else None
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        for child in self.children:
+            yield from child.sources()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +143,15 @@ class NotOf:
     path: str
     child: Condition
 
-    def holds(self, context: Mapping[str, Any], now: datetime, log: list[dict[str, Any]]) -> bool:
+    def holds(self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]) -> bool:
         return not self.child.holds(context, now, log)
 
     def constant(self) -> bool | None:
         value = self.child.constant()
         return None if value is None else not value
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        return self.child.sources()
 
 
 def build_condition(raw: Any, roots: Mapping[str, Spec], path: str,

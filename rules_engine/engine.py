@@ -16,6 +16,7 @@ from .lifecycle import Fact, Lifecycle, Outcome
 from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
 from .store import Store, StoreTx
+from .trace_format import Catalog, expand, outcome_line, rule_catalog
 
 DEFAULT_MAX_DEPTH = 5
 MAX_MERGE_HOPS = 16
@@ -27,20 +28,26 @@ def utc_now() -> datetime:
 
 @dataclass(slots=True)
 class Result:
-    """What processing one event did; ``trace`` is the stored, JSON-ready explanation."""
+    """What processing one event did; ``trace`` is the JSON-ready explanation (built from
+    the compact ``stored_trace`` and its rule set's ``catalog`` when first read)."""
 
     event_id: str
     status: str  # "applied", "noop" (a command that changed nothing), "duplicate", "simulated"
     contact_id: int | None
-    trace: dict[str, Any]
+    stored_trace: dict[str, Any]
     fired: list[str] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None  # the conversation the event itself opened, closed or found
     reason: str | None = None  # why a command was a no-op
+    catalog: Catalog | None = None  # None: ``stored_trace`` is already expanded
 
     @property
     def duplicate(self) -> bool:
         return self.status == "duplicate"
+
+    @property
+    def trace(self) -> dict[str, Any]:
+        return self.stored_trace if self.catalog is None else expand(self.stored_trace, self.catalog)
 
     def to_dict(self) -> dict[str, Any]:
         result = {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
@@ -73,6 +80,7 @@ class _Run:
         self.queue: deque[_Pending] = deque()
         self.new_contacts: set[int] = set()
         self.conversation_id: int | None = None
+        self.contact_id: int | None = None  # the event's contact, once resolved
         self.builtin: list[dict[str, Any]] = []
 
     def resolve_contact(self) -> int:
@@ -129,12 +137,15 @@ class _Run:
             contact = following
         return contact
 
-    def record(self, outcomes: list[Outcome], depth: int) -> list[dict[str, Any]]:
+    def record(self, outcomes: list[Outcome], depth: int,
+               action: str | None = None) -> list[dict[str, Any]]:
+        """Note what ``outcomes`` changed and the facts they raised; their trace lines."""
         lines = []
         for outcome in outcomes:
-            lines.append(outcome.to_dict())
+            done = outcome.to_dict()
+            lines.append(outcome_line(done, action))
             if outcome.applied:
-                self.changes.append(outcome.to_dict())
+                self.changes.append(done)
             for fact in outcome.facts:
                 self.queue.append(_Pending(fact, depth + 1))
         return lines
@@ -142,6 +153,7 @@ class _Run:
     def run(self, contact_id: int) -> int:
         """Apply the event to its (resolved, locked) contact: built-in lifecycle, then rules."""
         event = self.event
+        self.contact_id = contact_id
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
         self.conversation_id = next(
             (o.conversation_id for o in outcomes if o.conversation_id is not None), None)
@@ -165,9 +177,13 @@ class _Run:
 
     def process(self, pending: _Pending, *, is_root: bool) -> dict[str, Any]:
         fact, event = pending.fact, self.event
-        step: dict[str, Any] = {"event": str(fact.type), "depth": pending.depth,
-                                "channel": fact.channel, "contact_id": fact.contact_id,
-                                "conversation_id": fact.conversation_id, "rules": []}
+        step: dict[str, Any] = {"event": str(fact.type), "depth": pending.depth, "rules": []}
+        if fact.channel != event.channel:  # compact: see trace_format
+            step["channel"] = fact.channel
+        if fact.contact_id != self.contact_id:
+            step["contact_id"] = fact.contact_id
+        if fact.conversation_id is not None:
+            step["conversation_id"] = fact.conversation_id
         if fact.params and not is_root:
             step["params"] = fact.params
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
@@ -191,7 +207,7 @@ class _Run:
 
     def apply_rule(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
                    stopped_by: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {**rule.summary(), "conditions": [], "actions": []}
+        entry: dict[str, Any] = {"rule_id": rule.id}  # compact: see trace_format
         if not rule.enabled:
             entry["result"] = "disabled"
             return entry
@@ -200,6 +216,7 @@ class _Run:
             entry["detail"] = f"rule '{stopped_by}' fired with stop: true"
             return entry
         if rule.condition is not None:
+            entry["conditions"] = {}
             try:
                 holds = rule.condition.holds(context, self.event.timestamp, entry["conditions"])
             except ConditionFailed as failure:
@@ -207,15 +224,14 @@ class _Run:
                 entry["detail"] = f"{failure.path}: {failure.message}"
                 return entry
             if not holds:
-                entry["result"] = "conditions_false"
-                failed = [c["path"] for c in entry["conditions"] if not c["result"]]
-                entry["detail"] = f"false: {', '.join(failed)}" if failed else "conditions false"
+                entry["result"] = "conditions_false"  # which were false: its conditions say
                 return entry
         refused = self.claim_run(rule, fact, context)
         if refused is not None:
             entry["result"], entry["detail"] = refused
             return entry
         entry["result"] = "fired"
+        entry["actions"] = []
         self.fired.append(rule.id)
         for index, action in enumerate(rule.actions):
             outcome = action.run(ActionRun(
@@ -223,9 +239,7 @@ class _Run:
                 rule_id=rule.id, path=f"actions/{index}", context=context,
                 now=self.event.timestamp,
             ))
-            line = self.record([outcome], depth)[0]
-            entry["actions"].append({"path": f"actions/{index}", "action": action.name,
-                                     "args": action.arguments, **line})
+            entry["actions"].extend(self.record([outcome], depth, action.name))
         return entry
 
     def claim_run(self, rule: Rule, fact: Fact, context: dict[str, Any]) -> tuple[str, str] | None:
@@ -250,16 +264,20 @@ class _Run:
         return "skipped_cooldown", f"fired for this contact less than {rule.cooldown} ago"
 
     def trace(self, contact_id: int | None, received_at: datetime) -> dict[str, Any]:
+        """The compact trace (see trace_format)."""
         event = self.event
-        return {
+        trace: dict[str, Any] = {
             "event_id": event.id, "type": str(event.type), "channel": event.channel,
             "contact_id": contact_id, "conversation_id": self.conversation_id,
             "timestamp": event.timestamp.isoformat(),
             "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
-            "steps": self.steps, "changes": self.changes, "fired": self.fired,
-            "depth_bound": {"max_depth": self.engine.max_depth, "reached": bool(self.dropped),
-                            "dropped": self.dropped},
+            "steps": self.steps, "fired": self.fired, "max_depth": self.engine.max_depth,
         }
+        if self.new_contacts:
+            trace["created_contact"] = next(iter(self.new_contacts))
+        if self.dropped:
+            trace["dropped"] = self.dropped
+        return trace
 
 
 class Engine:
@@ -283,6 +301,8 @@ class Engine:
         self._rules = rules
         self.max_depth = max_depth
         self.clock = clock
+        self._catalog: tuple[str, Catalog] | None = None  # of the rules' version, once built
+        self._kept: set[str] = set()  # versions whose catalog this engine saw stored
 
     @property
     def rules(self) -> RuleSet:
@@ -292,24 +312,37 @@ class Engine:
         """Serve ``rules`` from now on; events already running finish on the set they began with."""
         self._rules = rules
 
+    def catalog(self, rules: RuleSet, *, keep: bool = True) -> Catalog:
+        """What the stored traces of ``rules`` leave out (see trace_format); with ``keep``,
+        stored once per version, in its own transaction, before any trace needs it."""
+        if self._catalog is None or self._catalog[0] != rules.version:
+            self._catalog = (rules.version, rule_catalog(rules))
+        catalog = self._catalog[1]
+        if keep and rules.version not in self._kept:
+            self.store.run(lambda tx: tx.remember_rule_set(rules.version, catalog, self.clock()))
+            self._kept.add(rules.version)
+        return catalog
+
     def process(self, event: Event) -> Result:
         """Apply ``event``: built-in lifecycle, then matching rules, all in one transaction
         (run again from the start if the database reports a transient conflict)."""
         rules = self.rules  # the set this event starts with is the one it finishes with
-        return self.store.run(lambda tx: self._process(tx, event, rules, status="applied"))
+        catalog = self.catalog(rules)
+        return self.store.run(lambda tx: self._process(tx, event, rules, catalog, status="applied"))
 
     def process_many(self, events: Sequence[Event]) -> list[Result | RulesEngineError]:
         """Apply several events in one transaction, each inside its own savepoint: an event
         the engine refuses is undone alone and returned as its error, never rolling back
         another. (The whole batch runs again on a transient database conflict.)"""
         rules = self.rules
+        catalog = self.catalog(rules)
 
         def work(tx: StoreTx) -> list[Result | RulesEngineError]:
             outcomes: list[Result | RulesEngineError] = []
             for event in events:
                 try:
                     with tx.savepoint():
-                        outcomes.append(self._process(tx, event, rules, status="applied"))
+                        outcomes.append(self._process(tx, event, rules, catalog, status="applied"))
                 except RulesEngineError as error:
                     outcomes.append(error)
             return outcomes
@@ -318,10 +351,13 @@ class Engine:
 
     def simulate(self, event: Event) -> Result:
         """What ``process`` would do for ``event`` now; nothing is written."""
+        rules = self.rules
         with self.store.dry_run() as tx:
-            return self._process(tx, event, self.rules, status="simulated")
+            return self._process(tx, event, rules, self.catalog(rules, keep=False),
+                                 status="simulated")
 
-    def _process(self, tx: StoreTx, event: Event, rules: RuleSet, *, status: str) -> Result:
+    def _process(self, tx: StoreTx, event: Event, rules: RuleSet, catalog: Catalog, *,
+                 status: str) -> Result:
         received_at = self.clock()
         simulating = status == "simulated"
         run = _Run(self, tx, event, rules)
@@ -341,4 +377,4 @@ class Engine:
             status = "noop"  # the product document's "reported no-op"
             reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
-                      run.conversation_id, reason)
+                      run.conversation_id, reason, catalog)

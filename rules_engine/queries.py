@@ -6,6 +6,7 @@ from typing import Any
 from .errors import NotFoundError
 from .model import Conversation
 from .store import Store
+from .trace_format import expand
 
 
 def find_contacts(store: Store, channel: str, external_id: str) -> list[dict[str, Any]]:
@@ -44,6 +45,11 @@ def event_trace(store: Store, event_id: str) -> dict[str, Any]:
     return trace
 
 
+def _changes(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What a stored trace's event changed (None: the trace was pruned)."""
+    return expand(trace, None)["changes"] if trace is not None else []
+
+
 def recent_events(store: Store, *, limit: int, contact_id: int | None = None) -> list[dict[str, Any]]:
     """Processed events, newest first: id, type, channel, contact, when, what fired and changed."""
     with store.read() as tx:
@@ -51,6 +57,6 @@ def recent_events(store: Store, *, limit: int, contact_id: int | None = None) ->
     return [{"event_id": row["event_id"], "type": row["type"], "channel": row["channel"],
              "contact_id": row["contact_id"], "received_at": row["received_at"].isoformat(),
              "fired": list((row["trace"] or {}).get("fired", [])),
-             "changes": [c["operation"] for c in (row["trace"] or {}).get("changes", [])],
+             "changes": [c["operation"] for c in _changes(row["trace"])],
              "trace": "kept" if row["trace"] is not None else "pruned"}
             for row in rows]

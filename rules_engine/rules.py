@@ -32,10 +32,6 @@ class Rule:
     once_per: str | None = None  # "contact" or "conversation"
     cooldown: timedelta | None = None  # per contact
 
-    def summary(self) -> dict[str, object]:
-        """Where the rule comes from, for traces."""
-        return {"rule_id": self.id, "file": self.file, "line": self.line, "priority": self.priority}
-
 
 class RuleSet:
     """An immutable, validated set of rules, indexed by (event type, channel).

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping
 
 from ..model import CloseSource, Contact, Conversation, OpenSource
+from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
+from .prepared import Prepared
 
-_PREPARED: dict[tuple[str, str], Any] = {}  # (dialect, name) -> statement
+_PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
 
 
 class ConversationRace(Exception):
@@ -34,13 +35,13 @@ class ConversationRace(Exception):
     unit of work runs again (``Store.run``)."""
 
 
-def _contact(row: RowMapping) -> Contact:
+def _contact(row: Mapping[str, Any]) -> Contact:
     return Contact(
         id=row["id"], name=row["name"], created_at=row["created_at"], merged_into=row["merged_into"]
     )
 
 
-def _conversation(row: RowMapping) -> Conversation:
+def _conversation(row: Mapping[str, Any]) -> Conversation:
     return Conversation(
         id=row["id"],
         contact_id=row["contact_id"],
@@ -58,28 +59,48 @@ def _conversation(row: RowMapping) -> Conversation:
     )
 
 
+class _Refused(Exception):
+    """A rule run refused in one of its scopes (undoes the claims made before it)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
 class StoreTx:
     """Reads and writes within one transaction; the ``Store`` commits or rolls it back."""
 
     def __init__(self, connection: Connection, dialect: str) -> None:
         self.connection = connection
         self._dialect = dialect
+        self._savepoints = 0
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A part of the transaction that an error undoes alone (``SAVEPOINT``)."""
-        with self.connection.begin_nested():
+        """A part of the transaction that an error undoes alone (``SAVEPOINT``), issued on
+        the driver's cursor: SQLAlchemy's nested transactions cost ten times as much."""
+        self._savepoints += 1
+        name = f"part_{self._savepoints}"
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        driver.execute(f"SAVEPOINT {name}")
+        try:
             yield
+        except BaseException:
+            driver.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            driver.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        driver.execute(f"RELEASE SAVEPOINT {name}")
 
     # -- helpers ---------------------------------------------------------------
 
-    def _prepared(self, name: str, build: Callable[[], Any]) -> Any:
-        """A statement of the hot path, built once per dialect (its values are bound
-        parameters), so that a call costs only its execution."""
+    def _prepared(self, name: str, build: Callable[[], Any]) -> Prepared:
+        """A statement of the hot path, compiled once per dialect (its values are bound
+        parameters), so that a call costs only its execution on the driver."""
         key = (self._dialect, name)
         statement = _PREPARED.get(key)
         if statement is None:
-            statement = _PREPARED[key] = build()
+            statement = _PREPARED[key] = Prepared(build(), self.connection.dialect)
         return statement
 
     def _insert(self, table: Table) -> Any:
@@ -91,7 +112,7 @@ class StoreTx:
         return 0 if self._inserted_row(table, values, **conflict) is None else 1
 
     def _inserted_row(self, table: Table, values: dict[str, Any],
-                      **conflict: Any) -> RowMapping | None:
+                      **conflict: Any) -> dict[str, Any] | None:
         """INSERT ... ON CONFLICT DO NOTHING RETURNING the row; None when nothing was inserted
         (rowcount is not reliable here on every driver)."""
         def build() -> Any:
@@ -100,8 +121,17 @@ class StoreTx:
                     .returning(*table.c))
 
         statement = self._prepared(f"insert-or-nothing:{table.name}:{','.join(values)}", build)
-        parameters = {f"p_{name}": value for name, value in values.items()}
-        return self.connection.execute(statement, parameters).mappings().first()
+        return statement.first(self.connection, {f"p_{name}": value for name, value in values.items()})
+
+    def _insert_row(self, table: Table, values: dict[str, Any], *returning: str) -> dict[str, Any] | None:
+        """INSERT one row (``returning`` those of its columns)."""
+        def build() -> Any:
+            statement = table.insert().values(
+                {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values})
+            return statement.returning(*(table.c[name] for name in returning)) if returning else statement
+
+        statement = self._prepared(f"insert:{table.name}:{','.join(values)}:{','.join(returning)}", build)
+        return statement.first(self.connection, {f"p_{name}": value for name, value in values.items()})
 
     # -- processed events and traces --------------------------------------------
 
@@ -117,9 +147,8 @@ class StoreTx:
         return inserted == 1
 
     def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
-        statement = self._prepared("save-trace", lambda: t.event_traces.insert())
-        self.connection.execute(statement, {"event_id": event_id, "trace": trace,
-                                            "recorded_at": recorded_at})
+        self._insert_row(t.event_traces, {"event_id": event_id, "trace": to_store(trace),
+                                          "recorded_at": recorded_at})
 
     def prune_traces(self, before: datetime) -> int:
         """Delete the traces recorded before ``before`` (the event ledger stays); how many."""
@@ -141,9 +170,29 @@ class StoreTx:
         return [dict(row) for row in self.connection.execute(statement).mappings()]
 
     def get_trace(self, event_id: str) -> dict[str, Any] | None:
+        """The stored trace of an event, expanded with its rule set's catalog."""
+        e = t.processed_events
         row = self.connection.execute(
-            select(t.event_traces.c.trace).where(t.event_traces.c.event_id == event_id)
-        ).first()
+            select(t.event_traces.c.trace, e.c.event_id, e.c.type, e.c.channel, e.c.contact_id,
+                   e.c.received_at)
+            .join(e, e.c.event_id == t.event_traces.c.event_id)
+            .where(t.event_traces.c.event_id == event_id)
+        ).mappings().first()
+        if row is None:
+            return None
+        ledger = {key: row[key] for key in LEDGER_KEYS}
+        ledger["received_at"] = ledger["received_at"].isoformat()
+        return expand({**ledger, **row["trace"]},
+                      self.rule_set_catalog(row["trace"].get("ruleset_version")))
+
+    def remember_rule_set(self, version: str, catalog: Catalog, at: datetime) -> None:
+        """Keep a rule-set version's catalog (once; a version already kept stays as it is)."""
+        self._insert_or_nothing(t.rule_sets, {"version": version, "recorded_at": at,
+                                              "catalog": catalog}, index_elements=["version"])
+
+    def rule_set_catalog(self, version: str | None) -> Catalog | None:
+        row = self.connection.execute(
+            select(t.rule_sets.c.catalog).where(t.rule_sets.c.version == version)).first()
         return row[0] if row else None
 
     def is_event_processed(self, event_id: str) -> bool:
@@ -161,8 +210,7 @@ class StoreTx:
             statement = select(t.contacts).where(t.contacts.c.id == bindparam("p_id"))
             return statement.with_for_update() if lock else statement
 
-        statement = self._prepared(f"get-contact:{lock}", build)
-        row = self.connection.execute(statement, {"p_id": contact_id}).mappings().first()
+        row = self._prepared(f"get-contact:{lock}", build).first(self.connection, {"p_id": contact_id})
         return _contact(row) if row else None
 
     def lock_contacts(self, contact_ids: list[int]) -> dict[int, Contact]:
@@ -188,9 +236,8 @@ class StoreTx:
             )
             return statement.with_for_update(of=t.contacts) if lock else statement
 
-        statement = self._prepared(f"contact-by-identity:{lock}", build)
-        row = self.connection.execute(
-            statement, {"p_channel": channel, "p_external_id": external_id}).mappings().first()
+        row = self._prepared(f"contact-by-identity:{lock}", build).first(
+            self.connection, {"p_channel": channel, "p_external_id": external_id})
         return _contact(row) if row else None
 
     def create_contact(
@@ -201,17 +248,16 @@ class StoreTx:
         When another transaction created the same identity first, that contact is returned
         with ``created`` False, so concurrent first messages never make two contacts.
         """
-        contact_id = self.connection.execute(
-            t.contacts.insert().values(name=name, created_at=created_at)
-        ).inserted_primary_key[0]
+        inserted = self._insert_row(t.contacts, {"name": name, "created_at": created_at}, "id")
+        assert inserted is not None
+        contact_id = inserted["id"]
         if channel is None or external_id is None:
             return Contact(id=contact_id, name=name, created_at=created_at), True
-        inserted = self._insert_or_nothing(
+        if self._insert_or_nothing(
             t.contact_identities,
             {"channel": channel, "external_id": external_id, "contact_id": contact_id},
             index_elements=["channel", "external_id"],
-        )
-        if inserted:
+        ):
             return Contact(id=contact_id, name=name, created_at=created_at), True
         self.connection.execute(delete(t.contacts).where(t.contacts.c.id == contact_id))
         existing = self.find_contact_by_identity(channel, external_id)
@@ -242,11 +288,11 @@ class StoreTx:
             )
 
         identities, tags = [], []
-        for row in self.connection.execute(self._prepared("labels", build), {"p_id": contact_id}):
-            if row.kind == "tag":
-                tags.append(row.a)
+        for row in self._prepared("labels", build).rows(self.connection, {"p_id": contact_id}):
+            if row["kind"] == "tag":
+                tags.append(row["a"])
             else:
-                identities.append({"channel": row.a, "external_id": row.b})
+                identities.append({"channel": row["a"], "external_id": row["b"]})
         return {"tags": sorted(tags), "fields": self.fields(contact_id),
                 "identities": sorted(identities, key=lambda identity: identity["channel"]),
                 "open_conversation": self.open_conversation_of(contact_id)}
@@ -270,13 +316,13 @@ class StoreTx:
         """Untag a contact; False when it did not have the tag."""
         statement = self._prepared("remove-tag", lambda: delete(t.contact_tags).where(
             t.contact_tags.c.contact_id == bindparam("p_id"), t.contact_tags.c.tag == bindparam("p_tag")))
-        return self.connection.execute(statement, {"p_id": contact_id, "p_tag": tag}).rowcount == 1
+        return statement.count(self.connection, {"p_id": contact_id, "p_tag": tag}) == 1
 
     def fields(self, contact_id: int) -> dict[str, Any]:
         statement = self._prepared("fields", lambda: select(
             t.contact_fields.c.name, t.contact_fields.c.value).where(
                 t.contact_fields.c.contact_id == bindparam("p_id")))
-        return {r.name: r.value for r in self.connection.execute(statement, {"p_id": contact_id})}
+        return {r["name"]: r["value"] for r in statement.rows(self.connection, {"p_id": contact_id})}
 
     def set_field(self, contact_id: int, name: str, value: Any) -> bool:
         """Set a contact attribute; False when it already had that value.
@@ -294,9 +340,9 @@ class StoreTx:
                 where=f.c.value.is_distinct_from(statement.excluded.value),
             ).returning(f.c.name)
 
-        rows = self.connection.execute(self._prepared("set-field", build),
-                                       {"p_id": contact_id, "p_name": name, "p_value": value})
-        return len(rows.all()) == 1
+        rows = self._prepared("set-field", build).rows(
+            self.connection, {"p_id": contact_id, "p_name": name, "p_value": value})
+        return len(rows) == 1
 
     def merge_contacts(self, primary_id: int, secondary_id: int) -> None:
         """Move the secondary's identities, tags and missing fields to the primary; contacts
@@ -328,14 +374,14 @@ class StoreTx:
     def get_conversation(self, conversation_id: int) -> Conversation | None:
         statement = self._prepared("get-conversation", lambda: select(t.conversations).where(
             t.conversations.c.id == bindparam("p_id")))
-        row = self.connection.execute(statement, {"p_id": conversation_id}).mappings().first()
+        row = statement.first(self.connection, {"p_id": conversation_id})
         return _conversation(row) if row else None
 
     def open_conversation_of(self, contact_id: int) -> Conversation | None:
         statement = self._prepared("open-conversation-of", lambda: select(t.conversations).where(
             t.conversations.c.contact_id == bindparam("p_id"),
             t.conversations.c.closed_at.is_(None)))
-        row = self.connection.execute(statement, {"p_id": contact_id}).mappings().first()
+        row = statement.first(self.connection, {"p_id": contact_id})
         return _conversation(row) if row else None
 
     def count_conversations(self) -> int:
@@ -407,11 +453,11 @@ class StoreTx:
             .values({name: bindparam(f"p_{name}", type_=c.c[name].type) for name in (
                 "closed_at", "resolution_seconds", "close_source", "closed_by", "closing_note",
                 "closed_by_event")}).returning(*c.c)))
-        result = self.connection.execute(statement, {
+        row = statement.first(self.connection, {
             "p_id": conversation_id, "p_closed_at": at, "p_resolution_seconds": resolution_seconds,
             "p_close_source": str(source), "p_closed_by": actor, "p_closing_note": note,
-            "p_closed_by_event": event_id}).mappings().first()
-        return _conversation(result) if result is not None else None
+            "p_closed_by_event": event_id})
+        return _conversation(row) if row is not None else None
 
     def assign(
         self, conversation_id: int, *, assignee: str | None, team: str | None
@@ -422,22 +468,22 @@ class StoreTx:
             conversation = self.get_conversation(conversation_id)
             assert conversation is not None
             return conversation
-        row = self.connection.execute(
-            update(t.conversations).where(t.conversations.c.id == conversation_id)
-            .values(**values).returning(*t.conversations.c)).mappings().first()
+        c = t.conversations
+        statement = self._prepared(f"assign:{','.join(values)}", lambda: (
+            update(c).where(c.c.id == bindparam("p_id"))
+            .values({name: bindparam(f"p_{name}") for name in values}).returning(*c.c)))
+        row = statement.first(self.connection, {"p_id": conversation_id,
+                                                **{f"p_{k}": v for k, v in values.items()}})
         assert row is not None
         return _conversation(row)
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool:
         """Hand a conversation to a human (False) or back to the bot; False when unchanged."""
-        result = self.connection.execute(
-            update(t.conversations)
-            .where(
-                and_(t.conversations.c.id == conversation_id, t.conversations.c.bot_active != active)
-            )
-            .values(bot_active=active)
-        )
-        return result.rowcount == 1
+        c = t.conversations
+        statement = self._prepared("set-bot-active", lambda: (
+            update(c).where(c.c.id == bindparam("p_id"), c.c.bot_active != bindparam("p_active"))
+            .values(bot_active=bindparam("p_active"))))
+        return statement.count(self.connection, {"p_id": conversation_id, "p_active": active}) == 1
 
     # -- run-once and cooldowns --------------------------------------------------------
 
@@ -448,21 +494,38 @@ class StoreTx:
         ``scopes`` maps a scope to its cooldown (None: once ever). Returns None when every
         scope allowed it, else the first scope that did not (nothing is then recorded).
         """
-        r = t.rule_runs
-        with self.connection.begin_nested() as savepoint:
-            for scope, cooldown in scopes.items():
-                statement = self._insert(r).values(rule_id=rule_id, scope=scope, last_fired_at=at)
-                if cooldown is None:
-                    statement = statement.on_conflict_do_nothing(
-                        index_elements=["rule_id", "scope"])
-                else:
-                    statement = statement.on_conflict_do_update(
-                        index_elements=["rule_id", "scope"],
-                        set_={"last_fired_at": statement.excluded.last_fired_at},
-                        where=r.c.last_fired_at <= at - cooldown)
-                if not self.connection.execute(statement.returning(r.c.scope)).all():
-                    savepoint.rollback()
-                    return scope
+        def build(once: bool) -> Any:
+            r = t.rule_runs
+            statement = self._insert(r).values(rule_id=bindparam("p_rule"),
+                                               scope=bindparam("p_scope"),
+                                               last_fired_at=bindparam("p_at", type_=r.c.last_fired_at.type))
+            if once:
+                statement = statement.on_conflict_do_nothing(index_elements=["rule_id", "scope"])
+            else:
+                statement = statement.on_conflict_do_update(
+                    index_elements=["rule_id", "scope"],
+                    set_={"last_fired_at": statement.excluded.last_fired_at},
+                    where=r.c.last_fired_at <= bindparam("p_since", type_=r.c.last_fired_at.type))
+            return statement.returning(r.c.scope)
+
+        def claim(scope: str, cooldown: timedelta | None) -> bool:
+            statement = self._prepared(f"claim-run:{cooldown is None}",
+                                       lambda: build(cooldown is None))
+            values = {"p_rule": rule_id, "p_scope": scope, "p_at": at}
+            if cooldown is not None:
+                values["p_since"] = at - cooldown
+            return bool(statement.rows(self.connection, values))
+
+        if len(scopes) == 1:
+            [(scope, cooldown)] = scopes.items()
+            return None if claim(scope, cooldown) else scope
+        try:
+            with self.savepoint():  # all or none: a refusal after a claim undoes the claim
+                for scope, cooldown in scopes.items():
+                    if not claim(scope, cooldown):
+                        raise _Refused(scope)
+        except _Refused as refused:
+            return refused.scope
         return None
 
     # -- outbox -------------------------------------------------------------------------
@@ -472,14 +535,13 @@ class StoreTx:
                          headers: dict[str, str], body: Any, idempotency_key: str,
                          at: datetime) -> int:
         """Add a pending outbox row; returns its id."""
-        return self.connection.execute(
-            t.outbox.insert().values(
-                event_id=event_id, rule_id=rule_id, action=action, target=target,
-                recipient=recipient, url=url, method=method, headers=headers, body=body,
-                idempotency_key=idempotency_key, status="pending", attempts=0,
-                next_attempt_at=at, created_at=at,
-            ).returning(t.outbox.c.id)
-        ).scalar_one()
+        row = self._insert_row(t.outbox, {
+            "event_id": event_id, "rule_id": rule_id, "action": action, "target": target,
+            "recipient": recipient, "url": url, "method": method, "headers": headers,
+            "body": body, "idempotency_key": idempotency_key, "status": "pending",
+            "attempts": 0, "next_attempt_at": at, "created_at": at}, "id")
+        assert row is not None
+        return int(row["id"])
 
     def claim_outbound(self, *, worker: str, now: datetime, lease_until: datetime,
                        limit: int) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import time
@@ -23,6 +24,11 @@ from .repository import ConversationRace, StoreTx
 
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
 T = TypeVar("T")
+
+
+def _compact_json(value: Any) -> str:
+    """JSON columns without the spaces after separators (traces are a tenth smaller)."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -99,7 +105,7 @@ class Store:
             options["pool_size"] = 10
             options["max_overflow"] = 20
             options["pool_pre_ping"] = True
-        self.engine = create_engine(self.url, **options)
+        self.engine = create_engine(self.url, json_serializer=_compact_json, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         if self.dialect == "sqlite" if migrate is None else migrate:

@@ -132,6 +132,16 @@ event_traces = Table(
     Column("trace", JSON, nullable=False),
 )
 
+# Once per rule-set version: the rules' files, lines, priorities, condition texts and action
+# arguments, which stored traces name by id and path instead of repeating (trace_format).
+rule_sets = Table(
+    "rule_sets",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("catalog", JSON, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,
