@@ -1,6 +1,7 @@
 """Benchmark: webhook requests/s of the engine against a bare Flask endpoint, side by side.
 
-Both run under the same gunicorn configuration (sync workers, ``--workers``, loopback) and
+Both run under the same gunicorn configuration (sync workers, ``--workers``, loopback, an
+access log line per request) and
 receive the same signed channel-neutral events from the same light client (``http.client``
 threads, one keep-alive connection each, so that the client is not the bottleneck), in
 alternating rounds; the engine's requests each verify the HMAC signature, apply one event
@@ -108,6 +109,7 @@ def main() -> None:
         gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers)]
         bare_port, ours_port = free_port(), free_port()
         bare = start([*gunicorn, "--bind", f"127.0.0.1:{bare_port}", "--chdir", str(BENCH),
+                      "--access-logfile", "-",  # as `rules-engine serve` logs every request
                       "bare_app:app"], bare_port, env)
         ours = start([sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
                       "--database-url", f"sqlite:///{Path(temp) / 'bench.db'}", "serve",

@@ -19,14 +19,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from . import queries
@@ -81,6 +73,15 @@ def _progress(err: TextIO, what: str, total: int | None) -> Iterator[Callable[[i
     if not _interactive(err):
         yield lambda n: None
         return
+    from rich.console import Console  # only for a terminal: rich takes a while to import
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=Console(file=err), transient=True) as progress:
         task = progress.add_task(what, total=total)

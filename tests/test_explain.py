@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import textwrap
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from rules_engine import Engine, load_rule_set
+from rules_engine import Engine, load_rule_set, parse_event
 from rules_engine.store.tables import event_traces
 
 from .conftest import message
@@ -77,3 +78,60 @@ def test_old_traces_are_pruned_and_the_ledger_stays(make_engine, store, database
         assert tx.get_trace("old-event") is None and tx.get_trace("new-event") is not None
         assert tx.is_event_processed("old-event")  # a replay is still recognised
     assert engine.process(message("psid-1", "old", id="old-event")).status == "duplicate"
+
+
+EXAMPLE_RULES = Path(__file__).resolve().parent.parent / "rules"
+
+
+def test_the_stored_trace_reads_back_as_the_trace_the_event_returned(store):
+    """Compact on disk (rule summaries, condition texts and arguments once per rule set),
+    the same full trace when read back, for every event of a varied run."""
+    engine = Engine(store, load_rule_set([EXAMPLE_RULES]))
+    results = [engine.process(message(f"round-trip-{n % 3}", text, id=f"rt-{n}"))
+               for n, text in enumerate(["hello", "I want a refund", "thanks", "hi", "thank you!",
+                                         "refund please", "ok"])]
+    assert any(r.fired for r in results) and any(r.changes for r in results)
+    with store.read() as tx:
+        for result in results:
+            assert tx.get_trace(result.event_id) == json.loads(json.dumps(result.trace))
+
+
+def test_a_trace_stays_explained_after_its_rules_change(tmp_path, store, database_url):
+    """The catalog of the version that processed the event explains it, whatever the rule
+    files say now."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent("""\
+        rules:
+          - id: tag-refunds
+            trigger: {event: message.received}
+            conditions: ["contains(message.text, 'refund')"]
+            actions: [{add_tag: refund}]
+        """), "utf-8")
+    Engine(store, load_rule_set([rules])).process(message("later", "a refund?", id="before-edit"))
+    (rules / "r.yaml").write_text("rules: []\n", "utf-8")
+    status, output = run_cli("--rules", str(rules), "--database-url", database_url,
+                             "explain", "before-edit")
+    assert status == 0, output
+    assert "tag-refunds" in output and "contains(message.text, 'refund')" in output
+    assert "r.yaml:2" in output and "add_tag" in output
+
+
+def test_the_median_stored_trace_of_the_example_rules_is_at_most_1_kb(store, tmp_path):
+    """The issue's bound, on the events bench/ingest_floor.py generates."""
+    import statistics
+    import sys
+
+    sys.path.insert(0, str(EXAMPLE_RULES.parent / "bench"))
+    from ingest_floor import write_events
+
+    events_file = tmp_path / "events.jsonl"
+    write_events(events_file, 600, 60)
+    engine = Engine(store, load_rule_set([EXAMPLE_RULES]))
+    for line in events_file.read_text("utf-8").splitlines():
+        engine.process(parse_event(json.loads(line)))
+    with store.read() as tx:
+        sizes = [len(json.dumps(row.trace, separators=(",", ":")))
+                 for row in tx.connection.execute(select(event_traces.c.trace))]
+    assert len(sizes) == 600
+    assert statistics.median(sizes) <= 1024, statistics.median(sizes)

@@ -12,7 +12,7 @@ from rules_engine import Store
 from rules_engine.store import StoreNotReady
 from rules_engine.store.tables import metadata
 
-from .conftest import POSTGRES_URL, message
+from .conftest import POSTGRES_URL, T0, message
 from .test_validation import run_cli
 
 
@@ -20,6 +20,21 @@ def test_the_migrations_build_exactly_the_declared_tables(store):
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     assert differences == []
+
+
+def test_the_store_knows_the_newest_migration_without_alembic(store, database_url):
+    """SCHEMA_REVISION lets an up-to-date store open without importing Alembic: it must be
+    Alembic's head, or a store would skip a migration it needs."""
+    from rules_engine.store.store import SCHEMA_REVISION
+
+    assert store.revisions() == (SCHEMA_REVISION, SCHEMA_REVISION)
+    with store.engine.begin() as connection:  # as a database of revision 0003 was
+        connection.execute(text("DROP TABLE rule_sets"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    Store(database_url, migrate=True).dispose()  # behind: migrated, not skipped
+    assert store.revisions()[0] == SCHEMA_REVISION
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM rule_sets")).scalar() == 0
 
 
 def test_a_store_whose_schema_is_behind_is_refused(store, database_url):
@@ -61,3 +76,33 @@ def test_the_same_hundred_events_delivered_twice_concurrently_apply_once(make_en
 @pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL only (the suite's PostgreSQL run)")
 def test_postgres_is_the_store_under_test(store):
     assert store.dialect == "postgresql"
+
+
+def test_sqlite_writers_queue_on_the_writer_lock_across_processes(tmp_path):
+    """A transaction waits while another process holds the writer lock, starts as soon as
+    it is released, and an error inside a transaction releases it."""
+    import subprocess
+    import sys
+    import time
+
+    database = tmp_path / "locked.db"
+    store = Store(f"sqlite:///{database}")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path\n"
+        "from rules_engine.store.writer_lock import WriterLock\n"
+        f"with WriterLock(Path({str(database)!r})).held():\n"
+        "    print('held', flush=True); time.sleep(1.0)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with store.transaction() as tx:
+        waited = time.monotonic() - started
+        tx.record_event("after-the-holder", "message.received", None, T0)
+    holder.wait(timeout=10)
+    assert 0.5 < waited < 5, waited
+    with pytest.raises(RuntimeError), store.transaction():
+        raise RuntimeError("boom")
+    started = time.monotonic()
+    with store.transaction() as tx:  # not left held by the error
+        tx.record_event("after-the-error", "message.received", None, T0)
+    assert time.monotonic() - started < 0.5
+    store.dispose()

@@ -36,8 +36,9 @@ class Prepared:
         self._positional = bool(dialect.positional)
         names = list(compiled.positiontup or ()) if self._positional else list(compiled.binds)
         binds = compiled.binds
-        self._binds: list[tuple[str, str, Processor, Any]] = [
-            (name, binds[name].key, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+        self._names = names
+        self._binds: list[tuple[str, Processor, Any]] = [
+            (binds[name].key, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
              None if binds[name].required else binds[name].value)
             for name in names
         ]
@@ -45,18 +46,19 @@ class Prepared:
         self.keys = [column.name for column in columns]
         self._results: list[Processor] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        self._processed = any(process is not None for process in self._results)
 
     def _parameters(self, values: Mapping[str, Any]) -> Any:
-        converted = []
-        for name, key, process, default in self._binds:
-            value = values[key] if key in values else default
-            converted.append(process(value) if process is not None and value is not None
-                             else value)
-        if self._positional:
-            return tuple(converted)
-        return {name: value for (name, *_), value in zip(self._binds, converted)}
+        converted = [
+            (process(value) if process is not None and value is not None else value)
+            for key, process, default in self._binds
+            for value in (values.get(key, default),)
+        ]
+        return tuple(converted) if self._positional else dict(zip(self._names, converted))
 
     def _row(self, raw: Sequence[Any]) -> dict[str, Any]:
+        if not self._processed:
+            return dict(zip(self.keys, raw))
         return {key: (process(value) if process is not None else value)
                 for key, process, value in zip(self.keys, self._results, raw)}
 

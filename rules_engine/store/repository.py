@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Table,
-    and_,
+    Text,
     bindparam,
+    cast,
     delete,
     func,
     literal,
@@ -107,20 +109,25 @@ class StoreTx:
         """The dialect's INSERT, which knows ON CONFLICT."""
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
-    def _insert_or_nothing(self, table: Table, values: dict[str, Any], **conflict: Any) -> int:
-        """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
-        return 0 if self._inserted_row(table, values, **conflict) is None else 1
+    def _insert_or_nothing(self, table: Table, values: dict[str, Any], *,
+                           on: tuple[str, ...]) -> bool:
+        """INSERT ... ON CONFLICT (``on``) DO NOTHING; whether the row was inserted."""
+        return self._inserted_row(table, values, on=on, whole_row=False) is not None
 
-    def _inserted_row(self, table: Table, values: dict[str, Any],
-                      **conflict: Any) -> dict[str, Any] | None:
-        """INSERT ... ON CONFLICT DO NOTHING RETURNING the row; None when nothing was inserted
+    def _inserted_row(self, table: Table, values: dict[str, Any], *, on: tuple[str, ...],
+                      where: Callable[[], Any] | None = None,
+                      whole_row: bool = True) -> dict[str, Any] | None:
+        """INSERT ... ON CONFLICT (``on``, for the rows matching ``where``) DO NOTHING
+        RETURNING the row (or only its first key column); None when nothing was inserted
         (rowcount is not reliable here on every driver)."""
         def build() -> Any:
             bound = {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values}
-            return (self._insert(table).values(**bound).on_conflict_do_nothing(**conflict)
-                    .returning(*table.c))
+            statement = self._insert(table).values(**bound).on_conflict_do_nothing(
+                index_elements=list(on), index_where=where() if where is not None else None)
+            return statement.returning(*(table.c if whole_row else [table.c[on[0]]]))
 
-        statement = self._prepared(f"insert-or-nothing:{table.name}:{','.join(values)}", build)
+        statement = self._prepared(
+            f"insert-or-nothing:{table.name}:{','.join(values)}:{whole_row}", build)
         return statement.first(self.connection, {f"p_{name}": value for name, value in values.items()})
 
     def _insert_row(self, table: Table, values: dict[str, Any], *returning: str) -> dict[str, Any] | None:
@@ -138,13 +145,12 @@ class StoreTx:
     def record_event(self, event_id: str, type_: str, channel: str | None,
                      received_at: datetime, *, contact_id: int | None = None) -> bool:
         """Record an event as processed; False when it was already recorded (a repeat)."""
-        inserted = self._insert_or_nothing(
+        return self._insert_or_nothing(
             t.processed_events,
             {"event_id": event_id, "type": type_, "channel": channel, "received_at": received_at,
              "contact_id": contact_id},
-            index_elements=["event_id"],
+            on=("event_id",),
         )
-        return inserted == 1
 
     def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
         self._insert_row(t.event_traces, {"event_id": event_id, "trace": to_store(trace),
@@ -188,7 +194,7 @@ class StoreTx:
     def remember_rule_set(self, version: str, catalog: Catalog, at: datetime) -> None:
         """Keep a rule-set version's catalog (once; a version already kept stays as it is)."""
         self._insert_or_nothing(t.rule_sets, {"version": version, "recorded_at": at,
-                                              "catalog": catalog}, index_elements=["version"])
+                                              "catalog": catalog}, on=("version",))
 
     def rule_set_catalog(self, version: str | None) -> Catalog | None:
         row = self.connection.execute(
@@ -256,7 +262,7 @@ class StoreTx:
         if self._insert_or_nothing(
             t.contact_identities,
             {"channel": channel, "external_id": external_id, "contact_id": contact_id},
-            index_elements=["channel", "external_id"],
+            on=("channel", "external_id"),
         ):
             return Contact(id=contact_id, name=name, created_at=created_at), True
         self.connection.execute(delete(t.contacts).where(t.contacts.c.id == contact_id))
@@ -277,23 +283,27 @@ class StoreTx:
         return [{"channel": r.channel, "external_id": r.external_id} for r in rows]
 
     def contact_details(self, contact_id: int) -> dict[str, Any]:
-        """Tags, fields, identities and the open conversation of a contact, in three reads."""
+        """Tags, fields, identities and the open conversation of a contact, in two reads."""
         def build() -> Any:
-            i, g = t.contact_identities, t.contact_tags
+            i, g, f = t.contact_identities, t.contact_tags, t.contact_fields
             return union_all(
                 select(literal("identity").label("kind"), i.c.channel.label("a"),
                        i.c.external_id.label("b")).where(i.c.contact_id == bindparam("p_id")),
                 select(literal("tag").label("kind"), g.c.tag.label("a"), null().label("b"))
                 .where(g.c.contact_id == bindparam("p_id")),
+                select(literal("field").label("kind"), f.c.name.label("a"),
+                       cast(f.c.value, Text).label("b")).where(f.c.contact_id == bindparam("p_id")),
             )
 
-        identities, tags = [], []
+        identities, tags, fields = [], [], {}
         for row in self._prepared("labels", build).rows(self.connection, {"p_id": contact_id}):
             if row["kind"] == "tag":
                 tags.append(row["a"])
+            elif row["kind"] == "field":
+                fields[row["a"]] = json.loads(row["b"]) if row["b"] is not None else None
             else:
                 identities.append({"channel": row["a"], "external_id": row["b"]})
-        return {"tags": sorted(tags), "fields": self.fields(contact_id),
+        return {"tags": sorted(tags), "fields": fields,
                 "identities": sorted(identities, key=lambda identity: identity["channel"]),
                 "open_conversation": self.open_conversation_of(contact_id)}
 
@@ -307,10 +317,8 @@ class StoreTx:
 
     def add_tag(self, contact_id: int, tag: str) -> bool:
         """Tag a contact; False when it already had the tag."""
-        inserted = self._insert_or_nothing(
-            t.contact_tags, {"contact_id": contact_id, "tag": tag}, index_elements=["contact_id", "tag"]
-        )
-        return inserted == 1
+        return self._insert_or_nothing(
+            t.contact_tags, {"contact_id": contact_id, "tag": tag}, on=("contact_id", "tag"))
 
     def remove_tag(self, contact_id: int, tag: str) -> bool:
         """Untag a contact; False when it did not have the tag."""
@@ -425,8 +433,8 @@ class StoreTx:
                 "bot_active": True,
                 "opened_by_event": event_id,
             },
-            index_elements=["contact_id"],
-            index_where=t.conversations.c.closed_at.is_(None),
+            on=("contact_id",),
+            where=lambda: t.conversations.c.closed_at.is_(None),
         )
         if inserted is not None:
             return _conversation(inserted), True
