@@ -146,6 +146,8 @@ class Conversation:
     assignee: str | None = None
     team: str | None = None
     bot_active: bool = True
+    first_response_at: datetime | None = None  # the first agent's reply after the open
+    last_reply_at: datetime | None = None  # the latest reply (message.sent) on it
 
     @property
     def is_open(self) -> bool:
@@ -172,4 +174,6 @@ class Conversation:
             "assignee": self.assignee,
             "team": self.team,
             "bot_active": self.bot_active,
+            "first_response_at": self.first_response_at.isoformat() if self.first_response_at else None,
+            "last_reply_at": self.last_reply_at.isoformat() if self.last_reply_at else None,
         }

@@ -28,13 +28,15 @@ def test_the_store_knows_the_newest_migration_without_alembic(store, database_ur
     from rules_engine.store.store import SCHEMA_REVISION
 
     assert store.revisions() == (SCHEMA_REVISION, SCHEMA_REVISION)
-    with store.engine.begin() as connection:  # as a database of revision 0003 was
-        connection.execute(text("DROP TABLE rule_sets"))
-        connection.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    from alembic import command
+
+    with store.engine.begin() as connection:  # a database of an older release
+        command.downgrade(store._alembic(connection), "0003")
+    assert store.revisions()[0] == "0003"
     Store(database_url, migrate=True).dispose()  # behind: migrated, not skipped
     assert store.revisions()[0] == SCHEMA_REVISION
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM rule_sets")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM timers")).scalar() == 0
 
 
 def test_a_store_whose_schema_is_behind_is_refused(store, database_url):

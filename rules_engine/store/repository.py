@@ -58,6 +58,8 @@ def _conversation(row: Mapping[str, Any]) -> Conversation:
         assignee=row["assignee"],
         team=row["team"],
         bot_active=bool(row["bot_active"]),
+        first_response_at=row["first_response_at"],
+        last_reply_at=row["last_reply_at"],
     )
 
 

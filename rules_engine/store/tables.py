@@ -97,6 +97,10 @@ conversations = Table(
     Column("bot_active", Boolean, nullable=False, default=True),
     Column("opened_by_event", String(200)),
     Column("closed_by_event", String(200)),
+    # the first reply from an agent (message.sent) after the open, and the latest reply
+    Column("first_response_at", UTCDateTime),
+    Column("first_response_seconds", Integer),
+    Column("last_reply_at", UTCDateTime),
 )
 
 # The invariant of the product document, held by the database itself: at most one
@@ -113,6 +117,27 @@ Index("ix_conversations_contact_opened", conversations.c.contact_id, conversatio
 Index("ix_conversations_report", conversations.c.closed_at, conversations.c.resolution_seconds,
       conversations.c.assignee, conversations.c.team, conversations.c.channel,
       conversations.c.open_source, conversations.c.close_source)
+
+# Covers first-response reports (range on first_response_at, any slice).
+Index("ix_conversations_first_response", conversations.c.first_response_at,
+      conversations.c.first_response_seconds, conversations.c.assignee, conversations.c.team,
+      conversations.c.channel, conversations.c.open_source, conversations.c.close_source)
+
+# Durable timers: an idle clock per (idle rule, conversation), a wait per (event, rule,
+# action); written in the transaction of the event that set them, fired by `tick`/`worker`.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", String(300), primary_key=True),  # deterministic, see rules_engine.timers
+    Column("kind", String(10), nullable=False),  # "idle" or "wait"
+    Column("contact_id", Integer, nullable=False),
+    Column("conversation_id", Integer),  # closing it drops the timer
+    Column("rule_id", String(100), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False, index=True),
+    Column("set_by_event", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+)
+Index("ix_timers_conversation", timers.c.conversation_id)
 
 processed_events = Table(
     "processed_events",
