@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from rules_engine import Store
+from rules_engine import Engine, RulesEngineError, Store, load_rule_set
 
 from .channels import adapter_for_channel
 from .channels.base import Outbound
@@ -155,8 +155,31 @@ class OutboxWorker:
                 stop.wait(poll_seconds)
 
 
+class TimerFirer:
+    """Fires due timers (idle clocks, waits) with the rules of ``rules_dir``; any number may
+    run on any hosts: each firing happens once (see rules_engine.timers)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run_once(self) -> int:
+        """Fire what is due now; how many timers fired."""
+        return sum(1 for _ in self.engine.fire_all_due(datetime.now(timezone.utc)))
+
+    def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                fired = self.run_once()
+            except Exception:  # a database hiccup must not kill the worker
+                log.exception("timers: a batch failed")
+                fired = 0
+            if not fired:
+                stop.wait(poll_seconds)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``rules-engine worker``: deliver the outbox until SIGTERM / SIGINT (or once)."""
+    """``rules-engine worker``: deliver the outbox and fire due timers until SIGTERM /
+    SIGINT (or once)."""
     parser = argparse.ArgumentParser(prog="rules-engine worker", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("RULES_ENGINE_DATABASE_URL"))
     parser.add_argument("--threads", type=int, default=4, help="deliveries in parallel")
@@ -164,10 +187,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-attempts", type=int, default=8)
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between idle polls")
     parser.add_argument("--timeout", type=float, default=10, help="HTTP timeout, seconds")
-    parser.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    parser.add_argument("--rules", default=os.environ.get("RULES_ENGINE_RULES_DIR", "rules"),
+                        help="the rules directory, for the timers' rules "
+                             "($RULES_ENGINE_RULES_DIR, else rules/)")
+    parser.add_argument("--once", action="store_true",
+                        help="deliver and fire what is due now, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = Store(args.database_url) if args.database_url else Store()
+    firer: TimerFirer | None = None
+    if os.path.isdir(args.rules):
+        try:
+            firer = TimerFirer(Engine(store, load_rule_set([args.rules])))
+        except RulesEngineError as error:
+            parser.error(f"cannot load the rules for the timers: {error}")
+    else:
+        log.warning("no rules directory at %s: this worker delivers the outbox and fires no "
+                    "timers (pass --rules)", args.rules)
     name = f"{socket.gethostname()}:{os.getpid()}"
     try:
         workers = [OutboxWorker(store, worker_id=f"{name}:{n}", lease_seconds=args.lease,
@@ -176,17 +212,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     if args.once:
-        while sum(worker.run_once() for worker in workers):
+        while sum(worker.run_once() for worker in workers) + (firer.run_once() if firer else 0):
             pass
         return 0
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threads = [threading.Thread(target=w.run_forever, args=(stop,), kwargs={"poll_seconds": args.poll})
-               for w in workers]
+               for w in [*workers, *([firer] if firer else [])]]
     for thread in threads:
         thread.start()
-    log.info("outbox worker %s: %d threads delivering", name, len(threads))
+    log.info("worker %s: %d threads delivering, 1 firing timers", name, len(workers))
     for thread in threads:
         thread.join()
     store.dispose()

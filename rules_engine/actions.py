@@ -16,6 +16,7 @@ from .expressions import CompiledExpression, ExpressionRuntimeError, compile_exp
 from .lifecycle import Lifecycle, Outcome
 from .model import CloseSource, EventType, OpenSource
 from .templates import compile_template
+from .timers import parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class ActionRun:
     path: str  # the action's place in its rule, e.g. actions/2
     context: Mapping[str, Any]
     now: datetime
+    rule_digest: str = ""  # the rule's actions' fingerprint (a wait keeps it to resume)
 
 
 class Action:
@@ -191,10 +193,38 @@ class HttpRequest(Action):
             headers=dict(self.arguments.get("headers", {})), body=body)
 
 
+class Wait(Action):
+    """Run the rule's remaining actions later (``- wait: 2h`` or ``{for: 2h, if: ...}``): the
+    engine writes a durable timer instead of running them now (see rules_engine.timers)."""
+
+    name = "wait"
+
+    def __init__(self, arguments: Any, roots: Mapping[str, Spec]) -> None:
+        super().__init__({"for": arguments} if isinstance(arguments, str) else arguments, roots)
+        self.duration = parse_duration(self.arguments["for"])
+        source = self.arguments.get("if")
+        self.condition: CompiledExpression | None = None
+        if source is not None:
+            try:
+                self.condition = compile_expression(source, roots)
+            except ExpressionError as error:
+                error.path = "if"
+                raise
+
+    def run(self, run: ActionRun) -> Outcome:
+        resume = int(run.path.rsplit("/", 1)[1]) + 1
+        return run.lifecycle.wait(
+            run.contact_id, rule_id=run.rule_id, due_at=run.now + self.duration, payload={
+                "resume": resume, "if": self.arguments.get("if"), "digest": run.rule_digest,
+                "trigger": run.context["event"]["type"], "channel": run.channel,
+                "message": run.context.get("message"), "params": run.context["params"],
+                "for": self.arguments["for"]})
+
+
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
     for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, HttpRequest)
+                   SendMessage, HttpRequest, Wait)
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -25,7 +26,9 @@ from . import queries
 from .demo_data import generate_demo_data
 from .engine import DEFAULT_MAX_DEPTH, Engine
 from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
-from .events import parse_event
+from .engine import Result
+from .events import parse_event, parse_timestamp
+from .timers import parse_duration
 from .loader import load_rule_set, rule_files
 from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from .render import render_trace
@@ -61,6 +64,13 @@ def _write_json(out: TextIO, value: Any) -> None:
 def _engine(args: argparse.Namespace, *, existing: bool = False) -> Engine:
     store = Store.open_existing(_database_url(args)) if existing else Store(_database_url(args))
     return Engine(store, load_rule_set([_rules_dir(args)]), max_depth=args.max_depth)
+
+
+def _duration(text: str) -> timedelta:
+    """An argparse type: ``30s``, ``10m``, ``25h``, ``2d``."""
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[smhd]", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a duration such as 30s, 10m, 25h or 2d")
+    return parse_duration(text)
 
 
 def _interactive(stream: TextIO) -> bool:
@@ -142,15 +152,39 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     engine = _engine(args, existing=True)
     with engine.store.read() as tx:
         seen_before = tx.is_event_processed(event.id)
-    result = engine.simulate(event)
-    if args.format == "json":
-        _write_json(out, result.trace)
+    if args.advance is None:
+        results: list[Any] = [engine.simulate(event)]
     else:
-        out.write(f"Dry run on rules version {engine.rules.version}: nothing was written.\n")
-        if seen_before:
-            out.write(f"(Event {event.id} was processed before; this is what the current rules "
-                      f"would do now. `rules-engine explain {event.id}` shows what happened then.)\n")
-        out.write(render_trace(result.trace))
+        results = engine.simulate_then_advance(event, args.advance)
+    traces = [r.trace if isinstance(r, Result) else {"error": str(r)} for r in results]
+    if args.format == "json":
+        _write_json(out, traces[0] if args.advance is None else traces)
+        return 0
+    out.write(f"Dry run on rules version {engine.rules.version}: nothing was written.\n")
+    if seen_before:
+        out.write(f"(Event {event.id} was processed before; this is what the current rules "
+                  f"would do now. `rules-engine explain {event.id}` shows what happened then.)\n")
+    out.write(render_trace(traces[0]))
+    if args.advance is not None:
+        later = traces[1:]
+        out.write(f"Then, over the next {args.advance}: {len(later)} timer(s) fire.\n")
+        for trace in later:
+            out.write(f"error: {trace['error']}\n" if "error" in trace else render_trace(trace))
+    return 0
+
+
+def cmd_tick(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    now = parse_timestamp(args.now) if args.now else datetime.now(timezone.utc)
+    engine = _engine(args, existing=True)
+    fired = 0
+    for timer, outcome in engine.fire_all_due(now):
+        fired += 1
+        if isinstance(outcome, RulesEngineError):
+            out.write(f"{timer.id} (due {timer.due_at.isoformat()}): refused: {outcome}\n")
+            continue
+        rules = ", ".join(outcome.fired) or "no rule fired"
+        out.write(f"{timer.id} (due {timer.due_at.isoformat()}): {outcome.status}: {rules}\n")
+    out.write(f"fired {fired} timer(s) due at {now.isoformat()}\n")
     return 0
 
 
@@ -398,7 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("event", help="an event JSON file, or - for stdin")
     simulate.add_argument("--format", choices=["text", "json"], default="text",
                           help="a tree for people, or the trace as JSON")
+    simulate.add_argument("--advance", type=_duration, metavar="DURATION",
+                          help="then move the clock on (e.g. 25h) and fire the timers due by then")
     simulate.set_defaults(handler=cmd_simulate)
+
+    tick = command("tick", "fire every timer (idle clocks, waits) due now, once, and exit")
+    tick.add_argument("--now", metavar="ISO-8601",
+                      help="fire what is due at this time instead (e.g. 2026-11-25T10:00:00Z)")
+    tick.set_defaults(handler=cmd_tick)
 
     ingest = command("ingest", "apply events from a JSON Lines file (progress on a terminal)")
     ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")

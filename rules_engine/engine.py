@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import gc
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .actions import ActionRun
+from .actions import ActionRun, Wait
 from .conditions import ConditionFailed
 from .context import build_context
 from .errors import EventError, NotFoundError, RulesEngineError
+from .expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
 from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
 from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
 from .store import Store, StoreTx
+from .timers import Timer, idle_clocks
 from .trace_format import Catalog, expand, outcome_line, rule_catalog
 
 DEFAULT_MAX_DEPTH = 5
@@ -187,24 +189,39 @@ class _Run:
             step["conversation_id"] = fact.conversation_id
         if fact.params and not is_root:
             step["params"] = fact.params
+        if fact.type is EventType.WAIT_ENDED:
+            step["rules"].append(self.resume(fact, pending.depth))
+            return step
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
+        if fact.type is EventType.CONVERSATION_IDLE:  # a clock belongs to one rule
+            candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
             return step
-        context = build_context(
-            self.lifecycle, event_id=event.id, event_type=fact.type, channel=fact.channel,
-            timestamp=event.timestamp, depth=pending.depth, contact_id=fact.contact_id,
-            contact_is_new=fact.contact_id in self.new_contacts,
-            conversation_id=fact.conversation_id, params=fact.params,
-            message=event.message if is_root else None,
-            intent=event.intent if is_root else None,
-            actor=event.actor if is_root else None,
-        )
+        context = self.context(fact, pending.depth, is_root=is_root)
         stopped_by: str | None = None
         for rule in candidates:
             step["rules"].append(self.apply_rule(rule, fact, context, pending.depth, stopped_by))
             if stopped_by is None and rule.stop and step["rules"][-1]["result"] == "fired":
                 stopped_by = rule.id
         return step
+
+    def context(self, fact: Fact, depth: int, *, is_root: bool,
+                as_type: EventType | None = None) -> dict[str, Any]:
+        """What conditions and actions read for ``fact`` (``as_type``: for a rule resumed
+        after a wait, the type of the fact that triggered it)."""
+        event = self.event
+        context = build_context(
+            self.lifecycle, event_id=event.id, event_type=as_type or fact.type,
+            channel=fact.channel, timestamp=event.timestamp, depth=depth,
+            contact_id=fact.contact_id, contact_is_new=fact.contact_id in self.new_contacts,
+            conversation_id=fact.conversation_id, params=fact.params,
+            message=event.message if is_root else None,
+            intent=event.intent if is_root else None,
+            actor=event.actor if is_root else None,
+        )
+        if self.rules.business_hours is not None:
+            context[BUSINESS_HOURS_KEY] = self.rules.business_hours
+        return context
 
     def apply_rule(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
                    stopped_by: str | None) -> dict[str, Any]:
@@ -232,15 +249,60 @@ class _Run:
             entry["result"], entry["detail"] = refused
             return entry
         entry["result"] = "fired"
-        entry["actions"] = []
         self.fired.append(rule.id)
-        for index, action in enumerate(rule.actions):
+        entry["actions"] = self.run_actions(rule, fact, context, depth, start=0)
+        return entry
+
+    def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int, *,
+                    start: int) -> list[dict[str, Any]]:
+        """Run the rule's actions from ``start`` on, up to and including a wait (which
+        leaves the rest to its timer); their trace lines."""
+        lines: list[dict[str, Any]] = []
+        for index in range(start, len(rule.actions)):
+            action = rule.actions[index]
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
                 rule_id=rule.id, path=f"actions/{index}", context=context,
-                now=self.event.timestamp,
+                now=self.event.timestamp, rule_digest=rule.digest,
             ))
-            entry["actions"].extend(self.record([outcome], depth, action.name))
+            lines.extend(self.record([outcome], depth, action.name))
+            if outcome.defers:
+                break
+        return lines
+
+    def resume(self, fact: Fact, depth: int) -> dict[str, Any]:
+        """A rule's wait is over: check its ``if`` now, then run the rest of its actions."""
+        wait = fact.params
+        rule = self.rules.get(str(wait.get("rule_id")))
+        start = int(wait["resume"])
+        entry: dict[str, Any] = {"rule_id": wait.get("rule_id"), "from": start}
+        if rule is None or not rule.enabled or rule.digest != wait.get("digest"):
+            why = ("the rule no longer exists" if rule is None else "the rule is disabled"
+                   if not rule.enabled else "the rule's actions changed since the wait began")
+            entry.update(result="wait_dropped", detail=why)
+            return entry
+        message = wait.get("message")
+        context = self.context(replace(fact, params=dict(wait.get("params") or {}),
+                                       channel=wait.get("channel")),
+                               depth, is_root=False, as_type=EventType(wait["trigger"]))
+        if message is not None:
+            context["message"] = message
+        waited = rule.actions[start - 1]
+        if isinstance(waited, Wait) and waited.condition is not None:
+            path = f"actions/{start - 1}/wait/if"
+            try:
+                holds = bool(waited.condition.evaluate(context, now=self.event.timestamp))
+            except ExpressionRuntimeError as error:
+                entry.update(result="condition_error", detail=f"{path}: {error}",
+                             conditions={path: {"result": False, "error": str(error)}})
+                return entry
+            entry["conditions"] = {path: holds}
+            if not holds:
+                entry.update(result="wait_if_false", detail=f"{path} is false: the rest is skipped")
+                return entry
+        entry["result"] = "resumed"
+        self.fired.append(rule.id)
+        entry["actions"] = self.run_actions(rule, fact, context, depth, start=start)
         return entry
 
     def claim_run(self, rule: Rule, fact: Fact, context: dict[str, Any]) -> tuple[str, str] | None:
@@ -263,6 +325,22 @@ class _Run:
         if refused.startswith("once:"):
             return "skipped_once", f"already fired once for this {rule.once_per}"
         return "skipped_cooldown", f"fired for this contact less than {rule.cooldown} ago"
+
+    def arm_idle_clocks(self) -> None:
+        """Start or restart the idle clocks this event sets on its contact's open
+        conversation (rules_engine.timers), in this event's transaction."""
+        if not self.rules.idle_rules or self.contact_id is None:
+            return
+        conversation = self.lifecycle.state(self.contact_id).open_conversation
+        if conversation is None:
+            return
+        opened_now = any(change["operation"] == "open_conversation"
+                         and change["conversation_id"] == conversation.id
+                         for change in self.changes)
+        clocks = idle_clocks(self.rules.idle_rules, conversation, event=self.event,
+                             opened_now=opened_now)
+        if clocks:
+            self.tx.set_timers(clocks)
 
     def trace(self, contact_id: int | None, received_at: datetime) -> dict[str, Any]:
         """The compact trace (see trace_format)."""
@@ -355,6 +433,48 @@ class Engine:
 
         return self.store.run(work)
 
+    def fire_due(self, now: datetime, *, limit: int = 200) -> list[tuple[Timer, Result | RulesEngineError]]:
+        """Fire up to ``limit`` timers due at ``now`` (earliest first), in one transaction,
+        each in its own savepoint; a fired timer is removed in the same transaction. Call
+        again until it returns nothing. Concurrent callers share the due timers
+        (PostgreSQL: SKIP LOCKED) and the ledger fires each firing once."""
+        rules = self.rules
+        catalog = self.catalog(rules)
+        return self.store.run(lambda tx: self._fire(tx, now, limit, rules, catalog, "applied"))
+
+    def fire_all_due(self, now: datetime, *,
+                     limit: int = 200) -> Iterator[tuple[Timer, Result | RulesEngineError]]:
+        """Fire every timer due at ``now``, a batch (one transaction) at a time."""
+        while batch := self.fire_due(now, limit=limit):
+            yield from batch
+
+    def _fire(self, tx: StoreTx, now: datetime, limit: int, rules: RuleSet, catalog: Catalog,
+              status: str) -> list[tuple[Timer, Result | RulesEngineError]]:
+        fired: list[tuple[Timer, Result | RulesEngineError]] = []
+        for timer in tx.claim_due_timers(now, limit):
+            outcome: Result | RulesEngineError
+            try:
+                with tx.savepoint():
+                    outcome = self._process(tx, timer.event(), rules, catalog, status=status)
+            except RulesEngineError as error:  # e.g. its contact is gone: never retried
+                outcome = error
+            tx.delete_timer(timer)
+            fired.append((timer, outcome))
+        return fired
+
+    def simulate_then_advance(self, event: Event, advance: timedelta) -> list[Result | RulesEngineError]:
+        """What ``process`` would do for ``event``, then what the timers it (or anything
+        before it) set would do over the following ``advance``; nothing is written."""
+        rules = self.rules
+        catalog = self.catalog(rules, keep=False)
+        with self.store.dry_run() as tx:
+            results: list[Result | RulesEngineError] = [
+                self._process(tx, event, rules, catalog, status="simulated")]
+            while fired := self._fire(tx, event.timestamp + advance, 200, rules, catalog,
+                                      "simulated"):
+                results.extend(outcome for _, outcome in fired)
+            return results
+
     def simulate(self, event: Event) -> Result:
         """What ``process`` would do for ``event`` now; nothing is written."""
         rules = self.rules
@@ -375,6 +495,7 @@ class Engine:
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
         run.run(contact_id)
+        run.arm_idle_clocks()
         trace = run.trace(contact_id, received_at)
         if first_time:
             tx.save_trace(event.id, trace, received_at)

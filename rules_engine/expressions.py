@@ -240,9 +240,22 @@ def _since(unit_seconds: float) -> Callable[[Any, datetime], float]:
 
 
 SINCE = {"minutes_since": _since(60), "hours_since": _since(3600), "days_since": _since(86400)}
+# Where the engine puts the rule set's business hours in a context (a name no expression
+# can read: fields starting with "_" are refused).
+BUSINESS_HOURS_KEY = "__business_hours__"
+CONTEXT_FUNCTIONS = frozenset({"in_business_hours"})  # read the context without naming it
 
 
-def _make_functions(clock: Callable[[], datetime]) -> dict[str, Callable[..., Any]]:
+def in_business_hours(context: Mapping[str, Any], now: datetime) -> bool:
+    """Whether ``now`` (the event's time) falls in the rule set's business hours."""
+    hours = context.get(BUSINESS_HOURS_KEY)
+    if hours is None:
+        raise ExpressionRuntimeError("no business_hours are defined in the rule files")
+    return bool(hours.contains(now))
+
+
+def _make_functions(clock: Callable[[], datetime],
+                    names: Callable[[], Mapping[str, Any]] = dict) -> dict[str, Callable[..., Any]]:
     def since(name: str) -> Callable[[Any], float]:
         return lambda moment: SINCE[name](moment, clock())
 
@@ -262,12 +275,14 @@ def _make_functions(clock: Callable[[], datetime]) -> dict[str, Callable[..., An
         "max": bounded_extreme(max),
         "round": bounded_round,
         **{name: since(name) for name in SINCE},
+        "in_business_hours": lambda: in_business_hours(names(), clock()),
     }
 
 
 FUNCTION_NAMES: frozenset[str] = frozenset(_make_functions(lambda: datetime.now(timezone.utc)))
 # The functions compiled expressions call: the since functions take ``now`` as an argument.
-COMPILED_FUNCTIONS = {**_make_functions(lambda: datetime.now(timezone.utc)), **SINCE}
+COMPILED_FUNCTIONS = {**_make_functions(lambda: datetime.now(timezone.utc)), **SINCE,
+                      "in_business_hours": in_business_hours}
 
 
 # -- the evaluator -------------------------------------------------------------------------
@@ -281,7 +296,8 @@ class _Sandbox(EvalWithCompoundTypes):  # type: ignore[misc]
         self.now = datetime.now(timezone.utc)
         self.steps = 0
         self.deadline = 0.0
-        super().__init__(operators=OPERATORS, functions=_make_functions(lambda: self.now), names={})
+        super().__init__(operators=OPERATORS, functions=_make_functions(
+            lambda: self.now, lambda: self.names), names={})
 
     def start(self, context: Mapping[str, Any], now: datetime) -> None:
         """Reset the budget for one evaluation."""
@@ -478,7 +494,8 @@ class _YamlConstants(ast.NodeTransformer):
 def reads_context(tree: ast.AST) -> bool:
     """Whether an expression reads any name other than the functions it calls."""
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    return any(isinstance(node, ast.Name) and id(node) not in called for node in ast.walk(tree))
+    return any(isinstance(node, ast.Name) and (id(node) not in called or node.id in CONTEXT_FUNCTIONS)
+               for node in ast.walk(tree))
 
 
 @dataclass(frozen=True, slots=True)

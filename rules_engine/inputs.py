@@ -3,7 +3,9 @@
 - a message from a contact with no open conversation opens one (``incoming_message``);
 - a welcome event (channels that send one) opens one if none is open (``welcome_event``);
 - a reply sent by an agent or a bot (``message.sent``) never opens one: it is recorded on
-  the open conversation, if any;
+  the open conversation, if any (the first agent's reply as its first response);
+- a timer's firing: ``conversation.idle`` (its rule runs if the conversation is still
+  open), ``wait.ended`` (the engine resumes the waiting rule);
 - a contact's opt-out (``contact.unsubscribed``) changes nothing by itself: rules react;
 - a Dialogflow fulfillment with ``RB_MARKDONE`` true closes the open one (``dialogflow``),
   false opens one if none is open; ``RB_ADDTAGS`` / ``RB_REMOVETAGS`` / ``RB_BOTSTATUS``
@@ -18,7 +20,7 @@ from typing import Any
 
 from .errors import EventError, NotFoundError
 from .lifecycle import Lifecycle, Outcome
-from .model import CloseSource, Event, EventType, OpenSource
+from .model import CloseSource, Event, EventType, OpenSource, sent_by_bot
 
 MARKDONE = "RB_MARKDONE"
 ADD_TAGS = "RB_ADDTAGS"
@@ -68,10 +70,15 @@ def _welcome(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcom
 
 
 def _message_sent(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    return [lifecycle.record_reply(contact_id, by_agent=not sent_by_bot(event.actor))]
+
+
+def _idle(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
     conversation = lifecycle.state(contact_id).open_conversation
-    if conversation is None:
-        return [Outcome("record_reply", False, "no open conversation (a reply never opens one)")]
-    return [Outcome("record_reply", False, f"reply on conversation {conversation.id}",
+    if conversation is None or conversation.id != event.conversation_id:
+        return [Outcome("idle", False, f"conversation {event.conversation_id} is no longer open")]
+    return [Outcome("idle", False, f"conversation {conversation.id} had no message "
+                    f"({event.params.get('of', 'any')}) for {event.params.get('for')}",
                     conversation_id=conversation.id)]
 
 
@@ -146,4 +153,6 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.OPEN_CONVERSATION: _user_open,
     EventType.CLOSE_CONVERSATION: _user_close,
     EventType.MERGE_CONTACTS: _merge,
+    EventType.CONVERSATION_IDLE: _idle,
+    EventType.WAIT_ENDED: _no_built_in_effect,  # the engine resumes the rule itself
 }

@@ -15,6 +15,7 @@ from .aggregate import ContactState, load_state
 from .errors import EventError, NotFoundError
 from .model import CloseSource, Contact, Conversation, EventType, OpenSource
 from .store import StoreTx
+from .timers import Timer, wait_timer_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Outcome:
     facts: list[Fact] = field(default_factory=list)
     conversation_id: int | None = None
     failed: bool = False
+    defers: bool = False  # a wait: the rule's remaining actions run later
 
     @property
     def status(self) -> str:
@@ -66,6 +68,7 @@ class Lifecycle:
         self.event_id = event_id
         self.at = at
         self._states: dict[int, ContactState] = {}
+        self._waits = 0
 
     def seed(self, contact: Contact) -> ContactState:
         """Load the aggregate of a contact whose row the transaction has locked."""
@@ -157,6 +160,7 @@ class Lifecycle:
         if closed is None:
             return Outcome("close_conversation", False,
                            f"conversation {conversation.id} is already closed", [], conversation.id)
+        self.tx.drop_timers(closed.id)  # its idle clocks and waits end with it
         self._remember(closed, still_open=False)
         fact = Fact(EventType.CONVERSATION_CLOSED, closed.contact_id, closed.channel, closed.id,
                     {"close_source": str(source)})
@@ -237,6 +241,32 @@ class Lifecycle:
             idempotency_key=key, at=self.at)
         where = url if target == "http" else f"{target} {recipient}"
         return Outcome(action, True, f"queued outbox #{outbox_id} ({method} {where})")
+
+    def wait(self, contact_id: int, *, rule_id: str, due_at: datetime,
+             payload: dict[str, Any]) -> Outcome:
+        """Set a durable timer for the rest of a rule's actions; it belongs to the open
+        conversation (closing it drops the timer)."""
+        self._waits += 1
+        conversation = self.state(contact_id).open_conversation
+        timer = Timer(wait_timer_id(self.event_id, rule_id, self._waits), "wait", contact_id,
+                      conversation.id if conversation else None, rule_id, due_at,
+                      self.event_id, payload)
+        self.tx.set_timers([timer])
+        return Outcome("wait", True, f"the rest of the rule runs at {due_at.isoformat()} "
+                       f"(timer {timer.id})", [], timer.conversation_id, defers=True)
+
+    def record_reply(self, contact_id: int, *, by_agent: bool) -> Outcome:
+        """Note a reply (message.sent) on the open conversation: its latest reply and, for
+        the first agent's reply, the first response time. A reply never opens one."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("record_reply", False, "no open conversation (a reply never opens one)")
+        first = by_agent and conversation.first_response_at is None
+        updated = self.tx.record_reply(conversation, at=self.at, first_response=first)
+        self._remember(updated, still_open=True)
+        detail = "first response" if first else "reply"
+        return Outcome("record_reply", True, f"{detail} on conversation {updated.id}", [],
+                       updated.id)
 
     def merge(self, primary_id: int, secondary_id: int, *, actor: str | None) -> list[Outcome]:
         """Merge the secondary contact into the primary; its open conversation closes."""

@@ -6,9 +6,10 @@ so loading never half-succeeds.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from .actions import compile_action
 from .analysis import analyse
+from .business_hours import BusinessHours, parse_business_hours
 from .channels import known_channels
 from .conditions import build_condition
 from .context import every_root, roots_for
@@ -31,15 +33,11 @@ from .model import EventType
 from .rules import Rule, RuleSet
 from .schema import rules_schema
 from .schema_errors import explain
+from .timers import IdleClock, actions_digest, parse_duration
 from .yaml_source import SourceMap, load_yaml
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30s``, ``10m``, ``2h``, ``1d`` (the schema has checked the shape)."""
-    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+_USES_BUSINESS_HOURS = re.compile(r"\bin_business_hours\s*\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +91,9 @@ class _Validator:
         self.errors: list[RulesEngineError] = []
         self.schema = Draft202012Validator(rules_schema())
         self.ids: dict[str, str] = {}  # rule id -> where it was first defined
+        self.business_hours: BusinessHours | None = None
+        self.business_hours_file: str | None = None
+        self.uses_business_hours: list[tuple[RuleFile, int]] = []  # rules calling it
 
     def located(self, file: RuleFile, path: tuple[str | int, ...], error: RulesEngineError,
                 *, at_key: bool = False) -> RulesEngineError:
@@ -170,7 +171,42 @@ class _Validator:
             actions=tuple(actions), file=file.name, line=position.line if position else 0,
             column=position.column if position else 1, once_per=raw.get("once_per"),
             cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
+            idle=IdleClock(parse_duration(trigger["for"]), trigger.get("of", "any"), trigger["for"])
+            if event_name == EventType.CONVERSATION_IDLE else None,
+            digest=actions_digest([(action.name, action.arguments) for action in actions]),
         )
+
+    def check_business_hours(self, file: RuleFile, broken: list[tuple[str | int, ...]]) -> None:
+        """A file's ``business_hours``: every part checked; one definition per rule set."""
+        if not isinstance(file.data, dict) or "business_hours" not in file.data or any(
+                path[:1] == ("business_hours",) for path in broken):
+            return
+        place = ("business_hours",)
+        if self.business_hours_file is not None:
+            self.errors.append(self.located(file, place, RuleValidationError(
+                f"business_hours are already defined in {self.business_hours_file}",
+                hint="keep one business_hours definition for the whole rule set"), at_key=True))
+            return
+        self.business_hours_file = file.name
+        hours, problems = parse_business_hours(file.data["business_hours"])
+        for problem in problems:
+            self.errors.append(self.located(file, (*place, *problem.path), RuleValidationError(
+                problem.message, hint=problem.hint)))
+        self.business_hours = hours
+
+    def note_business_hours_use(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        if _USES_BUSINESS_HOURS.search(json.dumps(raw, default=str)):
+            self.uses_business_hours.append((file, index))
+
+    def check_business_hours_defined(self) -> None:
+        """in_business_hours() needs a definition somewhere in the rule set."""
+        if self.business_hours_file is not None:
+            return
+        for file, index in self.uses_business_hours:
+            self.errors.append(self.located(file, ("rules", index), RuleValidationError(
+                "in_business_hours() is used but no rule file defines business_hours",
+                hint="add a top-level business_hours: {timezone: Europe/Paris, weekly: "
+                     "{mon: [\"09:00-18:00\"], ...}} to one rule file")))
 
     def check_channels(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
         """A channel that no adapter registers but is a near miss of one is a typo."""
@@ -231,20 +267,24 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
             continue
         digest.update(file.name.encode() + b"\0" + file.text.encode() + b"\0")
         broken = validator.check_schema(file)
+        validator.check_business_hours(file, broken.get(-1, []))
         raw_rules = file.data.get("rules") if isinstance(file.data, dict) else None
         for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
             if not isinstance(raw, dict):
                 continue
+            validator.note_business_hours_use(file, index, raw)
             validator.check_duplicate_ids(file, index, raw)
             validator.check_channels(file, index, raw)
             rule = validator.build_rule(file, index, raw, broken.get(index, []))
             if rule is not None:
                 rules.append(rule)
+    validator.check_business_hours_defined()
     errors, warnings = analyse(rules)  # the static checks run on every rule that is valid
     problems = validator.errors + errors
     if problems:
         raise RuleSetInvalid(sorted(problems + warnings, key=_where))
-    return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings)
+    return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings,
+                   business_hours=validator.business_hours)
 
 
 def _where(problem: RulesEngineError) -> tuple[str, int, int]:

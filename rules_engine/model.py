@@ -55,6 +55,9 @@ class EventType(StrEnum):
     CONTACT_TAG_REMOVED = "contact.tag_removed"
     CONTACT_FIELD_SET = "contact.field_set"
     BOT_STATUS_CHANGED = "conversation.bot_status_changed"
+    # fired by durable timers (``rules-engine tick`` / ``worker``)
+    CONVERSATION_IDLE = "conversation.idle"  # an idle rule's clock ran out; rules trigger on it
+    WAIT_ENDED = "wait.ended"  # a rule's ``wait`` is over: the rest of its actions run
 
 
 COMMAND_TYPES = frozenset(
@@ -65,7 +68,15 @@ CHANNEL_INPUT_TYPES = frozenset(
      EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED}
 )
 INPUT_TYPES = CHANNEL_INPUT_TYPES | COMMAND_TYPES
-TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES
+TIMER_TYPES = frozenset({EventType.CONVERSATION_IDLE, EventType.WAIT_ENDED})
+TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
+
+
+def sent_by_bot(actor: str | None) -> bool:
+    """Whether a reply (``message.sent``) came from a bot or an app rather than an agent:
+    its actor is ``bot`` or starts with ``bot:`` or ``app:`` (as Messenger's echoes of an
+    app's messages do). Every other reply is an agent's."""
+    return actor is not None and (actor == "bot" or actor.startswith(("bot:", "app:")))
 
 
 @dataclass(frozen=True, slots=True)

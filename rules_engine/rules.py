@@ -5,11 +5,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from .actions import Action
 from .conditions import Condition
 from .errors import RulesEngineError
 from .model import EventType
+from .timers import IdleClock
+
+if TYPE_CHECKING:
+    from .business_hours import BusinessHours
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,8 @@ class Rule:
     column: int = 1
     once_per: str | None = None  # "contact" or "conversation"
     cooldown: timedelta | None = None  # per contact
+    idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
+    digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
 
 
 class RuleSet:
@@ -40,10 +47,15 @@ class RuleSet:
     """
 
     def __init__(self, rules: Iterable[Rule], *, version: str,
-                 warnings: Sequence[RulesEngineError] = ()) -> None:
+                 warnings: Sequence[RulesEngineError] = (),
+                 business_hours: BusinessHours | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.version = version
         self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
+        self.business_hours = business_hours
+        # the enabled conversation.idle rules: every open conversation keeps a clock for each
+        self.idle_rules: tuple[Rule, ...] = tuple(
+            rule for rule in self.rules if rule.idle is not None and rule.enabled)
         position = {rule.id: index for index, rule in enumerate(self.rules)}
 
         def run_order(rule: Rule) -> tuple[int, int]:

@@ -29,9 +29,12 @@ def to_store(trace: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rule_catalog(rule: Rule) -> dict[str, Any]:
+    conditions = dict(rule.condition.sources()) if rule.condition else {}
+    for index, action in enumerate(rule.actions):  # a wait's ``if`` is a condition too
+        if action.name == "wait" and "if" in action.arguments:
+            conditions[f"actions/{index}/wait/if"] = action.arguments["if"]
     return {"file": rule.file, "line": rule.line, "priority": rule.priority,
-            "conditions": dict(rule.condition.sources()) if rule.condition else {},
-            "args": [action.arguments for action in rule.actions]}
+            "conditions": conditions, "args": [action.arguments for action in rule.actions]}
 
 
 def rule_catalog(rules: RuleSet) -> Catalog:
@@ -71,7 +74,7 @@ def _expand_rule(entry: dict[str, Any], known: dict[str, Any] | None,
                   for path, logged in entry.get("conditions", {}).items()]
     arguments = known.get("args", [])
     actions = []
-    for index, line in enumerate(entry.get("actions", ())):
+    for index, line in enumerate(entry.get("actions", ()), start=entry.get("from", 0)):
         outcome = _outcome(line)
         actions.append({"path": f"actions/{index}", "action": line["action"],
                         "args": arguments[index] if index < len(arguments) else {}, **outcome})

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..model import CloseSource, Contact, Conversation, OpenSource
 from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
+from ..timers import Timer
 from .prepared import Prepared
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
@@ -494,6 +495,75 @@ class StoreTx:
             update(c).where(c.c.id == bindparam("p_id"), c.c.bot_active != bindparam("p_active"))
             .values(bot_active=bindparam("p_active"))))
         return statement.count(self.connection, {"p_id": conversation_id, "p_active": active}) == 1
+
+    def record_reply(self, conversation: Conversation, *, at: datetime,
+                     first_response: bool) -> Conversation:
+        """Note a reply on a conversation; with ``first_response``, also its first response
+        time (from the open, never negative)."""
+        c = t.conversations
+        seconds = max(0, int((at - conversation.opened_at).total_seconds()))
+        statement = self._prepared(f"record-reply:{first_response}", lambda: (
+            update(c).where(c.c.id == bindparam("p_id"))
+            .values({"last_reply_at": bindparam("p_at", type_=c.c.last_reply_at.type),
+                     **({"first_response_at": bindparam("p_at", type_=c.c.first_response_at.type),
+                         "first_response_seconds": bindparam("p_seconds")}
+                        if first_response else {})})
+            .returning(*c.c)))
+        row = statement.first(self.connection, {"p_id": conversation.id, "p_at": at,
+                                                "p_seconds": seconds})
+        assert row is not None
+        return _conversation(row)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def set_timers(self, timers: list[Timer]) -> None:
+        """Write timers in one statement; a timer already set keeps the later due time (a
+        clock only moves forward, whatever order the events arrive in)."""
+        def build() -> Any:
+            m = t.timers
+            rows = [{name: bindparam(f"p{n}_{name}", type_=m.c[name].type) for name in m.c.keys()}
+                    for n in range(len(timers))]
+            statement = self._insert(m).values(rows)
+            return statement.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"due_at": statement.excluded.due_at,
+                      "set_by_event": statement.excluded.set_by_event},
+                where=m.c.due_at < statement.excluded.due_at)
+
+        values = {f"p{n}_{name}": value for n, timer in enumerate(timers)
+                  for name, value in timer.to_row().items()}
+        self._prepared(f"set-timers:{len(timers)}", build).count(self.connection, values)
+
+    def drop_timers(self, conversation_id: int) -> int:
+        """Drop a conversation's timers (it closed); how many there were."""
+        statement = self._prepared("drop-timers", lambda: delete(t.timers).where(
+            t.timers.c.conversation_id == bindparam("p_id")))
+        return statement.count(self.connection, {"p_id": conversation_id})
+
+    def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]:
+        """Up to ``limit`` timers due at ``now``, earliest first, locked for this transaction;
+        on PostgreSQL, timers another transaction holds are skipped (SKIP LOCKED), so
+        several tick processes share the work."""
+        m = t.timers
+        statement = self._prepared("claim-timers", lambda: (
+            select(m).where(m.c.due_at <= bindparam("p_now", type_=m.c.due_at.type))
+            .order_by(m.c.due_at, m.c.id).limit(bindparam("p_limit"))
+            .with_for_update(skip_locked=True)))
+        return [Timer.from_row(row) for row in
+                statement.rows(self.connection, {"p_now": now, "p_limit": limit})]
+
+    def delete_timer(self, timer: Timer) -> bool:
+        """Remove a fired timer, unless a later event moved it (then it waits on)."""
+        m = t.timers
+        statement = self._prepared("delete-timer", lambda: delete(m).where(
+            m.c.id == bindparam("p_id"), m.c.due_at == bindparam("p_due", type_=m.c.due_at.type)))
+        return statement.count(self.connection, {"p_id": timer.id, "p_due": timer.due_at}) == 1
+
+    def timers(self, *, limit: int = 1000) -> list[Timer]:
+        """Pending timers, earliest first."""
+        m = t.timers
+        rows = self.connection.execute(select(m).order_by(m.c.due_at, m.c.id).limit(limit))
+        return [Timer.from_row(row) for row in rows.mappings()]
 
     # -- run-once and cooldowns --------------------------------------------------------
 

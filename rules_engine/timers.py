@@ -1,0 +1,126 @@
+"""Durable timers: what rules ask to happen later, kept as rows in the store.
+
+Two kinds, both written in the transaction of the event that sets them (so they survive
+restarts and are never lost or set twice), both fired by ``Engine.fire_due``:
+
+- an **idle clock**, one per (``conversation.idle`` rule, open conversation): set when the
+  conversation opens, pushed forward by every message that counts for the rule (``of``),
+  dropped when the conversation closes; when it runs out the rule's ``conversation.idle``
+  event fires, once;
+- a **wait**, one per ``wait`` action run: the rest of the rule's actions run when it is
+  over; it belongs to the conversation open when it began and is dropped when that closes.
+
+Times follow the events' timestamps (a clock only ever moves forward), so replaying
+history or ingesting old events sets the same timers. A firing is an engine event whose id
+is the timer's id and due time, so the event ledger makes each firing happen once, however
+many ``tick`` processes run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .model import ContactRef, Conversation, Event, EventType, sent_by_bot
+
+if TYPE_CHECKING:
+    from .rules import Rule
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+IDLE_OF = ("any", "contact", "agent")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``10m``, ``2h``, ``1d`` (the schema has checked the shape)."""
+    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+
+
+@dataclass(frozen=True, slots=True)
+class IdleClock:
+    """A ``conversation.idle`` trigger: fire after ``after`` without a message of ``of``."""
+
+    after: timedelta
+    of: str  # "any", "contact" or "agent"
+    text: str  # as written, e.g. "24h"
+
+    def restarted_by(self, *, from_contact: bool) -> bool:
+        """Whether a message (the contact's, or else an agent's) restarts this clock."""
+        return self.of == "any" or self.of == ("contact" if from_contact else "agent")
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One timer row."""
+
+    id: str
+    kind: str  # "idle" or "wait"
+    contact_id: int
+    conversation_id: int | None
+    rule_id: str
+    due_at: datetime
+    set_by_event: str
+    payload: dict[str, Any]
+
+    def to_row(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "contact_id": self.contact_id,
+                "conversation_id": self.conversation_id, "rule_id": self.rule_id,
+                "due_at": self.due_at, "set_by_event": self.set_by_event,
+                "payload": self.payload}
+
+    @classmethod
+    def from_row(cls, row: Any) -> Timer:
+        return cls(row["id"], row["kind"], row["contact_id"], row["conversation_id"],
+                   row["rule_id"], row["due_at"], row["set_by_event"], row["payload"])
+
+    def event(self) -> Event:
+        """The engine event of this timer's firing (the same id whoever fires it)."""
+        kind = EventType.CONVERSATION_IDLE if self.kind == "idle" else EventType.WAIT_ENDED
+        return Event(id=f"timer:{self.id}@{self.due_at.isoformat()}", type=kind,
+                     channel=self.payload.get("channel"), timestamp=self.due_at,
+                     contact=ContactRef(id=self.contact_id),
+                     conversation_id=self.conversation_id,
+                     params={"timer": self.id, "rule_id": self.rule_id, **self.payload})
+
+
+def idle_timer(rule_id: str, clock: IdleClock, *, contact_id: int, conversation: Conversation,
+               at: datetime, event_id: str) -> Timer:
+    """The idle clock of ``rule_id`` on a conversation, running out ``clock.after`` from ``at``."""
+    return Timer(f"idle:{rule_id}:{conversation.id}", "idle", contact_id, conversation.id,
+                 rule_id, at + clock.after, event_id,
+                 {"for": clock.text, "of": clock.of, "channel": conversation.channel})
+
+
+def wait_timer_id(event_id: str, rule_id: str, sequence: int) -> str:
+    """A wait's id: the event that began it (digested: ids stay short), the rule, and the
+    wait's place among this event's waits."""
+    return f"wait:{hashlib.sha256(event_id.encode()).hexdigest()[:16]}:{rule_id}:{sequence}"
+
+
+def actions_digest(actions: list[tuple[str, Any]]) -> str:
+    """A short fingerprint of a rule's actions (names and arguments): a wait resumes only
+    a rule whose actions are still the ones it was written with."""
+    text = json.dumps(actions, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Event,
+                opened_now: bool) -> list[Timer]:
+    """The idle clocks ``event`` starts or restarts on the contact's open ``conversation``:
+    all of them when it opened now, else those a message of this sender restarts."""
+    if opened_now:
+        restarts = list(rules)
+    elif event.type is EventType.MESSAGE_RECEIVED:
+        restarts = [rule for rule in rules if rule.idle and rule.idle.restarted_by(from_contact=True)]
+    elif event.type is EventType.MESSAGE_SENT:
+        by_agent = not sent_by_bot(event.actor)
+        restarts = [rule for rule in rules if rule.idle and (
+            rule.idle.of == "any" or by_agent and rule.idle.of == "agent")]
+    else:
+        return []
+    return [idle_timer(rule.id, rule.idle, contact_id=conversation.contact_id,
+                       conversation=conversation, at=event.timestamp, event_id=event.id)
+            for rule in restarts
+            if rule.idle and (rule.channels is None or conversation.channel in rule.channels)]

@@ -1,0 +1,236 @@
+"""Time: idle conversations, waits and business hours, fired by durable timers (both databases)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from rules_engine import Engine
+
+from .conftest import T0, event, message
+
+IDLE_CLOSE = """
+rules:
+  - id: close-when-idle
+    trigger: {event: conversation.idle, for: 24h}
+    actions:
+      - close_conversation: {note: "no activity for 24 hours"}
+"""
+
+
+def conversation_of(engine: Engine, external_id: str) -> dict:
+    with engine.store.read() as tx:
+        contact = tx.find_contact_by_identity("facebook", external_id)
+        assert contact is not None
+        return tx.conversations_of(contact.id)[-1].to_dict()
+
+
+def tick(engine: Engine, at: datetime) -> list:
+    return list(engine.fire_all_due(at))
+
+
+def test_an_idle_conversation_closes_once_its_time_has_passed_and_not_before(make_engine):
+    engine = make_engine(IDLE_CLOSE)
+    engine.process(message("idle-1", "hello"))  # opens at T0: the clock runs out at T0 + 24h
+    assert tick(engine, T0 + timedelta(hours=23, minutes=59)) == []
+    assert conversation_of(engine, "idle-1")["status"] == "open"
+    [(timer, result)] = tick(engine, T0 + timedelta(hours=24))
+    assert timer.id.startswith("idle:close-when-idle:") and result.fired == ["close-when-idle"]
+    closed = conversation_of(engine, "idle-1")
+    assert closed["status"] == "closed" and closed["close_source"] == "automation"
+    assert closed["closed_at"] == (T0 + timedelta(hours=24)).isoformat()  # the timer's time
+    assert closed["closing_note"] == "no activity for 24 hours"
+    assert tick(engine, T0 + timedelta(days=30)) == []  # fired once, never again
+
+
+def test_a_message_restarts_the_clock(make_engine):
+    engine = make_engine(IDLE_CLOSE)
+    engine.process(message("idle-2", "hello"))
+    engine.process(message("idle-2", "still there?", minutes=20 * 60))  # at T0 + 20h
+    assert tick(engine, T0 + timedelta(hours=30)) == []  # 24h after the first, not the last
+    assert conversation_of(engine, "idle-2")["status"] == "open"
+    [(_, result)] = tick(engine, T0 + timedelta(hours=44))
+    assert result.fired == ["close-when-idle"]
+
+
+def test_an_older_event_arriving_late_never_moves_the_clock_back(make_engine):
+    engine = make_engine(IDLE_CLOSE)
+    engine.process(message("idle-3", "hello", minutes=600))
+    engine.process(message("idle-3", "an old one, delivered late", minutes=0))
+    assert tick(engine, T0 + timedelta(hours=24, minutes=1)) == []
+    assert len(tick(engine, T0 + timedelta(hours=34))) == 1
+
+
+def test_a_closed_conversations_timers_never_fire(make_engine, store):
+    engine = make_engine(IDLE_CLOSE + """
+  - id: nudge-later
+    trigger: {event: message.received}
+    actions:
+      - wait: 1h
+      - add_tag: nudged
+""")
+    engine.process(message("idle-4", "hello"))
+    with store.read() as tx:
+        assert {t.kind for t in tx.timers()} == {"idle", "wait"}
+    engine.process(event("conversation.close", contact={"external_id": "idle-4"},
+                         channel="facebook", actor="maria", minutes=5))
+    with store.read() as tx:
+        assert tx.timers() == []
+    assert tick(engine, T0 + timedelta(days=3)) == []
+
+
+def test_idle_of_contact_ignores_agents_and_of_agent_ignores_the_contact(make_engine):
+    engine = make_engine("""
+rules:
+  - id: contact-quiet
+    trigger: {event: conversation.idle, for: 2h, of: contact}
+    actions: [{add_tag: contact-quiet}]
+  - id: agent-quiet
+    trigger: {event: conversation.idle, for: 2h, of: agent}
+    actions: [{add_tag: agent-quiet}]
+""")
+    engine.process(message("idle-5", "hello"))  # opens at T0: both clocks start
+    engine.process(event("message.sent", channel="facebook", contact={"external_id": "idle-5"},
+                         actor="susan", message={"text": "how can I help?"}, minutes=90))
+    fired = [result.fired for _, result in tick(engine, T0 + timedelta(hours=2, minutes=1))]
+    assert fired == [["contact-quiet"]]  # the agent's reply restarted only agent-quiet
+    fired = [result.fired for _, result in tick(engine, T0 + timedelta(hours=3, minutes=31))]
+    assert fired == [["agent-quiet"]]
+
+
+def test_a_reply_is_recorded_never_opens_and_the_first_agent_reply_is_the_first_response(
+        make_engine):
+    engine = make_engine()
+    sent = event("message.sent", channel="facebook", contact={"external_id": "reply-1"},
+                 actor="susan", message={"text": "hi"})
+    assert engine.process(sent).conversation_id is None  # no conversation: none opened
+    engine.process(message("reply-1", "hello", minutes=1))
+    engine.process(event("message.sent", channel="facebook", contact={"external_id": "reply-1"},
+                         actor="app:263902037430900", message={"text": "bot"}, minutes=2))
+    assert conversation_of(engine, "reply-1")["first_response_at"] is None  # a bot's reply
+    engine.process(event("message.sent", channel="facebook", contact={"external_id": "reply-1"},
+                         actor="susan", message={"text": "agent"}, minutes=11))
+    engine.process(event("message.sent", channel="facebook", contact={"external_id": "reply-1"},
+                         actor="susan", message={"text": "again"}, minutes=20))
+    conversation = conversation_of(engine, "reply-1")
+    assert conversation["first_response_at"] == (T0 + timedelta(minutes=11)).isoformat()
+    assert conversation["last_reply_at"] == (T0 + timedelta(minutes=20)).isoformat()
+
+
+WAIT_RULES = """
+rules:
+  - id: nudge-the-contact
+    trigger: {event: message.received}
+    conditions: ["contains(message.text, 'order')"]
+    actions:
+      - add_tag: asked
+      - wait: {for: 2h, if: "conversation.is_open and 'answered' not in contact.tags"}
+      - send_message: {text: "Still there? Your order question: {{ message.text }}"}
+      - add_tag: nudged
+"""
+
+
+def test_a_wait_runs_the_rest_of_the_rule_after_its_duration(make_engine, store):
+    engine = make_engine(WAIT_RULES)
+    first = engine.process(message("wait-1", "where is my order?"))
+    assert [a["action"] for a in first.trace["steps"][0]["rules"][0]["actions"]] == [
+        "add_tag", "wait"]  # the rest waits
+    assert tick(engine, T0 + timedelta(hours=1, minutes=59)) == []
+    [(_, resumed)] = tick(engine, T0 + timedelta(hours=2))
+    [rule] = resumed.trace["steps"][0]["rules"]
+    assert rule["result"] == "resumed" and resumed.fired == ["nudge-the-contact"]
+    assert [a["path"] for a in rule["actions"]] == ["actions/2", "actions/3"]
+    assert rule["conditions"][0]["expr"].startswith("conversation.is_open")
+    with store.read() as tx:
+        [outbox] = tx.outbound(status=None, limit=5)
+        contact = tx.find_contact_by_identity("facebook", "wait-1")
+        assert contact is not None and tx.tags(contact.id) == ["asked", "nudged"]
+    assert outbox["body"]["text"] == "Still there? Your order question: where is my order?"
+
+
+def test_a_wait_whose_if_is_false_skips_the_rest_and_says_so(make_engine, store):
+    engine = make_engine(WAIT_RULES + """
+  - id: mark-answered
+    trigger: {event: message.received}
+    conditions: ["message.text == 'ok, answered'"]
+    actions: [{add_tag: answered}]
+""")
+    engine.process(message("wait-2", "my order?"))
+    engine.process(message("wait-2", "ok, answered", minutes=30))
+    [(_, resumed)] = tick(engine, T0 + timedelta(hours=3))
+    [rule] = resumed.trace["steps"][0]["rules"]
+    assert rule["result"] == "wait_if_false" and "the rest is skipped" in rule["detail"]
+    assert resumed.fired == []
+    with store.read() as tx:
+        contact = tx.find_contact_by_identity("facebook", "wait-2")
+        assert contact is not None and "nudged" not in tx.tags(contact.id)
+
+
+def test_a_wait_is_dropped_when_its_rule_changed(make_engine, write_rules, store):
+    from rules_engine import load_rule_set
+
+    engine = make_engine(WAIT_RULES)
+    engine.process(message("wait-3", "my order?"))
+    engine.replace_rules(load_rule_set([write_rules(WAIT_RULES.replace("nudged", "poked"))]))
+    [(_, resumed)] = tick(engine, T0 + timedelta(hours=3))
+    [rule] = resumed.trace["steps"][0]["rules"]
+    assert rule["result"] == "wait_dropped" and "changed" in rule["detail"]
+
+
+BUSINESS = """
+business_hours:
+  timezone: Europe/Paris
+  weekly:
+    mon: ["09:00-18:00"]
+    tue: ["09:00-18:00"]
+    wed: ["09:00-18:00"]
+    thu: ["09:00-18:00"]
+    fri: ["09:00-18:00"]
+  holidays: ["2026-12-25"]
+rules:
+  - id: out-of-hours
+    trigger: {event: message.received}
+    conditions: ["not in_business_hours()"]
+    actions: [{add_tag: out-of-hours}]
+"""
+
+
+def at(iso: str) -> float:
+    """Minutes from T0 to an ISO instant (the conftest builds events from T0)."""
+    return (datetime.fromisoformat(iso) - T0).total_seconds() / 60
+
+
+def test_business_hours_across_a_daylight_saving_change_and_on_a_holiday(make_engine):
+    engine = make_engine(BUSINESS)
+
+    def out_of_hours(iso: str) -> bool:
+        return engine.process(message(f"bh-{iso}", "hi", minutes=at(iso))).fired == ["out-of-hours"]
+
+    # Paris is UTC+1 until 2026-03-29 02:00, then UTC+2; 07:30 UTC is 08:30 then 09:30
+    assert out_of_hours("2026-03-23T07:30:00+00:00")  # Monday, 08:30 in Paris: closed
+    assert not out_of_hours("2026-03-30T07:30:00+00:00")  # Monday, 09:30 in Paris: open
+    assert out_of_hours("2026-03-30T16:30:00+00:00")  # 18:30 in Paris: closed
+    assert not out_of_hours("2026-03-27T16:30:00+00:00")  # Friday 17:30 in Paris (UTC+1)
+    assert out_of_hours("2026-12-25T10:00:00+00:00")  # a Friday, but a holiday
+    assert not out_of_hours("2026-12-24T10:00:00+00:00")
+
+
+def test_in_business_hours_without_a_definition_is_a_validation_error(write_rules):
+    import pytest
+
+    from rules_engine import load_rule_set
+    from rules_engine.errors import RuleSetInvalid
+
+    with pytest.raises(RuleSetInvalid, match="no rule file defines business_hours"):
+        load_rule_set([write_rules(BUSINESS.split("rules:")[0].replace("business_hours", "x_")
+                                   .split("x_")[0] + "rules:" + BUSINESS.split("rules:")[1])])
+
+
+def test_replaying_old_events_sets_the_same_timers(make_engine, store, database_url):
+    engine = make_engine(IDLE_CLOSE + WAIT_RULES.replace("rules:\n", ""))
+    engine.process(message("replay-1", "my order", id="old-1", minutes=0))
+    with store.read() as tx:
+        first = sorted((t.id, t.due_at) for t in tx.timers())
+    assert first == sorted([
+        (first[0][0], T0 + timedelta(hours=24) if first[0][0].startswith("idle") else T0 + timedelta(hours=2)),
+        (first[1][0], T0 + timedelta(hours=24) if first[1][0].startswith("idle") else T0 + timedelta(hours=2)),
+    ])
+    assert all(due < datetime.now(timezone.utc) for _, due in first)  # old: due already
