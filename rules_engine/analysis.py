@@ -5,7 +5,11 @@
   error when none has (it would run until the depth bound every time);
 - rules that can never fire: conditions that are constant false, a welcome trigger limited
   to channels that have no welcome event, a trigger on a fact nothing emits;
-- rules that open and close a conversation in the same pass.
+- rules that open and close a conversation in the same pass;
+- idle rules: a ``wait`` in one (its conversation is the idle one: the wait outlives the
+  point), one whose actions do nothing to the conversation (it fires once, then the
+  conversation stays idle until the next message), one whose ``for`` is shorter than its
+  ``cooldown`` (the cooldown swallows firings).
 """
 from __future__ import annotations
 
@@ -16,12 +20,15 @@ from .errors import RulesEngineError, RuleValidationError, RuleWarning
 from .model import CHANNEL_INPUT_TYPES, EventType
 from .rules import Rule
 
-# Facts the engine itself emits while handling inputs (before or without any rule).
+# Facts the engine itself emits while handling inputs (before or without any rule), and
+# what its timers fire.
 BUILT_IN_FACTS = frozenset({
     EventType.CONVERSATION_OPENED, EventType.CONVERSATION_CLOSED, EventType.CONTACT_CREATED,
     EventType.CONTACTS_MERGED, EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED,
-    EventType.BOT_STATUS_CHANGED,
+    EventType.BOT_STATUS_CHANGED, EventType.CONVERSATION_IDLE,
 })
+# Actions that act on the conversation itself (close it, route it, write in it).
+_ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message"})
 
 
 def _emits(rule: Rule) -> set[EventType]:
@@ -151,10 +158,36 @@ def _reachable(start: Rule, rules: Sequence[Rule]) -> set[str]:
     return seen
 
 
+def _idle_rules(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    for rule in rules:
+        if rule.idle is None:
+            continue
+        for index, action in enumerate(rule.actions):
+            if action.name == "wait":
+                yield RuleWarning(
+                    "a wait in an idle rule: the conversation is already idle, and a message "
+                    "that ends the idleness does not stop the wait",
+                    hint="use a longer `for` instead, or a second idle rule",
+                    **_where(rule, f"actions/{index}"))
+        if not any(action.name in _ACTS_ON_CONVERSATION for action in rule.actions):
+            yield RuleWarning(
+                "this idle rule does nothing to the conversation: it fires once, and the "
+                "conversation stays idle until someone writes",
+                hint="close, assign or write in the conversation (close_conversation, assign, "
+                     "send_message)", **_where(rule, "actions"))
+        if rule.cooldown is not None and rule.cooldown > rule.idle.after:
+            yield RuleWarning(
+                f"the cooldown ({rule.cooldown}) is longer than the idle time "
+                f"({rule.idle.text}): firings in between are skipped",
+                hint="shorten the cooldown or drop it (an idle rule fires once per quiet spell)",
+                **_where(rule, "cooldown"))
+
+
 def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RulesEngineError]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
-    findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled)]
+    findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
+                *_idle_rules(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings

@@ -23,7 +23,6 @@ from .errors import did_you_mean
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # in datetime.weekday() order
 KEYS = ("timezone", "weekly", "holidays")
-MINUTES_PER_DAY = 24 * 60
 
 Path = tuple[str | int, ...]
 Ranges = tuple[tuple[int, int], ...]
@@ -46,7 +45,8 @@ class BusinessHoursError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = f"{_where(self.path)}: {self.message}" if self.path else self.message
+        where = "/".join(str(part) for part in self.path)
+        text = f"{where}: {self.message}" if where else self.message
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
@@ -169,7 +169,7 @@ def _day(value: object, path: Path, errors: Errors) -> Ranges:
             first, second = sorted((furthest[1], index))
             merged = f"{_clock(furthest[0][0])}-{_clock(max(span[1], furthest[0][1]))}"
             overlaps.append((second, first, BusinessHoursError(
-                f'"{value[second]}" overlaps "{value[first]}" ({_where(path + (first,))})',
+                f'"{value[second]}" overlaps "{value[first]}"',
                 path + (second,), hint=f'merge them into "{merged}"')))
         if furthest is None or span[1] > furthest[0][1]:
             furthest = (span, index)
@@ -233,10 +233,6 @@ def _holidays(value: object, errors: Errors) -> frozenset[date]:
                     f'"{item}" is not a day of the calendar', ("holidays", index),
                     hint="check the month (01 to 12) and the day of the month"))
     return frozenset(days)
-
-
-def _where(path: Path) -> str:
-    return "/".join(str(part) for part in path)
 
 
 def _clock(minute: int) -> str:

@@ -53,6 +53,8 @@ CONVERSATION: Spec = {
     "assignee": LEAF,
     "team": LEAF,
     "bot_active": LEAF,
+    "first_response_at": LEAF,
+    "last_reply_at": LEAF,
 }
 MESSAGE: Spec = {"id": LEAF, "text": LEAF, "quick_reply": LEAF, "postback": LEAF,
                  "attachments": LEAF, "reply_to": LEAF, "edited": LEAF}
@@ -72,6 +74,7 @@ ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
     EventType.MESSAGE_RECEIVED: {**_COMMON, "message": MESSAGE},
     EventType.MESSAGE_SENT: {**_COMMON, "message": MESSAGE, "actor": LEAF},
     EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT},
+    # params.for and params.of: the idle rule's own trigger
 }
 
 
@@ -92,6 +95,7 @@ _NO_CONVERSATION: dict[str, Any] = {
     "id": None, "is_open": False, "status": "none", "channel": None, "open_source": None,
     "close_source": None, "opened_at": None, "closed_at": None, "opened_by": None,
     "closed_by": None, "assignee": None, "team": None, "bot_active": None,
+    "first_response_at": None, "last_reply_at": None,
 }
 
 

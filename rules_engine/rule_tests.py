@@ -28,6 +28,7 @@ from .rules import RuleSet
 from .schema import load_schema
 from .schema_errors import explain
 from .store import Store, StoreTx
+from .timers import parse_duration
 from .yaml_source import load_yaml
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
@@ -121,6 +122,8 @@ class _Case:
         self.refs: dict[str, int] = {}
         self.identities: dict[str, tuple[str, str]] = {}
         self.results: list[Result] = []
+        self.advanced = timedelta(0)  # how far `advance:` steps have moved the clock
+        self.latest = START  # the latest moment an event or an advance reached
 
     def seed(self) -> None:
         with self.store.transaction() as tx:
@@ -145,7 +148,7 @@ class _Case:
     def event(self, index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
         data = {key: value for key, value in raw.items() if key not in ("text", "at")}
         data.setdefault("id", f"test-event-{index + 1}")
-        data["timestamp"] = (START + timedelta(minutes=raw.get("at", index))).isoformat()
+        data["timestamp"] = self.time(index, raw).isoformat()
         contact = raw.get("contact")
         if isinstance(contact, str):
             if contact not in self.refs:
@@ -168,10 +171,26 @@ class _Case:
             return found.id if found else None
         return None
 
+    def time(self, index: int, raw: Mapping[str, Any]) -> datetime:
+        """An event's time: ``at`` (else its place) minutes from the start, plus every
+        ``advance`` before it."""
+        return START + timedelta(minutes=raw.get("at", index)) + self.advanced
+
     def run(self) -> list[tuple[str, Any, Any]]:
         self.seed()
         for index, raw in enumerate(self.case["events"]):
-            self.results.append(self.engine.process(parse_event(self.event(index, raw))))
+            if "advance" in raw:  # the clock moves on from the latest moment; timers fire
+                here = self.time(index, {})
+                self.latest = max(self.latest, here) + parse_duration(raw["advance"])
+                self.advanced += self.latest - here  # later events follow on from there
+                for _, outcome in self.engine.fire_all_due(self.latest):
+                    if isinstance(outcome, RulesEngineError):
+                        raise outcome
+                    self.results.append(outcome)
+                continue
+            event = parse_event(self.event(index, raw))
+            self.latest = max(self.latest, event.timestamp)
+            self.results.append(self.engine.process(event))
         return list(self.check(self.case["expect"]))
 
     def actions(self) -> list[dict[str, Any]]:

@@ -69,7 +69,13 @@ def _construct(
             _construct(loader, item, path + (index,), source_map, file)
             for index, item in enumerate(node.value)
         ]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError as error:  # a scalar YAML reads as a value it cannot hold: 2026-02-30
+        where = _position(node)
+        raise RuleFileError(f"'{node.value}' is not a valid value: {error}", file=file,
+                            line=where.line, column=where.column,
+                            hint="quote it to keep it as text, or fix it") from None
 
 
 _CLOSERS = {"flow sequence": ("[", "]"), "flow mapping": ("{", "}")}
