@@ -234,3 +234,84 @@ def test_replaying_old_events_sets_the_same_timers(make_engine, store, database_
         (first[1][0], T0 + timedelta(hours=24) if first[1][0].startswith("idle") else T0 + timedelta(hours=2)),
     ])
     assert all(due < datetime.now(timezone.utc) for _, due in first)  # old: due already
+
+
+def test_static_checks_know_idle_rules(write_rules):
+    from rules_engine import load_rule_set
+
+    rules = load_rule_set([write_rules("""
+rules:
+  - id: waits-while-idle
+    trigger: {event: conversation.idle, for: 1h}
+    actions: [{wait: 1h}, {close_conversation: {}}]
+  - id: only-tags
+    trigger: {event: conversation.idle, for: 2h}
+    actions: [{add_tag: quiet}]
+  - id: cooled-down
+    trigger: {event: conversation.idle, for: 1h}
+    cooldown: 1d
+    actions: [{assign: {team: follow-up}}]
+""")])
+    warnings = {(w.rule_id, w.path): w.message for w in rules.warnings}
+    assert "a wait in an idle rule" in warnings[("waits-while-idle", "actions/0")]
+    assert "does nothing to the conversation" in warnings[("only-tags", "actions")]
+    assert "longer than the idle time" in warnings[("cooled-down", "cooldown")]
+    assert all("can never fire" not in message for message in warnings.values())
+
+
+def test_for_belongs_to_idle_triggers_only(write_rules):
+    import pytest
+
+    from rules_engine import load_rule_set
+    from rules_engine.errors import RuleSetInvalid
+
+    with pytest.raises(RuleSetInvalid) as caught:
+        load_rule_set([write_rules("""
+rules:
+  - id: idle-without-for
+    trigger: {event: conversation.idle}
+    actions: [{close_conversation: {}}]
+  - id: for-on-a-message
+    trigger: {event: message.received, for: 2h}
+    actions: [{add_tag: x}]
+""")])
+    text = str(caught.value)
+    assert "idle-without-for" in text and "for" in text and "for-on-a-message" in text
+
+
+def test_tick_fires_what_is_due_at_now_once(tmp_path, write_rules, database_url, store):
+    from .test_validation import run_cli
+
+    rules = write_rules(IDLE_CLOSE)
+    engine = Engine(store, __import__("rules_engine").load_rule_set([rules]))
+    for n in range(3):
+        engine.process(message(f"tick-{n}", "hello", minutes=n))
+    args = ("--rules", str(rules), "--database-url", database_url, "tick", "--now")
+    status, output = run_cli(*args, (T0 + timedelta(hours=24, minutes=1)).isoformat())
+    assert status == 0 and "fired 2 timer(s)" in output and "close-when-idle" in output
+    status, output = run_cli(*args, (T0 + timedelta(hours=30)).isoformat())
+    assert status == 0 and "fired 1 timer(s)" in output
+    status, output = run_cli(*args, (T0 + timedelta(days=9)).isoformat())
+    assert status == 0 and "fired 0 timer(s)" in output
+    status, output = run_cli(*args, "yesterday")
+    assert status != 0 and "not an ISO 8601 timestamp" in output
+
+
+def test_simulate_can_advance_the_clock_and_writes_nothing(tmp_path, write_rules, database_url,
+                                                         store):
+    import json
+
+    from .test_validation import run_cli
+
+    rules = write_rules(IDLE_CLOSE)
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps({
+        "id": "sim-1", "type": "message.received", "channel": "facebook",
+        "timestamp": T0.isoformat(), "contact": {"external_id": "sim-1"},
+        "message": {"text": "hello"}}), "utf-8")
+    status, output = run_cli("--rules", str(rules), "--database-url", database_url,
+                             "simulate", str(event_file), "--advance", "25h")
+    assert status == 0, output
+    assert "1 timer(s) fire" in output and "[FIRED] close-when-idle" in output
+    with store.read() as tx:
+        assert tx.timers() == [] and not tx.is_event_processed("sim-1")
