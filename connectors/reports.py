@@ -41,7 +41,8 @@ def _report_query(now: datetime, *, max_days: int | None = None, **overrides: st
 
 @blueprint.get("/api/reports/conversations")
 def report() -> Any:
-    """Closed count and resolution time (mean, median, p90, max), open now: JSON or CSV."""
+    """Closed count and resolution time, responded count and first response time (mean,
+    median, p90, max), open now: JSON or CSV."""
     settings = app_settings()
     require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
     now = datetime.now(timezone.utc)
@@ -89,10 +90,15 @@ def sign_in() -> Any:
     return response
 
 
+def _distribution_chart(buckets: list[dict[str, Any]], *, title: str, test_id: str) -> Any:
+    """A report's distribution (``{"bucket", "count"}`` items) as a bar per bucket."""
+    return bar_chart([(b["bucket"], b["count"]) for b in buckets], title=title, test_id=test_id)
+
+
 @blueprint.get("/dashboard")
 def dashboard() -> Any:
-    """Headline figures, closed per day, the resolution-time distribution, and tables per
-    user, team and channel."""
+    """Headline figures, closed per day, the resolution- and first-response-time
+    distributions, and tables per user, team and channel."""
     refused = _dashboard_access()
     if refused is not None:
         return refused
@@ -109,13 +115,17 @@ def dashboard() -> Any:
     day_chart = bar_chart([(d["day"][5:], d["closed"]) for d in per_day],
                           title="Closed conversations per day", test_id="chart-closed-per-day",
                           label_every=max(1, len(per_day) // 10))
-    distribution_chart = bar_chart([(b["bucket"], b["count"]) for b in totals["distribution"]],
-                                   title="Resolution time distribution",
-                                   test_id="chart-resolution")
+    distribution_chart = _distribution_chart(totals["distribution"],
+                                             title="Resolution time distribution",
+                                             test_id="chart-resolution")
+    first_response_chart = _distribution_chart(totals["first_response_distribution"],
+                                               title="First response time distribution",
+                                               test_id="chart-first-response")
     until_day = (query.until - timedelta(microseconds=1)).strftime("%Y-%m-%d")
     presets = [(days, f"?since={(now - timedelta(days=days - 1)):%Y-%m-%d}&until={now:%Y-%m-%d}")
                for days in RANGE_PRESETS]
     return render_template(
         "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
-        distribution_chart=distribution_chart, duration=duration, presets=presets,
+        distribution_chart=distribution_chart, first_response_chart=first_response_chart,
+        duration=duration, presets=presets,
         since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)

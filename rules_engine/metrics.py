@@ -1,8 +1,12 @@
-"""Conversation metrics computed by the database: closed count, resolution time, open now.
+"""Conversation metrics computed by the database: closed count, resolution time, first
+response time, open now.
 
-Resolution time is ``closed_at - opened_at`` in seconds. Percentiles use the nearest-rank
-definition (the value at rank ``ceil(p * n)`` of the sorted times; the median is p = 0.5),
-computed with window functions so that no row leaves the database.
+Resolution time is ``closed_at - opened_at`` in seconds, counted for the conversations closed
+in the range; first response time is ``first_response_at - opened_at`` (the first agent
+reply), counted for the conversations first answered in the range. Both are one ``Measure``
+summarised by the same queries. Percentiles use the nearest-rank definition (the value at
+rank ``ceil(p * n)`` of the sorted times; the median is p = 0.5), computed with window
+functions so that no row leaves the database.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from .events import EARLIEST, LATEST
 from .store import Store
 from .store.tables import conversations as c
 
+Buckets = tuple[tuple[str, float], ...]
+
 
 class GroupBy(StrEnum):
     """How a report is sliced."""
@@ -44,16 +50,40 @@ class GroupBy(StrEnum):
 
 
 # Resolution-time histogram buckets: (label, upper bound in seconds, exclusive).
-BUCKETS: tuple[tuple[str, float], ...] = (
+BUCKETS: Buckets = (
     ("< 5 min", 300), ("5-15 min", 900), ("15-30 min", 1800), ("30-60 min", 3600),
     ("1-2 h", 7200), ("2-4 h", 14400), ("4-8 h", 28800), ("8-24 h", 86400),
     ("1-3 days", 259200), ("> 3 days", float("inf")),
 )
 
+# First-response buckets: most first replies come within minutes, so finer at the start.
+FIRST_RESPONSE_BUCKETS: Buckets = (
+    ("< 1 min", 60), ("1-5 min", 300), ("5-15 min", 900), ("15-30 min", 1800),
+    ("30-60 min", 3600), ("1-2 h", 7200), ("2-4 h", 14400), ("4-8 h", 28800),
+    ("8-24 h", 86400), ("> 1 day", float("inf")),
+)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A duration the report summarises: the conversations whose ``at`` falls in the range,
+    their ``seconds``; ``day`` and ``week`` slices are the UTC day / week of ``at``. Both
+    columns lead a covering index, so every query on a measure reads that index only."""
+
+    at: Any
+    seconds: Any
+    buckets: Buckets
+
+
+RESOLUTION = Measure(c.c.closed_at, c.c.resolution_seconds, BUCKETS)
+FIRST_RESPONSE = Measure(c.c.first_response_at, c.c.first_response_seconds,
+                         FIRST_RESPONSE_BUCKETS)
+
 
 @dataclass(frozen=True)
 class ReportQuery:
-    """A time range (closed conversations whose ``closed_at`` falls in it), filters, a slice."""
+    """A time range (closed conversations whose ``closed_at`` falls in it, first-answered ones
+    whose ``first_response_at`` does), filters, a slice."""
 
     since: datetime
     until: datetime
@@ -104,7 +134,8 @@ class _Dialect:
         return func.date(func.substr(column, 1, 10), "weekday 0", "-6 days")
 
 
-def _group_column(by: GroupBy, dialect: _Dialect) -> ColumnElement[Any]:
+def _group_column(by: GroupBy, dialect: _Dialect, at: Any) -> ColumnElement[Any]:
+    """The slice's key; ``day`` and ``week`` are those of the timestamp ``at``."""
     columns: dict[GroupBy, ColumnElement[Any]] = {
         GroupBy.NONE: literal("all"),
         GroupBy.USER: c.c.assignee,
@@ -112,8 +143,8 @@ def _group_column(by: GroupBy, dialect: _Dialect) -> ColumnElement[Any]:
         GroupBy.CHANNEL: c.c.channel,
         GroupBy.OPEN_SOURCE: c.c.open_source,
         GroupBy.CLOSE_SOURCE: c.c.close_source,
-        GroupBy.DAY: dialect.day(c.c.closed_at),
-        GroupBy.WEEK: dialect.week(c.c.closed_at),
+        GroupBy.DAY: dialect.day(at),
+        GroupBy.WEEK: dialect.week(at),
     }
     return columns[by]
 
@@ -126,21 +157,29 @@ def _filters(query: ReportQuery) -> list[ColumnElement[bool]]:
     return [_FILTER_COLUMNS[name] == value for name, value in query.filters.items()]
 
 
-def _histogram(query: ReportQuery, dialect: _Dialect) -> Any:
-    """Closed conversations in range as (key, seconds, count): the one pass over the rows."""
-    seconds = c.c.resolution_seconds
+def _in_range(query: ReportQuery, measure: Measure) -> list[ColumnElement[bool]]:
+    """The measure's conversations in the range that pass the filters (a NULL time is never
+    in range; a time without its seconds is left out rather than counted as nothing)."""
+    return [measure.at >= query.since, measure.at < query.until, measure.seconds.is_not(None),
+            *_filters(query)]
+
+
+def _histogram(query: ReportQuery, dialect: _Dialect, measure: Measure) -> Any:
+    """The measure's conversations in range as (key, seconds, count): the one pass over the
+    rows."""
     return (
-        select(_group_column(query.by, dialect).label("key"), seconds.label("s"),
-               func.count().label("c"))
-        .where(c.c.closed_at >= query.since, c.c.closed_at < query.until, *_filters(query))
-        .group_by(literal_column("key"), seconds)
+        select(_group_column(query.by, dialect, measure.at).label("key"),
+               measure.seconds.label("s"), func.count().label("c"))
+        .where(*_in_range(query, measure))
+        .group_by(literal_column("key"), measure.seconds)
         .cte("histogram")
     )
 
 
-def _resolution_rows(store: Store, query: ReportQuery, dialect: _Dialect) -> list[dict[str, Any]]:
+def _duration_rows(store: Store, query: ReportQuery, dialect: _Dialect,
+                   measure: Measure) -> list[dict[str, Any]]:
     """Per group (level 0) and in total (level 1): count, mean, median, p90, max."""
-    histogram = _histogram(query, dialect)
+    histogram = _histogram(query, dialect, measure)
     levels = union_all(
         select(literal(0).label("level"), histogram.c.key, histogram.c.s, histogram.c.c),
         select(literal(1), literal(None).label("key"), histogram.c.s,
@@ -158,7 +197,7 @@ def _resolution_rows(store: Store, query: ReportQuery, dialect: _Dialect) -> lis
 
     statement = (
         select(
-            ranked.c.level, ranked.c.key, func.sum(ranked.c.c).label("closed"),
+            ranked.c.level, ranked.c.key, func.sum(ranked.c.c).label("count"),
             (func.sum(ranked.c.s * ranked.c.c) * 1.0 / func.sum(ranked.c.c)).label("mean"),
             percentile(0.5).label("median"), percentile(0.9).label("p90"),
             func.max(ranked.c.s).label("max"),
@@ -178,7 +217,7 @@ def _open_rows(store: Store, query: ReportQuery, dialect: _Dialect,
                now: datetime) -> dict[Any, dict[str, Any]]:
     """Open conversations now: count and age, per group (or in total, key ``all``)."""
     by = GroupBy.NONE if query.by in _CLOSED_ONLY else query.by
-    group = _group_column(by, dialect)
+    group = _group_column(by, dialect, RESOLUTION.at)
     age = cast(dialect.seconds_between(c.c.opened_at, literal(now, type_=c.c.opened_at.type)), Float)
     statement = (
         select(group.label("key"), func.count().label("open"), func.avg(age).label("mean_age"),
@@ -190,52 +229,68 @@ def _open_rows(store: Store, query: ReportQuery, dialect: _Dialect,
         return {row["key"]: dict(row) for row in tx.connection.execute(statement).mappings()}
 
 
-def _distribution(store: Store, query: ReportQuery) -> list[dict[str, Any]]:
-    seconds = c.c.resolution_seconds
-    bucket = case(*[(seconds < bound, index) for index, (_, bound) in enumerate(BUCKETS[:-1])],
-                  else_=len(BUCKETS) - 1)
+def _distribution(store: Store, query: ReportQuery, measure: Measure) -> list[dict[str, Any]]:
+    """How many of the measure's conversations in range fall in each of its buckets."""
+    buckets = measure.buckets
+    bucket = case(*[(measure.seconds < bound, index)
+                    for index, (_, bound) in enumerate(buckets[:-1])],
+                  else_=len(buckets) - 1)
     statement = (
         select(bucket.label("bucket"), func.count().label("count"))
-        .where(c.c.closed_at >= query.since, c.c.closed_at < query.until, *_filters(query))
+        .where(*_in_range(query, measure))
         .group_by(literal_column("bucket"))
     )
     with store.read() as tx:
         counts = {row.bucket: row.count for row in tx.connection.execute(statement)}
     return [{"bucket": label, "count": counts.get(index, 0)}
-            for index, (label, _) in enumerate(BUCKETS)]
+            for index, (label, _) in enumerate(buckets)]
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _figures(closed: dict[str, Any], opened: dict[str, Any] | None) -> dict[str, Any]:
+def _durations(row: dict[str, Any]) -> dict[str, float | None]:
+    return {name: _rounded(row.get(name)) for name in ("mean", "median", "p90", "max")}
+
+
+def _figures(closed: dict[str, Any], responded: dict[str, Any],
+             opened: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "closed": int(closed.get("closed") or 0),
-        "resolution_seconds": {name: _rounded(closed.get(name))
-                               for name in ("mean", "median", "p90", "max")},
+        "closed": int(closed.get("count") or 0),
+        "resolution_seconds": _durations(closed),
+        "responded": int(responded.get("count") or 0),
+        "first_response_seconds": _durations(responded),
         "open_now": None if opened is None else int(opened.get("open", 0)),
         "open_age_seconds": {"mean": _rounded((opened or {}).get("mean_age")),
                              "max": _rounded((opened or {}).get("max_age"))},
     }
 
 
-def conversation_report(store: Store, query: ReportQuery, *, now: datetime) -> dict[str, Any]:
-    """The report: totals, one row per group, the resolution-time distribution.
+def _levels(rows: list[dict[str, Any]]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """A measure's rows as (per group key, total)."""
+    return ({row["key"]: row for row in rows if row["level"] == 0},
+            next((row for row in rows if row["level"] == 1), {}))
 
-    Closed figures cover conversations closed within [since, until); open figures are the
-    conversations open at ``now``, with their age.
+
+def conversation_report(store: Store, query: ReportQuery, *, now: datetime) -> dict[str, Any]:
+    """The report: totals, one row per group, the resolution- and first-response-time
+    distributions.
+
+    Closed figures cover conversations closed within [since, until); first-response figures
+    the conversations first answered by an agent within it (whether closed or not); open
+    figures are the conversations open at ``now``, with their age.
     """
     dialect = _Dialect(store.dialect)
-    rows = _resolution_rows(store, query, dialect)
-    grouped = {row["key"]: row for row in rows if row["level"] == 0}
-    total = next((row for row in rows if row["level"] == 1), {})
+    grouped, total = _levels(_duration_rows(store, query, dialect, RESOLUTION))
+    answered, total_answered = _levels(_duration_rows(store, query, dialect, FIRST_RESPONSE))
     open_now = _open_rows(store, query, dialect, now)
     groups = []
     if query.by is not GroupBy.NONE:
-        keys = sorted(set(grouped) | (set() if query.by in _CLOSED_ONLY else set(open_now)),
+        keys = sorted(set(grouped) | set(answered)
+                      | (set() if query.by in _CLOSED_ONLY else set(open_now)),
                       key=lambda key: (key is None, str(key)))
-        groups = [{"key": key, **_figures(grouped.get(key, {}),
+        groups = [{"key": key, **_figures(grouped.get(key, {}), answered.get(key, {}),
                                           None if query.by in _CLOSED_ONLY else open_now.get(key, {}))}
                   for key in keys]
     total_open = (_open_rows(store, ReportQuery(query.since, query.until, GroupBy.NONE,
@@ -244,9 +299,10 @@ def conversation_report(store: Store, query: ReportQuery, *, now: datetime) -> d
     return {
         "since": query.since.isoformat(), "until": query.until.isoformat(),
         "by": str(query.by), "filters": dict(query.filters), "generated_at": now.isoformat(),
-        "totals": _figures(total, total_open.get("all", {})),
+        "totals": _figures(total, total_answered, total_open.get("all", {})),
         "groups": groups,
-        "distribution": _distribution(store, query),
+        "distribution": _distribution(store, query, RESOLUTION),
+        "first_response_distribution": _distribution(store, query, FIRST_RESPONSE),
     }
 
 
@@ -254,7 +310,8 @@ def closed_per_day(store: Store, query: ReportQuery) -> list[dict[str, Any]]:
     """Closed count for every day of the range (days with none included, as 0)."""
     report_query = ReportQuery(query.since, query.until, GroupBy.DAY, query.filters)
     dialect = _Dialect(store.dialect)
-    counts = {row["key"]: int(row["closed"]) for row in _resolution_rows(store, report_query, dialect)
+    counts = {row["key"]: int(row["count"])
+              for row in _duration_rows(store, report_query, dialect, RESOLUTION)
               if row["level"] == 0}
     days = []
     day = query.since.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -9,7 +9,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ("closed", "mean", "median", "p90", "max", "open_now", "oldest_open")
+# Each duration block of a report row: its figures in the order the columns show them.
+STATISTICS = ("mean", "median", "p90", "max")
+COLUMNS = ("closed", *STATISTICS, "responded", *(f"first_resp_{name}" for name in STATISTICS),
+           "open_now", "oldest_open")
 
 
 def duration(seconds: float | None) -> str:
@@ -27,6 +30,11 @@ def duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
+def _statistics(figures: dict[str, Any], block: str) -> list[float | None]:
+    """Mean, median, p90 and max of one duration block (``resolution_seconds``, ...)."""
+    return [figures[block][name] for name in STATISTICS]
+
+
 def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     rows = [(("(none)" if g["key"] is None else str(g["key"])), g) for g in report["groups"]]
     return rows + [("TOTAL", report["totals"])]
@@ -34,7 +42,7 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def to_table(report: dict[str, Any]) -> str:
     """An aligned table (rich): one line per group and a total, durations as ``1h 02m``."""
-    title = f"Conversations closed {report['since']} .. {report['until']}"
+    title = f"Conversations closed (or first answered) {report['since']} .. {report['until']}"
     if report["filters"]:
         title += " where " + ", ".join(f"{k}={v}" for k, v in report["filters"].items())
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
@@ -43,11 +51,10 @@ def to_table(report: dict[str, Any]) -> str:
         table.add_column(column, justify="right", no_wrap=True)
     rows = _rows(report)
     for number, (key, figures) in enumerate(rows):
-        resolution = figures["resolution_seconds"]
         table.add_row(
-            key, str(figures["closed"]), duration(resolution["mean"]),
-            duration(resolution["median"]), duration(resolution["p90"]),
-            duration(resolution["max"]),
+            key, str(figures["closed"]), *map(duration, _statistics(figures, "resolution_seconds")),
+            str(figures["responded"]),
+            *map(duration, _statistics(figures, "first_response_seconds")),
             "-" if figures["open_now"] is None else str(figures["open_now"]),
             duration(figures["open_age_seconds"]["max"]), end_section=number == len(rows) - 2)
     buffer = io.StringIO()
@@ -57,16 +64,19 @@ def to_table(report: dict[str, Any]) -> str:
 
 
 def to_csv(report: dict[str, Any]) -> str:
-    """CSV with a header row, one row per group and a total; times in seconds."""
+    """CSV with a header row, one row per group and a total; times in seconds. The first
+    eight columns are those of earlier releases; the first-response ones follow them."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([report["by"] if report["by"] != "none" else "group", "closed",
-                     "mean_seconds", "median_seconds", "p90_seconds", "max_seconds",
-                     "open_now", "open_max_age_seconds", "since", "until"])
+                     *(f"{name}_seconds" for name in STATISTICS),
+                     "open_now", "open_max_age_seconds", "responded",
+                     *(f"first_response_{name}_seconds" for name in STATISTICS),
+                     "since", "until"])
     for key, figures in _rows(report):
-        resolution = figures["resolution_seconds"]
-        writer.writerow([key, figures["closed"], resolution["mean"], resolution["median"],
-                         resolution["p90"], resolution["max"],
+        writer.writerow([key, figures["closed"], *_statistics(figures, "resolution_seconds"),
                          "" if figures["open_now"] is None else figures["open_now"],
-                         figures["open_age_seconds"]["max"], report["since"], report["until"]])
+                         figures["open_age_seconds"]["max"], figures["responded"],
+                         *_statistics(figures, "first_response_seconds"),
+                         report["since"], report["until"]])
     return out.getvalue()

@@ -122,6 +122,9 @@ def test_report_reflects_the_engines_closes(make_engine, store):
     assert report["groups"] == [{"key": "user", "closed": 1,
                                  "resolution_seconds": {"mean": 2700.0, "median": 2700.0,
                                                         "p90": 2700.0, "max": 2700.0},
+                                 "responded": 0,
+                                 "first_response_seconds": {"mean": None, "median": None,
+                                                            "p90": None, "max": None},
                                  "open_now": None,
                                  "open_age_seconds": {"mean": None, "max": None}}]
     assert report["totals"]["open_now"] == 1
