@@ -8,7 +8,7 @@
 3. The floor: Python's ``sqlite3`` writing the very rows that ingest wrote (read back from
    its database: the ledger row and trace of each event, the contact and identity it
    created, the conversation it opened or closed, the tags and fields of the contact, the
-   outbox rows), one transaction per event, with the same pragmas (WAL, synchronous
+   outbox rows, the timers it set), one transaction per event, with the same pragmas (WAL, synchronous
    NORMAL), into another fresh file.
 
 Prints both rates and their ratio.
@@ -91,6 +91,8 @@ def rows_by_event(database: Path) -> tuple[list[str], dict[str, list[tuple[str, 
             grouped[row["closed_by_event"]].append(("close", dict(row)))
     for row in source.execute("SELECT * FROM outbox"):
         grouped[row["event_id"]].append(("outbox", dict(row)))
+    for row in source.execute("SELECT * FROM timers"):  # as last set (a restarted clock:
+        grouped[row["set_by_event"]].append(("timers", dict(row)))  # its latest write)
     source.close()
     return events, grouped, schema
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,10 +18,11 @@ from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
 from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
-from .store import Store, StoreTx
+from .store import DATABASE_ERRORS, Store, StoreTx
 from .timers import Timer, idle_clocks
 from .trace_format import Catalog, expand, outcome_line, rule_catalog
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_DEPTH = 5
 MAX_MERGE_HOPS = 16
 
@@ -274,9 +276,11 @@ class _Run:
         """A rule's wait is over: check its ``if`` now, then run the rest of its actions."""
         wait = fact.params
         rule = self.rules.get(str(wait.get("rule_id")))
-        start = int(wait["resume"])
-        entry: dict[str, Any] = {"rule_id": wait.get("rule_id"), "from": start}
-        if rule is None or not rule.enabled or rule.digest != wait.get("digest"):
+        start = wait.get("resume")
+        entry: dict[str, Any] = {"rule_id": wait.get("rule_id"),
+                                 "from": start if isinstance(start, int) else 0}
+        if rule is None or not rule.enabled or rule.digest != wait.get("digest") \
+                or not isinstance(start, int) or not 0 < start <= len(rule.actions):
             why = ("the rule no longer exists" if rule is None else "the rule is disabled"
                    if not rule.enabled else "the rule's actions changed since the wait began")
             entry.update(result="wait_dropped", detail=why)
@@ -458,6 +462,11 @@ class Engine:
                     outcome = self._process(tx, timer.event(), rules, catalog, status=status)
             except RulesEngineError as error:  # e.g. its contact is gone: never retried
                 outcome = error
+            except DATABASE_ERRORS:
+                raise  # the database's: the batch runs again (Store.run) or fails whole
+            except Exception as error:  # a malformed timer must not block every later one
+                log.exception("timer %s cannot fire; it is dropped", timer.id)
+                outcome = RulesEngineError(f"timer {timer.id} cannot fire: {error!r}")
             tx.delete_timer(timer)
             fired.append((timer, outcome))
         return fired

@@ -315,3 +315,26 @@ def test_simulate_can_advance_the_clock_and_writes_nothing(tmp_path, write_rules
     assert "1 timer(s) fire" in output and "[FIRED] close-when-idle" in output
     with store.read() as tx:
         assert tx.timers() == [] and not tx.is_event_processed("sim-1")
+
+
+def test_a_malformed_timer_is_dropped_and_never_blocks_the_others(make_engine, store):
+    from rules_engine.timers import Timer
+
+    engine = make_engine(IDLE_CLOSE + WAIT_RULES.replace("rules:\n", ""))
+    engine.process(message("bad-1", "my order?"))  # a good idle clock and a good wait
+    contact_id = engine.process(message("bad-2", "hi")).contact_id
+    assert contact_id is not None
+    with store.transaction() as tx:  # an old-format wait: no "resume"; and one the code
+        tx.set_timers([  # cannot turn into an event at all (an unknown trigger type)
+            Timer("wait:old", "wait", contact_id, None, "nudge-the-contact",
+                  T0 - timedelta(hours=1), "x", {"digest": "x"}),
+            Timer("wait:broken", "wait", contact_id, None, "nudge-the-contact",
+                  T0 - timedelta(hours=1), "x", {"resume": 2, "trigger": "no.such.type",
+                                                 "digest": engine.rules.get(
+                                                     "nudge-the-contact").digest})])
+    fired = {timer.id: outcome for timer, outcome in tick(engine, T0 + timedelta(days=2))}
+    assert fired["wait:old"].trace["steps"][0]["rules"][0]["result"] == "wait_dropped"
+    assert "cannot fire" in str(fired["wait:broken"])
+    assert sum(1 for o in fired.values() if getattr(o, "fired", None)) >= 3  # the good ones
+    with store.read() as tx:
+        assert tx.timers() == []

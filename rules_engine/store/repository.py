@@ -541,14 +541,18 @@ class StoreTx:
         return statement.count(self.connection, {"p_id": conversation_id})
 
     def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]:
-        """Up to ``limit`` timers due at ``now``, earliest first, locked for this transaction;
-        on PostgreSQL, timers another transaction holds are skipped (SKIP LOCKED), so
-        several tick processes share the work."""
-        m = t.timers
+        """Up to ``limit`` timers due at ``now``, earliest first, with their contacts' rows
+        locked for this transaction. The contact is locked, not the timer row: an incoming
+        event locks its contact before it touches that contact's timers, so both take the
+        locks in the same order (never a deadlock); on PostgreSQL, contacts another
+        transaction holds are skipped (SKIP LOCKED), so several tick processes share the
+        work and a timer whose contact is busy waits for the next batch."""
+        m, c = t.timers, t.contacts
         statement = self._prepared("claim-timers", lambda: (
-            select(m).where(m.c.due_at <= bindparam("p_now", type_=m.c.due_at.type))
+            select(m).join(c, c.c.id == m.c.contact_id)
+            .where(m.c.due_at <= bindparam("p_now", type_=m.c.due_at.type))
             .order_by(m.c.due_at, m.c.id).limit(bindparam("p_limit"))
-            .with_for_update(skip_locked=True)))
+            .with_for_update(of=c, skip_locked=True)))
         return [Timer.from_row(row) for row in
                 statement.rows(self.connection, {"p_now": now, "p_limit": limit})]
 

@@ -22,6 +22,8 @@ from .repository import ConversationRace, StoreTx
 from .writer_lock import WriterLock
 
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
+# What the database raises (transient conflicts included): never the input's fault.
+DATABASE_ERRORS = (DBAPIError, ConversationRace)
 # The newest migration (rules_engine/migrations/versions); a test holds it to Alembic's head.
 # Knowing it here lets a store at that revision open without importing Alembic (a tenth
 # of a second, a large part of a short command's start).

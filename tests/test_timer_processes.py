@@ -1,0 +1,331 @@
+"""Durable timers across real processes, killed with SIGKILL at the worst moments.
+
+- The webhook server (gunicorn) sets idle clocks and is killed right after its last answer;
+  a later ``rules-engine tick`` fires every clock once (both databases).
+- A ``tick`` killed while it fires a larger batch loses nothing and fires nothing twice:
+  the next ``tick`` fires exactly the rest (both databases).
+- Four ``tick`` processes released at the same instant share 1,000 due timers, each fired
+  once (PostgreSQL only: there they really run side by side, SKIP LOCKED).
+
+Timers come from events with old timestamps (January 2026), so they are all due at ``NOW``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from rules_engine.store import tables
+
+from .conftest import POSTGRES_URL
+from .test_server import post_signed_event, start_server
+
+IDLE_RULE = """
+rules:
+  - id: close-when-idle
+    trigger: {event: conversation.idle, for: 24h}
+    actions: [{close_conversation: {note: idle}}]
+"""
+START = datetime(2026, 1, 1, tzinfo=UTC)  # the events' own time
+NOW = "2026-02-01T00:00:00+00:00"  # after every timer's due time
+FIRED = re.compile(r"^fired (\d+) timer\(s\) due at ")
+LINE = re.compile(r"^(idle:close-when-idle:\d+) \(due [^)]+\): (\w+): (.*)$")
+
+
+def cli(database_url: str, rules: Path, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", "rules_engine.cli", "--rules", str(rules),
+            "--database-url", database_url, *arguments]
+
+
+def environment() -> dict[str, str]:
+    """This process's environment, with output unbuffered (lines are read as they come)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def tick(database_url: str, rules: Path) -> tuple[int, list[tuple[str, str, str]]]:
+    """Run ``rules-engine tick --now NOW`` to its end: (its "fired N", its timer lines)."""
+    done = subprocess.run(cli(database_url, rules, "tick", "--now", NOW), check=False,
+                          capture_output=True, text=True, timeout=120, env=environment())
+    assert done.returncode == 0, done.stderr
+    return parse_tick(done.stdout, finished=True)
+
+
+def parse_tick(output: str, *, finished: bool) -> tuple[int, list[tuple[str, str, str]]]:
+    """(fired N, or -1 when the process did not get that far; [(timer, status, rules)])."""
+    lines = output.splitlines()
+    fired = [int(m.group(1)) for m in map(FIRED.match, lines) if m]
+    timers = [m.groups() for m in map(LINE.match, lines) if m]
+    if finished:
+        assert len(fired) == 1 and len(timers) + 1 == len(lines), output[-2000:]
+        assert fired[0] == len(timers)
+    else:  # killed: its last line may be cut short, and there is no total
+        assert fired == [] and len(timers) >= len(lines) - 1, output[-2000:]
+    return (fired[0] if fired else -1), timers
+
+
+def message(n: int, contact: str, minutes: int) -> dict:
+    """A message from ``contact`` at START plus ``minutes`` (a January 2026 timestamp)."""
+    return {"id": f"msg-{n}-{contact}", "type": "message.received", "channel": "webchat",
+            "timestamp": (START + timedelta(minutes=minutes)).isoformat(),
+            "contact": {"external_id": contact, "name": contact.title()},
+            "message": {"text": f"hello, message {n}"}}
+
+
+def ingest_messages(database_url: str, rules: Path, folder: Path, contacts: int) -> None:
+    """One message per contact, through ``rules-engine ingest``: one idle clock each."""
+    events = folder / "events.jsonl"
+    with events.open("w", encoding="utf-8") as out:
+        for n in range(contacts):
+            out.write(json.dumps(message(0, f"person-{n}", n % 1440)) + "\n")
+    done = subprocess.run(cli(database_url, rules, "ingest", str(events)), check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{contacts} applied" in done.stdout, done.stdout
+
+
+def counts(store) -> dict[str, int]:
+    """What the timers did, read with SQL as an auditor would."""
+    queries = {
+        "timers left": "SELECT count(*) FROM timers",
+        "timer firings in the ledger": "SELECT count(*) FROM processed_events "
+                                       "WHERE event_id LIKE 'timer:%'",
+        "timer traces": "SELECT count(*) FROM event_traces WHERE event_id LIKE 'timer:%'",
+        "conversations": "SELECT count(*) FROM conversations",
+        "closed by automation": "SELECT count(*) FROM conversations "
+                                "WHERE close_source = 'automation'",
+        "open": "SELECT count(*) FROM conversations WHERE closed_at IS NULL",
+    }
+    with store.read() as tx:
+        return {name: tx.connection.execute(text(sql)).scalar_one()
+                for name, sql in queries.items()}
+
+
+def closed_by_their_own_clock(store) -> bool:
+    """Every closed conversation was closed by the firing of its own idle clock, at its due
+    time (so no clock of another conversation, and no firing at another time)."""
+    c = tables.conversations
+    with store.read() as tx:
+        rows = tx.connection.execute(select(c.c.id, c.c.closed_at, c.c.closed_by_event)
+                                     .where(c.c.closed_at.is_not(None))).all()
+    return all(row.closed_by_event == f"timer:idle:close-when-idle:{row.id}@"
+                                      f"{row.closed_at.isoformat()}" for row in rows)
+
+
+def inside_a_firing_transaction(store, database_url: str) -> bool:
+    """Whether another process is inside a write transaction that has claimed timers: on
+    PostgreSQL, it holds the contacts' row-share lock (FOR UPDATE OF contacts); on SQLite,
+    it holds the write lock (a BEGIN IMMEDIATE without waiting fails)."""
+    if store.dialect == "postgresql":
+        with store.read() as tx:
+            return bool(tx.connection.execute(text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'contacts' AND l.mode = 'RowShareLock' "
+                "AND l.pid <> pg_backend_pid()")).scalar_one())
+    probe = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0,
+                            isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error), error
+        return True
+    finally:
+        probe.close()
+
+
+def wait_for_dead_transactions(store) -> None:
+    """PostgreSQL: wait until the server has rolled back the killed process's transaction
+    (it notices the closed socket at once on loopback), so that its SKIP LOCKED rows are
+    free; a tick started before that would skip them and leave them for the next tick."""
+    if store.dialect != "postgresql":
+        return
+    deadline = time.monotonic() + 20
+    with store.read() as tx:
+        while tx.connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                "AND xact_start IS NOT NULL")).scalar_one():
+            assert time.monotonic() < deadline, "the killed tick's transaction is still open"
+            time.sleep(0.05)
+
+
+def test_clocks_set_by_a_server_killed_after_its_last_answer_fire_once(
+        database_url, store, write_rules, tmp_path):
+    rules = write_rules(IDLE_RULE)
+    process, base = start_server(database_url, 2, tmp_path / "server.log", rules_dir=rules)
+    try:
+        # Two messages per contact, 3 hours apart: the second moves the clock on.
+        for n in range(30):
+            for number, minutes in ((0, n), (1, n + 180)):
+                response = post_signed_event(base, message(number, f"visitor-{n}", minutes))
+                assert response.status_code == 200, response.text[:500]
+                assert response.json()["results"][0]["status"] == "applied"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole group: master and workers
+        process.wait(timeout=20)
+    with store.read() as tx:
+        timers = tx.timers()
+    assert len(timers) == 30
+    for timer in timers:  # 24 hours after each contact's last message
+        number, visitor = re.fullmatch(r"msg-(\d)-visitor-(\d+)", timer.set_by_event).groups()
+        assert number == "1"
+        assert timer.due_at == START + timedelta(minutes=int(visitor) + 180, hours=24)
+
+    fired, lines = tick(database_url, rules)
+    assert fired == 30
+    assert {(status, fired_rules) for _, status, fired_rules in lines} == {
+        ("applied", "close-when-idle")}
+    assert len({timer for timer, _, _ in lines}) == 30
+    assert counts(store) == {"timers left": 0, "timer firings in the ledger": 30,
+                             "timer traces": 30, "conversations": 30,
+                             "closed by automation": 30, "open": 0}
+    assert closed_by_their_own_clock(store)
+    assert tick(database_url, rules) == (0, [])  # fired once, never again
+
+
+def test_a_tick_killed_while_firing_loses_nothing_and_fires_nothing_twice(
+        database_url, store, write_rules, tmp_path):
+    rules = write_rules(IDLE_RULE)
+    ingest_messages(database_url, rules, tmp_path, 600)
+    assert counts(store)["timers left"] == 600
+
+    killed = subprocess.Popen(cli(database_url, rules, "tick", "--now", NOW), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=environment(), start_new_session=True)
+    try:
+        first = killed.stdout.readline()  # a batch (one transaction) has been committed
+        assert first.startswith("idle:close-when-idle:"), first + killed.stderr.read()
+        deadline = time.monotonic() + 20
+        while not inside_a_firing_transaction(store, database_url):  # the next batch's
+            assert killed.poll() is None, "the tick ended before it could be killed"
+            assert time.monotonic() < deadline, "the tick never began another batch"
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        rest = killed.stdout.read()  # (through the buffer readline filled, unlike communicate)
+        killed.stderr.close()
+        killed.stdout.close()
+        killed.wait(timeout=20)
+    assert killed.returncode == -signal.SIGKILL
+    _, printed = parse_tick(first + rest, finished=False)
+
+    wait_for_dead_transactions(store)
+    after_kill = counts(store)
+    done = after_kill["timer firings in the ledger"]
+    assert 0 < done < 600
+    assert len(printed) <= done  # a batch is printed once committed, never before
+    assert after_kill == {"timers left": 600 - done, "timer firings in the ledger": done,
+                          "timer traces": done, "conversations": 600,
+                          "closed by automation": done, "open": 600 - done}
+
+    fired, lines = tick(database_url, rules)
+    assert fired == 600 - done
+    assert {status for _, status, _ in lines} == {"applied"}  # none a duplicate
+    assert not {timer for timer, _, _ in lines} & {timer for timer, _, _ in printed}
+    assert counts(store) == {"timers left": 0, "timer firings in the ledger": 600,
+                             "timer traces": 600, "conversations": 600,
+                             "closed by automation": 600, "open": 0}
+    assert closed_by_their_own_clock(store)
+    assert tick(database_url, rules) == (0, [])
+
+
+# Imports the CLI first (the slow part), says it is ready, then waits for the go file.
+AT_THE_SAME_MOMENT = """\
+import os, sys, time
+from rules_engine.cli import main
+open(sys.argv[1], "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="only PostgreSQL runs tick processes side by side "
+                                             "(SQLite takes one writer at a time)")
+def test_four_ticks_started_together_share_the_due_timers_and_fire_each_once(
+        database_url, store, write_rules, tmp_path):
+    rules = write_rules(IDLE_RULE)
+    ingest_messages(database_url, rules, tmp_path, 1000)
+    assert counts(store)["timers left"] == 1000
+
+    go = tmp_path / "go"
+    ticks = [subprocess.Popen(
+        [sys.executable, "-c", AT_THE_SAME_MOMENT, str(tmp_path / f"ready-{n}"), str(go),
+         *cli(database_url, rules, "tick", "--now", NOW)[3:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+        start_new_session=True) for n in range(4)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"ready-{n}").exists() for n in range(4)):
+            dead = [t for t in ticks if t.poll() is not None]
+            assert not dead, dead and dead[0].stderr.read()
+            assert time.monotonic() < deadline, "the tick processes did not get ready"
+            time.sleep(0.01)
+        go.touch()
+        outputs = [t.communicate(timeout=120) for t in ticks]
+    finally:
+        for t in ticks:
+            if t.poll() is None:
+                os.killpg(t.pid, signal.SIGKILL)
+                t.wait()
+    assert [t.returncode for t in ticks] == [0] * 4, [err for _, err in outputs]
+
+    parsed = [parse_tick(out, finished=True) for out, _ in outputs]
+    figures = [fired for fired, _ in parsed]
+    assert sum(figures) == 1000, figures
+    assert sum(1 for fired in figures if fired) > 1, figures  # they shared the work
+    every_line = [line for _, lines in parsed for line in lines]
+    assert len({timer for timer, _, _ in every_line}) == 1000  # none fired by two processes
+    assert {(status, fired_rules) for _, status, fired_rules in every_line} == {
+        ("applied", "close-when-idle")}
+    assert counts(store) == {"timers left": 0, "timer firings in the ledger": 1000,
+                             "timer traces": 1000, "conversations": 1000,
+                             "closed by automation": 1000, "open": 0}
+    assert closed_by_their_own_clock(store)
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="row locks and deadlocks are PostgreSQL's")
+def test_messages_for_contacts_a_tick_is_firing_wait_and_never_deadlock(
+        database_url, store, write_rules, tmp_path):
+    """A tick holds the contacts of its batch (FOR UPDATE OF contacts) before it touches
+    their timers; a message takes its contact first too, then upserts its timer. Same
+    order, so a message for a contact late in the tick's batch waits, never deadlocks
+    (with the timers locked first it did: PostgreSQL killed one side after a second)."""
+    from rules_engine import Engine, load_rule_set, parse_event
+
+    rules = write_rules(IDLE_RULE)
+    ingest_messages(database_url, rules, tmp_path, 200)
+
+    def deadlocks() -> int:
+        with store.engine.connect() as connection:
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return int(connection.execute(text(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            )).scalar_one())
+
+    before = deadlocks()
+    ticking = subprocess.Popen(cli(database_url, rules, "tick", "--now", NOW), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    deadline = time.monotonic() + 20
+    while not inside_a_firing_transaction(store, database_url):
+        assert ticking.poll() is None and time.monotonic() < deadline, "no firing seen"
+    engine = Engine(store, load_rule_set([rules]))
+    late = [engine.process(parse_event(message(1, f"person-{n}", 30 * 60)))  # the batch's
+            for n in range(199, 194, -1)]                                    # last contacts
+    output, errors = ticking.communicate(timeout=120)
+    assert ticking.returncode == 0, errors
+    assert all(result.status == "applied" for result in late)
+    time.sleep(0.7)  # the statistics collector's delay
+    assert deadlocks() == before
+    fired, _ = parse_tick(output, finished=True)
+    assert fired + 5 >= 200  # the late contacts' clocks fired, or were pushed on by them
