@@ -25,9 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model import CloseSource, Contact, Conversation, OpenSource
+from ..timers import Timer
 from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
-from ..timers import Timer
 from .prepared import Prepared
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
