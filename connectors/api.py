@@ -28,6 +28,7 @@ _BODY_KEYS = {
     "open": {"user", "assignee", "team", "channel"},
     "close": {"user", "note"},
     "merge": {"user", "secondary_id"},
+    "reply": {"user", "text"},
 }
 
 
@@ -91,6 +92,20 @@ def close_conversation(conversation_id: int) -> Any:
     result = _run_command({"type": "conversation.close", "conversation_id": conversation_id,
                            "actor": body["user"], "params": params})
     return jsonify(_with_conversation(result, conversation_id))
+
+
+@blueprint.post("/conversations/<id:conversation_id>/replies")
+def record_reply(conversation_id: int) -> Any:
+    """Record a reply an agent sent elsewhere (``message.sent``): never opens, sends nothing."""
+    body = _command_body("reply")
+    if not isinstance(body.get("text"), str):
+        raise ApiError(400, "invalid_body", "`text` (the reply) is required", path="text")
+    conversation = queries.conversation(engine().store, conversation_id)  # 404 first
+    data: dict[str, Any] = {"type": "message.sent", "contact": {"id": conversation.contact_id},
+                            "actor": body["user"], "message": {"text": body["text"]}}
+    if conversation.channel:
+        data["channel"] = conversation.channel
+    return jsonify(_with_conversation(_run_command(data), conversation_id))
 
 
 @blueprint.post("/contacts/<id:primary_id>/merge")

@@ -338,3 +338,21 @@ def test_a_malformed_timer_is_dropped_and_never_blocks_the_others(make_engine, s
     assert sum(1 for o in fired.values() if getattr(o, "fired", None)) >= 3  # the good ones
     with store.read() as tx:
         assert tx.timers() == []
+
+
+def test_the_worker_fires_due_timers_too(make_engine, write_rules, database_url, store):
+    """`rules-engine worker --once` delivers the outbox and fires what is due (its clock
+    is the real one: these timers fell due in 2026-11)."""
+    import subprocess
+    import sys
+
+    engine = make_engine(IDLE_CLOSE)
+    engine.process(message("worker-1", "hello"))
+    rules = write_rules(IDLE_CLOSE)
+    done = subprocess.run([sys.executable, "-m", "rules_engine.cli", "worker", "--once",
+                           "--rules", str(rules), "--database-url", database_url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert conversation_of(engine, "worker-1")["close_source"] == "automation"
+    with store.read() as tx:
+        assert tx.timers() == []

@@ -558,6 +558,25 @@ def test_api_open_close_and_read(client):
     assert one.json == conversation
 
 
+def test_api_records_an_agents_reply_as_message_sent(client):
+    contact_id = post_facebook(client, p.messenger(p.fb_message("PSID-25", "m_25", "hi"))).json[
+        "results"][0]["contact_id"]
+    [conversation] = conversations_of(client, contact_id)
+    reply = client.post(f"/api/conversations/{conversation['id']}/replies",
+                        json={"user": "maria", "text": "On its way!"}, headers=api_headers())
+    assert reply.status_code == 200, reply.json
+    recorded = reply.json["conversation"]
+    assert recorded["first_response_at"] is not None
+    assert recorded["last_reply_at"] == recorded["first_response_at"]
+    assert len(conversations_of(client, contact_id)) == 1  # a reply never opens one
+    missing = client.post("/api/conversations/999999/replies", json={"user": "m", "text": "x"},
+                          headers=api_headers())
+    assert missing.status_code == 404
+    no_text = client.post(f"/api/conversations/{conversation['id']}/replies",
+                          json={"user": "maria"}, headers=api_headers())
+    assert no_text.status_code == 400 and no_text.json["error"]["path"] == "text"
+
+
 def test_api_merge_closes_the_secondarys_conversation(client):
     primary = post_facebook(client, p.messenger(p.fb_message("PSID-30", "m_30", "hi"))).json[
         "results"][0]["contact_id"]
