@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rules_engine import Engine
 
 from .conftest import T0, event, message
@@ -356,3 +359,74 @@ def test_the_worker_fires_due_timers_too(make_engine, write_rules, database_url,
     assert conversation_of(engine, "worker-1")["close_source"] == "automation"
     with store.read() as tx:
         assert tx.timers() == []
+
+
+OPERATIONS = st.lists(st.tuples(
+    st.sampled_from(["message", "reply", "bot-reply", "close", "tick"]),
+    st.integers(min_value=0, max_value=2),  # which contact
+    st.integers(min_value=1, max_value=90),  # minutes after the previous operation
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(OPERATIONS)
+def test_idle_clocks_match_a_model_of_the_lifecycle(operations):
+    """Random messages, replies, closes and ticks over three contacts, against a model:
+    a conversation is closed by its idle rule exactly when a tick finds it without a
+    message (from anyone) for 60 minutes, at the moment its clock ran out; an open
+    conversation always has exactly one idle timer, due 60 minutes after its last
+    message (or its open); a closed one has none; no firing happens twice."""
+    import tempfile
+    from pathlib import Path
+
+    from rules_engine import Store, load_rule_set
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "idle.yaml").write_text(IDLE_CLOSE.replace("24h", "60m"), "utf-8")
+    store = Store("sqlite:///:memory:")
+    engine = Engine(store, load_rule_set([folder]))
+    last: dict[int, int] = {}  # contact -> minute of the last message of its open conversation
+    closed_at: dict[int, list[int]] = {0: [], 1: [], 2: []}  # idle closes the model expects
+    now = 0
+    for step, (kind, who, gap) in enumerate(operations):
+        now += gap
+        contact = {"external_id": f"model-{who}"}
+        if kind == "message":
+            engine.process(event("message.received", channel="facebook", contact=contact,
+                                 message={"text": "hi"}, minutes=now, id=f"m-{step}"))
+            last[who] = now
+        elif kind in ("reply", "bot-reply") and who in last:
+            actor = "susan" if kind == "reply" else "bot:helper"
+            engine.process(event("message.sent", channel="facebook", contact=contact, actor=actor,
+                                 message={"text": "hello"}, minutes=now, id=f"r-{step}"))
+            last[who] = now
+        elif kind == "close" and who in last:
+            engine.process(event("conversation.close", channel="facebook", contact=contact,
+                                 actor="maria", minutes=now, id=f"c-{step}"))
+            del last[who]
+        elif kind == "tick":
+            tick(engine, T0 + timedelta(minutes=now))
+            for person, minute in list(last.items()):
+                if minute + 60 <= now:
+                    closed_at[person].append(minute + 60)
+                    del last[person]
+        with store.read() as tx:
+            timers = {t.contact_id: t for t in tx.timers()}
+            for person in range(3):
+                found = tx.find_contact_by_identity("facebook", f"model-{person}")
+                if found is None:
+                    continue
+                history = tx.conversations_of(found.id)
+                idle_closes = [int((c.closed_at - T0).total_seconds() // 60) for c in history
+                               if c.close_source is not None and c.close_source.value == "automation"]
+                assert idle_closes == closed_at[person], (person, operations)
+                is_open = bool(history) and history[-1].closed_at is None
+                assert is_open == (person in last), (person, operations)
+                if is_open:
+                    assert timers[found.id].due_at == T0 + timedelta(minutes=last[person] + 60)
+                else:
+                    assert found.id not in timers
+    with store.read() as tx:
+        firings = [e for e in tx.recent_events(limit=1000) if e["event_id"].startswith("timer:")]
+        assert len(firings) == len({e["event_id"] for e in firings})
+    store.dispose()
