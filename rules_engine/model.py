@@ -118,7 +118,7 @@ class Event:
 
     id: str
     type: EventType
-    channel: str
+    channel: str | None  # None: a command or a timer firing that names no channel
     contact: ContactRef
     timestamp: datetime
     message: Message | None = None

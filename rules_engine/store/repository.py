@@ -38,13 +38,13 @@ class ConversationRace(Exception):
     unit of work runs again (``Store.run``)."""
 
 
-def _contact(row: Mapping[str, Any]) -> Contact:
+def _contact(row: Mapping[Any, Any]) -> Contact:
     return Contact(
         id=row["id"], name=row["name"], created_at=row["created_at"], merged_into=row["merged_into"]
     )
 
 
-def _conversation(row: Mapping[str, Any]) -> Conversation:
+def _conversation(row: Mapping[Any, Any]) -> Conversation:
     return Conversation(
         id=row["id"],
         contact_id=row["contact_id"],
