@@ -20,7 +20,7 @@ from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
 from .store import DATABASE_ERRORS, Store, StoreTx
 from .timers import Timer, idle_clocks
-from .trace_format import Catalog, expand, outcome_line, rule_catalog
+from .trace_format import Catalog, expand, outcome_line, rule_catalog, stored_conditions
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_DEPTH = 5
@@ -203,7 +203,8 @@ class _Run:
         stopped_by: str | None = None
         for rule in candidates:
             step["rules"].append(self.apply_rule(rule, fact, context, pending.depth, stopped_by))
-            if stopped_by is None and rule.stop and step["rules"][-1]["result"] == "fired":
+            if stopped_by is None and rule.stop and "actions" in step["rules"][-1] \
+                    and "result" not in step["rules"][-1]:  # it fired (see trace_format)
                 stopped_by = rule.id
         return step
 
@@ -236,22 +237,22 @@ class _Run:
             entry["detail"] = f"rule '{stopped_by}' fired with stop: true"
             return entry
         if rule.condition is not None:
-            entry["conditions"] = {}
+            log: dict[str, Any] = {}
             try:
-                holds = rule.condition.holds(context, self.event.timestamp, entry["conditions"])
+                holds = rule.condition.holds(context, self.event.timestamp, log)
             except ConditionFailed as failure:
                 entry["result"] = "condition_error"
                 entry["detail"] = f"{failure.path}: {failure.message}"
                 return entry
-            if not holds:
-                entry["result"] = "conditions_false"  # which were false: its conditions say
+            finally:
+                entry["conditions"] = stored_conditions(log)
+            if not holds:  # compact: a rule with conditions and no result was false on them
                 return entry
         refused = self.claim_run(rule, fact, context)
         if refused is not None:
             entry["result"], entry["detail"] = refused
             return entry
-        entry["result"] = "fired"
-        self.fired.append(rule.id)
+        self.fired.append(rule.id)  # compact: a rule with actions and no result fired
         entry["actions"] = self.run_actions(rule, fact, context, depth, start=0)
         return entry
 
@@ -354,12 +355,13 @@ class _Run:
             "contact_id": contact_id, "conversation_id": self.conversation_id,
             "timestamp": event.timestamp.isoformat(),
             "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
-            "steps": self.steps, "fired": self.fired, "max_depth": self.engine.max_depth,
+            "steps": self.steps, "fired": self.fired,
         }
         if self.new_contacts:
             trace["created_contact"] = next(iter(self.new_contacts))
         if self.dropped:
             trace["dropped"] = self.dropped
+            trace["max_depth"] = self.engine.max_depth
         return trace
 
 

@@ -252,8 +252,8 @@ class Lifecycle:
                       conversation.id if conversation else None, rule_id, due_at,
                       self.event_id, payload)
         self.tx.set_timers([timer])
-        return Outcome("wait", True, f"the rest of the rule runs at {due_at.isoformat()} "
-                       f"(timer {timer.id})", [], timer.conversation_id, defers=True)
+        return Outcome("wait", True, f"the rest runs at {due_at:%Y-%m-%d %H:%M:%S} UTC", [],
+                       timer.conversation_id, defers=True)
 
     def record_reply(self, contact_id: int, *, by_agent: bool) -> Outcome:
         """Note a reply (message.sent) on the open conversation: its latest reply and, for

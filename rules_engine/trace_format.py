@@ -1,13 +1,14 @@
 """The trace as stored (compact) and as read (expanded).
 
 An event's stored trace keeps only what the event decided. Each rule is named by id and
-each condition by path, with its result (and a preview of its value when the value is not
+each condition by path (under ``conditions``, without that prefix), with its result (and a preview of its value when the value is not
 just true or false); each action keeps what it did. What every event of a rule set would
 repeat (a rule's file, line and priority, its conditions' text, its actions' arguments) is
 kept once per rule-set version, as that version's catalog. Anything that can be derived is
 left out: what the event's ledger row holds (``LEDGER_KEYS``), the list of changes (the
-applied lines of the steps), a step's channel and contact when they are the event's, an
-empty or null field.
+applied lines of the steps), a step's channel and contact when they are the event's, a
+rule's result when it is implied (conditions and nothing else: they were false; actions:
+it fired), the depth bound unless it was reached, an empty or null field.
 
 ``expand`` joins a compact trace and its catalog back into the full trace that ``explain``,
 the API and rule tests read.
@@ -42,6 +43,17 @@ def rule_catalog(rules: RuleSet) -> Catalog:
     return {rule.id: _rule_catalog(rule) for rule in rules.rules}
 
 
+def stored_conditions(log: dict[str, Any]) -> dict[str, Any]:
+    """A rule's condition results as stored: paths under ``conditions`` without that
+    prefix ("/all/0"; "" for the one condition), a wait's ``if`` as it is."""
+    return {path[10:] if path.startswith("conditions") else path: value
+            for path, value in log.items()}
+
+
+def _condition_path(key: str) -> str:
+    return key if key.startswith("actions/") else f"conditions{key}"
+
+
 def outcome_line(outcome: dict[str, Any], action: str | None = None) -> dict[str, Any]:
     """The stored form of what a built-in operation (or, with ``action``, an action) did."""
     line = {"outcome": outcome["outcome"], "detail": outcome["detail"]}
@@ -70,8 +82,8 @@ def _expand_rule(entry: dict[str, Any], known: dict[str, Any] | None,
                  changes: list[dict[str, Any]]) -> dict[str, Any]:
     known = known or {}
     sources = known.get("conditions", {})
-    conditions = [_condition(path, logged, sources)
-                  for path, logged in entry.get("conditions", {}).items()]
+    conditions = [_condition(_condition_path(key), logged, sources)
+                  for key, logged in entry.get("conditions", {}).items()]
     arguments = known.get("args", [])
     actions = []
     for index, line in enumerate(entry.get("actions", ()), start=entry.get("from", 0)):
@@ -80,11 +92,12 @@ def _expand_rule(entry: dict[str, Any], known: dict[str, Any] | None,
                         "args": arguments[index] if index < len(arguments) else {}, **outcome})
         if outcome["outcome"] == "applied":
             changes.append(outcome)
+    result = entry.get("result") or ("fired" if "actions" in entry else "conditions_false")
     expanded = {"rule_id": entry["rule_id"], "file": known.get("file", "?"),
                 "line": known.get("line", "?"), "priority": known.get("priority", "?"),
-                "conditions": conditions, "actions": actions, "result": entry["result"]}
+                "conditions": conditions, "actions": actions, "result": result}
     detail = entry.get("detail")
-    if detail is None and entry["result"] == "conditions_false":
+    if detail is None and result == "conditions_false":
         failed = [c["path"] for c in conditions if not c["result"]]
         detail = f"false: {', '.join(failed)}" if failed else "conditions false"
     if detail is not None:
@@ -94,7 +107,10 @@ def _expand_rule(entry: dict[str, Any], known: dict[str, Any] | None,
 
 def expand(trace: dict[str, Any], catalog: Catalog | None) -> dict[str, Any]:
     """The full trace of a compact one, with its rule set's ``catalog`` (None when that
-    catalog is not known: file, line, priority and texts then read "?")."""
+    catalog is not known: file, line, priority and texts then read "?"). A trace stored
+    whole, as releases before the compact form wrote them, is returned as it is."""
+    if "depth_bound" in trace:
+        return trace
     catalog = catalog or {}
     changes: list[dict[str, Any]] = []
     if "created_contact" in trace:

@@ -126,12 +126,35 @@ def test_the_median_stored_trace_of_the_example_rules_is_at_most_1_kb(store, tmp
     from ingest_floor import write_events
 
     events_file = tmp_path / "events.jsonl"
-    write_events(events_file, 600, 60)
+    write_events(events_file, 1500, 150)  # ten messages a contact, as the benchmark
     engine = Engine(store, load_rule_set([EXAMPLE_RULES]))
     for line in events_file.read_text("utf-8").splitlines():
         engine.process(parse_event(json.loads(line)))
     with store.read() as tx:
         sizes = [len(json.dumps(row.trace, separators=(",", ":")))
                  for row in tx.connection.execute(select(event_traces.c.trace))]
-    assert len(sizes) == 600
+    assert len(sizes) == 1500
     assert statistics.median(sizes) <= 1024, statistics.median(sizes)
+
+
+def test_a_trace_stored_whole_by_an_older_release_reads_back_as_it_was(store):
+    """Before the compact form, traces were stored whole (rule summaries in every event);
+    an upgraded database still explains those events."""
+    whole = {"event_id": "old-1", "type": "message.received", "channel": "facebook",
+             "contact_id": 1, "conversation_id": None, "timestamp": "2026-01-01T00:00:00+00:00",
+             "received_at": "2026-01-01T00:00:01+00:00", "ruleset_version": "0123456789ab",
+             "steps": [{"event": "message.received", "depth": 0, "channel": "facebook",
+                        "contact_id": 1, "conversation_id": None, "rules": [
+                            {"rule_id": "r", "file": "rules/a.yaml", "line": 3, "priority": 0,
+                             "conditions": [{"path": "conditions/0", "expr": "true",
+                                             "result": True}],
+                             "actions": [], "result": "fired"}]}],
+             "changes": [], "fired": ["r"],
+             "depth_bound": {"max_depth": 5, "reached": False, "dropped": []}}
+    received = datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc)
+    with store.transaction() as tx:
+        tx.record_event("old-1", "message.received", "facebook", received, contact_id=1)
+        tx.connection.execute(event_traces.insert().values(event_id="old-1", trace=whole,
+                                                           recorded_at=received))
+    with store.read() as tx:
+        assert tx.get_trace("old-1") == whole
