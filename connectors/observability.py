@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rules_engine.trace_format import result_of
+
 EVENTS = Counter("rules_engine_events_received", "Events received, by type, channel and status",
                  ["type", "channel", "status"])
 RULES_MATCHED = Counter("rules_engine_rules_matched", "Rules whose trigger matched an event",
@@ -43,10 +45,11 @@ def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) 
         return
     for step in trace.get("steps", []):
         for rule in step["rules"]:
-            if rule["result"] == "disabled":
+            result = result_of(rule)  # the stored (compact) trace: see trace_format
+            if result == "disabled":
                 continue
             RULES_MATCHED.labels(rule["rule_id"]).inc()
-            if rule["result"] == "fired":
+            if result == "fired":
                 RULES_FIRED.labels(rule["rule_id"]).inc()
             for action in rule.get("actions", []):
                 ACTIONS.labels(action["action"], action["outcome"]).inc()

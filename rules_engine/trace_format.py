@@ -50,6 +50,11 @@ def stored_conditions(log: dict[str, Any]) -> dict[str, Any]:
             for path, value in log.items()}
 
 
+def result_of(entry: dict[str, Any]) -> str:
+    """A stored rule entry's result, the implied ones included."""
+    return entry.get("result") or ("fired" if "actions" in entry else "conditions_false")
+
+
 def _condition_path(key: str) -> str:
     return key if key.startswith("actions/") else f"conditions{key}"
 
@@ -92,7 +97,7 @@ def _expand_rule(entry: dict[str, Any], known: dict[str, Any] | None,
                         "args": arguments[index] if index < len(arguments) else {}, **outcome})
         if outcome["outcome"] == "applied":
             changes.append(outcome)
-    result = entry.get("result") or ("fired" if "actions" in entry else "conditions_false")
+    result = result_of(entry)
     expanded = {"rule_id": entry["rule_id"], "file": known.get("file", "?"),
                 "line": known.get("line", "?"), "priority": known.get("priority", "?"),
                 "conditions": conditions, "actions": actions, "result": result}
