@@ -8,8 +8,8 @@
 3. The floor: Python's ``sqlite3`` writing the very rows that ingest wrote (read back from
    its database: the ledger row and trace of each event, the contact and identity it
    created, the conversation it opened or closed, the tags and fields of the contact, the
-   outbox rows, the timers it set), one transaction per event, with the same pragmas (WAL, synchronous
-   NORMAL), into another fresh file.
+   outbox rows, the timers it set), one transaction per event, with the same pragmas
+   (WAL, synchronous NORMAL, a checkpoint every 10,000 pages), into another fresh file.
 
 Prints both rates and their ratio.
 
@@ -103,6 +103,7 @@ def floor(events: list[str], grouped: dict[str, list[tuple[str, dict]]], schema:
     target = sqlite3.connect(database, isolation_level=None)
     target.execute("PRAGMA journal_mode=WAL")
     target.execute("PRAGMA synchronous=NORMAL")
+    target.execute("PRAGMA wal_autocheckpoint=10000")
     target.executescript(schema)
     started = time.perf_counter()
     for event_id in events:
