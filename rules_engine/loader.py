@@ -195,7 +195,8 @@ class _Validator:
         self.business_hours = hours
 
     def note_business_hours_use(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
-        if _USES_BUSINESS_HOURS.search(json.dumps(raw, default=str)):
+        if "in_business_hours" in file.text and _USES_BUSINESS_HOURS.search(
+                json.dumps(raw, default=str)):  # (most files never name it: no dump)
             self.uses_business_hours.append((file, index))
 
     def check_business_hours_defined(self) -> None:

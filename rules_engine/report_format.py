@@ -5,10 +5,6 @@ import csv
 import io
 from typing import Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
 # Each duration block of a report row: its figures in the order the columns show them.
 STATISTICS = ("mean", "median", "p90", "max")
 COLUMNS = ("closed", *STATISTICS, "responded", *(f"first_resp_{name}" for name in STATISTICS),
@@ -42,6 +38,10 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def to_table(report: dict[str, Any]) -> str:
     """An aligned table (rich): one line per group and a total, durations as ``1h 02m``."""
+    from rich import box  # only here: every other command starts without importing rich
+    from rich.console import Console
+    from rich.table import Table
+
     title = f"Conversations closed (or first answered) {report['since']} .. {report['until']}"
     if report["filters"]:
         title += " where " + ", ".join(f"{k}={v}" for k, v in report["filters"].items())

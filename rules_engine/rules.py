@@ -57,6 +57,7 @@ class RuleSet:
         self.idle_rules: tuple[Rule, ...] = tuple(
             rule for rule in self.rules if rule.idle is not None and rule.enabled)
         position = {rule.id: index for index, rule in enumerate(self.rules)}
+        self._by_id = {rule.id: rule for rule in self.rules}
 
         def run_order(rule: Rule) -> tuple[int, int]:
             return (-rule.priority, position[rule.id])
@@ -94,4 +95,4 @@ class RuleSet:
 
     def get(self, rule_id: str) -> Rule | None:
         """The rule with this id, if any."""
-        return next((rule for rule in self.rules if rule.id == rule_id), None)
+        return self._by_id.get(rule_id)

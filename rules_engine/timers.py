@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +46,11 @@ class IdleClock:
     of: str  # "any", "contact" or "agent"
     text: str  # as written, e.g. "24h"
 
-    def restarted_by(self, *, from_contact: bool) -> bool:
-        """Whether a message (the contact's, or else an agent's) restarts this clock."""
-        return self.of == "any" or self.of == ("contact" if from_contact else "agent")
+    def restarted_by(self, sender: str) -> bool:
+        """Whether a message from ``sender`` ("contact", "agent" or "bot") restarts this
+        clock: any message restarts ``of: any``; only the contact's, ``of: contact``; only
+        an agent's, ``of: agent``."""
+        return self.of in ("any", sender)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +112,13 @@ def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Eve
                 opened_now: bool) -> list[Timer]:
     """The idle clocks ``event`` starts or restarts on the contact's open ``conversation``:
     all of them when it opened now, else those a message of this sender restarts."""
-    if opened_now:
-        restarts = list(rules)
-    elif event.type is EventType.MESSAGE_RECEIVED:
-        restarts = [rule for rule in rules if rule.idle and rule.idle.restarted_by(from_contact=True)]
-    elif event.type is EventType.MESSAGE_SENT:
-        by_agent = not sent_by_bot(event.actor)
-        restarts = [rule for rule in rules if rule.idle and (
-            rule.idle.of == "any" or by_agent and rule.idle.of == "agent")]
-    else:
+    sender = ("contact" if event.type is EventType.MESSAGE_RECEIVED else
+              ("bot" if sent_by_bot(event.actor) else "agent")
+              if event.type is EventType.MESSAGE_SENT else None)
+    if sender is None and not opened_now:
         return []
     return [idle_timer(rule.id, rule.idle, contact_id=conversation.contact_id,
                        conversation=conversation, at=event.timestamp, event_id=event.id)
-            for rule in restarts
-            if rule.idle and (rule.channels is None or conversation.channel in rule.channels)]
+            for rule in rules
+            if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
+            and (rule.channels is None or conversation.channel in rule.channels)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -108,3 +109,24 @@ def test_sqlite_writers_queue_on_the_writer_lock_across_processes(tmp_path):
         tx.record_event("after-the-error", "message.received", None, T0)
     assert time.monotonic() - started < 0.5
     store.dispose()
+
+
+def test_a_command_on_an_up_to_date_database_imports_neither_alembic_nor_rich(tmp_path):
+    """What the README claims of start-up: Alembic only when a migration is needed, rich
+    only for a terminal's progress bar."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    Store(url).dispose()  # migrated now
+    events = tmp_path / "one.jsonl"
+    events.write_text('{"id": "e1", "type": "message.received", "channel": "webchat", '
+                      '"timestamp": "2026-11-02T09:00:00Z", "contact": {"external_id": "a"}, '
+                      '"message": {"text": "hi"}}\n', "utf-8")
+    script = ("import sys; from rules_engine.cli import main\n"
+              f"status = main(['--rules', 'rules', '--database-url', {url!r}, 'ingest', "
+              f"{str(events)!r}])\n"
+              "print(status, 'alembic' in sys.modules, 'rich' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert done.stdout.split()[-3:] == ["0", "False", "False"], done.stdout + done.stderr

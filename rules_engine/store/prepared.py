@@ -22,7 +22,7 @@ def _columns(statement: Any) -> Sequence[Any]:
     """The columns a statement returns (selected or RETURNING), in order."""
     if hasattr(statement, "selected_columns"):
         return list(statement.selected_columns)
-    return list(statement.exported_columns) if getattr(statement, "_returning", ()) else []
+    return list(statement.exported_columns)  # DML: its RETURNING columns (none without)
 
 
 class Prepared:
