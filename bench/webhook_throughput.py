@@ -1,12 +1,15 @@
 """Benchmark: webhook requests/s of the engine against a bare Flask endpoint, side by side.
 
-Both run under the same gunicorn configuration (sync workers, ``--workers``, loopback, an
+Three servers run under the same gunicorn configuration (sync workers, ``--workers``, loopback, an
 access log line per request) and
 receive the same signed channel-neutral events from the same light client (``http.client``
 threads, one keep-alive connection each, so that the client is not the bottleneck), in
 alternating rounds; the engine's requests each verify the HMAC signature, apply one event
-(contact lookup, lifecycle, rules, trace) and commit to a SQLite file. Prints requests/s
-of each (the best round) and the ratio.
+(contact lookup, lifecycle, rules, trace) and commit to a SQLite file. The third, the floor (``floor_app.py``), is the same webhook
+written by hand over ``sqlite3`` with no rules engine: signature, JSON, and one
+transaction that records the event, finds or creates the contact, opens or closes its
+conversation, restarts its idle clock and stores a short trace. Prints requests/s of each
+(the best round) and the ratios.
 
     python bench/webhook_throughput.py [--requests 2000] [--clients 8] [--workers 2] [--rounds 3]
 """
@@ -106,31 +109,42 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         env = {**os.environ, "RULES_ENGINE_WEBHOOK_SECRET": SECRET}
-        gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers)]
-        bare_port, ours_port = free_port(), free_port()
-        bare = start([*gunicorn, "--bind", f"127.0.0.1:{bare_port}", "--chdir", str(BENCH),
-                      "--access-logfile", "-",  # as `rules-engine serve` logs every request
-                      "bare_app:app"], bare_port, env)
-        ours = start([sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
-                      "--database-url", f"sqlite:///{Path(temp) / 'bench.db'}", "serve",
-                      "--port", str(ours_port), "--workers", str(args.workers)], ours_port, env)
+        floor_url = f"sqlite:///{Path(temp) / 'floor.db'}"
+        subprocess.run([sys.executable, "-m", "rules_engine.cli", "--database-url", floor_url,
+                        "db", "upgrade"], check=True, capture_output=True)
+        gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
+                    "--chdir", str(BENCH), "--access-logfile", "-"]  # as `serve` logs
+        ports = {name: free_port() for name in ("bare", "floor", "ours")}
+        servers = {
+            "bare": start([*gunicorn, "--bind", f"127.0.0.1:{ports['bare']}", "bare_app:app"],
+                          ports["bare"], env),
+            "floor": start([*gunicorn, "--bind", f"127.0.0.1:{ports['floor']}", "floor_app:app"],
+                           ports["floor"], {**env, "RULES_ENGINE_DATABASE_URL": floor_url}),
+            "ours": start([sys.executable, "-m", "rules_engine.cli", "--rules", str(REPO / "rules"),
+                           "--database-url", f"sqlite:///{Path(temp) / 'bench.db'}", "serve",
+                           "--port", str(ports["ours"]), "--workers", str(args.workers)],
+                          ports["ours"], env),
+        }
         try:
-            drive(bare_port, bodies(100, "warm-bare"), args.clients)
-            drive(ours_port, bodies(100, "warm-ours"), args.clients)
-            bare_rate = ours_rate = 0.0
+            rates = dict.fromkeys(servers, 0.0)
+            for name in servers:
+                drive(ports[name], bodies(100, f"warm-{name}"), args.clients)
             for round_ in range(args.rounds):  # alternating, the best of each
-                bare_rate = max(bare_rate, drive(bare_port, bodies(args.requests, f"bare{round_}"),
-                                                 args.clients))
-                ours_rate = max(ours_rate, drive(ours_port, bodies(args.requests, f"ours{round_}"),
-                                                 args.clients))
+                for name in servers:
+                    rates[name] = max(rates[name], drive(
+                        ports[name], bodies(args.requests, f"{name}{round_}"), args.clients))
         finally:
-            stop(bare)
-            stop(ours)
+            for process in servers.values():
+                stop(process)
     print(f"gunicorn sync, {args.workers} workers, {args.clients} http.client threads, "
           f"{args.requests} requests a round, best of {args.rounds} alternating rounds")
-    print(f"  {'bare Flask endpoint':<32}{bare_rate:8,.0f} req/s")
-    print(f"  {'rules-engine /webhooks/events':<32}{ours_rate:8,.0f} req/s (SQLite, example rules)")
-    print(f"  {'ratio engine / bare':<32}{ours_rate / bare_rate:8.2f}")
+    print(f"  {'bare Flask endpoint':<36}{rates['bare']:8,.0f} req/s")
+    print(f"  {'floor: by hand over sqlite3':<36}{rates['floor']:8,.0f} req/s")
+    print(f"  {'rules-engine /webhooks/events':<36}{rates['ours']:8,.0f} req/s "
+          "(SQLite, example rules)")
+    print(f"  {'ratio engine / bare':<36}{rates['ours'] / rates['bare']:8.2f}")
+    print(f"  {'ratio floor / bare':<36}{rates['floor'] / rates['bare']:8.2f}")
+    print(f"  {'ratio engine / floor':<36}{rates['ours'] / rates['floor']:8.2f}")
 
 
 if __name__ == "__main__":
