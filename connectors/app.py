@@ -12,7 +12,7 @@ from rules_engine import Engine, RuleSet, Store, load_rule_set
 from . import api, events_webhook, observability, reload, reports
 from .channel_webhooks import build_blueprint
 from .config import Settings
-from .http import DatabaseIdConverter, register_error_handlers
+from .http import DatabaseIdConverter, FastJSONProvider, register_error_handlers
 from .openapi import openapi_document
 
 log = logging.getLogger("rules_engine.app")
@@ -31,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None
     app = Flask(__name__, static_folder=None)
     app.url_map.converters["id"] = DatabaseIdConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = FastJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = Store(settings.database_url)
     rules = rules or load_rule_set([settings.rules_dir])

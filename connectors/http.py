@@ -5,7 +5,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify, request
+import orjson
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
@@ -31,6 +33,27 @@ class DatabaseIdConverter(BaseConverter):
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
+
+
+class FastJSONProvider(DefaultJSONProvider):
+    """Flask's JSON responses written by orjson (several times faster than ``json``), with
+    Flask's own conversions for what orjson leaves to it (dates as HTTP dates, decimals,
+    UUIDs, dataclasses); what orjson refuses (an integer beyond 64 bits) goes to Flask's
+    writer, as does everything in debug mode (indented)."""
+
+    _OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(*args, **kwargs)
+        options = self._OPTIONS | (orjson.OPT_SORT_KEYS if self.sort_keys else 0)
+        try:
+            body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default,
+                                option=options)
+        except TypeError:
+            return super().response(*args, **kwargs)
+        return self._app.response_class(body, mimetype=self.mimetype)
 
 
 def whole_number_parameter(name: str, *, default: int, least: int, most: int) -> int:
@@ -65,10 +88,15 @@ def raw_body() -> bytes:
 
 
 def _read_body() -> bytes:
-    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
-        return request.get_data(cache=True)  # Werkzeug refuses a Content-Length over the limit
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    stream, chunks, size = request.environ["wsgi.input"], [], 0
+    length, stream = request.content_length, request.environ["wsgi.input"]
+    if length is not None:  # straight from the server's stream: Werkzeug's wrapping of
+        if length > limit:  # it costs more than the read
+            raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+        return stream.read(length) if length else b""
+    if "wsgi.input_terminated" not in request.environ:
+        return b""  # no length and no terminated stream: WSGI gives no body to read
+    chunks, size = [], 0
     while chunk := stream.read(65536):  # a chunked body: count it as it arrives
         size += len(chunk)
         if size > limit:

@@ -37,9 +37,22 @@ LATENCY = Histogram("rules_engine_event_processing_seconds", "Time to apply one 
 blueprint = Blueprint("observability", __name__)
 
 
+_CHILDREN: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> its labelled child
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once (prometheus_client checks the labels and
+    takes a lock on every call; a process sees a bounded set of label values)."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) -> None:
     """Count one processed event and, unless it was a repeat, what its rules did."""
-    EVENTS.labels(trace.get("type", "?"), trace.get("channel") or "", result["status"]).inc()
+    _child(EVENTS, trace.get("type", "?"), trace.get("channel") or "", result["status"]).inc()
     LATENCY.observe(seconds)
     if result["status"] == "duplicate":
         return
@@ -48,19 +61,19 @@ def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) 
             result = result_of(rule)  # the stored (compact) trace: see trace_format
             if result == "disabled":
                 continue
-            RULES_MATCHED.labels(rule["rule_id"]).inc()
+            _child(RULES_MATCHED, rule["rule_id"]).inc()
             if result == "fired":
-                RULES_FIRED.labels(rule["rule_id"]).inc()
+                _child(RULES_FIRED, rule["rule_id"]).inc()
             for action in rule.get("actions", []):
-                ACTIONS.labels(action["action"], action["outcome"]).inc()
+                _child(ACTIONS, action["action"], action["outcome"]).inc()
 
 
 def record_skipped(channel: str, reason: str) -> None:
-    SKIPPED.labels(channel, reason).inc()
+    _child(SKIPPED, channel, reason).inc()
 
 
 def record_rejection(reason: str) -> None:
-    REJECTED.labels(reason).inc()
+    _child(REJECTED, reason).inc()
 
 
 @blueprint.get("/metrics")

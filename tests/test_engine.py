@@ -331,7 +331,7 @@ def test_a_message_on_a_known_contact_costs_at_most_8_statements(store):
     row (locked) and aggregate, the trace; counted as the database sees them."""
     engine = Engine(store, load_rule_set([Path(__file__).resolve().parent.parent / "rules"]))
     engine.process(message("psid-count", "hello"))
-    store.engine.dispose()  # every connection from here on is a counted one
+    store.dispose()  # every connection from here on is a counted one
     statements: list[str] = []
     _count_statements(store, statements)
     result = engine.process(message("psid-count", "where is my order?"))

@@ -130,3 +130,41 @@ def test_a_command_on_an_up_to_date_database_imports_neither_alembic_nor_rich(tm
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent, timeout=60)
     assert done.stdout.split()[-3:] == ["0", "False", "False"], done.stdout + done.stderr
+
+
+def test_a_sqlite_connection_is_kept_between_units_of_work_but_not_a_broken_or_inherited_one(
+        tmp_path):
+    """Units of work on a SQLite file reuse one open connection; a connection that broke in
+    a unit of work is dropped, and a forked process opens its own (a SQLite connection must
+    never cross a fork)."""
+    import os
+
+    store = Store(f"sqlite:///{tmp_path / 'kept.db'}")
+
+    def driver_used(event_id: str) -> int:
+        with store.transaction() as tx:
+            tx.record_event(event_id, "message.received", None, T0)
+            return id(tx.connection.connection.driver_connection)
+
+    first = driver_used("e1")
+    assert driver_used("e2") == first
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.connection.invalidate()  # as SQLAlchemy does when the driver reports it broken
+        raise RuntimeError("the connection broke")
+    assert driver_used("e3") != first
+    kept = driver_used("e4")
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report the connection it used, then leave at once
+        try:
+            os.write(writer, str(driver_used("from-the-child")).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    in_child = int(os.read(reader, 100) or 0)
+    os.waitpid(child, 0)
+    assert in_child not in (0, kept)
+    assert driver_used("e5") == kept  # the parent's own is still its own
+    with store.read() as tx:
+        assert tx.is_event_processed("from-the-child") and tx.is_event_processed("e5")
+    store.dispose()

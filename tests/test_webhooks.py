@@ -685,3 +685,40 @@ def test_a_conversation_opened_by_hand_is_on_the_contacts_channel(client):
     reopened = client.post(f"/api/contacts/{contact_id}/conversations", json={"user": "maria"},
                            headers=api_headers())
     assert reopened.status_code == 201 and reopened.json["conversation"]["channel"] == "viber"
+
+
+def test_json_responses_say_what_flasks_own_writer_says():
+    """The app writes JSON with orjson; a client reads exactly what Flask's writer would
+    have said, dates, decimals, UUIDs, dataclasses, integer keys and huge integers too."""
+    import dataclasses
+    import json
+    import uuid
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
+
+    from connectors.http import FastJSONProvider
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        when: datetime
+
+    app = Flask(__name__)
+    fast, reference = FastJSONProvider(app), DefaultJSONProvider(app)
+    fast.sort_keys = reference.sort_keys = False
+    moment = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc)
+    values: list[Any] = [
+        {"b": 1, "a": [1.5, None, True, "é ✓ \u2028"], 3: "an integer key"},
+        {"when": moment, "day": date(2026, 11, 25), "price": Decimal("10.50"),
+         "id": uuid.UUID(int=7), "point": Point(1, moment)},
+        {"huge": 2 ** 70}, [], None]
+    with app.app_context():
+        for value in values:
+            written = fast.response(value)
+            assert written.mimetype == "application/json"
+            assert written.get_data().endswith(b"\n")
+            assert json.loads(written.get_data()) == json.loads(reference.response(value).get_data())
+        assert list(json.loads(fast.response({"b": 1, "a": 2}).get_data())) == ["b", "a"]
