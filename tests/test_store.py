@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -141,30 +145,54 @@ def test_a_sqlite_connection_is_kept_between_units_of_work_but_not_a_broken_or_i
 
     store = Store(f"sqlite:///{tmp_path / 'kept.db'}")
 
-    def driver_used(event_id: str) -> int:
+    def driver_used(event_id: str) -> Any:
         with store.transaction() as tx:
             tx.record_event(event_id, "message.received", None, T0)
-            return id(tx.connection.connection.driver_connection)
+            return tx.connection.connection.driver_connection
 
     first = driver_used("e1")
-    assert driver_used("e2") == first
+    assert driver_used("e2") is first
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.connection.invalidate()  # as SQLAlchemy does when the driver reports it broken
         raise RuntimeError("the connection broke")
-    assert driver_used("e3") != first
-    kept = driver_used("e4")
+    assert driver_used("e3") is not first
+    kept = driver_used("e4")  # held here, and so in the child: its address is not reused
     reader, writer = os.pipe()
     child = os.fork()
-    if child == 0:  # the child: report the connection it used, then leave at once
+    if child == 0:  # the child: say whether it used the parent's connection, then leave
         try:
-            os.write(writer, str(driver_used("from-the-child")).encode())
+            os.write(writer, b"parent's" if driver_used("from-the-child") is kept else b"own")
         finally:
             os._exit(0)
     os.close(writer)
-    in_child = int(os.read(reader, 100) or 0)
+    answer = os.read(reader, 100)
     os.waitpid(child, 0)
-    assert in_child not in (0, kept)
-    assert driver_used("e5") == kept  # the parent's own is still its own
+    assert answer == b"own"
+    assert driver_used("e5") is kept  # the parent's own is still its own
     with store.read() as tx:
         assert tx.is_event_processed("from-the-child") and tx.is_event_processed("e5")
     store.dispose()
+
+
+@given(moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30),
+                           timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                                      timezone(timedelta(hours=-8))])))
+def test_sqlite_timestamps_are_the_text_sqlalchemy_writes_and_read_back_the_same(moment):
+    """UTCDateTime's own SQLite conversions write the text SQLAlchemy's DATETIME writes
+    (so stored rows, comparisons and ordering are unchanged) and read it back as SQLAlchemy
+    would, timezone-aware in UTC."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from rules_engine.store.tables import UTCDateTime
+
+    dialect = sqlite.dialect()
+    reference = DateTime().dialect_impl(dialect)
+    ours = UTCDateTime().dialect_impl(dialect)
+    text_ = ours.bind_processor(dialect)(moment)
+    assert text_ == reference.bind_processor(dialect)(moment.astimezone(timezone.utc))
+    expected = reference.result_processor(dialect, None)(text_).replace(tzinfo=timezone.utc)
+    assert ours.result_processor(dialect, None)(text_) == expected == moment
+    assert ours.result_processor(dialect, None)(text_[:19]) == expected.replace(microsecond=0)
+    assert ours.bind_processor(dialect)(None) is None
+    assert ours.result_processor(dialect, None)(None) is None
