@@ -46,21 +46,38 @@ class Prepared:
         self.keys = [column.name for column in columns]
         self._results: list[Processor] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
-        self._processed = any(process is not None for process in self._results)
+        self._parameters = self._parameters_function()
+        self._row = self._row_function()
 
-    def _parameters(self, values: Mapping[str, Any]) -> Any:
-        converted = [
-            (process(value) if process is not None and value is not None else value)
-            for key, process, default in self._binds
-            for value in (values.get(key, default),)
-        ]
-        return tuple(converted) if self._positional else dict(zip(self._names, converted))
+    def _parameters_function(self) -> Callable[[Mapping[str, Any]], Any]:
+        """The driver's parameters from a mapping of bound values: each value (or its
+        default), converted where its type converts, as one generated expression (a
+        general loop over the binds costs several times as much)."""
+        namespace: dict[str, Any] = {}
+        parts = []
+        for n, (key, process, default) in enumerate(self._binds):
+            namespace[f"d{n}"], namespace[f"p{n}"] = default, process
+            value = f"v.get({key!r}, d{n})"
+            parts.append(value if process is None else
+                         f"(p{n}(x) if (x := {value}) is not None else None)")
+        if self._positional:
+            body = f"({', '.join(parts)}{',' if parts else ''})"
+        else:
+            body = "{" + ", ".join(f"{name!r}: {part}" for name, part in zip(self._names, parts)) + "}"
+        exec(f"def parameters(v):\n    return {body}\n", namespace)  # noqa: S102 (our own text)
+        return namespace["parameters"]  # type: ignore[no-any-return]
 
-    def _row(self, raw: Sequence[Any]) -> dict[str, Any]:
-        if not self._processed:
-            return dict(zip(self.keys, raw))
-        return {key: (process(value) if process is not None else value)
-                for key, process, value in zip(self.keys, self._results, raw)}
+    def _row_function(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        """A result row as a mapping of column name to value, converted where the column's
+        type converts, likewise as one generated expression."""
+        keys = self.keys
+        if not any(process is not None for process in self._results):
+            return lambda raw: dict(zip(keys, raw))
+        namespace = {f"p{n}": process for n, process in enumerate(self._results)}
+        parts = [f"{key!r}: " + (f"r[{n}]" if process is None else f"p{n}(r[{n}])")
+                 for n, (key, process) in enumerate(zip(keys, self._results))]
+        exec(f"def row(r):\n    return {{{', '.join(parts)}}}\n", namespace)  # noqa: S102
+        return namespace["row"]  # type: ignore[no-any-return]
 
     def _cursor(self, connection: Connection, values: Mapping[str, Any]) -> Any:
         parameters = self._parameters(values)
@@ -78,7 +95,7 @@ class Prepared:
         """Run it; every row it returns, as a mapping of column name to value."""
         cursor = self._cursor(connection, values)
         try:
-            return [self._row(raw) for raw in cursor.fetchall()] if self.keys else []
+            return list(map(self._row, cursor.fetchall())) if self.keys else []
         finally:
             cursor.close()
 

@@ -51,6 +51,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         to_utc = self.process_bind_param
 
         def process(value: datetime | None) -> str | None:
+            if value is not None and value.tzinfo is UTC:  # the usual case: already UTC
+                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
             moment = to_utc(value, dialect)
             return None if moment is None else \
                 moment.replace(tzinfo=None).isoformat(" ", "microseconds")
