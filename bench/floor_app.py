@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def apply(db: sqlite3.Connection, event: dict[str, Any], now: str) -> str:
         db.execute("DELETE FROM timers WHERE conversation_id = ?", (conversation,))
         status = "closed"
     else:
-        due = (datetime.now(timezone.utc) + timedelta(hours=24)).isoformat()
+        due = (datetime.now(UTC) + timedelta(hours=24)).isoformat()
         db.execute("INSERT INTO timers (id, kind, contact_id, conversation_id, rule_id, due_at, "
                    "set_by_event, payload) VALUES (?, 'idle', ?, ?, 'idle', ?, ?, '{}') "
                    "ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at",
@@ -90,7 +90,7 @@ def receive() -> Any:
     if not hmac.compare_digest(expected, request.headers.get("X-Signature-256", "")):
         abort(401)
     event = json.loads(body)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     db = connection()
     with writer.held():
         db.execute("BEGIN IMMEDIATE")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
@@ -44,7 +44,7 @@ class FastJSONProvider(DefaultJSONProvider):
     _OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                 | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE)
 
-    def response(self, *args: Any, **kwargs: Any) -> Response:
+    def response(self, *args: Any, **kwargs: Any) -> Any:
         if self.compact is False or (self.compact is None and self._app.debug):
             return super().response(*args, **kwargs)
         options = self._OPTIONS | (orjson.OPT_SORT_KEYS if self.sort_keys else 0)
@@ -53,7 +53,7 @@ class FastJSONProvider(DefaultJSONProvider):
                                 option=options)
         except TypeError:
             return super().response(*args, **kwargs)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        return self._app.response_class(body, mimetype=self.mimetype)  # type: ignore[arg-type]
 
 
 def whole_number_parameter(name: str, *, default: int, least: int, most: int) -> int:

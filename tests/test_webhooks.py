@@ -1,6 +1,7 @@
 """Every endpoint of the webhook app through Flask's test client, on a real SQLite store."""
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -693,7 +694,7 @@ def test_json_responses_say_what_flasks_own_writer_says():
     import dataclasses
     import json
     import uuid
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
     from decimal import Decimal
 
     from flask import Flask
@@ -709,7 +710,7 @@ def test_json_responses_say_what_flasks_own_writer_says():
     app = Flask(__name__)
     fast, reference = FastJSONProvider(app), DefaultJSONProvider(app)
     fast.sort_keys = reference.sort_keys = False
-    moment = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
     values: list[Any] = [
         {"b": 1, "a": [1.5, None, True, "é ✓ \u2028"], 3: "an integer key"},
         {"when": moment, "day": date(2026, 11, 25), "price": Decimal("10.50"),

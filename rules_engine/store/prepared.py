@@ -73,7 +73,7 @@ class Prepared:
         keys = self.keys
         if not any(process is not None for process in self._results):
             return lambda raw: dict(zip(keys, raw))
-        namespace = {f"p{n}": process for n, process in enumerate(self._results)}
+        namespace: dict[str, Any] = {f"p{n}": process for n, process in enumerate(self._results)}
         parts = [f"{key!r}: " + (f"r[{n}]" if process is None else f"p{n}(r[{n}])")
                  for n, (key, process) in enumerate(zip(keys, self._results))]
         exec(f"def row(r):\n    return {{{', '.join(parts)}}}\n", namespace)  # noqa: S102
