@@ -20,7 +20,14 @@ from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
 from .rules import Rule, RuleSet
 from .store import DATABASE_ERRORS, Store, StoreTx
 from .timers import Timer, idle_clocks
-from .trace_format import Catalog, expand, outcome_line, rule_catalog, stored_conditions
+from .trace_format import (
+    Catalog,
+    expand,
+    outcome_line,
+    result_of,
+    rule_catalog,
+    stored_conditions,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_DEPTH = 5
@@ -155,7 +162,7 @@ class _Run:
                 self.queue.append(_Pending(fact, depth + 1))
         return lines
 
-    def run(self, contact_id: int) -> int:
+    def run(self, contact_id: int) -> None:
         """Apply the event to its (resolved, locked) contact: built-in lifecycle, then rules."""
         event = self.event
         self.contact_id = contact_id
@@ -178,7 +185,6 @@ class _Run:
                 step["builtin"] = builtin
                 first = False
             self.steps.append(step)
-        return contact_id
 
     def process(self, pending: _Pending, *, is_root: bool) -> dict[str, Any]:
         fact, event = pending.fact, self.event
@@ -203,8 +209,7 @@ class _Run:
         stopped_by: str | None = None
         for rule in candidates:
             step["rules"].append(self.apply_rule(rule, fact, context, pending.depth, stopped_by))
-            if stopped_by is None and rule.stop and "actions" in step["rules"][-1] \
-                    and "result" not in step["rules"][-1]:  # it fired (see trace_format)
+            if stopped_by is None and rule.stop and result_of(step["rules"][-1]) == "fired":
                 stopped_by = rule.id
         return step
 
@@ -347,12 +352,12 @@ class _Run:
         if clocks:
             self.tx.set_timers(clocks)
 
-    def trace(self, contact_id: int | None, received_at: datetime) -> dict[str, Any]:
+    def trace(self, received_at: datetime) -> dict[str, Any]:
         """The compact trace (see trace_format)."""
         event = self.event
         trace: dict[str, Any] = {
             "event_id": event.id, "type": str(event.type), "channel": event.channel,
-            "contact_id": contact_id, "conversation_id": self.conversation_id,
+            "contact_id": self.contact_id, "conversation_id": self.conversation_id,
             "timestamp": event.timestamp.isoformat(),
             "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
             "steps": self.steps, "fired": self.fired,
@@ -507,7 +512,7 @@ class Engine:
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
         run.run(contact_id)
         run.arm_idle_clocks()
-        trace = run.trace(contact_id, received_at)
+        trace = run.trace(received_at)
         if first_time:
             tx.save_trace(event.id, trace, received_at)
         reason = None

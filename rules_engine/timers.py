@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from .rules import Rule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-IDLE_OF = ("any", "contact", "agent")
 
 
 def parse_duration(text: str) -> timedelta:
