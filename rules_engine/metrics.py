@@ -250,8 +250,12 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
+# The figures of each duration (resolution, first response), in the order reports show them.
+STATISTICS = ("mean", "median", "p90", "max")
+
+
 def _durations(row: dict[str, Any]) -> dict[str, float | None]:
-    return {name: _rounded(row.get(name)) for name in ("mean", "median", "p90", "max")}
+    return {name: _rounded(row.get(name)) for name in STATISTICS}
 
 
 def _figures(closed: dict[str, Any], responded: dict[str, Any],

@@ -5,8 +5,8 @@ import csv
 import io
 from typing import Any
 
-# Each duration block of a report row: its figures in the order the columns show them.
-STATISTICS = ("mean", "median", "p90", "max")
+from .metrics import STATISTICS
+
 COLUMNS = ("closed", *STATISTICS, "responded", *(f"first_resp_{name}" for name in STATISTICS),
            "open_now", "oldest_open")
 

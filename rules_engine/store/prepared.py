@@ -25,6 +25,18 @@ def _columns(statement: Any) -> Sequence[Any]:
     return list(statement.exported_columns)  # DML: its RETURNING columns (none without)
 
 
+def execute_on_driver(connection: Connection, sql: str) -> None:
+    """Run a statement without parameters (BEGIN, SAVEPOINT ...) on the driver, in the
+    connection's current transaction; its errors raised as SQLAlchemy's, like a
+    ``Prepared`` statement's."""
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        connection.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+    except dbapi_error as error:
+        raise DBAPIError.instance(sql, (), error, dbapi_error,
+                                  dialect=connection.dialect) from error
+
+
 class Prepared:
     """One statement, compiled for ``dialect``: its SQL text, the order of its bound
     parameters, their conversions to the driver, and the conversions of its result."""

@@ -28,9 +28,10 @@ from ..model import CloseSource, Contact, Conversation, OpenSource
 from ..timers import Timer
 from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
-from .prepared import Prepared
+from .prepared import Prepared, execute_on_driver
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
+_CATALOGS: dict[tuple[str, str], Catalog] = {}  # (database, version) -> its catalog
 
 
 class ConversationRace(Exception):
@@ -86,16 +87,14 @@ class StoreTx:
         the driver's cursor: SQLAlchemy's nested transactions cost ten times as much."""
         self._savepoints += 1
         name = f"part_{self._savepoints}"
-        driver = self.connection.connection.driver_connection
-        assert driver is not None
-        driver.execute(f"SAVEPOINT {name}")
+        execute_on_driver(self.connection, f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            driver.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            driver.execute(f"RELEASE SAVEPOINT {name}")
+            execute_on_driver(self.connection, f"ROLLBACK TO SAVEPOINT {name}")
+            execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
             raise
-        driver.execute(f"RELEASE SAVEPOINT {name}")
+        execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
 
     # -- helpers ---------------------------------------------------------------
 
@@ -200,9 +199,17 @@ class StoreTx:
                                               "catalog": catalog}, on=("version",))
 
     def rule_set_catalog(self, version: str | None) -> Catalog | None:
-        row = self.connection.execute(
-            select(t.rule_sets.c.catalog).where(t.rule_sets.c.version == version)).first()
-        return row[0] if row else None
+        """A rule-set version's catalog, read once per process and database: a version is
+        kept once and never changes (a large catalog takes milliseconds to read)."""
+        key = (str(self.connection.engine.url), version or "")
+        catalog = _CATALOGS.get(key)
+        if catalog is None:
+            row = self.connection.execute(
+                select(t.rule_sets.c.catalog).where(t.rule_sets.c.version == version)).first()
+            if row is None:
+                return None
+            catalog = _CATALOGS[key] = row[0]
+        return catalog
 
     def is_event_processed(self, event_id: str) -> bool:
         statement = select(t.processed_events.c.event_id).where(

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import EventError, RulesEngineError
+from .prepared import execute_on_driver
 from .repository import ConversationRace, StoreTx
 from .writer_lock import WriterLock
 
@@ -62,11 +62,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get("read_only", False)
-        statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        try:  # on the driver itself: SQLAlchemy's execution path costs more than the BEGIN
-            connection.connection.driver_connection.execute(statement)
-        except sqlite3.Error as error:  # raised as SQLAlchemy's, like every other statement
-            raise DBAPIError.instance(statement, (), error, sqlite3.Error) from error
+        # on the driver itself: SQLAlchemy's execution path costs more than the BEGIN
+        execute_on_driver(connection, "BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
