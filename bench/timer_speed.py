@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sqlite3
@@ -47,6 +46,7 @@ from rules_engine import (
     load_rule_set,
     parse_event,
 )
+from rules_engine.timers import wait_timer_id
 
 IDLE_RULE = """\
 rules:
@@ -168,7 +168,7 @@ def insert_pending(database: Path, pending: int, contacts: int) -> float:
                                    "postback": None, "attachments": [], "reply_to": None,
                                    "edited": False},
                        "params": {}, "for": "30d"}
-            rows.append((f"wait:{hashlib.sha256(event_id.encode()).hexdigest()[:16]}:{rule}:1",
+            rows.append((wait_timer_id(event_id, rule, 1),
                          "wait", contact_id, conversation_id, rule,
                          due.strftime("%Y-%m-%d %H:%M:%S.%f"), event_id,
                          json.dumps(payload, separators=(",", ":"))))

@@ -20,7 +20,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -145,19 +145,12 @@ class OutboxWorker:
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
-        while not stop.is_set():
-            try:
-                claimed = self.run_once()
-            except Exception:  # a database hiccup must not kill the worker
-                log.exception("outbox worker %s: batch failed", self.worker_id)
-                claimed = 0
-            if not claimed:
-                stop.wait(poll_seconds)
+        _poll(self.run_once, stop, poll_seconds, f"outbox worker {self.worker_id}")
 
 
 class TimerFirer:
-    """Fires due timers (idle clocks, waits) with the rules of ``rules_dir``; any number may
-    run on any hosts: each firing happens once (see rules_engine.timers)."""
+    """Fires due timers (idle clocks, waits) with its engine's rules; any number may run on
+    any hosts: each firing happens once (see rules_engine.timers)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -167,14 +160,23 @@ class TimerFirer:
         return sum(1 for _ in self.engine.fire_all_due(datetime.now(timezone.utc)))
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                fired = self.run_once()
-            except Exception:  # a database hiccup must not kill the worker
-                log.exception("timers: a batch failed")
-                fired = 0
-            if not fired:
-                stop.wait(poll_seconds)
+        """Fire until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
+        _poll(self.run_once, stop, poll_seconds, "timers")
+
+
+def _poll(run_once: Callable[[], int], stop: threading.Event, poll_seconds: float,
+          what: str) -> None:
+    """Call ``run_once`` until ``stop`` is set, waiting ``poll_seconds`` whenever it found
+    nothing to do; an error is logged and waited out (a database hiccup must not kill the
+    worker)."""
+    while not stop.is_set():
+        try:
+            done = run_once()
+        except Exception:
+            log.exception("%s: a batch failed", what)
+            done = 0
+        if not done:
+            stop.wait(poll_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                for w in [*workers, *([firer] if firer else [])]]
     for thread in threads:
         thread.start()
-    log.info("worker %s: %d threads delivering, 1 firing timers", name, len(workers))
+    log.info("worker %s: %d threads delivering, %d firing timers", name, len(workers),
+             1 if firer else 0)
     for thread in threads:
         thread.join()
     store.dispose()

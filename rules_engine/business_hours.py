@@ -54,7 +54,6 @@ class BusinessHoursError(Exception):
 class BusinessHours:
     """A parsed definition. ``weekly`` holds seven tuples of (start, end) minutes, Monday first."""
 
-    timezone: str
     zone: ZoneInfo
     weekly: tuple[Ranges, ...]
     holidays: frozenset[date]
@@ -72,7 +71,7 @@ class BusinessHours:
     def to_dict(self) -> dict[str, object]:
         """The definition as admins write it (every day listed, holidays sorted)."""
         return {
-            "timezone": self.timezone,
+            "timezone": self.zone.key,
             "weekly": {day: [f"{_clock(start)}-{_clock(end)}" for start, end in ranges]
                        for day, ranges in zip(DAYS, self.weekly)},
             "holidays": sorted(day.isoformat() for day in self.holidays),
@@ -91,38 +90,38 @@ def parse_business_hours(raw: object) -> tuple[BusinessHours | None, list[Busine
             errors.append(BusinessHoursError(
                 f'unknown key "{key}"', (_key(key),),
                 hint=did_you_mean(str(key), KEYS) or "the keys are timezone, weekly and holidays"))
-    timezone, zone = _timezone(raw, errors)
+    zone = _timezone(raw, errors)
     weekly = _weekly(raw, errors)
     holidays = _holidays(raw.get("holidays", []), errors)
     if errors or zone is None or weekly is None:
         return None, errors
-    return BusinessHours(timezone, zone, weekly, holidays), []
+    return BusinessHours(zone, weekly, holidays), []
 
 
 Errors = list[BusinessHoursError]
 
 
-def _timezone(raw: Mapping[object, object], errors: Errors) -> tuple[str, ZoneInfo | None]:
+def _timezone(raw: Mapping[object, object], errors: Errors) -> ZoneInfo | None:
     if "timezone" not in raw:
         errors.append(BusinessHoursError("the time zone is missing", ("timezone",),
                                          hint="add timezone: Europe/Paris (an IANA time-zone name)"))
-        return "", None
+        return None
     name = raw["timezone"]
     if not isinstance(name, str):
         errors.append(BusinessHoursError(
             f"expected a time-zone name, got {_kind(name)}", ("timezone",),
             hint='write an IANA name such as "Europe/Paris"'))
-        return "", None
+        return None
     if name != "localtime":  # the server's own zone, which would change with the machine
         try:
-            return name, ZoneInfo(name)
+            return ZoneInfo(name)
         # ValueError: "", "../x", "/x", not a zone file; OSError: a directory inside the tzdata package
         except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
     errors.append(BusinessHoursError(
         f'unknown time zone "{name}"', ("timezone",),
         hint=did_you_mean(name, _zone_names()) or 'use an IANA name such as "Europe/Paris"'))
-    return name, None
+    return None
 
 
 @functools.cache

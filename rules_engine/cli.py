@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from .engine import DEFAULT_MAX_DEPTH, Engine
 from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
 from .engine import Result
 from .events import parse_event, parse_timestamp
-from .timers import parse_duration
+from .timers import DURATION, parse_duration
 from .loader import load_rule_set, rule_files
 from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from .render import render_trace
@@ -68,7 +67,7 @@ def _engine(args: argparse.Namespace, *, existing: bool = False) -> Engine:
 
 def _duration(text: str) -> timedelta:
     """An argparse type: ``30s``, ``10m``, ``25h``, ``2d``."""
-    if not re.fullmatch(r"[1-9][0-9]{0,5}[smhd]", text):
+    if not DURATION.fullmatch(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a duration such as 30s, 10m, 25h or 2d")
     return parse_duration(text)
 

@@ -6,7 +6,6 @@ so loading never half-succeeds.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -194,9 +193,10 @@ class _Validator:
                 problem.message, hint=problem.hint)))
         self.business_hours = hours
 
-    def note_business_hours_use(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
-        if "in_business_hours" in file.text and _USES_BUSINESS_HOURS.search(
-                json.dumps(raw, default=str)):  # (most files never name it: no dump)
+    def note_business_hours_use(self, file: RuleFile, index: int, rule: Rule) -> None:
+        """Remember a rule whose expressions call in_business_hours() (a description or a
+        message that only names it does not count)."""
+        if any(_USES_BUSINESS_HOURS.search(text) for _, text in rule.expressions()):
             self.uses_business_hours.append((file, index))
 
     def check_business_hours_defined(self) -> None:
@@ -273,11 +273,11 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
         for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
             if not isinstance(raw, dict):
                 continue
-            validator.note_business_hours_use(file, index, raw)
             validator.check_duplicate_ids(file, index, raw)
             validator.check_channels(file, index, raw)
             rule = validator.build_rule(file, index, raw, broken.get(index, []))
             if rule is not None:
+                validator.note_business_hours_use(file, index, rule)
                 rules.append(rule)
     validator.check_business_hours_defined()
     errors, warnings = analyse(rules)  # the static checks run on every rule that is valid

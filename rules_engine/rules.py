@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -38,6 +38,15 @@ class Rule:
     cooldown: timedelta | None = None  # per contact
     idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
     digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
+
+    def expressions(self) -> Iterator[tuple[str, str]]:
+        """(path, text) of every expression the rule evaluates: each leaf of its conditions,
+        and each wait's ``if``."""
+        if self.condition is not None:
+            yield from self.condition.sources()
+        for index, action in enumerate(self.actions):
+            if action.name == "wait" and "if" in action.arguments:
+                yield f"actions/{index}/wait/if", action.arguments["if"]
 
 
 class RuleSet:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .rules import Rule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"[1-9][0-9]{0,5}[smhd]")  # the schemas' $defs/duration
 
 
 def parse_duration(text: str) -> timedelta:

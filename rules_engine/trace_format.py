@@ -30,12 +30,9 @@ def to_store(trace: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rule_catalog(rule: Rule) -> dict[str, Any]:
-    conditions = dict(rule.condition.sources()) if rule.condition else {}
-    for index, action in enumerate(rule.actions):  # a wait's ``if`` is a condition too
-        if action.name == "wait" and "if" in action.arguments:
-            conditions[f"actions/{index}/wait/if"] = action.arguments["if"]
     return {"file": rule.file, "line": rule.line, "priority": rule.priority,
-            "conditions": conditions, "args": [action.arguments for action in rule.actions]}
+            "conditions": dict(rule.expressions()),  # a wait's ``if`` is a condition too
+            "args": [action.arguments for action in rule.actions]}
 
 
 def rule_catalog(rules: RuleSet) -> Catalog:

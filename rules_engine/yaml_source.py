@@ -51,7 +51,7 @@ def _construct(
         loader.flatten_mapping(node)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(loader, key_node, file)
             if not isinstance(key, (str, int, bool, float)) or key is None:
                 where = _position(key_node)
                 raise RuleFileError("mapping keys must be plain values", file=file,
@@ -69,9 +69,15 @@ def _construct(
             _construct(loader, item, path + (index,), source_map, file)
             for index, item in enumerate(node.value)
         ]
+    return _scalar(loader, node, file)
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node, file: str) -> Any:
+    """A key or a scalar value; one YAML reads as a value it cannot hold (``2026-02-30``)
+    is a RuleFileError at its place."""
     try:
         return loader.construct_object(node, deep=True)
-    except ValueError as error:  # a scalar YAML reads as a value it cannot hold: 2026-02-30
+    except ValueError as error:
         where = _position(node)
         raise RuleFileError(f"'{node.value}' is not a valid value: {error}", file=file,
                             line=where.line, column=where.column,

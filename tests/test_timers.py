@@ -227,6 +227,40 @@ def test_in_business_hours_without_a_definition_is_a_validation_error(write_rule
                                    .split("x_")[0] + "rules:" + BUSINESS.split("rules:")[1])])
 
 
+def test_a_rule_that_only_names_in_business_hours_in_its_text_needs_no_definition(write_rules):
+    """Only a call in an expression (a condition, a wait's if) is a use: a description or
+    a message that mentions the function is text."""
+    from rules_engine import load_rule_set
+
+    rules = load_rule_set([write_rules("""
+rules:
+  - id: explains-itself
+    description: "does not call in_business_hours() at all"
+    trigger: {event: message.received}
+    actions:
+      - send_message: {text: "we check in_business_hours() tomorrow"}
+""")])
+    assert len(rules) == 1 and rules.get("explains-itself") is not None
+
+
+def test_a_key_yaml_reads_as_an_impossible_date_is_an_error_at_its_place(write_rules):
+    import pytest
+
+    from rules_engine import load_rule_set
+    from rules_engine.errors import RuleSetInvalid
+
+    with pytest.raises(RuleSetInvalid) as raised:
+        load_rule_set([write_rules("""
+business_hours:
+  timezone: Europe/Paris
+  weekly: {mon: ["09:00-18:00"]}
+  2026-02-30: closed
+rules: []
+""")])
+    error = raised.value.errors[0]
+    assert "2026-02-30" in error.message and error.line == 5, error
+
+
 def test_replaying_old_events_sets_the_same_timers(make_engine, store, database_url):
     engine = make_engine(IDLE_CLOSE + WAIT_RULES.replace("rules:\n", ""))
     engine.process(message("replay-1", "my order", id="old-1", minutes=0))
