@@ -23,7 +23,6 @@ APP_ENVIRONMENT = {
     "webhook_secret": "RULES_ENGINE_WEBHOOK_SECRET",
     "max_body_bytes": "RULES_ENGINE_MAX_BODY_BYTES",
     "max_depth": "RULES_ENGINE_MAX_DEPTH",
-    "dev": "RULES_ENGINE_DEV",
 }
 APP_SECRETS = ("api_token", "webhook_secret")
 
@@ -47,7 +46,7 @@ class Settings:
     webhook_secret: str | None = None
     max_body_bytes: int = 1_048_576
     max_depth: int = 5
-    dev: bool = False
+    dev: bool = False  # only from `serve --dev` or create_app({"dev": True}), never the environment
     channels: Mapping[str, Any] = field(default_factory=dict)  # every channel setting by name
 
     @classmethod
@@ -125,6 +124,4 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
                 typed[name] = int(typed[name])
             except (TypeError, ValueError):
                 raise ConfigError(f"{APP_ENVIRONMENT[name]} must be a whole number") from None
-    if isinstance(typed.get("dev"), str):
-        typed["dev"] = typed["dev"].strip().lower() in ("1", "true", "yes", "on")
     return typed

@@ -11,7 +11,15 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
-from rules_engine import Engine, Event, EventError, NotFoundError, RulesEngineError
+from rules_engine import (
+    BatchRefused,
+    Engine,
+    Event,
+    EventError,
+    NotFoundError,
+    Result,
+    RulesEngineError,
+)
 from rules_engine.model import MAX_ID
 
 from .config import Settings
@@ -132,23 +140,42 @@ def from_engine_error(error: RulesEngineError) -> ApiError:
 
 def run_events(events: Sequence[Event], *,
                refused: Callable[[Event, ApiError], None] | None = None) -> list[dict[str, Any]]:
-    """Apply parsed events in order, each in its own transaction; their results.
+    """Apply one body's events in order, in one transaction, so that a failure leaves
+    none of them applied (a 5xx always means nothing was applied); their results.
 
-    An event the engine refuses is an ApiError, unless ``refused`` is given: then it is
-    told of the refusal and the other events still apply."""
-    results = []
-    for event in events:
-        started = time.perf_counter()
-        try:
-            result = engine().process(event)
-        except RulesEngineError as error:
-            if refused is None:
-                raise from_engine_error(error) from None
-            refused(event, from_engine_error(error))
-            continue
-        results.append(result.to_dict())
-        record_event(results[-1], result.stored_trace, time.perf_counter() - started)
-    return results
+    An event the engine refuses is an ApiError that undoes the whole body (its ``index``
+    names it), unless ``refused`` is given: then that event alone is undone, ``refused`` is
+    told, and the others apply. Once the transaction has committed, nothing that follows
+    (metrics, the answer) can turn the request into a 5xx: see ``register_error_handlers``.
+    """
+    started = time.perf_counter()
+    try:
+        outcomes: Sequence[Result | RulesEngineError] = (
+            [engine().process(events[0])] if len(events) == 1 else
+            engine().process_many(events, atomic=refused is None))
+    except BatchRefused as batch:
+        raise _refusal(batch.error, batch.index, len(events)) from None
+    except RulesEngineError as error:  # the single event's
+        if refused is None:
+            raise _refusal(error, 0, 1) from None
+        outcomes = [error]
+    applied = [outcome for outcome in outcomes if isinstance(outcome, Result)]
+    g.applied = [result.to_dict() for result in applied]
+    for event, outcome in zip(events, outcomes):
+        if refused is not None and isinstance(outcome, RulesEngineError):
+            refused(event, from_engine_error(outcome))
+    seconds = (time.perf_counter() - started) / max(len(events), 1)
+    for result, answer in zip(applied, g.applied):
+        record_event(answer, result.stored_trace, seconds)
+    return list(g.applied)
+
+
+def _refusal(error: RulesEngineError, index: int, count: int) -> ApiError:
+    api_error = from_engine_error(error)
+    if count > 1:
+        api_error.path = f"{index}/{api_error.path or ''}".rstrip("/")
+        api_error.message += f" (event {index} of the list; none of the list was applied)"
+    return api_error
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -172,5 +199,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
         app.logger.exception("unexpected error")
+        applied = g.get("applied")
+        if applied:  # committed: the truth is 200, with what was applied
+            return jsonify({"results": applied, "warning": "the events were applied, but "
+                            "the full answer could not be built (see the server log)"}), 200
         return jsonify({"error": {"code": "internal_error",
                                   "message": "an unexpected error occurred; nothing was applied"}}), 500

@@ -5,8 +5,11 @@ Under gunicorn each worker is a process: ``rules-engine serve`` points
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 from flask import Blueprint, Response
 from prometheus_client import (
@@ -35,6 +38,8 @@ LATENCY = Histogram("rules_engine_event_processing_seconds", "Time to apply one 
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 blueprint = Blueprint("observability", __name__)
+log = logging.getLogger("rules_engine.metrics")
+P = ParamSpec("P")
 
 
 _CHILDREN: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> its labelled child
@@ -50,6 +55,21 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+def _never_fails(record: Callable[P, None]) -> Callable[P, None]:
+    """Counting is never a reason to fail a request (an applied event answered 5xx would
+    be a false answer): a failure to count is logged and the request goes on."""
+
+    @functools.wraps(record)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception:
+            log.exception("metrics: %s failed; the request goes on", record.__name__)
+
+    return guarded
+
+
+@_never_fails
 def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) -> None:
     """Count one processed event and, unless it was a repeat, what its rules did."""
     _child(EVENTS, trace.get("type", "?"), trace.get("channel") or "", result["status"]).inc()
@@ -68,10 +88,12 @@ def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) 
                 _child(ACTIONS, action["action"], action["outcome"]).inc()
 
 
+@_never_fails
 def record_skipped(channel: str, reason: str) -> None:
     _child(SKIPPED, channel, reason).inc()
 
 
+@_never_fails
 def record_rejection(reason: str) -> None:
     _child(REJECTED, reason).inc()
 

@@ -57,9 +57,13 @@ class _Server(BaseApplication):  # type: ignore[misc]
     that set: a worker started while the files on disk are broken still boots.
     """
 
-    def __init__(self, options: dict[str, Any], rules: RuleSet) -> None:
+    def __init__(self, options: dict[str, Any], rules: RuleSet, config: dict[str, Any], *,
+                 threads: int, body_timeout: float) -> None:
         self.options = options
         self.rules = rules
+        self.config = config
+        self.threads = threads
+        self.body_timeout = body_timeout
         super().__init__()
 
     def run(self) -> None:
@@ -70,23 +74,44 @@ class _Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from .app import create_app
+        from a2wsgi import WSGIMiddleware
 
-        return create_app(rules=self.rules)
+        from .app import create_app
+        from .asgi import BufferedRequests
+
+        app = create_app(self.config, rules=self.rules)
+        return BufferedRequests(WSGIMiddleware(app, workers=self.threads),
+                                max_body_bytes=app.config["MAX_CONTENT_LENGTH"],
+                                body_timeout=self.body_timeout)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rules-engine serve",
-                                     description="Serve the webhook app with gunicorn.")
+    parser = argparse.ArgumentParser(
+        prog="rules-engine serve", description="Serve the webhook app with gunicorn.",
+        epilog="In production, put a TLS-terminating reverse proxy in front (see the README: "
+               "production topology) and keep --host on loopback or a private address.")
     parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=os.environ.get("RULES_ENGINE_PORT", "8000"))
     parser.add_argument("--workers", type=int,
                         default=os.environ.get("RULES_ENGINE_WORKERS", "2"))
+    parser.add_argument("--threads", type=int,
+                        default=os.environ.get("RULES_ENGINE_THREADS", "4"),
+                        help="requests each worker runs at once (complete requests only: "
+                             "a slow client never holds one)")
+    parser.add_argument("--header-timeout", type=int, default=10,
+                        help="seconds a client has to send a request's head (and an idle "
+                             "kept-alive connection is kept)")
+    parser.add_argument("--body-timeout", type=float, default=30,
+                        help="seconds a client has to send a request's body")
     parser.add_argument("--timeout", type=int, default=30, help="worker timeout, seconds")
     parser.add_argument("--rules", help="rules directory ($RULES_ENGINE_RULES_DIR, default rules/)")
     parser.add_argument("--database-url", help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL)")
     parser.add_argument("--dev", action="store_true",
-                        help="development only: endpoints without a secret accept anyone")
+                        help="development only, on a loopback --host only: endpoints "
+                             "without a secret accept anyone")
     parser.add_argument("--watch-rules", action="store_true",
                         default=os.environ.get("RULES_ENGINE_WATCH_RULES") == "1",
                         help="reload the rules when a file in the rules directory changes")
@@ -96,10 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Check the settings, the rules and the store, then serve; exit status 2 when they fail."""
     args = build_parser().parse_args(argv)
-    overrides = {"rules_dir": args.rules, "database_url": args.database_url,
-                 "dev": True if args.dev else None}
+    if args.dev and args.host not in LOOPBACK:
+        print(f"rules-engine serve: refusing to start: --dev serves endpoints without "
+              f"authentication, so it binds a loopback address only ({', '.join(LOOPBACK)}), "
+              f"not {args.host}", file=sys.stderr)
+        return 2
+    overrides = {"rules_dir": args.rules, "database_url": args.database_url}
+    config = {**{k: v for k, v in overrides.items() if v is not None}, "dev": args.dev}
     try:
-        settings = Settings.load(overrides)
+        settings = Settings.load(config)
         warnings = settings.check()
         rules = load_rule_set([settings.rules_dir])
         Store(settings.database_url).dispose()  # creates the schema once, before the workers
@@ -121,16 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .reload import MASTER_PID_VARIABLE
     for name, value in overrides.items():
-        if value is not None:
-            os.environ[APP_ENVIRONMENT[name]] = "1" if value is True else str(value)
-    os.environ[MASTER_PID_VARIABLE] = str(os.getpid())  # the master: gunicorn runs here
+        if value is not None:  # the master reads them again on SIGHUP
+            os.environ[APP_ENVIRONMENT[name]] = value
+    master = os.getpid()
+    os.environ[MASTER_PID_VARIABLE] = str(master)  # the master: gunicorn runs here
     if args.watch_rules:
         threading.Thread(target=_watch_rules, args=(settings.rules_dir, 1.0), daemon=True).start()
     try:
         _Server({"bind": f"{args.host}:{args.port}", "workers": args.workers,
-                 "timeout": args.timeout, "accesslog": "-"}, rules).run()
+                 "worker_class": "connectors.asgi.Worker", "keepalive": args.header_timeout,
+                 "timeout": args.timeout, "accesslog": "-", "control_socket_disable": True,
+                 "logger_class": "connectors.access_log.RedactingLogger"},
+                rules, config, threads=args.threads, body_timeout=args.body_timeout).run()
     finally:
-        if metrics_dir is not None:
+        # A worker leaves through here too when it exits (it was forked inside run()):
+        # only the master removes what every worker writes to.
+        if metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 

@@ -4,7 +4,7 @@ Load YAML rules with ``load_rule_set``, open a ``Store``, and feed ``Event`` obj
 (``parse_event`` builds them from JSON) to an ``Engine``.
 """
 from .condition_api import Condition, compile_condition
-from .engine import Engine, Result
+from .engine import BatchRefused, Engine, Result
 from .errors import (
     ActionError,
     EventError,
@@ -23,6 +23,7 @@ from .store import Store
 
 __all__ = [
     "ActionError",
+    "BatchRefused",
     "CloseSource",
     "Condition",
     "Contact",

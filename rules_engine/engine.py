@@ -5,6 +5,7 @@ import gc
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -68,6 +69,16 @@ class Result:
         if self.reason:
             result["reason"] = self.reason
         return result
+
+
+class BatchRefused(RulesEngineError):
+    """The event at ``index`` of an atomic batch was refused (``error``), so none of the
+    batch was applied."""
+
+    def __init__(self, index: int, error: RulesEngineError) -> None:
+        super().__init__(error.message, path=error.path, hint=error.hint)
+        self.index = index
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -425,20 +436,24 @@ class Engine:
         catalog = self.catalog(rules)
         return self.store.run(lambda tx: self._process(tx, event, rules, catalog, status="applied"))
 
-    def process_many(self, events: Sequence[Event]) -> list[Result | RulesEngineError]:
+    def process_many(self, events: Sequence[Event], *,
+                     atomic: bool = False) -> list[Result | RulesEngineError]:
         """Apply several events in one transaction, each inside its own savepoint: an event
         the engine refuses is undone alone and returned as its error, never rolling back
-        another. (The whole batch runs again on a transient database conflict.)"""
+        another; with ``atomic``, a refusal undoes the whole batch instead and is raised as
+        BatchRefused. (The whole batch runs again on a transient database conflict.)"""
         rules = self.rules
         catalog = self.catalog(rules)
 
         def work(tx: StoreTx) -> list[Result | RulesEngineError]:
             outcomes: list[Result | RulesEngineError] = []
-            for event in events:
+            for index, event in enumerate(events):
                 try:
-                    with tx.savepoint():
+                    with nullcontext() if atomic else tx.savepoint():
                         outcomes.append(self._process(tx, event, rules, catalog, status="applied"))
                 except RulesEngineError as error:
+                    if atomic:
+                        raise BatchRefused(index, error) from error
                     outcomes.append(error)
             return outcomes
 
