@@ -152,3 +152,52 @@ def test_a_chunked_body_over_the_limit_is_a_413_not_a_bad_signature(database_url
         assert json.loads(response.read())["error"]["code"] == "request_entity_too_large"
     finally:
         stop_server(process)
+
+
+def whatsapp_text(name: str, text: str, message_id: str) -> dict:
+    """A WhatsApp Cloud API text message notification (Meta's documented shape)."""
+    return {"object": "whatsapp_business_account", "entry": [{"id": "WABA_ID", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "PHONE_ID"},
+            "contacts": [{"profile": {"name": name}, "wa_id": "16315551181"}],
+            "messages": [{"from": "16315551181", "id": message_id, "timestamp": "1764061200",
+                          "type": "text", "text": {"body": text}}]}}]}]}
+
+
+def test_a_message_with_nul_characters_is_kept_on_every_database(tmp_path, clean_environment,
+                                                                database_url):
+    rules = tmp_path / "rules-nul"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text("""rules:
+  - id: tag-world
+    trigger: {event: message.received}
+    conditions: ["contains(message.text, 'world')"]
+    actions: [{set_field: {name: said, expr: message.text}}]
+""", "utf-8")
+    app = create_app({**p.SECRETS, "rules_dir": str(rules), "database_url": database_url})
+    client = app.test_client()
+    body = p.encode(whatsapp_text("Ana\u0000Lima", "hello\u0000world", "wamid.NUL1"))
+    answer = signed(client, "/webhooks/whatsapp", body)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["skipped"] == []
+    [result] = answer.json["results"]
+    assert result["status"] == "applied"
+    contact = client.get("/api/contacts?channel=whatsapp&external_id=16315551181",
+                         headers=API).json[0]
+    assert contact["name"] == "Ana\N{SYMBOL FOR NULL}Lima"
+    assert result["fired"] == ["tag-world"]  # the rules read the text as it came
+    with app.extensions["rules_engine"].store.read() as tx:
+        assert tx.fields(contact["id"]) == {"said": "hello\N{SYMBOL FOR NULL}world"}
+    again = signed(client, "/webhooks/whatsapp", body)
+    assert again.json["results"][0]["status"] == "duplicate"
+    app.extensions["rules_engine"].store.dispose()
+
+
+def test_a_value_the_database_refuses_is_a_4xx_without_the_database_s_words(client):
+    answer = client.post("/webhooks/events", data=(raw := p.encode(event(
+        contact={"external_id": "web-long", "name": "n" * 5000}))),
+        content_type="application/json", headers=p.signed_headers("/webhooks/events", raw))
+    assert answer.status_code in (400, 422)
+    text = json.dumps(answer.json).lower()
+    assert "psycopg" not in text and "sqlalchemy" not in text and "character varying" not in text

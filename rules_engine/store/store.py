@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import time
@@ -19,8 +20,10 @@ from sqlalchemy.pool import StaticPool
 from ..errors import EventError, RulesEngineError
 from .prepared import execute_on_driver
 from .repository import ConversationRace, StoreTx
+from .tables import without_nul
 from .writer_lock import WriterLock
 
+log = logging.getLogger(__name__)
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
 # What the database raises (transient conflicts included): never the input's fault.
 DATABASE_ERRORS = (DBAPIError, ConversationRace)
@@ -34,11 +37,30 @@ T = TypeVar("T")
 def _compact_json(value: Any) -> str:
     """JSON columns without the spaces after separators (traces are a tenth smaller),
     written by orjson (about ten times faster than ``json``); what orjson refuses but
-    ``json`` writes (a lone surrogate escape, an integer beyond 64 bits) by ``json``."""
+    ``json`` writes (a lone surrogate escape, an integer beyond 64 bits) by ``json``. A NUL
+    character, which PostgreSQL's JSONB refuses, is stored as ``tables.without_nul`` says."""
+    text = _dumps(value)
+    if "\\u0000" in text:  # a NUL, or a text that reads \u0000: rare, so checked only then
+        text = _dumps(_without_nul_strings(value))
+    return text
+
+
+def _dumps(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(value, separators=(",", ":"))
+
+
+def _without_nul_strings(value: Any) -> Any:
+    """``value`` with every string in it (keys too) passed through ``without_nul``."""
+    if isinstance(value, str):
+        return without_nul(value)
+    if isinstance(value, dict):
+        return {_without_nul_strings(key): _without_nul_strings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul_strings(item) for item in value]
+    return value
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -82,10 +104,11 @@ def _values_that_fit() -> Iterator[None]:
     number out of its range) is an EventError: the input was wrong, nothing was written."""
     try:
         yield
-    except DataError as error:
-        raise EventError(f"a value does not fit the database: {error.orig}"[:300],
-                         hint="shorten the text, remove NUL characters, or use a smaller "
-                              "number") from None
+    except DataError as error:  # the database's own words go to the log, never the caller
+        log.warning("a value does not fit the database: %s", error.orig)
+        raise EventError("a value does not fit the database (a text longer than its column, "
+                         "or a number out of range)",
+                         hint="shorten the text or use a smaller number") from None
 
 
 class StoreNotReady(RulesEngineError):

@@ -42,13 +42,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+NUL_STAND_IN = "\N{SYMBOL FOR NULL}"  # what a NUL character is stored as
+
+
+def without_nul(text: str) -> str:
+    """``text`` with each NUL character (which PostgreSQL's text and JSONB refuse) written
+    as the symbol for null, on every database alike."""
+    return text.replace("\x00", NUL_STAND_IN) if "\x00" in text else text
+
+
+class Str(TypeDecorator[str]):
+    """A text column that stores any text a platform sends: see ``without_nul``."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else without_nul(value)
+
+
+class LongStr(Str):
+    """``Str`` without a length limit."""
+
+    impl = Text
+
+
 metadata = MetaData()
 
 contacts = Table(
     "contacts",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200)),
+    Column("name", Str(200)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("merged_into", Integer, ForeignKey("contacts.id")),
 )
@@ -56,8 +81,8 @@ contacts = Table(
 contact_identities = Table(
     "contact_identities",
     metadata,
-    Column("channel", String(40), primary_key=True),
-    Column("external_id", String(200), primary_key=True),
+    Column("channel", Str(40), primary_key=True),
+    Column("external_id", Str(200), primary_key=True),
     Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False, index=True),
 )
 
@@ -65,14 +90,14 @@ contact_tags = Table(
     "contact_tags",
     metadata,
     Column("contact_id", Integer, ForeignKey("contacts.id"), primary_key=True),
-    Column("tag", String(100), primary_key=True),
+    Column("tag", Str(100), primary_key=True),
 )
 
 contact_fields = Table(
     "contact_fields",
     metadata,
     Column("contact_id", Integer, ForeignKey("contacts.id"), primary_key=True),
-    Column("name", String(100), primary_key=True),
+    Column("name", Str(100), primary_key=True),
     Column("value", JSON().with_variant(JSONB(), "postgresql")),
 )
 
@@ -81,22 +106,22 @@ conversations = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False),
-    Column("channel", String(40)),
+    Column("channel", Str(40)),
     Column("opened_at", UTCDateTime, nullable=False),
-    Column("open_source", String(20), nullable=False),
-    Column("opened_by", String(200)),
+    Column("open_source", Str(20), nullable=False),
+    Column("opened_by", Str(200)),
     Column("closed_at", UTCDateTime),
     # whole seconds from open to close, written once at close: reports sort and bucket it
     # without parsing timestamps (see rules_engine.metrics)
     Column("resolution_seconds", Integer),
-    Column("close_source", String(20)),
-    Column("closed_by", String(200)),
-    Column("closing_note", Text),
-    Column("assignee", String(200)),
-    Column("team", String(200)),
+    Column("close_source", Str(20)),
+    Column("closed_by", Str(200)),
+    Column("closing_note", LongStr),
+    Column("assignee", Str(200)),
+    Column("team", Str(200)),
     Column("bot_active", Boolean, nullable=False, default=True),
-    Column("opened_by_event", String(200)),
-    Column("closed_by_event", String(200)),
+    Column("opened_by_event", Str(200)),
+    Column("closed_by_event", Str(200)),
     # the first reply from an agent (message.sent) after the open, and the latest reply
     Column("first_response_at", UTCDateTime),
     Column("first_response_seconds", Integer),
@@ -128,13 +153,13 @@ Index("ix_conversations_first_response", conversations.c.first_response_at,
 timers = Table(
     "timers",
     metadata,
-    Column("id", String(300), primary_key=True),  # deterministic, see rules_engine.timers
-    Column("kind", String(10), nullable=False),  # "idle" or "wait"
+    Column("id", Str(300), primary_key=True),  # deterministic, see rules_engine.timers
+    Column("kind", Str(10), nullable=False),  # "idle" or "wait"
     Column("contact_id", Integer, nullable=False),
     Column("conversation_id", Integer),  # closing it drops the timer
-    Column("rule_id", String(100), nullable=False),
+    Column("rule_id", Str(100), nullable=False),
     Column("due_at", UTCDateTime, nullable=False, index=True),
-    Column("set_by_event", String(200), nullable=False),
+    Column("set_by_event", Str(200), nullable=False),
     Column("payload", JSON, nullable=False),
 )
 Index("ix_timers_conversation", timers.c.conversation_id)
@@ -142,9 +167,9 @@ Index("ix_timers_conversation", timers.c.conversation_id)
 processed_events = Table(
     "processed_events",
     metadata,
-    Column("event_id", String(200), primary_key=True),
-    Column("type", String(60), nullable=False),
-    Column("channel", String(40)),
+    Column("event_id", Str(200), primary_key=True),
+    Column("type", Str(60), nullable=False),
+    Column("channel", Str(40)),
     Column("contact_id", Integer),
     Column("received_at", UTCDateTime, nullable=False),
 )
@@ -152,7 +177,7 @@ processed_events = Table(
 event_traces = Table(
     "event_traces",
     metadata,
-    Column("event_id", String(200), ForeignKey("processed_events.event_id"), primary_key=True),
+    Column("event_id", Str(200), ForeignKey("processed_events.event_id"), primary_key=True),
     Column("recorded_at", UTCDateTime, nullable=False, index=True),
     Column("trace", JSON, nullable=False),
 )
@@ -162,7 +187,7 @@ event_traces = Table(
 rule_sets = Table(
     "rule_sets",
     metadata,
-    Column("version", String(40), primary_key=True),
+    Column("version", Str(40), primary_key=True),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("catalog", JSON, nullable=False),
 )
@@ -171,23 +196,23 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("event_id", String(200), nullable=False),
-    Column("rule_id", String(100)),
-    Column("action", String(40), nullable=False),
-    Column("target", String(40), nullable=False),
-    Column("recipient", String(200)),
-    Column("url", Text),
-    Column("method", String(10), nullable=False),
+    Column("event_id", Str(200), nullable=False),
+    Column("rule_id", Str(100)),
+    Column("action", Str(40), nullable=False),
+    Column("target", Str(40), nullable=False),
+    Column("recipient", Str(200)),
+    Column("url", LongStr),
+    Column("method", Str(10), nullable=False),
     Column("headers", JSON, nullable=False),
     Column("body", JSON),
     # stable per row: receivers drop the rare repeat that at-least-once delivery allows
-    Column("idempotency_key", String(100), nullable=False, unique=True),
-    Column("status", String(20), nullable=False),  # pending, delivered, dead
+    Column("idempotency_key", Str(100), nullable=False, unique=True),
+    Column("status", Str(20), nullable=False),  # pending, delivered, dead
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_expires_at", UTCDateTime),
-    Column("locked_by", String(100)),
-    Column("last_error", Text),
+    Column("locked_by", Str(100)),
+    Column("last_error", LongStr),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
 )
@@ -197,7 +222,7 @@ Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 rule_runs = Table(
     "rule_runs",
     metadata,
-    Column("rule_id", String(100), primary_key=True),
-    Column("scope", String(100), primary_key=True),
+    Column("rule_id", Str(100), primary_key=True),
+    Column("scope", Str(100), primary_key=True),
     Column("last_fired_at", UTCDateTime, nullable=False),
 )
