@@ -10,17 +10,11 @@ from flask import Blueprint, jsonify, request
 from rules_engine import RulesEngineError, outbox, queries
 from rules_engine.events import parse_event
 from rules_engine.model import MAX_ID
+from rules_engine.people import Role
 
-from .auth import require_bearer
-from .http import (
-    ApiError,
-    engine,
-    from_engine_error,
-    json_body,
-    run_events,
-    whole_number_parameter,
-)
-from .http import settings as app_settings
+from .access import access, principal
+from .http import ApiError, from_engine_error, json_body, run_events, whole_number_parameter
+from .services import engine
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -32,33 +26,34 @@ _BODY_KEYS = {
 }
 
 
-@blueprint.before_request
-def _authenticate() -> None:
-    settings = app_settings()
-    require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
-
-
 def _command_body(kind: str) -> dict[str, Any]:
+    """The command's body, checked; ``actor`` and ``via`` say who acts (see
+    ``Principal.acting_as``: the token decides, ``user`` names whom an admin acts for)."""
     body = json_body() if request.content_length else {}
     unknown = set(body) - _BODY_KEYS[kind]
     if unknown:
         raise ApiError(400, "invalid_body", f"unknown field(s): {', '.join(sorted(unknown))}",
                        hint=f"allowed: {', '.join(sorted(_BODY_KEYS[kind]))}")
-    user = body.get("user")
-    if not isinstance(user, str) or not user:
-        raise ApiError(400, "invalid_body", "`user` (the id of the user acting) is required",
+    user = body.pop("user", None)
+    if user is not None and (not isinstance(user, str) or not user or len(user) > 200):
+        raise ApiError(400, "invalid_body", "`user` must be a user's id (1 to 200 characters)",
                        path="user")
     for key in _BODY_KEYS[kind] - {"user", "secondary_id"}:
         if key in body and not isinstance(body[key], str):
             raise ApiError(400, "invalid_body", f"`{key}` must be a string", path=key)
+    body["actor"], via = principal().acting_as(user)
+    if via is not None:
+        body["via"] = via
     return body
 
 
-def _run_command(data: dict[str, Any]) -> dict[str, Any]:
-    """Run a users' command as an event; ``Idempotency-Key`` makes a retried request a no-op."""
+def _run_command(data: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Run a users' command as an event, recorded as ``body``'s actor (and ``via``);
+    ``Idempotency-Key`` makes a retried request a no-op."""
     key = request.headers.get("Idempotency-Key")
     data = {"id": f"api:{key}" if key else f"api:{uuid.uuid4()}",
-            "timestamp": datetime.now(timezone.utc).isoformat(), **data}
+            "timestamp": datetime.now(timezone.utc).isoformat(), **data,
+            **{name: body[name] for name in ("actor", "via") if name in body}}
     try:
         event = parse_event(data)
     except RulesEngineError as error:
@@ -73,28 +68,31 @@ def _with_conversation(result: dict[str, Any], conversation_id: int | None) -> d
 
 
 @blueprint.post("/contacts/<id:contact_id>/conversations")
+@access(Role.AGENT)
 def open_conversation(contact_id: int) -> Any:
     """Open a conversation for the contact by hand (source ``user``); a no-op if one is open."""
     body = _command_body("open")
     params = {k: body[k] for k in ("assignee", "team", "channel") if k in body}
     result = _run_command({"type": "conversation.open", "contact": {"id": contact_id},
-                           "actor": body["user"], "params": params})
+                           "params": params}, body)
     opened = any(c["operation"] == "open_conversation" for c in result["changes"])
     return jsonify(_with_conversation(result, result["conversation_id"])), 201 if opened else 200
 
 
 @blueprint.post("/conversations/<id:conversation_id>/close")
+@access(Role.AGENT)
 def close_conversation(conversation_id: int) -> Any:
     """Close a conversation by hand (source ``user``), with an optional note."""
     body = _command_body("close")
     queries.conversation(engine().store, conversation_id)  # 404 before anything is recorded
     params = {"note": body["note"]} if "note" in body else {}
     result = _run_command({"type": "conversation.close", "conversation_id": conversation_id,
-                           "actor": body["user"], "params": params})
+                           "params": params}, body)
     return jsonify(_with_conversation(result, conversation_id))
 
 
 @blueprint.post("/conversations/<id:conversation_id>/replies")
+@access(Role.AGENT)
 def record_reply(conversation_id: int) -> Any:
     """Record a reply an agent sent elsewhere (``message.sent``): never opens, sends nothing."""
     body = _command_body("reply")
@@ -102,13 +100,14 @@ def record_reply(conversation_id: int) -> Any:
         raise ApiError(400, "invalid_body", "`text` (the reply) is required", path="text")
     conversation = queries.conversation(engine().store, conversation_id)  # 404 first
     data: dict[str, Any] = {"type": "message.sent", "contact": {"id": conversation.contact_id},
-                            "actor": body["user"], "message": {"text": body["text"]}}
+                            "message": {"text": body["text"]}}
     if conversation.channel:
         data["channel"] = conversation.channel
-    return jsonify(_with_conversation(_run_command(data), conversation_id))
+    return jsonify(_with_conversation(_run_command(data, body), conversation_id))
 
 
 @blueprint.post("/contacts/<id:primary_id>/merge")
+@access(Role.ADMIN)
 def merge_contacts(primary_id: int) -> Any:
     """Merge ``secondary_id`` into this contact; the secondary's open conversation closes."""
     body = _command_body("merge")
@@ -117,11 +116,12 @@ def merge_contacts(primary_id: int) -> Any:
             or not 1 <= secondary <= MAX_ID:
         raise ApiError(400, "invalid_body", "`secondary_id` must be a contact id", path="secondary_id")
     result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
-                           "secondary_contact_id": secondary, "actor": body["user"]})
+                           "secondary_contact_id": secondary}, body)
     return jsonify(result)
 
 
 @blueprint.get("/contacts")
+@access(Role.AGENT)
 def find_contacts() -> Any:
     """Contacts by channel identity: ``?channel=facebook&external_id=<PSID>``."""
     channel, external_id = request.args.get("channel"), request.args.get("external_id")
@@ -131,24 +131,28 @@ def find_contacts() -> Any:
 
 
 @blueprint.get("/contacts/<id:contact_id>/conversations")
+@access(Role.AGENT)
 def contact_conversations(contact_id: int) -> Any:
     """A contact's conversations, oldest first."""
     return jsonify(queries.contact_conversations(engine().store, contact_id))
 
 
 @blueprint.get("/conversations/<id:conversation_id>")
+@access(Role.AGENT)
 def get_conversation(conversation_id: int) -> Any:
     """One conversation."""
     return jsonify(queries.conversation(engine().store, conversation_id).to_dict())
 
 
 @blueprint.get("/events/<path:event_id>/trace")
+@access(Role.AGENT)
 def event_trace(event_id: str) -> Any:
     """Why an event did what it did: every candidate rule, condition and action."""
     return jsonify(queries.event_trace(engine().store, event_id))
 
 
 @blueprint.get("/outbox")
+@access(Role.ADMIN)
 def outbox_rows() -> Any:
     """Outbound calls: ``?status=pending|delivered|dead&limit=100``."""
     limit = whole_number_parameter("limit", default=100, least=1, most=1000)
@@ -161,6 +165,7 @@ def outbox_rows() -> Any:
 
 
 @blueprint.post("/outbox/<id:outbox_id>/retry")
+@access(Role.ADMIN)
 def retry_outbound(outbox_id: int) -> Any:
     """Send a dead-lettered call again."""
     outbox.requeue(engine().store, outbox_id)

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from rules_engine import Engine, RuleSet, Store, load_rule_set
 
 from . import api, events_webhook, observability, reload, reports
+from .access import PUBLIC, access, guard
 from .channel_webhooks import build_blueprint
 from .config import Settings
 from .http import DatabaseIdConverter, FastJSONProvider, register_error_handlers
@@ -38,11 +40,16 @@ def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None
     app.extensions["rules_engine_settings"] = settings
     app.extensions["rules_engine"] = Engine(store, rules, max_depth=settings.max_depth)
     register_error_handlers(app)
+    guard(app)
+    if settings.trusted_proxies:  # the client's address and scheme as the proxies saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
     for module in (events_webhook, api, reports, observability, reload):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(build_blueprint())
 
     @app.get("/healthz")
+    @access(PUBLIC)
     def healthz() -> Any:
         """Liveness: the store answers and the rules are loaded."""
         with store.read() as tx:
@@ -51,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, rules: RuleSet | None
         return jsonify({"status": "ok", "rules": len(serving), "rules_version": serving.version})
 
     @app.get("/openapi.json")
+    @access(PUBLIC)
     def openapi() -> Any:
         """This API, described in OpenAPI 3.1."""
         return jsonify(openapi_document())

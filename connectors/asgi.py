@@ -20,7 +20,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]  # (scope, receive, send)
 
 
 class BufferedRequests:
@@ -37,7 +37,7 @@ class BufferedRequests:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            return await _refuse(send, 413, "payload_too_large",
+            return await _refuse(send, 413, "request_entity_too_large",
                                  f"the body is larger than {self.max_body_bytes} bytes")
         try:
             async with asyncio.timeout(self.body_timeout):
@@ -46,7 +46,7 @@ class BufferedRequests:
             return await _refuse(send, 408, "request_timeout",
                                  f"the body did not arrive within {self.body_timeout:g} s")
         except _TooLarge:
-            return await _refuse(send, 413, "payload_too_large",
+            return await _refuse(send, 413, "request_entity_too_large",
                                  f"the body is larger than {self.max_body_bytes} bytes")
         if body is None:  # the client went away: nothing to answer
             return None

@@ -14,10 +14,11 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from .access import PLATFORM, access
 from .channels import ChannelAdapter, Skipped, adapters
 from .http import raw_body, run_events
-from .http import settings as app_settings
 from .observability import record_skipped
+from .services import settings as app_settings
 
 log = logging.getLogger("rules_engine.channels")
 
@@ -53,8 +54,10 @@ def build_blueprint() -> Blueprint:
     blueprint = Blueprint("channels", __name__)
     for adapter in adapters().values():
         blueprint.add_url_rule(adapter.route, f"receive_{adapter.name}",
-                               lambda adapter=adapter: _receive(adapter), methods=["POST"])
+                               access(PLATFORM)(lambda adapter=adapter: _receive(adapter)),
+                               methods=["POST"])
         if adapter.handshake:
             blueprint.add_url_rule(adapter.route, f"verify_{adapter.name}",
-                                   lambda adapter=adapter: _verify(adapter), methods=["GET"])
+                                   access(PLATFORM)(lambda adapter=adapter: _verify(adapter)),
+                                   methods=["GET"])
     return blueprint

@@ -23,8 +23,10 @@ APP_ENVIRONMENT = {
     "webhook_secret": "RULES_ENGINE_WEBHOOK_SECRET",
     "max_body_bytes": "RULES_ENGINE_MAX_BODY_BYTES",
     "max_depth": "RULES_ENGINE_MAX_DEPTH",
+    "trusted_proxies": "RULES_ENGINE_TRUSTED_PROXIES",
 }
 APP_SECRETS = ("api_token", "webhook_secret")
+MIN_SECRET_LENGTH = 32  # our own secrets; the platforms' are whatever the platform issued
 
 
 def environment() -> dict[str, str]:
@@ -46,6 +48,7 @@ class Settings:
     webhook_secret: str | None = None
     max_body_bytes: int = 1_048_576
     max_depth: int = 5
+    trusted_proxies: int = 0  # reverse proxies in front, whose X-Forwarded-For/-Proto count
     dev: bool = False  # only from `serve --dev` or create_app({"dev": True}), never the environment
     channels: Mapping[str, Any] = field(default_factory=dict)  # every channel setting by name
 
@@ -88,14 +91,17 @@ class Settings:
                 disabled.append(f"{adapter.route} (set {' or '.join(s.env for s in secrets)})")
         if not self.webhook_secret:
             disabled.append(f"/webhooks/events (set {APP_ENVIRONMENT['webhook_secret']})")
-        if not self.api_token:
-            disabled.append(f"/api and /dashboard (set {APP_ENVIRONMENT['api_token']})")
         return disabled
 
     def check(self) -> list[str]:
-        """Refuse an app that would be open to anyone; returns warnings to log."""
+        """Refuse an app that would be open to anyone, or guarded by a guessable secret;
+        returns warnings to log."""
         problems = [problem for adapter in adapters().values()
                     for problem in adapter.check_settings(self.channel_config(adapter))]
+        problems += [f"{APP_ENVIRONMENT[name]} is shorter than {MIN_SECRET_LENGTH} characters "
+                     f"(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                     for name in APP_SECRETS
+                     if getattr(self, name) and len(getattr(self, name)) < MIN_SECRET_LENGTH]
         if problems:
             raise ConfigError("; ".join(dict.fromkeys(problems)))
         unset = [variable for name, variable in environment().items()
@@ -103,7 +109,7 @@ class Settings:
                  and not (getattr(self, name, None) or self.channels.get(name))]
         if not self.configured_secrets() and not self.dev:
             raise ConfigError(
-                "no secret is configured, so every endpoint would be open to anyone. Set "
+                "no secret is configured, so no request could be authenticated. Set "
                 + ", ".join(unset) + " (those you use), or pass --dev for local development")
         if self.dev:
             return [f"DEVELOPMENT MODE: endpoints whose secret is unset accept unauthenticated "
@@ -118,7 +124,7 @@ class Settings:
 
 def _typed(values: dict[str, Any]) -> dict[str, Any]:
     typed = dict(values)
-    for name in ("max_body_bytes", "max_depth"):
+    for name in ("max_body_bytes", "max_depth", "trusted_proxies"):
         if name in typed:
             try:
                 typed[name] = int(typed[name])

@@ -7,9 +7,10 @@ from flask import Blueprint, jsonify, request
 
 from rules_engine import RulesEngineError, parse_event
 
+from .access import PLATFORM, access
 from .auth import require_signature
 from .http import ApiError, from_engine_error, json_body, raw_body, run_events
-from .http import settings as app_settings
+from .services import settings as app_settings
 
 SIGNATURE_HEADER = "X-Signature-256"
 
@@ -17,6 +18,7 @@ blueprint = Blueprint("events", __name__)
 
 
 @blueprint.post("/webhooks/events")
+@access(PLATFORM)
 def receive_events() -> Any:
     """One event object, or a list of them (each applied once, in order)."""
     settings = app_settings()

@@ -13,7 +13,6 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from rules_engine import (
     BatchRefused,
-    Engine,
     Event,
     EventError,
     NotFoundError,
@@ -22,10 +21,10 @@ from rules_engine import (
 )
 from rules_engine.model import MAX_ID
 
-from .config import Settings
 from .decoding import decode_json
 from .errors import ApiError
 from .observability import record_event, record_rejection
+from .services import engine
 
 
 class DatabaseIdConverter(BaseConverter):
@@ -74,16 +73,6 @@ def whole_number_parameter(name: str, *, default: int, least: int, most: int) ->
         raise ApiError(400, "invalid_parameter",
                        f"{name} must be a whole number from {least} to {most}", path=name)
     return int(text)
-
-
-def engine() -> Engine:
-    """The app's engine (shared service in ``app.extensions``)."""
-    return current_app.extensions["rules_engine"]
-
-
-def settings() -> Settings:
-    """The app's settings (``app.extensions``)."""
-    return current_app.extensions["rules_engine_settings"]
 
 
 def raw_body() -> bytes:

@@ -22,7 +22,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rules_engine.people import Role
 from rules_engine.trace_format import result_of
+
+from .access import access
 
 EVENTS = Counter("rules_engine_events_received", "Events received, by type, channel and status",
                  ["type", "channel", "status"])
@@ -99,6 +102,7 @@ def record_rejection(reason: str) -> None:
 
 
 @blueprint.get("/metrics")
+@access(Role.VIEWER)
 def metrics() -> Response:
     """Counters and the latency histogram, for Prometheus to scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

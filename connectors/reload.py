@@ -12,14 +12,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from rules_engine import RuleFileError, RuleSetInvalid, load_rule_set
 from rules_engine.loader import rule_files
+from rules_engine.people import Role
 
-from .auth import require_bearer
-from .http import engine
-from .http import settings as app_settings
+from .access import access
+from .services import engine
+from .services import settings as app_settings
 
 log = logging.getLogger("rules_engine.reload")
 
@@ -39,10 +40,10 @@ def rules_fingerprint(rules_dir: str) -> tuple[tuple[str, int, int], ...]:
 
 
 @blueprint.post("/api/rules/reload")
+@access(Role.ADMIN)
 def reload_rules() -> Any:
     """Validate the rules directory and serve it if it is clean; 422 with every problem if not."""
     settings = app_settings()
-    require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
     previous = engine().rules
     try:
         rules = load_rule_set([settings.rules_dir])

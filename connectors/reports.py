@@ -1,28 +1,26 @@
 """Reports over HTTP: the JSON/CSV report API and the dashboard page a team lead looks at."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from rules_engine import RulesEngineError
+from rules_engine import RulesEngineError, people
 from rules_engine.metrics import (
     GroupBy,
     closed_per_day,
     conversation_report,
     parse_report_query,
 )
+from rules_engine.people import Role
 from rules_engine.report_format import duration, to_csv
 
-from .auth import require_bearer
+from .access import PUBLIC, SESSION_COOKIE, access, principal, sign_in_page
 from .charts import bar_chart
-from .http import ApiError, engine, from_engine_error
-from .http import settings as app_settings
+from .http import from_engine_error
+from .services import engine
 
-COOKIE = "rules_engine_dashboard"
 RANGE_PRESETS = (7, 30, 90)
 
 blueprint = Blueprint("reports", __name__, template_folder="templates")
@@ -40,11 +38,10 @@ def _report_query(now: datetime, *, max_days: int | None = None, **overrides: st
 
 
 @blueprint.get("/api/reports/conversations")
+@access(Role.VIEWER)
 def report() -> Any:
     """Closed count and resolution time, responded count and first response time (mean,
     median, p90, max), open now: JSON or CSV."""
-    settings = app_settings()
-    require_bearer(settings.api_token, request.headers.get("Authorization"), dev=settings.dev)
     now = datetime.now(timezone.utc)
     result = conversation_report(engine().store, _report_query(now), now=now)
     if request.args.get("format") == "csv":
@@ -53,40 +50,41 @@ def report() -> Any:
     return jsonify(result)
 
 
-def _cookie_value(token: str) -> str:
-    """What the dashboard cookie holds: a MAC of the token, never the token itself."""
-    return hmac.new(token.encode(), b"rules-engine dashboard", hashlib.sha256).hexdigest()
-
-
-def _dashboard_access() -> Response | None:
-    """None when the request may see the dashboard; else the sign-in page to send instead."""
-    settings = app_settings()
-    token = settings.api_token
-    if token is None:
-        if settings.dev:
-            return None
-        raise ApiError(503, "not_configured", "RULES_ENGINE_API_TOKEN is not set")
-    cookie = request.cookies.get(COOKIE, "")
-    if hmac.compare_digest(cookie.encode(), _cookie_value(token).encode()):
-        return None
-    if request.headers.get("Authorization"):
-        require_bearer(token, request.headers.get("Authorization"), dev=settings.dev)
-        return None
-    return Response(render_template("login.html", failed=False), status=401)
-
-
 @blueprint.post("/dashboard")
+@access(PUBLIC)
 def sign_in() -> Any:
-    """The sign-in form: the API token in the body (never in a URL, which logs would keep)."""
-    settings = app_settings()
-    token = settings.api_token
-    given = request.form.get("token", "")
-    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
-        return Response(render_template("login.html", failed=True), status=401)
-    response = redirect(request.full_path.rstrip("?"), code=303)
+    """The sign-in form: a user's own token in the body (never in a URL, which logs would
+    keep); failed attempts are limited per client address."""
+    store, now = engine().store, datetime.now(timezone.utc)
+    address = request.remote_addr or "unknown"
+    refused_until = people.sign_in_refused_until(store, address, now=now)
+    if refused_until is not None:
+        wait = max(1, int((refused_until - now).total_seconds()))
+        page = sign_in_page(status=429, message=f"Too many failed sign-ins from your address: "
+                                                f"try again in {wait // 60 + 1} minutes.")
+        page.headers["Retry-After"] = str(wait)
+        return page
+    user = people.user_for_token(store, request.form.get("token", ""))
+    people.record_sign_in(store, address, succeeded=user is not None, now=now)
+    if user is None:
+        return sign_in_page(status=401, message="That token is not valid.")
+    session = people.start_session(store, user, now=now)
+    response = redirect(request.full_path.rstrip("?"), code=303)  # the range asked for
     https = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-    response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict",
-                        secure=https, max_age=12 * 3600)  # Secure behind a TLS proxy too
+    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict",
+                        secure=https, max_age=int(people.SESSION_LIFETIME.total_seconds()))
+    return response
+
+
+@blueprint.post("/dashboard/logout")
+@access(Role.VIEWER)
+def sign_out() -> Any:
+    """End this browser's session."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        people.end_session(engine().store, session, now=datetime.now(timezone.utc))
+    response = sign_in_page(status=200, message="You are signed out.")
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="Strict")
     return response
 
 
@@ -96,12 +94,10 @@ def _distribution_chart(buckets: list[dict[str, Any]], *, title: str, test_id: s
 
 
 @blueprint.get("/dashboard")
+@access(Role.VIEWER, sign_in_page=True)
 def dashboard() -> Any:
     """Headline figures, closed per day, the resolution- and first-response-time
     distributions, and tables per user, team and channel."""
-    refused = _dashboard_access()
-    if refused is not None:
-        return refused
     now = datetime.now(timezone.utc)
     query = _report_query(now, max_days=DASHBOARD_MAX_DAYS)
     store = engine().store
@@ -128,4 +124,5 @@ def dashboard() -> Any:
         "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
         distribution_chart=distribution_chart, first_response_chart=first_response_chart,
         duration=duration, presets=presets,
+        signed_in=None if principal().integration else f"{principal().name} ({principal().role})",
         since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)

@@ -80,7 +80,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
         from .asgi import BufferedRequests
 
         app = create_app(self.config, rules=self.rules)
-        return BufferedRequests(WSGIMiddleware(app, workers=self.threads),
+        return BufferedRequests(WSGIMiddleware(app, workers=self.threads),  # type: ignore[arg-type]
                                 max_body_bytes=app.config["MAX_CONTENT_LENGTH"],
                                 body_timeout=self.body_timeout)
 
@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics sums every worker
         metrics_dir = tempfile.mkdtemp(prefix="rules-engine-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        print(f"rules-engine serve: the metrics of every worker in {metrics_dir}", file=sys.stderr)
     if "prometheus_client" in sys.modules:  # it reads the variable once, when imported
         print("rules-engine serve: prometheus_client was imported too early; /metrics would "
               "miss the workers' counts", file=sys.stderr)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from . import queries
+from . import people, queries
 from .demo_data import generate_demo_data
 from .engine import DEFAULT_MAX_DEPTH, Engine
 from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
@@ -350,6 +350,35 @@ def cmd_db(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if current == head else 1
 
 
+def cmd_users(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = Store(_database_url(args))
+    now = datetime.now(timezone.utc)
+    try:
+        if args.action == "add":
+            user, token = people.add_user(store, args.name, people.Role(args.role), now=now)
+            out.write(token + "\n")  # alone on stdout, so that a script can capture it
+            err.write(f"added {user.role} '{user.name}'; the token above is shown only once: "
+                      "give it to them through a safe channel\n")
+        elif args.action == "revoke":
+            user = people.revoke_user(store, args.name, now=now)
+            err.write(f"revoked '{user.name}': their token and dashboard sessions no longer "
+                      "work\n")
+        elif args.format == "json":
+            _write_json(out, [user.to_dict() for user in people.list_users(store)])
+        else:
+            users = people.list_users(store)
+            width = max([len(u.name) for u in users] + [4])
+            for user in users:
+                revoked = f"  revoked {user.revoked_at:%Y-%m-%d %H:%M}" if user.revoked_at else ""
+                out.write(f"{user.name:<{width}}  {user.role:<6}  added "
+                          f"{user.created_at:%Y-%m-%d %H:%M}{revoked}\n")
+            if not users:
+                err.write("no users yet: rules-engine users add NAME --role admin|agent|viewer\n")
+    finally:
+        store.dispose()
+    return 0
+
+
 def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
     """A command run by an edge module in a fresh interpreter (the core never imports the
     web stack); the global --rules / --database-url travel as environment variables."""
@@ -495,6 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     database = command("db", "the database schema: upgrade it, or show its revision")
     database.add_argument("action", choices=["upgrade", "current"], help="what to do")
     database.set_defaults(handler=cmd_db)
+
+    users = command("users", "people who use the API and the dashboard: add (prints the new "
+                             "token once), list, revoke")
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = user_actions.add_parser("add", help="add a user and print their token, alone on stdout")
+    add.add_argument("name", help="the user's name, as reports and traces show it")
+    add.add_argument("--role", required=True, choices=[str(role) for role in people.Role],
+                     help="viewer: reports and dashboard; agent: also open, close and reply "
+                          "as themselves; admin: everything, and on behalf of others")
+    user_actions.add_parser("list", help="every user and role, revoked ones too").add_argument(
+        "--format", choices=["table", "json"], default="table", help="output format")
+    user_actions.add_parser("revoke", help="revoke a user's token and sessions").add_argument(
+        "name", help="the user's name")
+    users.set_defaults(handler=cmd_users)
 
     serve = commands.add_parser(
         "serve", add_help=False,

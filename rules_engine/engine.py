@@ -373,6 +373,8 @@ class _Run:
             "received_at": received_at.isoformat(), "ruleset_version": self.rules.version,
             "steps": self.steps, "fired": self.fired,
         }
+        if event.via is not None:
+            trace["actor"], trace["via"] = event.actor, event.via
         if self.new_contacts:
             trace["created_contact"] = next(iter(self.new_contacts))
         if self.dropped:

@@ -92,6 +92,7 @@ def parse_event(
         params=data.get("params", {}),
         intent=data.get("intent"),
         actor=data.get("actor"),
+        via=data.get("via"),
         conversation_id=data.get("conversation_id"),
         secondary_contact_id=data.get("secondary_contact_id"),
         secondary_identity=(

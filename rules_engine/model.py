@@ -124,6 +124,7 @@ class Event:
     params: Mapping[str, Any] = field(default_factory=dict)
     intent: Mapping[str, Any] | None = None
     actor: str | None = None
+    via: str | None = None  # who issued a command on the actor's behalf (see the event schema)
     conversation_id: int | None = None
     secondary_contact_id: int | None = None
     secondary_identity: tuple[str, str] | None = None  # (channel, external_id)

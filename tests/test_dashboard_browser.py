@@ -11,6 +11,7 @@ import requests
 from werkzeug.serving import make_server
 
 from connectors import create_app
+from rules_engine import people
 from rules_engine.demo_data import generate_demo_data
 
 from . import webhook_payloads as p
@@ -34,12 +35,14 @@ def served(tmp_path, clean_environment, database_url):
     app = create_app({"api_token": p.SECRETS["api_token"], "rules_dir": str(tmp_path),
                       "database_url": database_url})
     (tmp_path / "rules.yaml").write_text("rules: []\n", "utf-8")
-    generate_demo_data(app.extensions["rules_engine"].store, conversations=4000, days=90, seed=5)
+    store = app.extensions["rules_engine"].store
+    generate_demo_data(store, conversations=4000, days=90, seed=5)
+    _, token = people.add_user(store, "lead", people.Role.VIEWER, now=datetime.now(timezone.utc))
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", token
     server.shutdown()
     app.extensions["rules_engine"].store.dispose()
 
@@ -56,6 +59,7 @@ def headline(page, test_id: str) -> str:
 
 
 def test_the_dashboard_in_a_real_browser(served):
+    served, token = served
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -63,9 +67,13 @@ def test_the_dashboard_in_a_real_browser(served):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{served}/dashboard")
             assert page.locator("input[name=token]").is_visible()  # signed out: the sign-in form
-            page.fill("input[name=token]", p.SECRETS["api_token"])
+            page.fill("input[name=token]", p.SECRETS["api_token"])  # not a person's token
+            page.click("button[type=submit]")
+            assert page.text_content('[data-testid="sign-in-message"]') == "That token is not valid."
+            page.fill("input[name=token]", token)
             page.click("button[type=submit]")
             page.wait_for_selector('[data-testid="closed-count"]')
+            assert page.text_content('[data-testid="signed-in-as"]') == "lead (viewer)"
 
             report = api_report(served)
             assert int(headline(page, "open-now")) == report["totals"]["open_now"]
@@ -95,6 +103,11 @@ def test_the_dashboard_in_a_real_browser(served):
             assert float(headline(page, "median-resolution")) == narrowed["totals"]["resolution_seconds"]["median"]
             assert page.locator('[data-testid="chart-closed-per-day"] rect.bar').count() == 7
             page.screenshot(path=str(ARTIFACTS / "dashboard-7-days.png"), full_page=True)
+
+            page.click('[data-testid="sign-out"] button')
+            assert page.text_content('[data-testid="sign-in-message"]') == "You are signed out."
+            page.goto(f"{served}/dashboard")
+            assert page.locator("input[name=token]").is_visible()  # the session is over
         finally:
             browser.close()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -14,6 +14,7 @@ from connectors.outbox import OutboxWorker
 from rules_engine import outbox
 
 from .conftest import message
+from . import webhook_payloads as p
 from .receiver import receiving
 
 RULES = """
@@ -43,9 +44,9 @@ def client_for(tmp_path, clean_environment, database_url):
     (tmp_path / "app-rules" / "rules.yaml").write_text("rules: []\n", "utf-8")
 
     def make(store):
-        app = create_app({"api_token": "t0ken", "database_url": database_url,
+        app = create_app({"api_token": p.SECRETS["api_token"], "database_url": database_url,
                           "rules_dir": str(tmp_path / "app-rules")})
-        return app.test_client(), {"Authorization": "Bearer t0ken"}
+        return app.test_client(), {"Authorization": f"Bearer {p.SECRETS['api_token']}"}
 
     return make
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from rules_engine import people
 from rules_engine.demo_data import generate_demo_data
 
 from . import webhook_payloads as p
@@ -43,19 +44,27 @@ def test_report_api_needs_the_token(client):  # noqa: F811
     assert client.get("/api/reports/conversations").status_code == 401
 
 
-def test_dashboard_sign_in_sets_a_cookie_that_is_not_the_token(seeded_client):
+@pytest.fixture
+def viewer_token(app) -> str:  # noqa: F811
+    store = app.extensions["rules_engine"].store
+    return people.add_user(store, "lead", people.Role.VIEWER, now=datetime.now(timezone.utc))[1]
+
+
+def test_dashboard_sign_in_sets_a_cookie_that_is_not_the_token(seeded_client, viewer_token):
     refused = seeded_client.get("/dashboard")
-    assert refused.status_code == 401 and b"API token" in refused.data
+    assert refused.status_code == 401 and b"your own token" in refused.data
     assert b'method="post"' in refused.data  # the token never goes into a URL
     wrong = seeded_client.post("/dashboard", data={"token": "nope"})
     assert wrong.status_code == 401 and b"not valid" in wrong.data
-    assert seeded_client.get(f"/dashboard?token={p.SECRETS['api_token']}").status_code == 401
-    signed_in = seeded_client.post("/dashboard?since=2026-11-01", data={"token": p.SECRETS["api_token"]})
+    assert seeded_client.get(f"/dashboard?token={viewer_token}").status_code == 401
+    integration = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]})
+    assert integration.status_code == 401  # the dashboard is for people, each with their own
+    signed_in = seeded_client.post("/dashboard?since=2026-11-01", data={"token": viewer_token})
     assert signed_in.status_code == 303
     assert signed_in.headers["Location"] == "/dashboard?since=2026-11-01"
     cookie = signed_in.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert p.SECRETS["api_token"] not in cookie
+    assert viewer_token not in cookie
     page = seeded_client.get("/dashboard")
     assert page.status_code == 200 and b'data-testid="chart-closed-per-day"' in page.data
 
@@ -82,7 +91,7 @@ def test_metrics_count_events_rules_and_rejections(client):  # noqa: F811
     post_facebook(client, p.messenger(p.fb_message("PSID-M", "m_metrics", "thanks")))
     post_facebook(client, p.messenger(p.fb_message("PSID-M", "m_metrics", "thanks")))
     client.post("/webhooks/facebook", json={}, headers={"X-Hub-Signature-256": "sha256=00"})
-    text = client.get("/metrics").data.decode()
+    text = client.get("/metrics", headers=api_headers()).data.decode()
     assert re.search(r'rules_engine_events_received_total\{channel="facebook",status="duplicate",'
                      r'type="message.received"\} [1-9]', text)
     assert re.search(r'rules_engine_rules_fired_total\{rule_id="close-on-thanks"\} [1-9]', text)
@@ -101,11 +110,12 @@ def test_dashboard_shows_team_and_channel_performance(seeded_client):
                for g in by_team["groups"] if g["key"])
 
 
-def test_dashboard_cookie_is_secure_over_https_and_behind_a_tls_proxy(seeded_client):
-    direct = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]},
+def test_dashboard_cookie_is_secure_over_https_and_behind_a_tls_proxy(seeded_client,
+                                                                      viewer_token):
+    direct = seeded_client.post("/dashboard", data={"token": viewer_token},
                                 base_url="https://localhost")
-    proxied = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]},
+    proxied = seeded_client.post("/dashboard", data={"token": viewer_token},
                                  headers={"X-Forwarded-Proto": "https"})
-    plain = seeded_client.post("/dashboard", data={"token": p.SECRETS["api_token"]})
+    plain = seeded_client.post("/dashboard", data={"token": viewer_token})
     assert "Secure" in direct.headers["Set-Cookie"] and "Secure" in proxied.headers["Set-Cookie"]
     assert "Secure" not in plain.headers["Set-Cookie"]

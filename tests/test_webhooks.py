@@ -117,7 +117,7 @@ def test_no_secret_refuses_to_start_outside_development(clean_environment, datab
     ("/webhooks/events", "RULES_ENGINE_WEBHOOK_SECRET")])
 def test_an_unconfigured_endpoint_is_disabled_and_names_what_to_set(
         clean_environment, database_url, store, route, variable):
-    app = create_app({"api_token": "t", "database_url": database_url,
+    app = create_app({"api_token": p.SECRETS["api_token"], "database_url": database_url,
                       "rules_dir": str(REPO / "rules")})
     response = app.test_client().post(route, json={"object": "page", "entry": []})
     assert response.status_code == 503 and response.json["error"]["code"] == "not_configured"
@@ -320,7 +320,7 @@ def test_facebook_a_message_beside_unusable_items_is_applied(client):
     assert conversations_of(client, contact_id_of(client, "facebook", "user_ref:guest-77"))
     assert client.get("/api/contacts?channel=facebook&external_id=PSID-13",
                       headers=api_headers()).json == []
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", headers=api_headers()).get_data(as_text=True)
     assert 'rules_engine_items_skipped_total{channel="facebook",reason="standby"}' in metrics
 
 

@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 SECRETS = {
-    "api_token": "api-token-for-tests",
-    "webhook_secret": "events-secret-for-tests",
+    "api_token": "api-token-for-tests-0123456789abcdef",  # ours: at least 32 characters
+    "webhook_secret": "events-secret-for-tests-0123456789",
     "facebook_app_secret": "fb-app-secret-for-tests",
     "facebook_verify_token": "fb-verify-token-for-tests",
     "viber_auth_token": "viber-auth-token-for-tests",

@@ -65,6 +65,7 @@ class LongStr(Str):
     """``Str`` without a length limit."""
 
     impl = Text
+    cache_ok = True
 
 
 metadata = MetaData()
@@ -225,4 +226,35 @@ rule_runs = Table(
     Column("rule_id", Str(100), primary_key=True),
     Column("scope", Str(100), primary_key=True),
     Column("last_fired_at", UTCDateTime, nullable=False),
+)
+
+# People (rules_engine.people): users with a role and the digest of their API token, their
+# dashboard sessions (the digest of the cookie's random value), failed sign-ins per address.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Str(100), nullable=False, unique=True),
+    Column("role", Str(10), nullable=False),
+    Column("token_digest", Str(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("digest", Str(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_sessions_user", sessions.c.user_id)
+
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("address", Str(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_started_at", UTCDateTime, nullable=False),
 )
