@@ -63,6 +63,18 @@ def to_table(report: dict[str, Any]) -> str:
     return title + "\n" + "\n".join(lines) + "\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return) written with a leading ``'``, as OWASP advises;
+    numbers and other texts as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(report: dict[str, Any]) -> str:
     """CSV with a header row, one row per group and a total; times in seconds. The first
     eight columns are those of earlier releases; the first-response ones follow them."""
@@ -74,7 +86,7 @@ def to_csv(report: dict[str, Any]) -> str:
                      *(f"first_response_{name}_seconds" for name in STATISTICS),
                      "since", "until"])
     for key, figures in _rows(report):
-        writer.writerow([key, figures["closed"], *_statistics(figures, "resolution_seconds"),
+        writer.writerow([csv_cell(key), figures["closed"], *_statistics(figures, "resolution_seconds"),
                          "" if figures["open_now"] is None else figures["open_now"],
                          figures["open_age_seconds"]["max"], figures["responded"],
                          *_statistics(figures, "first_response_seconds"),

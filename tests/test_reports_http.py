@@ -119,3 +119,24 @@ def test_dashboard_cookie_is_secure_over_https_and_behind_a_tls_proxy(seeded_cli
     plain = seeded_client.post("/dashboard", data={"token": viewer_token})
     assert "Secure" in direct.headers["Set-Cookie"] and "Secure" in proxied.headers["Set-Cookie"]
     assert "Secure" not in plain.headers["Set-Cookie"]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_escaped(client):  # noqa: F811
+    body = p.encode({"id": "csv-1", "type": "message.received", "channel": "webchat",
+                     "contact": {"external_id": "csv-visitor"}, "message": {"text": "hi"}})
+    first = client.post("/webhooks/events", data=body, content_type="application/json",
+                        headers=p.signed_headers("/webhooks/events", body)).json["results"][0]
+    client.post(f"/api/conversations/{first['conversation_id']}/close", headers=api_headers(),
+                json={"user": "x"})
+    opened = client.post(f"/api/contacts/{first['contact_id']}/conversations",
+                         headers=api_headers(), json={
+                             "user": "x", "assignee": '=HYPERLINK("http://evil.example","x")',
+                             "team": "@SUM(1+1)"}).json
+    client.post(f"/api/conversations/{opened['conversation']['id']}/close",
+                headers=api_headers(), json={"user": "x"})
+    for by, escaped in (("user", "'=HYPERLINK"), ("team", "'@SUM")):
+        text = client.get(f"/api/reports/conversations?by={by}&format=csv",
+                          headers=api_headers()).data.decode()
+        rows = list(csv.reader(io.StringIO(text)))
+        assert any(row[0].startswith(escaped) for row in rows), rows
+        assert not any(row[0].startswith(("=", "+", "-", "@")) for row in rows[1:])

@@ -723,3 +723,20 @@ def test_json_responses_say_what_flasks_own_writer_says():
             assert written.get_data().endswith(b"\n")
             assert json.loads(written.get_data()) == json.loads(reference.response(value).get_data())
         assert list(json.loads(fast.response({"b": 1, "a": 2}).get_data())) == ["b", "a"]
+
+
+def test_facebook_items_without_an_id_or_a_time_get_their_id_from_the_body(client):
+    """A referral, or a postback without ``mid``, that carries no timestamp (a guest of the
+    chat plugin, some test tools): the same body delivered again is a repeat, never a
+    second welcome; a different one from the same person is a new event."""
+    referral = {"sender": {"id": "PSID-NOTIME"}, "recipient": {"id": "PAGE_1"},
+                "referral": {"ref": "summer-sale", "source": "SHORTLINK", "type": "OPEN_THREAD"}}
+    postback = {"sender": {"id": "PSID-NOTIME"}, "recipient": {"id": "PAGE_1"},
+                "postback": {"title": "Prices", "payload": "PRICES"}}
+    other = {**postback, "postback": {"title": "Hours", "payload": "HOURS"}}
+    first = post_facebook(client, p.messenger(referral, postback)).json["results"]
+    again = post_facebook(client, p.messenger(referral, postback)).json["results"]
+    assert [r["status"] for r in first] == ["applied", "applied"]
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    assert [r["event_id"] for r in again] == [r["event_id"] for r in first]
+    assert post_facebook(client, p.messenger(other)).json["results"][0]["status"] == "applied"

@@ -9,7 +9,9 @@ the settings, the outbox worker and the core all read that one registry.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -233,6 +235,13 @@ def mapping(value: Any, path: str) -> dict[str, Any]:
 def clipped(value: Any, limit: int) -> str | None:
     """An optional descriptive string (a title, a MIME type), cut to ``limit``."""
     return value[:limit] if isinstance(value, str) else None
+
+
+def content_digest(value: Any) -> str:
+    """A short, stable digest of a JSON value (its canonical form), for an item that the
+    platform gives no id: the same item always digests the same."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def number(value: Any) -> float | None:

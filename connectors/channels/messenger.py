@@ -36,6 +36,7 @@ from .base import (
     Outbound,
     Parsed,
     Setting,
+    content_digest,
     epoch_time,
     identifier,
     mapping,
@@ -201,7 +202,7 @@ class _Items:
         title = optional_text(postback.get("title"), f"{path}/postback/title")
         mid = postback.get("mid")
         event_id = (identifier(mid, f"{path}/postback/mid") if mid is not None
-                    else f"postback:{person}:{item.get('timestamp')}")
+                    else f"postback:{person}:{_moment(item, str(item.get('timestamp')))}")
         params: dict[str, Any] = {"payload": payload, "title": title}
         if isinstance(postback.get("referral"), dict):
             params["referral"] = _referral(postback["referral"])
@@ -213,7 +214,7 @@ class _Items:
 
     def referral(self, item: dict[str, Any], referral: dict[str, Any], path: str) -> None:
         person, at = self.person(item, path), self.at(item, path)
-        self.event(EventType.WELCOME, f"referral:{person}:{int(at.timestamp() * 1000)}",
+        self.event(EventType.WELCOME, f"referral:{person}:{_moment(item, _ms(at))}",
                    person, at, params={"referral": _referral(referral)})
 
     def optin(self, item: dict[str, Any], optin: dict[str, Any], path: str) -> None:
@@ -221,9 +222,20 @@ class _Items:
         if status != "STOP_NOTIFICATIONS":  # the docs spell it with a space, payloads with _
             return self.found.skip(path, "optin", str(optin.get("type") or "opt-in"))
         person, at = self.person(item, path), self.at(item, path)
-        self.event(EventType.CONTACT_UNSUBSCRIBED,
-                   f"optout:{person}:{int(at.timestamp() * 1000)}", person, at,
+        self.event(EventType.CONTACT_UNSUBSCRIBED, f"optout:{person}:{_moment(item, _ms(at))}",
+                   person, at,
                    params={"reason": "stop_notifications", "topic": optin.get("title")})
+
+
+def _moment(item: dict[str, Any], stamped: str) -> str:
+    """What tells apart, for one person, items that carry no id of their own: ``stamped``
+    (from the item's timestamp) when it has one, else a digest of the whole item, so that
+    the same body delivered again gets the same event id (never the time it was received)."""
+    return stamped if "timestamp" in item else content_digest(item)
+
+
+def _ms(at: datetime) -> str:
+    return str(int(at.timestamp() * 1000))
 
 
 def _attachments(value: Any, path: str) -> tuple[dict[str, Any], ...]:
