@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask, abort, jsonify, request
 
+from connectors.asgi import buffered_wsgi
 from rules_engine.store.writer_lock import WriterLock
 
 app = Flask(__name__)
@@ -101,3 +102,7 @@ def receive() -> Any:
             raise
         db.execute("COMMIT")
     return jsonify({"results": [{"event_id": event["id"], "status": status}]})
+
+
+# As `rules-engine serve` serves the engine (the benchmark runs all three alike).
+asgi = buffered_wsgi(app, threads=4, max_body_bytes=1_048_576, body_timeout=30)

@@ -23,6 +23,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]  # (scope, receive, send)
 
 
+def buffered_wsgi(app: Any, *, threads: int, max_body_bytes: int,
+                  body_timeout: float) -> BufferedRequests:
+    """The WSGI ``app`` as the ASGI app ``Worker`` serves: each request read whole on the
+    event loop, then run on one of ``threads`` threads (a2wsgi)."""
+    from a2wsgi import WSGIMiddleware
+
+    return BufferedRequests(WSGIMiddleware(app, workers=threads),
+                            max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+
+
 class BufferedRequests:
     """An ASGI middleware that reads a request's body whole before ``app`` sees it: 413
     past ``max_body_bytes`` (declared or counted), 408 past ``body_timeout`` seconds."""

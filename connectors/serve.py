@@ -74,15 +74,12 @@ class _Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from a2wsgi import WSGIMiddleware
-
         from .app import create_app
-        from .asgi import BufferedRequests
+        from .asgi import buffered_wsgi
 
         app = create_app(self.config, rules=self.rules)
-        return BufferedRequests(WSGIMiddleware(app, workers=self.threads),  # type: ignore[arg-type]
-                                max_body_bytes=app.config["MAX_CONTENT_LENGTH"],
-                                body_timeout=self.body_timeout)
+        return buffered_wsgi(app, threads=self.threads, body_timeout=self.body_timeout,
+                             max_body_bytes=app.config["MAX_CONTENT_LENGTH"])
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
