@@ -1,7 +1,6 @@
 """Condition trees (expressions combined with all / any / not), compiled once, evaluated per event."""
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -9,7 +8,7 @@ from typing import Any, Protocol
 
 from .context import Spec
 from .errors import ExpressionError
-from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
+from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression, preview
 
 
 class ConditionFailed(Exception):
@@ -38,20 +37,6 @@ class Condition(Protocol):
         """(path, text) of every leaf, for traces (which store the text once per rule set)."""
 
 
-_PREVIEW = reprlib.Repr()  # keyword arguments only from Python 3.12 on
-_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxlong, _PREVIEW.maxother = 3, 70, 40, 70
-
-
-def _preview(value: Any) -> Any:
-    """A short rendering of a value for the trace, bounded before it is built."""
-    if isinstance(value, (bool, float)) or value is None:
-        return value
-    if isinstance(value, int):
-        return value if value.bit_length() <= 53 else f"<an integer of {value.bit_length()} bits>"
-    text = _PREVIEW.repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 @dataclass(frozen=True, slots=True)
 class ExpressionCondition:
     """One expression; true when its value is truthy."""
@@ -67,7 +52,7 @@ class ExpressionCondition:
             raise ConditionFailed(self.path, str(error)) from None
         # a boolean value is its own result; any other value is previewed beside it
         log[self.path] = value if value is True or value is False else {
-            "result": bool(value), "value": _preview(value)}
+            "result": bool(value), "value": preview(value)}
         return bool(value)
 
     def sources(self) -> Iterator[tuple[str, str]]:

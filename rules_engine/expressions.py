@@ -2,10 +2,14 @@
 
 Built on simpleeval, with its known gaps closed and a budget:
 
-- every value an expression builds is bounded before it is built: integers to
-  ``MAX_INT_BITS``; strings, and containers counted with everything nested in them
-  (``[[0]*100000]*100000`` counts 10^10), to ``MAX_VALUE_SIZE``; ``%`` formatting widths and
-  precisions, ``round``'s digits, ``str()`` of containers, ``min`` / ``max`` inputs;
+- an expression is nested at most ``MAX_NESTING`` levels deep, so neither its compiled
+  source nor simpleeval meets Python's parser or recursion limits;
+- every value an expression builds, text or bytes, is bounded before it is built: integers
+  to ``MAX_INT_BITS``; strings, bytes, and containers counted with everything nested in them
+  (``[[0]*100000]*100000`` counts 10^10), to ``MAX_VALUE_SIZE``; ``str()`` and ``%``
+  formatting to the text they would make, estimated from their inputs (``rendered_size``,
+  ``formatted_size``); ``%`` widths and precisions, ``round``'s digits, ``int()``'s text,
+  ``min`` / ``max`` inputs;
 - each evaluation has a step budget (``MAX_STEPS``; the compiled form holds it by
   construction) and a work budget (``MAX_WORK`` characters and items processed, at
   most about 25 ms; exact, so a busy machine never makes a condition fail); load-time constant
@@ -22,6 +26,7 @@ from __future__ import annotations
 import ast
 import operator
 import re
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,20 +42,43 @@ from .errors import ExpressionError, did_you_mean
 
 MAX_EXPRESSION_LENGTH = 2_000
 MAX_NODES = 400
+MAX_NESTING = 50  # levels of sub-expressions (the compiled source nests at most two per level)
 MAX_STRING_LENGTH = 100_000
 MAX_VALUE_SIZE = 100_000  # characters and items, nested ones included
 MAX_INT_BITS = 4_096
+MAX_INT_DIGITS = len(str(2**MAX_INT_BITS))  # the longest text int() reads (1,234 characters)
 MAX_SHIFT = 4_096
 MAX_FORMAT_WIDTH = 200  # width and precision in ``'%10.2f' % x``
 MAX_ROUND_DIGITS = 100
 MAX_STEPS = 2_000
 MAX_WORK = 1_000_000  # characters and items an evaluation may process (at most about 25 ms)
 MAX_EVALUATION_SECONDS = 0.02  # the reference evaluator's time budget
-_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d*))?[a-zA-Z%]")
 
 
 class ExpressionRuntimeError(Exception):
     """An expression failed while being evaluated (missing field, wrong type, a bound)."""
+
+
+_PREVIEW = reprlib.Repr()  # keyword arguments only from Python 3.12 on
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxlong, _PREVIEW.maxother = 3, 70, 40, 70
+
+
+def preview(value: Any) -> Any:
+    """A short rendering of a value, for traces and messages, bounded before it is built."""
+    if isinstance(value, (bool, float)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 53 else f"<an integer of {value.bit_length()} bits>"
+    text = _PREVIEW.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _failure(error: Exception) -> ExpressionRuntimeError:
+    """Any failure of an expression as a runtime error, its message bounded (a KeyError's
+    message is its key's whole repr)."""
+    if isinstance(error, KeyError):  # a dict's field read at once
+        return ExpressionRuntimeError(f"no field {preview(error.args[0])}")
+    return ExpressionRuntimeError(f"{type(error).__name__}: {error}")
 
 
 # -- bounded operators ---------------------------------------------------------------
@@ -66,41 +94,77 @@ def _sized(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
 
 
-_CONTAINERS = (str, bytes, list, tuple, set, frozenset, Mapping)
+_COLLECTIONS = (list, tuple, set, frozenset, Mapping)
+_CONTAINERS = (str, bytes, *_COLLECTIONS)
+_PLAIN_LEAVES = frozenset({str, bytes, int, float, bool, type(None)})  # found without isinstance
+
+
+def _measure(value: Any, limit: int, leaf: Callable[[Any], int], container: int,
+             item: int) -> int:
+    """``value`` weighed: ``leaf(x)`` for each value that is not a collection, ``container``
+    for each collection and ``item`` for each thing it holds (a mapping's keys and values);
+    a nested collection counts each time it appears but is walked once; the count stops a
+    little past ``limit``."""
+    known: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, _COLLECTIONS):
+            return leaf(node)
+        if depth > 100:
+            raise ExpressionRuntimeError("a value nested more than 100 levels deep")
+        children = [*node.keys(), *node.values()] if isinstance(node, Mapping) else node
+        total = container + item * len(children)
+        for child in children:
+            if child.__class__ in _PLAIN_LEAVES:
+                total += leaf(child)
+            else:
+                weight = known.get(id(child))
+                if weight is None:
+                    weight = known[id(child)] = size(child, depth + 1)
+                total += weight
+            if total > limit:
+                break
+        return total
+
+    return size(value, 0)
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes)) else 0
+
+
+def _rendered_length(value: Any) -> int:
+    """The length of a value's repr, texts' escapes aside; an integer's from its bit length."""
+    kind = value.__class__
+    if kind is int:
+        return int(value.bit_length() * 0.30103) + 1 + (value < 0)  # never fewer digits
+    if kind is str:
+        return len(value) + 2
+    if kind is bytes:
+        return len(value) + 3
+    return len(repr(value))  # floats, None, booleans; objects only an embedder's context holds
 
 
 def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
     """Characters plus items, counting a nested container each time it appears (but walking
     it once); the count stops a little past ``limit``."""
-    known: dict[int, int] = {}
+    return _measure(value, limit, _length, container=1, item=1)
 
-    def size(item: Any, depth: int) -> int:
-        if isinstance(item, (str, bytes)):
-            return len(item)
-        if not isinstance(item, _CONTAINERS):
-            return 0
-        if id(item) in known:
-            return known[id(item)]
-        if depth > 100:
-            raise ExpressionRuntimeError("a value nested more than 100 levels deep")
-        children = [*item.keys(), *item.values()] if isinstance(item, Mapping) else item
-        total = 1 + len(children)
-        for child in children:
-            if isinstance(child, _CONTAINERS):
-                total += size(child, depth + 1)
-                if total > limit:
-                    break
-        known[id(item)] = total
-        return total
 
-    return size(value, 0)
+def rendered_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
+    """The length of ``str(value)`` (a text's repr inside a container), counted without
+    rendering it: texts by their length and quotes, integers by their digits, containers by
+    their brackets and separators. Never less for the values expressions build, but for a
+    repr's escapes (up to 10 characters for one), which only the rendered text shows. The
+    count stops a little past ``limit``."""
+    return _measure(value, limit, _rendered_length, container=2, item=2)
 
 
 def check_size(value: Any) -> Any:
     """``value``, unless it is larger than the bound."""
     if isinstance(value, int) and not isinstance(value, bool):
         return _check_int(value)
-    if isinstance(value, (str, bytes, list, tuple, set, frozenset, Mapping)):
+    if isinstance(value, _CONTAINERS):
         if value_size(value) > MAX_VALUE_SIZE:
             raise ExpressionRuntimeError(f"value larger than {MAX_VALUE_SIZE} characters and items")
     return value
@@ -130,25 +194,67 @@ def bounded_mul(left: Any, right: Any) -> Any:
     return operator.mul(left, right)
 
 
-def bounded_add(left: Any, right: Any) -> Any:
-    """``+`` bounding concatenated strings and lists (with what they hold)."""
-    if _sized(left) is not None and _sized(right) is not None:
-        if value_size(left) + value_size(right) > MAX_VALUE_SIZE:
-            raise ExpressionRuntimeError(f"concatenation over {MAX_VALUE_SIZE} characters "
-                                         "and items")
-    return _check_int(operator.add(left, right))
+def bounded_join(operation: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``+``, ``|`` or ``^`` bounding the texts and containers they join (with what they
+    hold) before computing."""
+    def join(left: Any, right: Any) -> Any:
+        if isinstance(left, _CONTAINERS) and isinstance(right, _CONTAINERS):
+            if value_size(left) + value_size(right) > MAX_VALUE_SIZE:
+                raise ExpressionRuntimeError(f"joined value over {MAX_VALUE_SIZE} characters "
+                                             "and items")
+        return _check_int(operation(left, right))
+    return join
+
+
+# One % conversion as Python reads it: a key, flags, width, precision, length modifier and
+# conversion character. Possessive, so a width is read whole and the scan is linear; a key
+# ends at its first ')' (one that nests or does not close is refused).
+_CONVERSION = re.compile(r"%(\([^()]*+\)?)?[-+ #0]*+(\*|[0-9]*+)(?:\.(\*|[0-9]*+))?[hlL]?.?",
+                         re.DOTALL)
+# What a conversion can add to its argument's rendering besides its width and precision:
+# 309 digits ('%f' % 1e308), octal digits, a sign and a prefix.
+_NUMBER_EXTRA = 320
+
+
+def _too_wide(digits: str) -> bool:
+    return len(digits) > 3 or int(digits or 0) > MAX_FORMAT_WIDTH
+
+
+def formatted_size(template: str | bytes, arguments: Any) -> int:
+    """The length of ``template % arguments``, counted before formatting (as
+    ``rendered_size``); raises ExpressionRuntimeError for a conversion the sandbox refuses:
+    a ``*``, a width or precision over ``MAX_FORMAT_WIDTH``, a key holding parentheses. The
+    count stops a little past the bound."""
+    text = template if isinstance(template, str) else template.decode("latin-1")
+    size, whole = len(text), False
+    for conversion in _CONVERSION.finditer(text):
+        key, width, precision = conversion.groups(default="")
+        if "*" in (width, precision):
+            raise ExpressionRuntimeError("'*' widths are not allowed in % formatting")
+        if _too_wide(width) or _too_wide(precision):
+            raise ExpressionRuntimeError(f"% formatting wider than {MAX_FORMAT_WIDTH}")
+        if key and not key.endswith(")"):
+            raise ExpressionRuntimeError("a % key may not hold parentheses")
+        size += int(width or 0) + int(precision or 0) + _NUMBER_EXTRA
+        if key and isinstance(arguments, Mapping):
+            name = key[1:-1]
+            size += rendered_size(arguments.get(name if isinstance(template, str)
+                                                else name.encode("latin-1")))
+        else:
+            whole = True  # the arguments, or one of them
+        if size > MAX_VALUE_SIZE:
+            return size
+    return (size + rendered_size(arguments)) if whole else size
 
 
 def bounded_mod(left: Any, right: Any) -> Any:
-    """``%``: string formatting with bounded widths and precisions (no ``*``)."""
-    if isinstance(left, str):
-        for width, precision in _FORMAT_SPEC.findall(left):
-            if "*" in (width, precision):
-                raise ExpressionRuntimeError("'*' widths are not allowed in % formatting")
-            if max(len(width), len(precision)) > 3 or int(width or 0) > MAX_FORMAT_WIDTH \
-                    or int(precision or 0) > MAX_FORMAT_WIDTH:
-                raise ExpressionRuntimeError(f"% formatting wider than {MAX_FORMAT_WIDTH}")
-        return check_size(operator.mod(left, check_size(right)))
+    """``%``: text and bytes formatting refused before it runs when it could make more than
+    ``MAX_VALUE_SIZE`` characters (``formatted_size``)."""
+    if isinstance(left, (str, bytes)):
+        if formatted_size(left, right) > MAX_VALUE_SIZE:
+            raise ExpressionRuntimeError(f"% formatting could make more than {MAX_VALUE_SIZE} "
+                                         "characters")
+        return check_size(operator.mod(left, right))
     return operator.mod(left, right)
 
 
@@ -168,8 +274,21 @@ def bounded_extreme(pick: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def bounded_str(value: Any) -> str:
-    """``str()`` of a bounded value, whose text is bounded too."""
-    return check_size(str(check_size(value)))
+    """``str()``, refused before it runs when the text could be longer than the bound
+    (``rendered_size``); the text is checked too, for escapes."""
+    if isinstance(value, str):
+        return value
+    if rendered_size(value) > MAX_VALUE_SIZE:
+        raise ExpressionRuntimeError(f"str() would make more than {MAX_VALUE_SIZE} characters")
+    return check_size(str(value))
+
+
+def bounded_int(value: Any) -> int:
+    """``int()``, refusing a text longer than ``MAX_INT_DIGITS`` before reading it (whatever
+    the interpreter's own limit on digits)."""
+    if isinstance(value, (str, bytes)) and len(value) > MAX_INT_DIGITS:
+        raise ExpressionRuntimeError(f"int() of a text over {MAX_INT_DIGITS:,} characters")
+    return _check_int(int(value))
 
 
 def bounded_lshift(left: Any, right: Any) -> Any:
@@ -180,7 +299,7 @@ def bounded_lshift(left: Any, right: Any) -> Any:
 
 
 OPERATORS: dict[type, Callable[..., Any]] = {
-    ast.Add: bounded_add,
+    ast.Add: bounded_join(operator.add),
     ast.Sub: lambda a, b: _check_int(operator.sub(a, b)),
     ast.Mult: bounded_mul,
     ast.Div: operator.truediv,
@@ -190,8 +309,8 @@ OPERATORS: dict[type, Callable[..., Any]] = {
     ast.LShift: bounded_lshift,
     ast.RShift: operator.rshift,
     ast.BitAnd: operator.and_,
-    ast.BitOr: operator.or_,
-    ast.BitXor: operator.xor,
+    ast.BitOr: bounded_join(operator.or_),
+    ast.BitXor: bounded_join(operator.xor),
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
     ast.Lt: operator.lt,
@@ -218,7 +337,7 @@ def _parse_time(value: Any) -> datetime:
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:
-        raise ExpressionRuntimeError(f"not a timestamp: {value!r}")
+        raise ExpressionRuntimeError(f"not a timestamp: {preview(value)}")
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -267,7 +386,7 @@ def _make_functions(clock: Callable[[], datetime],
         "startswith": lambda s, prefix: _text(s).startswith(_text(prefix)),
         "endswith": lambda s, suffix: _text(s).endswith(_text(suffix)),
         "len": len,
-        "int": lambda v: _check_int(int(v)),
+        "int": bounded_int,
         "float": float,
         "str": bounded_str,
         "abs": abs,
@@ -491,6 +610,26 @@ class _YamlConstants(ast.NodeTransformer):
         return node
 
 
+def _deeper_than_allowed(tree: ast.AST) -> ast.expr | None:
+    """A sub-expression nested more than ``MAX_NESTING`` levels deep, if any (found without
+    recursion, since the tree may be deep)."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, ast.expr):
+            depth += 1
+            if depth > MAX_NESTING:
+                return node
+        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def _too_deep(column: int | None) -> ExpressionError:
+    return ExpressionError(f"expression nested more than {MAX_NESTING} levels deep (each "
+                           "operator, call, bracket or field is a level)", column=column,
+                           hint="split it into several conditions under all: / any:")
+
+
 def reads_context(tree: ast.AST) -> bool:
     """Whether an expression reads any name other than the functions it calls."""
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
@@ -521,10 +660,8 @@ class CompiledExpression:
             return self.function(context, now, [0])
         except ExpressionRuntimeError:
             raise
-        except KeyError as missing:  # a dict's field read at once
-            raise ExpressionRuntimeError(f"no field {missing.args[0]!r}") from None
         except Exception as error:  # any failure of the user's expression counts as false
-            raise ExpressionRuntimeError(f"{type(error).__name__}: {error}") from error
+            raise _failure(error) from error
 
     def evaluate_reference(self, context: Mapping[str, Any], *, now: datetime) -> Any:
         """The same, evaluated by simpleeval (the reference for the compiled function)."""
@@ -535,7 +672,7 @@ class CompiledExpression:
         except ExpressionRuntimeError:
             raise
         except Exception as error:
-            raise ExpressionRuntimeError(f"{type(error).__name__}: {error}") from error
+            raise _failure(error) from error
 
 
 def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpression:
@@ -554,12 +691,17 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
     try:
         module = ast.parse(stripped, mode="eval")
     except SyntaxError as error:
+        if error.msg == "too many nested parentheses":  # Python's own bound, past ours
+            raise _too_deep(error.offset) from None
         raise ExpressionError(
             f"syntax error: {error.msg}", column=error.offset,
             hint="conditions are Python-like expressions, e.g. message.text == 'hi'",
         ) from None
     if sum(1 for _ in ast.walk(module)) > MAX_NODES:
         raise ExpressionError(f"expression has more than {MAX_NODES} parts", hint="split it")
+    deep = _deeper_than_allowed(module)
+    if deep is not None:
+        raise _too_deep(deep.col_offset + 1)
     module = _YamlConstants().visit(module)
     _Checker(roots).visit(module)
     compiled = CompiledExpression(source=stripped, tree=module.body, function=compile_tree(

@@ -1,11 +1,14 @@
 """Templated values for outbound actions: ``{{ expression }}`` inside strings of any JSON value.
 
 ``"Hi {{ contact.name }}"`` renders as text; a string that is exactly one placeholder,
-``"{{ contact.fields.order_id }}"``, keeps the expression's own type (number, list...).
-Every expression is compiled and checked at load time like a condition.
+``"{{ contact.fields.order_id }}"``, keeps the expression's own type (number, list...), which
+must be a JSON value. Every expression is compiled and checked at load time like a
+condition; a rendered template is bounded to ``MAX_STRING_LENGTH`` characters, counted
+before each piece of it is made.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +17,14 @@ from typing import Any
 
 from .context import Spec
 from .errors import ExpressionError
-from .expressions import MAX_STRING_LENGTH, CompiledExpression, ExpressionRuntimeError, compile_expression
+from .expressions import (
+    MAX_STRING_LENGTH,
+    CompiledExpression,
+    ExpressionRuntimeError,
+    bounded_str,
+    compile_expression,
+    rendered_size,
+)
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
@@ -23,19 +33,37 @@ _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 class _Text:
     parts: tuple[str | CompiledExpression, ...]
 
-    def render(self, context: Mapping[str, Any], now: datetime) -> Any:
+    def render(self, context: Mapping[str, Any], now: datetime, spent: list[int]) -> Any:
         if len(self.parts) == 1 and isinstance(self.parts[0], CompiledExpression):
-            return self.parts[0].evaluate(context, now=now)
-        rendered = "".join(
-            part if isinstance(part, str)
-            else _text(part.evaluate(context, now=now)) for part in self.parts)
-        if len(rendered) > MAX_STRING_LENGTH:
-            raise ExpressionRuntimeError(f"rendered text over {MAX_STRING_LENGTH} characters")
-        return rendered
+            value = self.parts[0].evaluate(context, now=now)
+            _spend(spent, rendered_size(value))
+            return _json_value(value)
+        pieces = []
+        for part in self.parts:
+            piece = part if isinstance(part, str) else _text(part.evaluate(context, now=now))
+            _spend(spent, len(piece))
+            pieces.append(piece)
+        return "".join(pieces)
+
+
+def _spend(spent: list[int], characters: int) -> None:
+    """Count a piece of the template, refusing it past the bound (before the whole is made)."""
+    spent[0] += characters
+    if spent[0] > MAX_STRING_LENGTH:
+        raise ExpressionRuntimeError(f"rendered template over {MAX_STRING_LENGTH} characters")
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    return "" if value is None else bounded_str(value)
+
+
+def _json_value(value: Any) -> Any:
+    """``value``, when JSON can hold it (bytes or a set cannot: the action fails, not the event)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise ExpressionRuntimeError(f"not a JSON value: {error}") from None
+    return value
 
 
 def _compile_text(text: str, roots: Mapping[str, Spec], path: str) -> _Text | str:
@@ -66,16 +94,16 @@ class Template:
 
     def render(self, context: Mapping[str, Any], *, now: datetime) -> Any:
         """The value with every placeholder evaluated; ExpressionRuntimeError on failure."""
-        return _render(self.value, context, now)
+        return _render(self.value, context, now, [0])
 
 
-def _render(value: Any, context: Mapping[str, Any], now: datetime) -> Any:
+def _render(value: Any, context: Mapping[str, Any], now: datetime, spent: list[int]) -> Any:
     if isinstance(value, _Text):
-        return value.render(context, now)
+        return value.render(context, now, spent)
     if isinstance(value, dict):
-        return {key: _render(item, context, now) for key, item in value.items()}
+        return {key: _render(item, context, now, spent) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render(item, context, now) for item in value]
+        return [_render(item, context, now, spent) for item in value]
     return value
 
 

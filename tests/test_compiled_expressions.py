@@ -17,7 +17,7 @@ from rules_engine.context import every_root
 from rules_engine.errors import ExpressionError
 from rules_engine.expressions import ExpressionRuntimeError, compile_expression
 
-from .expression_strategies import expressions
+from .expression_strategies import expressions, nested
 from .test_expressions import CONTEXT as EXPRESSION_CONTEXT
 from .test_sandbox import ATTACKS
 from .test_sandbox import CONTEXT as SANDBOX_CONTEXT
@@ -56,6 +56,9 @@ HAND_WRITTEN = [
     "minutes_since(params.n)", "1 << params.n", "params.n >> 1", "params.n & 3",
     "params.n | 8", "params.n ^ 5", "len(contact.tags) == 1 and contact.name != null",
     "event.depth == 0 or channel == 'facebook'", "contact.fields.age.real",
+    "b'ab' * params.n + b'c'", "b'%s-%d' % (b'x', params.n)", "b'%(k)05.1f' % {b'k': params.n}",
+    "str(b'ab' + b'\\x00')", "int(b'42') + len(b'abc')", "contains(b'abc', b'b')",
+    "'%(a)s %(a)r' % {'a': message.text}", "{1: 2} | {params.n: 3}", "{params.n} ^ {1}",
 ]
 ATTACK_SOURCES = [source for pair in ATTACKS for source in pair]
 
@@ -96,7 +99,7 @@ def test_the_corpus_is_not_empty():
 
 _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
-    | st.text(max_size=8),
+    | st.text(max_size=8) | st.binary(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
         ["a", "b", "text", "n", "tags"]), inner, max_size=4), max_leaves=10)
 _CONTEXTS = st.fixed_dictionaries({
@@ -110,7 +113,8 @@ _CONTEXTS = st.fixed_dictionaries({
 })
 ATOMS = ["params.a", "params.b", "params.n", "params.text", "message.text", "contact.tags",
          "contact.name", "contact.fields.a", "channel", "0", "1", "-2", "1.5", "'x'", "'ab'",
-         "null", "true", "[]", "[1, 'a']", "params['a']", "contact.tags[0]", "message.text[1:]"]
+         "null", "true", "[]", "[1, 'a']", "params['a']", "contact.tags[0]", "message.text[1:]",
+         "b'x'", "b'%s%d'", "b'ab' * 3", "'%(a)s'", "{'a': 1}"]
 OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "|", "^", "==", "!=", "<",
              "<=", ">", ">=", "in", "not in", "and", "or", "is", "is not"]
 FUNCTIONS = ["lower", "upper", "strip", "len", "str", "int", "float", "abs", "min", "max",
@@ -142,3 +146,10 @@ def test_the_public_condition_api():
         .evaluate({"intent": {"confidence": 0.9}})
     with pytest.raises(EventError, match="unknown trigger"):
         compile_condition("true", trigger="message.recieved")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(nested(["params.n", "message.text", "b'x'", "1.5"], st.integers(1, 48)), _CONTEXTS)
+def test_nested_expressions_agree_with_simpleeval(case, context):
+    assert_agree(case[0], {**context, "event": {"depth": 0}, "conversation": {"is_open": True}})

@@ -3,20 +3,34 @@ bounded, each evaluation has a step and time budget, load-time folding runs unde
 Times are this process's CPU time, so other work on the machine cannot make them flaky."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rules_engine import RuleSetInvalid, expressions, load_rule_set
-from rules_engine.conditions import _preview
 from rules_engine.context import roots_for
-from rules_engine.errors import ExpressionError
-from rules_engine.expressions import ExpressionRuntimeError, compile_expression
+from rules_engine.errors import ExpressionError, RulesEngineError
+from rules_engine.expressions import (
+    MAX_NESTING,
+    MAX_VALUE_SIZE,
+    ExpressionRuntimeError,
+    compile_expression,
+    formatted_size,
+    preview,
+    rendered_size,
+)
 from rules_engine.model import EventType
+from rules_engine.templates import compile_template
 
+from .conftest import message
+from .expression_strategies import WRAPPERS, format_templates, nested
 from .expression_strategies import expressions as generated_expressions
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -40,6 +54,26 @@ ATTACKS = [
     ("len(str([[1]*1000]*999))", "len(str([[params.n]*1000]*999))"),
     ("(('x'*99999) + ('y'*99999))", "((message.text*99999) + (message.text*99999))"),
     ("{1: 'x'*99999, 2: 'y'*99999}", "{1: message.text*99999, 2: message.text*99999}"),
+    ("{1: 'x'*60000} | {2: 'y'*60000}", "{1: message.text*60000} | {2: message.text*60000}"),
+    # bytes are bounded as texts are
+    ("b'%0999999999d' % 0", "b'%0999999999d' % params.n"),
+    ("b'%.999999999f' % 1.0", "b'%.999999999f' % params.one"),
+    ("b'%*d' % (10**9, 1)", "b'%*d' % (params.big, 1)"),
+    ("b'x' * 10**6", "b'x' * params.big"),
+    # a key's nested parentheses hide a width from a scan that stops at the first ')'
+    ("'%(a(b)c)0999999999d' % {'a(b)c': 0}", "'%(a(b)c)0999999999d' % {'a(b)c': params.n}"),
+    # 33,333 unclosed keys: a scan that looks for each one's ')' is quadratic
+    ("('%(' * 33333) % {}", "('%(' * 33333) % params"),
+    ("(b'%(' * 33333) % {}", "(b'%(' * 33333) % {b'n': params.n}"),
+    # one key rendered 16,000 times
+    ("('%(a)s' * 16000) % {'a': 'x' * 99990}", "('%(a)s' * 16000) % {'a': message.text * 99990}"),
+    ("(b'%(a)s' * 16000) % {b'a': b'x' * 99990}",
+     "(b'%(a)s' * 16000) % {b'a': b'x' * (99990 + params.n)}"),
+    # 49,999 integers of 1,234 digits: a small value, a 62-million-character text
+    ("str([10**1233] * 49999)", "str([params.big ** 137] * 49999)"),
+    ("'%s' % ([10**1233] * 49999,)", "'%s' % ([params.big ** 137] * 49999,)"),
+    ("minutes_since([10**1233] * 49999)", "minutes_since([params.big ** 137] * 49999)"),
+    ("{1: 2}[(10**1233,) * 49999]", "{1: 2}[(params.big ** 137,) * 49999]"),
 ]
 
 
@@ -49,7 +83,7 @@ def measured(work):
     started = time.process_time()
     try:
         outcome = work()
-    except (ExpressionError, ExpressionRuntimeError) as refusal:
+    except (RulesEngineError, ExpressionRuntimeError) as refusal:
         outcome = refusal
     seconds = time.process_time() - started
     peak = tracemalloc.get_traced_memory()[1]
@@ -95,7 +129,7 @@ def test_the_step_budget_holds_by_construction():
 
 
 def test_the_reference_evaluator_keeps_to_its_step_budget(monkeypatch):
-    compiled = compile_expression(" + ".join(["params.n"] * 60), ROOTS)
+    compiled = compile_expression(" + ".join(["params.n"] * 40), ROOTS)  # 119 steps
     assert compiled.evaluate_reference(CONTEXT, now=NOW) == 0
     monkeypatch.setattr(expressions, "MAX_STEPS", 100)
     with pytest.raises(ExpressionRuntimeError, match="budget of 100 steps"):
@@ -126,9 +160,9 @@ def test_the_trace_preview_is_bounded_before_it_is_built():
     shared = ["x" * 1000] * 100
     huge = [shared] * 10_000  # 10^9 characters if rendered whole
     started = time.process_time()
-    preview = _preview(huge)
-    assert time.process_time() - started < 0.01 and len(preview) <= 80
-    assert _preview(10**5000) == "<an integer of 16610 bits>"
+    text = preview(huge)
+    assert time.process_time() - started < 0.01 and len(text) <= 80
+    assert preview(10**5000) == "<an integer of 16610 bits>"
 
 
 # Structure-aware generated expressions: numbers, strings and lists joined by the operators
@@ -150,3 +184,170 @@ def test_any_generated_expression_is_refused_or_evaluated_within_bounds(source):
     except (ExpressionError, ExpressionRuntimeError):
         pass
     assert time.process_time() - started < 0.25  # compile (with folding) plus evaluate
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_each_kind_of_nesting_compiles_and_agrees_up_to_the_bound_and_is_refused_past_it(wrapper):
+    source = "channel"  # one level, read from the event (a constant would be folded)
+    for _ in range(MAX_NESTING - 1):
+        source = wrapper.format(source)
+    compiled = compile_expression(source, ROOTS)  # neither Python's parser nor a recursion limit
+    outcomes = []
+    for evaluate in (compiled.evaluate, compiled.evaluate_reference):
+        try:
+            outcomes.append(("value", evaluate(CONTEXT, now=NOW)))
+        except ExpressionRuntimeError:
+            outcomes.append(("refused", None))
+    assert outcomes[0] == outcomes[1]
+    with pytest.raises(ExpressionError, match=f"nested more than {MAX_NESTING} levels deep"):
+        compile_expression(wrapper.format(source), ROOTS)
+
+
+def test_brackets_past_pythons_own_limit_are_refused_as_too_deep():
+    with pytest.raises(ExpressionError, match=f"nested more than {MAX_NESTING}") as caught:
+        compile_expression("(" * 250 + "1" + ")" * 250, ROOTS)
+    assert caught.value.column == 201  # the bracket Python's parser stops at
+
+
+# Expressions nested past the bound, as the issue's attacks wrote them; each once refused
+# only with a traceback (the compiled source's "too many nested parentheses") or not at all.
+DEEP = ["not " * 150 + "params.n", "-" * 199 + "1", "1/" * 130 + "1", "[" * 150 + "1" + "]" * 150,
+        "abs(" * 120 + "1" + ")" * 120, "params" + ".a" * 190, "1 if 1 else " * 130 + "1",
+        "(" * 250 + "1" + ")" * 250]
+
+
+def rule_file(tmp_path, expression):
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - id: attack\n    trigger: {event: message.received}\n"
+        f"    conditions: [{json.dumps(expression)}]\n    actions: [{{add_tag: {{tag: x}}}}]\n",
+        "utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("source", DEEP + [constant for constant, _ in ATTACKS],
+                         ids=lambda source: source[:40])
+def test_validation_refuses_each_attack_with_a_located_error_within_a_second(tmp_path, source):
+    outcome, seconds, peak = measured(lambda: load_rule_set([rule_file(tmp_path, source)]))
+    assert isinstance(outcome, RuleSetInvalid) and seconds < 1 and peak < LIMIT_BYTES
+    [error] = outcome.errors
+    assert (error.file, error.line, error.column, error.rule_id, error.path) == (
+        str(tmp_path / "r.yaml"), 4, 18, "attack", "conditions/0")
+    assert "nested more than 50 levels" in error.message or "always fails" in error.message
+
+
+def test_the_validate_command_prints_no_traceback_and_stays_small(tmp_path):
+    rules = "".join(
+        f"  - id: attack-{index}\n    trigger: {{event: message.received}}\n"
+        f"    conditions: [{json.dumps(source)}]\n    actions: [{{add_tag: {{tag: x}}}}]\n"
+        for index, source in enumerate(DEEP + [constant for constant, _ in ATTACKS]))
+    (tmp_path / "r.yaml").write_text("rules:\n" + rules, "utf-8")
+    # the peak resident memory of this process's own image (ru_maxrss keeps the forking
+    # test runner's), and its CPU time
+    script = ("import re, sys, time; from pathlib import Path; from rules_engine.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "peak = re.search(r'VmHWM:\\s*(\\d+)', Path('/proc/self/status').read_text())[1]\n"
+              "print('CPU', time.process_time(), 'KB', peak)\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script, "validate", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.count("[attack-") == len(DEEP) + len(ATTACKS)
+    cpu, kilobytes = done.stdout.rsplit("CPU ", 1)[1].split(" KB ")
+    assert float(cpu) < 10 and int(kilobytes) < 200_000  # startup included
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(nested(["channel", "params", "1", "b'x'", "'%s'"],
+              st.integers(MAX_NESTING - 8, MAX_NESTING + 40)))
+def test_any_nested_expression_is_refused_past_the_bound_or_evaluated(case):
+    source, depth = case
+    try:
+        compiled = compile_expression(source, ROOTS)
+    except ExpressionError as refusal:  # too deep, or a constant that always fails
+        assert (f"more than {MAX_NESTING} levels" in refusal.message) == (depth > MAX_NESTING)
+        return
+    assert depth <= MAX_NESTING
+    for evaluate in (compiled.evaluate, compiled.evaluate_reference):
+        try:
+            evaluate(CONTEXT, now=NOW)
+        except ExpressionRuntimeError:
+            pass
+
+
+def test_int_reads_no_text_longer_than_the_largest_integer(monkeypatch):
+    monkeypatch.setattr(sys, "get_int_max_str_digits", sys.get_int_max_str_digits)
+    sys.set_int_max_str_digits(0)  # the interpreter's own limit off: ours still holds
+    try:
+        compiled = compile_expression("int(message.text * 99999)", ROOTS)
+        started = time.process_time()
+        with pytest.raises(ExpressionRuntimeError, match="int\\(\\) of a text over 1,234"):
+            compiled.evaluate({**CONTEXT, "message": {"text": "9"}}, now=NOW)
+        assert time.process_time() - started < LIMIT_SECONDS
+    finally:
+        sys.set_int_max_str_digits(4300)
+    assert compile_expression("int(message.text * 1233)", ROOTS).evaluate(
+        {**CONTEXT, "message": {"text": "9"}}, now=NOW) == 10**1233 - 1
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(format_templates(), st.sampled_from([(), (7,), (-2.5, "ab"), ("x", 10**40, 3),
+                                            {"a": "xyz", "(a)": 1}, {"a": 12345}]))
+def test_the_formatted_size_is_never_below_the_text_made(template, arguments):
+    for form in (template, template.encode()):
+        args = ({key.encode() if isinstance(form, bytes) else key: value
+                 for key, value in arguments.items()} if isinstance(arguments, dict) else arguments)
+        try:
+            size = formatted_size(form, args)
+        except ExpressionRuntimeError:
+            continue
+        try:
+            made = form % args
+        except (TypeError, ValueError, KeyError, OverflowError):
+            continue
+        assert len(made) <= size, (form, args)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                    | st.text(st.characters(codec="ascii", exclude_characters="'\"\\\x7f"),
+                              max_size=8).filter(str.isprintable) | st.binary(max_size=4)
+                    .map(lambda b: b.replace(b"\\", b"").replace(b"'", b"")).filter(
+                        lambda b: all(32 <= c < 127 for c in b)),
+                    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner)
+                    | st.dictionaries(st.text(max_size=3).filter(str.isalnum), inner, max_size=3),
+                    max_leaves=12))
+def test_the_rendered_size_is_never_below_the_text_made(value):
+    assert len(str(value)) <= rendered_size(value, limit=10**9)
+
+
+def test_str_checks_the_escapes_of_the_text_it_made():
+    """30,000 NULs count 30,000 characters before rendering, and render as 120,000."""
+    compiled = compile_expression("str([message.text * 30000])", ROOTS)
+    with pytest.raises(ExpressionRuntimeError, match="larger than 100000"):
+        compiled.evaluate({**CONTEXT, "message": {"text": "\x00"}}, now=NOW)
+
+
+def test_a_template_is_bounded_before_it_is_made():
+    started = time.process_time()
+    for template in ({"a": "{{ message.text * 60000 }}", "b": "{{ message.text * 60000 }}"},
+                     "{{ message.text * 60000 }} and {{ message.text * 60000 }}",
+                     "{{ [params.big ** 137] * 49999 }}", "x{{ [params.big ** 137] * 49999 }}"):
+        with pytest.raises(ExpressionRuntimeError, match=str(MAX_VALUE_SIZE)):
+            compile_template(template, ROOTS).render(CONTEXT, now=NOW)
+    assert time.process_time() - started < LIMIT_SECONDS * 4
+
+
+def test_a_value_json_cannot_hold_fails_the_action_not_the_event(make_engine, store):
+    engine = make_engine("""
+        rules:
+          - id: post
+            trigger: {event: message.received}
+            actions:
+              - http_request: {url: "https://crm.example.com/x", body: {v: "{{ b'x' }}"}}
+              - http_request: {url: "https://crm.example.com/y", body: {v: "{{ {1, 2} }}"}}
+              - add_tag: {tag: done}
+    """)
+    result = engine.process(message("psid-1", "hi"))
+    actions = result.trace["steps"][0]["rules"][0]["actions"]
+    assert [action["outcome"] for action in actions] == ["error", "error", "applied"]
+    assert all("not a JSON value" in action["detail"] for action in actions[:2])
