@@ -148,6 +148,31 @@ def test_the_work_budget_stops_slow_work():
     assert fewer.evaluate(context, now=NOW) == 3 * len(str(list(range(15_000))))
 
 
+@pytest.mark.parametrize("term", ["max([params.n] * 49_999)", "min([params.n] * 49_999)",
+                                  "len(str(params.items))", "len(lower(message.text * 49_999))",
+                                  "len(params.items + params.items)"])
+def test_an_evaluation_within_the_work_budget_takes_at_most_about_25_ms(term):
+    """As many terms as the work budget allows: the costliest evaluation a rule can make."""
+    context = {**CONTEXT, "params": {**CONTEXT["params"], "items": list(range(15_000))}}
+    terms = 1
+    while True:  # the most terms that still evaluate
+        compiled = compile_expression(" + ".join([term] * (terms + 1)), ROOTS)
+        try:
+            compiled.evaluate(context, now=NOW)
+        except ExpressionRuntimeError:
+            break
+        terms += 1
+    compiled = compile_expression(" + ".join([term] * terms), ROOTS)
+    best = min(_cpu_seconds(lambda: compiled.evaluate(context, now=NOW)) for _ in range(3))
+    assert best < LIMIT_SECONDS, f"{terms} terms of {term}: {best * 1000:.0f} ms"
+
+
+def _cpu_seconds(work) -> float:
+    started = time.process_time()
+    work()
+    return time.process_time() - started
+
+
 def test_the_reference_evaluator_keeps_to_its_time_budget(monkeypatch):
     monkeypatch.setattr(expressions, "MAX_EVALUATION_SECONDS", 0.003)
     context = {**CONTEXT, "params": {"items": list(range(15_000))}}
@@ -351,3 +376,15 @@ def test_a_value_json_cannot_hold_fails_the_action_not_the_event(make_engine, st
     actions = result.trace["steps"][0]["rules"][0]["actions"]
     assert [action["outcome"] for action in actions] == ["error", "error", "applied"]
     assert all("not a JSON value" in action["detail"] for action in actions[:2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(min_value=-(2**4096) + 1, max_value=2**4096 - 1),
+                          st.text(max_size=20), st.binary(max_size=20), st.none(),
+                          st.booleans(), st.floats(allow_nan=False)), max_size=50))
+def test_plain_collections_weigh_the_same_at_once_as_item_by_item(items):
+    """The fast path for collections of plain values gives exactly the per-item sums."""
+    kinds = set(map(type, items))
+    assert expressions._lengths(items, kinds) == sum(map(expressions._length, items))
+    assert expressions._rendered_lengths(items, kinds) == \
+        sum(map(expressions._rendered_length, items))
