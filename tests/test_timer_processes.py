@@ -11,6 +11,7 @@ Timers come from events with old timestamps (January 2026), so they are all due 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -250,6 +252,46 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+@contextlib.contextmanager
+def ticks_waiting(
+        database_url: str, rules: Path, folder: Path, count: int, *,
+        now: str = NOW) -> Iterator[tuple[Callable[[], None], list[subprocess.Popen[str]]]]:
+    """``count`` ``tick --now now`` processes, started now, each waiting once it has imported
+    the CLI; ``release()`` waits until all are ready, then lets them go at the same instant.
+    Those still running when the block ends are killed."""
+    go = folder / "go"
+    ticks = [subprocess.Popen(
+        [sys.executable, "-c", AT_THE_SAME_MOMENT, str(folder / f"ready-{n}"), str(go),
+         *cli(database_url, rules, "tick", "--now", now)[3:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+        start_new_session=True) for n in range(count)]
+
+    def release() -> None:
+        deadline = time.monotonic() + 60
+        while not all((folder / f"ready-{n}").exists() for n in range(count)):
+            dead = [t for t in ticks if t.poll() is not None]
+            assert not dead, [t.communicate()[1] for t in dead]
+            assert time.monotonic() < deadline, "the tick processes did not get ready"
+            time.sleep(0.01)
+        go.touch()
+
+    try:
+        yield release, ticks
+    finally:
+        for t in ticks:
+            if t.poll() is None:
+                os.killpg(t.pid, signal.SIGKILL)
+                t.wait()
+
+
+def tick_outputs(
+        ticks: list[subprocess.Popen[str]]) -> list[tuple[int, list[tuple[str, str, str]]]]:
+    """Wait for the ticks to end (each successfully): what each fired (``parse_tick``)."""
+    outputs = [t.communicate(timeout=120) for t in ticks]
+    assert [t.returncode for t in ticks] == [0] * len(ticks), [err for _, err in outputs]
+    return [parse_tick(out, finished=True) for out, _ in outputs]
+
+
 @pytest.mark.skipif(not POSTGRES_URL, reason="only PostgreSQL runs tick processes side by side "
                                              "(SQLite takes one writer at a time)")
 def test_four_ticks_started_together_share_the_due_timers_and_fire_each_once(
@@ -258,29 +300,9 @@ def test_four_ticks_started_together_share_the_due_timers_and_fire_each_once(
     ingest_messages(database_url, rules, tmp_path, 1000)
     assert counts(store)["timers left"] == 1000
 
-    go = tmp_path / "go"
-    ticks = [subprocess.Popen(
-        [sys.executable, "-c", AT_THE_SAME_MOMENT, str(tmp_path / f"ready-{n}"), str(go),
-         *cli(database_url, rules, "tick", "--now", NOW)[3:]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
-        start_new_session=True) for n in range(4)]
-    try:
-        deadline = time.monotonic() + 60
-        while not all((tmp_path / f"ready-{n}").exists() for n in range(4)):
-            dead = [t for t in ticks if t.poll() is not None]
-            assert not dead, dead and dead[0].stderr.read()
-            assert time.monotonic() < deadline, "the tick processes did not get ready"
-            time.sleep(0.01)
-        go.touch()
-        outputs = [t.communicate(timeout=120) for t in ticks]
-    finally:
-        for t in ticks:
-            if t.poll() is None:
-                os.killpg(t.pid, signal.SIGKILL)
-                t.wait()
-    assert [t.returncode for t in ticks] == [0] * 4, [err for _, err in outputs]
-
-    parsed = [parse_tick(out, finished=True) for out, _ in outputs]
+    with ticks_waiting(database_url, rules, tmp_path, 4) as (release, ticks):
+        release()
+        parsed = tick_outputs(ticks)
     figures = [fired for fired, _ in parsed]
     assert sum(figures) == 1000, figures
     assert sum(1 for fired in figures if fired) > 1, figures  # they shared the work
@@ -329,3 +351,4 @@ def test_messages_for_contacts_a_tick_is_firing_wait_and_never_deadlock(
     assert deadlocks() == before
     fired, _ = parse_tick(output, finished=True)
     assert fired + 5 >= 200  # the late contacts' clocks fired, or were pushed on by them
+
