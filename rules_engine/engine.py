@@ -463,9 +463,10 @@ class Engine:
 
     def fire_due(self, now: datetime, *, limit: int = 200) -> list[tuple[Timer, Result | RulesEngineError]]:
         """Fire up to ``limit`` timers due at ``now`` (earliest first), in one transaction,
-        each in its own savepoint; a fired timer is removed in the same transaction. Call
-        again until it returns nothing. Concurrent callers share the due timers
-        (PostgreSQL: SKIP LOCKED) and the ledger fires each firing once."""
+        each in its own savepoint; a timer fires only if it is still due, unchanged, once
+        its contact is locked, and is removed in the same transaction. Call again until it
+        returns nothing. Concurrent callers share the due timers (PostgreSQL: SKIP LOCKED)
+        and the ledger fires each firing once."""
         rules = self.rules
         catalog = self.catalog(rules)
         return self.store.run(lambda tx: self._fire(tx, now, limit, rules, catalog, "applied"))
@@ -479,21 +480,26 @@ class Engine:
     def _fire(self, tx: StoreTx, now: datetime, limit: int, rules: RuleSet, catalog: Catalog,
               status: str) -> list[tuple[Timer, Result | RulesEngineError]]:
         fired: list[tuple[Timer, Result | RulesEngineError]] = []
-        for timer in tx.claim_due_timers(now, limit):
-            outcome: Result | RulesEngineError
-            try:
-                with tx.savepoint():
-                    outcome = self._process(tx, timer.event(), rules, catalog, status=status)
-            except RulesEngineError as error:  # e.g. its contact is gone: never retried
-                outcome = error
-            except DATABASE_ERRORS:
-                raise  # the database's: the batch runs again (Store.run) or fails whole
-            except Exception as error:  # a malformed timer must not block every later one
-                log.exception("timer %s cannot fire; it is dropped", timer.id)
-                outcome = RulesEngineError(f"timer {timer.id} cannot fire: {error!r}")
-            tx.delete_timer(timer)
-            fired.append((timer, outcome))
+        # A batch whose every timer had moved on claims again: nothing fired means nothing due.
+        while not fired and (claimed := tx.claim_due_timers(now, limit)):
+            for timer in claimed:
+                if tx.delete_timer(timer):  # else moved on or dropped since the claim read it
+                    fired.append((timer, self._fire_one(tx, timer, rules, catalog, status)))
         return fired
+
+    def _fire_one(self, tx: StoreTx, timer: Timer, rules: RuleSet, catalog: Catalog,
+                  status: str) -> Result | RulesEngineError:
+        """A claimed timer's firing, in its own savepoint; what it did, or why it could not."""
+        try:
+            with tx.savepoint():
+                return self._process(tx, timer.event(), rules, catalog, status=status)
+        except RulesEngineError as error:  # e.g. its contact is gone: never retried
+            return error
+        except DATABASE_ERRORS:
+            raise  # the database's: the batch runs again (Store.run) or fails whole
+        except Exception as error:  # a malformed timer must not block every later one
+            log.exception("timer %s cannot fire; it is dropped", timer.id)
+            return RulesEngineError(f"timer {timer.id} cannot fire: {error!r}")
 
     def simulate_then_advance(self, event: Event, advance: timedelta) -> list[Result | RulesEngineError]:
         """What ``process`` would do for ``event``, then what the timers it (or anything

@@ -11,9 +11,11 @@ restarts and are never lost or set twice), both fired by ``Engine.fire_due``:
   over; it belongs to the conversation open when it began and is dropped when that closes.
 
 Times follow the events' timestamps (a clock only ever moves forward), so replaying
-history or ingesting old events sets the same timers. A firing is an engine event whose id
-is the timer's id and due time, so the event ledger makes each firing happen once, however
-many ``tick`` processes run.
+history or ingesting old events sets the same timers. A timer fires only if it is still due
+when it fires: its row is taken out, unchanged, under its contact's lock, in the firing's
+transaction (a clock a message moved on meanwhile waits on). A firing is an engine event
+whose id is the timer's id and due time, so the event ledger makes each firing happen once,
+however many ``tick`` processes run.
 """
 from __future__ import annotations
 

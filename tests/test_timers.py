@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules_engine import Engine
+from rules_engine.store import repository
 
 from .conftest import T0, event, message
 
@@ -78,6 +79,46 @@ def test_a_closed_conversations_timers_never_fire(make_engine, store):
     with store.read() as tx:
         assert tx.timers() == []
     assert tick(engine, T0 + timedelta(days=3)) == []
+
+
+def test_a_timer_dropped_by_an_earlier_firing_of_its_batch_never_fires(make_engine, store):
+    """Both timers fall due together and are claimed in one batch: the idle clock fires
+    first, closes the conversation and drops the wait, which then must not fire."""
+    engine = make_engine(IDLE_CLOSE + """
+  - id: nudge-later
+    trigger: {event: message.received}
+    actions:
+      - wait: 24h
+      - add_tag: nudged
+""")
+    contact_id = engine.process(message("idle-6", "hello")).contact_id
+    fired = tick(engine, T0 + timedelta(days=3))
+    assert [(timer.kind, result.fired) for timer, result in fired] == [
+        ("idle", ["close-when-idle"])]
+    with store.read() as tx:
+        assert tx.timers() == [] and tx.contact_details(contact_id)["tags"] == []
+
+
+def test_a_clock_a_message_moved_on_after_the_claim_read_it_waits_on(make_engine, store,
+                                                                     monkeypatch):
+    """What a claim can return on PostgreSQL: the row as its snapshot saw it, before a
+    message that committed before the claim's lock moved the clock on (issue 19). That
+    clock does not fire; the batch, left with nothing, claims again and fires the rest."""
+    engine = make_engine(IDLE_CLOSE)
+    moved = engine.process(message("idle-7", "hello")).conversation_id  # due at T0 + 24h
+    other = engine.process(message("idle-8", "hello")).conversation_id  # this one too
+    with store.read() as tx:
+        as_read = [timer for timer in tx.timers() if timer.conversation_id == moved]
+    engine.process(message("idle-7", "still there?", minutes=60))  # now due at T0 + 25h
+    claims = iter([as_read])  # the first claim returns only that row, as it was
+    claim = repository.StoreTx.claim_due_timers
+    monkeypatch.setattr(repository.StoreTx, "claim_due_timers",
+                        lambda tx, now, limit: next(claims, None) or claim(tx, now, limit))
+    fired = tick(engine, T0 + timedelta(hours=24, minutes=30))
+    assert [timer.conversation_id for timer, _ in fired] == [other]
+    assert conversation_of(engine, "idle-7")["status"] == "open"
+    [(timer, result)] = tick(engine, T0 + timedelta(hours=25))
+    assert timer.due_at == T0 + timedelta(hours=25) and result.fired == ["close-when-idle"]
 
 
 def test_idle_of_contact_ignores_agents_and_of_agent_ignores_the_contact(make_engine):

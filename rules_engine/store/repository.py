@@ -553,7 +553,11 @@ class StoreTx:
         event locks its contact before it touches that contact's timers, so both take the
         locks in the same order (never a deadlock); on PostgreSQL, contacts another
         transaction holds are skipped (SKIP LOCKED), so several tick processes share the
-        work and a timer whose contact is busy waits for the next batch."""
+        work and a timer whose contact is busy waits for the next batch.
+
+        The rows are as the statement found them before its locks were granted: on
+        PostgreSQL an event that committed in between may have moved a timer on or dropped
+        it, so a claimed timer fires only if ``delete_timer`` still finds it."""
         m, c = t.timers, t.contacts
         statement = self._prepared("claim-timers", lambda: (
             select(m).join(c, c.c.id == m.c.contact_id)
@@ -564,7 +568,8 @@ class StoreTx:
                 statement.rows(self.connection, {"p_now": now, "p_limit": limit})]
 
     def delete_timer(self, timer: Timer) -> bool:
-        """Remove a fired timer, unless a later event moved it (then it waits on)."""
+        """Remove a timer that is about to fire, if its row is still as claimed; False when
+        a later event moved it on (it waits on) or dropped it: then it must not fire."""
         m = t.timers
         statement = self._prepared("delete-timer", lambda: delete(m).where(
             m.c.id == bindparam("p_id"), m.c.due_at == bindparam("p_due", type_=m.c.due_at.type)))
