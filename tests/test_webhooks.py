@@ -513,6 +513,22 @@ def test_dialogflow_refuses_bad_credentials(client, authorization):
     assert response.status_code == 401
 
 
+def test_dialogflow_reads_an_empty_list_as_an_object_only_where_protobuf_expects_one(client):
+    """A real request's empty Struct sent as ``"parameters": []`` is read as ``{}``; the
+    intent's ``parameters``, which is a list (as Google's own types print it), stays one."""
+    body = p.dialogflow_es("resp-40", "sess-40", parameters={"RB_MARKDONE": False})
+    body["queryResult"]["outputContexts"] = [{**p.es_context("sess-40", "generic", {}),
+                                              "parameters": []}]
+    body["queryResult"]["intent"]["parameters"] = []
+    assert post_dialogflow(client, body).headers["X-Rules-Engine-Status"] == "applied"
+    body = p.dialogflow_es("resp-41", "sess-40")
+    body["queryResult"]["parameters"] = []
+    body["originalDetectIntentRequest"]["payload"] = []
+    assert post_dialogflow(client, body).headers["X-Rules-Engine-Status"] == "applied"
+    [conversation] = conversations_of(client, contact_id_of(client, "dialogflow", "sess-40"))
+    assert conversation["status"] == "open"
+
+
 @pytest.mark.parametrize("body", [
     {"responseId": "r", "session": "projects/p/agent/sessions/s", "queryResult": 5},
     {"responseId": "r", "session": "projects/p/agent/sessions/s",

@@ -93,25 +93,44 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
-def _empty_lists_as_objects(value: Any) -> Any:
-    """Some real requests send ``"parameters": []``; protobuf wants an object there."""
-    if isinstance(value, dict):
-        return {key: {} if key == "parameters" and item == [] else _empty_lists_as_objects(item)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_empty_lists_as_objects(item) for item in value]
-    return value
+@cache
+def _fields(descriptor: Any) -> dict[str, Any]:
+    """A message type's fields by their JSON and their proto names (ParseDict takes both)."""
+    return {name: field for field in descriptor.fields for name in (field.json_name, field.name)}
+
+
+def _empty_objects(value: Any, descriptor: Any) -> Any:
+    """The JSON of a ``descriptor`` message, with ``[]`` read as ``{}`` where the type expects
+    an object (a ``Struct`` or a map): some real requests send ``"parameters": []``. A list
+    anywhere else (``queryResult.intent.parameters`` is one) or inside a Struct is kept."""
+    if isinstance(value, list):  # a repeated message field
+        return [_empty_objects(item, descriptor) for item in value]
+    if not isinstance(value, dict):
+        return value
+    fields = _fields(descriptor)
+    return {key: _field_json(item, fields[key].message_type if key in fields else None)
+            for key, item in value.items()}
+
+
+def _field_json(value: Any, message: Any) -> Any:
+    """The JSON of one field whose type is ``message`` (None: a scalar, an enum, unknown)."""
+    if message is None:
+        return value
+    if message.full_name == "google.protobuf.Struct" or message.GetOptions().map_entry:
+        return {} if value == [] else value
+    if message.full_name.startswith("google.protobuf."):  # Value, ListValue, Timestamp...
+        return value
+    return _empty_objects(value, message)
 
 
 def _request(version: str, body: bytes, title: str) -> Any:
     """The body as the real ``WebhookRequest`` protobuf; 400 when it is not one."""
     from google.protobuf.json_format import ParseDict, ParseError
 
-    data = _empty_lists_as_objects(json_object(body, title=title))
-    types = _types(version)
+    message = _types(version).WebhookRequest.pb()()
+    data = _empty_objects(json_object(body, title=title), message.DESCRIPTOR)
     try:
-        return ParseDict(data, types.WebhookRequest.pb(types.WebhookRequest()),
-                         ignore_unknown_fields=True)
+        return ParseDict(data, message, ignore_unknown_fields=True)
     except (ParseError, ValueError, TypeError, RecursionError) as error:
         raise ApiError(400, "invalid_payload", f"not a Dialogflow WebhookRequest: {error}"[:500],
                        hint=f"send the {title} format") from None
