@@ -92,12 +92,14 @@ def test_platform_timestamps_out_of_range_skip_the_item_only(client, timestamp):
 
 
 @pytest.mark.parametrize("contact_id", [10**12, 2**63, -5])
-def test_a_dialogflow_contact_id_past_the_database_range_is_refused(client, contact_id):
+def test_a_dialogflow_contact_id_past_the_database_range_is_skipped(client, contact_id):
     body = p.dialogflow_es("r-h", "s-h", payload={"contact_id": contact_id})
     response = client.post("/webhooks/dialogflow", data=p.encode(body),
                            content_type="application/json",
                            headers=p.signed_headers("/webhooks/dialogflow", b""))
-    assert response.status_code == 422 and response.json["error"]["path"] == "payload/contact_id"
+    assert response.status_code == 200
+    [skipped] = response.json["payload"]["rules_engine"]["skipped"]
+    assert skipped["path"] == "originalDetectIntentRequest/payload/contact_id"
     assert client.get("/api/events/dialogflow:r-h/trace", headers=API).status_code == 404
 
 

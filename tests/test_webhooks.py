@@ -493,6 +493,74 @@ def test_dialogflow_payload_contact_id(client):
     assert conversations_of(client, contact_id)[0]["close_source"] == "dialogflow"
 
 
+def skipped_in(response) -> list[dict[str, str]]:
+    """What a Dialogflow answer reports as skipped or refused (``payload.rules_engine``)."""
+    assert response.status_code == 200
+    return response.json["payload"]["rules_engine"]["skipped"]
+
+
+def test_dialogflow_payload_contact_id_that_names_no_contact_acts_on_nobody(client):
+    """The engine refuses a contact id that does not exist: nobody is created or closed, the
+    answer says why, and the RB_* parameters are left as they are (not acted on)."""
+    context = p.es_context("sess-30", "order-followup", {"RB_MARKDONE": True})
+    response = post_dialogflow(client, p.dialogflow_es("resp-30", "sess-30", contexts=[context],
+                                                       payload={"contact_id": 4}))
+    assert skipped_in(response) == [{"path": "dialogflow:resp-30", "reason": "refused",
+                                     "detail": "not_found: contact 4 does not exist"}]
+    assert "outputContexts" not in response.json
+    assert client.get("/api/contacts?channel=dialogflow&external_id=sess-30",
+                      headers=api_headers()).json == []
+
+
+PAYLOAD_AT = {"/webhooks/dialogflow": "originalDetectIntentRequest/payload",
+              "/webhooks/dialogflow-cx": "payload"}
+
+
+def fulfillment(route: str, session: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """An ES or a CX request (by ``route``) with RB_MARKDONE true and ``payload``."""
+    if route == "/webhooks/dialogflow":
+        return p.dialogflow_es(f"resp-{session}", session, parameters={"RB_MARKDONE": True},
+                               payload=payload)
+    return p.dialogflow_cx(f"cx-{session}", session, {"RB_MARKDONE": True}, payload=payload)
+
+
+def messenger_contact(client, psid: str) -> int:
+    """The contact of a Messenger user who wrote (so has an open conversation)."""
+    response = post_facebook(client, p.messenger(p.fb_message(psid, f"m_{psid}", "hi")))
+    return response.json["results"][0]["contact_id"]
+
+
+@pytest.mark.parametrize("route", PAYLOAD_AT)
+@pytest.mark.parametrize("by", ["contact_id", "external_id"])
+def test_dialogflow_payload_names_the_person_on_a_registered_channel(client, route, by):
+    contact_id = messenger_contact(client, "PSID-32")
+    payload = {"channel": "facebook", by: contact_id if by == "contact_id" else "PSID-32"}
+    response = post_dialogflow(client, fulfillment(route, "sess-32", payload), path=route)
+    assert response.status_code == 200 and "payload" not in response.json
+    [conversation] = conversations_of(client, contact_id)
+    assert (conversation["status"], conversation["close_source"]) == ("closed", "dialogflow")
+
+
+@pytest.mark.parametrize("route", PAYLOAD_AT)
+@pytest.mark.parametrize("by", ["contact_id", "external_id"])
+@pytest.mark.parametrize("channel, hint", [("<svg onload=alert(3)>", "one of api, dialogflow, "
+                                            "facebook"), ("facebok", "did you mean `facebook`?")])
+def test_dialogflow_payload_channel_must_be_one_events_may_carry(client, route, by, channel,
+                                                                 hint):
+    """A channel no adapter registers skips the request with the reason: it becomes no
+    contact, no conversation label, no metrics label, and the person is not guessed."""
+    contact_id = messenger_contact(client, "PSID-31")
+    payload = {"channel": channel, by: contact_id if by == "contact_id" else "PSID-31"}
+    [skipped] = skipped_in(post_dialogflow(client, fulfillment(route, "sess-31", payload),
+                                           path=route))
+    assert (skipped["path"], skipped["reason"]) == (f"{PAYLOAD_AT[route]}/channel", "invalid_item")
+    assert hint in skipped["detail"]
+    assert conversations_of(client, contact_id)[0]["status"] == "open"
+    assert "svg" not in client.get("/metrics").get_data(as_text=True)
+    assert client.get("/api/contacts?channel=dialogflow&external_id=sess-31",
+                      headers=api_headers()).json == []
+
+
 def test_dialogflow_cx_closes_and_nulls_the_session_parameter(client):
     post_dialogflow(client, p.dialogflow_cx("cx-1", "cx-sess-1", {"RB_MARKDONE": False}),
                     path="/webhooks/dialogflow-cx")
@@ -511,6 +579,22 @@ def test_dialogflow_refuses_bad_credentials(client, authorization):
     headers = {"Authorization": authorization} if authorization else {}
     response = client.post("/webhooks/dialogflow", json=p.dialogflow_es("r", "s"), headers=headers)
     assert response.status_code == 401
+
+
+def test_dialogflow_reads_an_empty_list_as_an_object_only_where_protobuf_expects_one(client):
+    """A real request's empty Struct sent as ``"parameters": []`` is read as ``{}``; the
+    intent's ``parameters``, which is a list (as Google's own types print it), stays one."""
+    body = p.dialogflow_es("resp-40", "sess-40", parameters={"RB_MARKDONE": False})
+    body["queryResult"]["outputContexts"] = [{**p.es_context("sess-40", "generic", {}),
+                                              "parameters": []}]
+    body["queryResult"]["intent"]["parameters"] = []
+    assert post_dialogflow(client, body).headers["X-Rules-Engine-Status"] == "applied"
+    body = p.dialogflow_es("resp-41", "sess-40")
+    body["queryResult"]["parameters"] = []
+    body["originalDetectIntentRequest"]["payload"] = []
+    assert post_dialogflow(client, body).headers["X-Rules-Engine-Status"] == "applied"
+    [conversation] = conversations_of(client, contact_id_of(client, "dialogflow", "sess-40"))
+    assert conversation["status"] == "open"
 
 
 @pytest.mark.parametrize("body", [

@@ -108,7 +108,8 @@ def es_context(session: str, name: str, parameters: dict[str, Any], lifespan: in
             "lifespanCount": lifespan, "parameters": parameters}
 
 
-def dialogflow_cx(response_id: str, session: str, parameters: dict[str, Any]) -> dict[str, Any]:
+def dialogflow_cx(response_id: str, session: str, parameters: dict[str, Any], *,
+                  payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Dialogflow CX v3 WebhookRequest."""
     return {
         "detectIntentResponseId": response_id,
@@ -122,6 +123,7 @@ def dialogflow_cx(response_id: str, session: str, parameters: dict[str, Any]) ->
         "fulfillmentInfo": {"tag": "close"},
         "text": "that's all",
         "languageCode": "en",
+        "payload": payload or {},
     }
 
 

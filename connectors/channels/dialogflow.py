@@ -6,7 +6,8 @@ protobuf values become plain Python once, here. Each request is one
 ``dialogflow.fulfillment`` event for the person talking to the agent, found in this order
 in the request payload (``originalDetectIntentRequest.payload`` for ES, ``payload`` for CX):
 
-1. ``contact_id``: the platform's contact id;
+1. ``contact_id``: the platform's contact id (the engine refuses one that names no contact),
+   with ``channel`` as the event's channel (default ``dialogflow``);
 2. ``channel`` + ``external_id``: a channel identity (e.g. ``facebook`` + a PSID);
 3. ES, from one of Dialogflow's own integrations, named by ``source`` (top level, or inside
    the payload as older requests have it): the person's id on that channel, e.g. for
@@ -15,9 +16,14 @@ in the request payload (``originalDetectIntentRequest.payload`` for ES, ``payloa
 4. otherwise the session id (the last segment of the session path, without a
    ``:detectIntent`` method suffix) on channel ``dialogflow``.
 
-After acting on the ``RB_*`` parameters the response clears them (null in the returned ES
-output contexts; null in CX ``sessionInfo.parameters``), so a stale value cannot close a
-conversation opened later.
+The payload is what the detectIntent caller put in ``QueryParameters.payload`` (or what one
+of Dialogflow's integrations puts there), so it is checked: ``contact_id`` must be an id and
+``channel`` a channel events may carry (a registered adapter's, a built-in one, or one of
+``INTEGRATIONS``'); otherwise the request is skipped with the reason, never applied to
+someone else. After acting on the ``RB_*`` parameters the response clears them (null in the
+returned ES output contexts; null in CX ``sessionInfo.parameters``), so a stale value cannot
+close a conversation opened later; what was skipped or refused is in its
+``payload.rules_engine.skipped``.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from types import ModuleType
 from typing import Any
 
 from rules_engine import Event, EventType
+from rules_engine.channels import known_channels
+from rules_engine.errors import did_you_mean
 from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
 from rules_engine.model import MAX_ID, ContactRef, Message
 
@@ -37,9 +45,12 @@ from ..errors import ApiError
 from .base import (
     MAX_ID_LENGTH,
     ChannelAdapter,
+    Collector,
+    ItemError,
     Parsed,
     Setting,
     Skipped,
+    identifier,
     json_object,
 )
 
@@ -93,25 +104,44 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
-def _empty_lists_as_objects(value: Any) -> Any:
-    """Some real requests send ``"parameters": []``; protobuf wants an object there."""
-    if isinstance(value, dict):
-        return {key: {} if key == "parameters" and item == [] else _empty_lists_as_objects(item)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_empty_lists_as_objects(item) for item in value]
-    return value
+@cache
+def _fields(descriptor: Any) -> dict[str, Any]:
+    """A message type's fields by their JSON and their proto names (ParseDict takes both)."""
+    return {name: field for field in descriptor.fields for name in (field.json_name, field.name)}
+
+
+def _empty_objects(value: Any, descriptor: Any) -> Any:
+    """The JSON of a ``descriptor`` message, with ``[]`` read as ``{}`` where the type expects
+    an object (a ``Struct`` or a map): some real requests send ``"parameters": []``. A list
+    anywhere else (``queryResult.intent.parameters`` is one) or inside a Struct is kept."""
+    if isinstance(value, list):  # a repeated message field
+        return [_empty_objects(item, descriptor) for item in value]
+    if not isinstance(value, dict):
+        return value
+    fields = _fields(descriptor)
+    return {key: _field_json(item, fields[key].message_type if key in fields else None)
+            for key, item in value.items()}
+
+
+def _field_json(value: Any, message: Any) -> Any:
+    """The JSON of one field whose type is ``message`` (None: a scalar, an enum, unknown)."""
+    if message is None:
+        return value
+    if message.full_name == "google.protobuf.Struct" or message.GetOptions().map_entry:
+        return {} if value == [] else value
+    if message.full_name.startswith("google.protobuf."):  # Value, ListValue, Timestamp...
+        return value
+    return _empty_objects(value, message)
 
 
 def _request(version: str, body: bytes, title: str) -> Any:
     """The body as the real ``WebhookRequest`` protobuf; 400 when it is not one."""
     from google.protobuf.json_format import ParseDict, ParseError
 
-    data = _empty_lists_as_objects(json_object(body, title=title))
-    types = _types(version)
+    message = _types(version).WebhookRequest.pb()()
+    data = _empty_objects(json_object(body, title=title), message.DESCRIPTOR)
     try:
-        return ParseDict(data, types.WebhookRequest.pb(types.WebhookRequest()),
-                         ignore_unknown_fields=True)
+        return ParseDict(data, message, ignore_unknown_fields=True)
     except (ParseError, ValueError, TypeError, RecursionError) as error:
         raise ApiError(400, "invalid_payload", f"not a Dialogflow WebhookRequest: {error}"[:500],
                        hint=f"send the {title} format") from None
@@ -131,19 +161,37 @@ def _bounded_id(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
 
-def _contact(payload: dict[str, Any], source: str | None, context_params: dict[str, Any],
-             session_id: str) -> tuple[ContactRef, str]:
+@cache
+def _payload_channels() -> frozenset[str]:
+    """The channels a payload may name: those events may carry (the registry's and the
+    built-in ones) and those Dialogflow's own integrations are read on."""
+    return known_channels() | {channel for channel, _, _ in INTEGRATIONS.values()}
+
+
+def _channel(value: Any, path: str) -> str:
+    """The payload's ``channel``, when it is one of ``_payload_channels``; else an ItemError."""
+    if isinstance(value, str) and value in _payload_channels():
+        return value
+    known = sorted(_payload_channels())
+    raise ItemError(path, f"{str(value)[:40]!r} is not a channel events may carry: "
+                    + (did_you_mean(str(value), known) or f"one of {', '.join(known)}"))
+
+
+def _contact(payload: dict[str, Any], at: str, source: str | None,
+             context_params: dict[str, Any], session_id: str) -> tuple[ContactRef, str]:
+    """The person the request is about and their channel, in the module docstring's order;
+    an ItemError when the payload (at ``at`` in the request) names one that cannot be used."""
     if "contact_id" in payload:
         contact_id = payload["contact_id"]
         if isinstance(contact_id, bool) or not isinstance(contact_id, int) \
                 or not 0 < contact_id <= MAX_ID:
-            raise ApiError(422, "invalid_event", f"contact_id is not a contact's id: "
-                           f"{str(contact_id)[:40]}", path="payload/contact_id",
-                           hint="the platform's contact id, a whole number from 1")
-        return ContactRef(id=contact_id), str(payload.get("channel") or "dialogflow")[:40]
-    channel, external_id = payload.get("channel"), _bounded_id(payload.get("external_id"))
-    if isinstance(channel, str) and external_id:
-        return ContactRef(external_id=external_id), channel
+            raise ItemError(f"{at}/contact_id", f"{str(contact_id)[:40]!r} is not a contact's "
+                            "id: the platform's contact id is a whole number from 1")
+        return ContactRef(id=contact_id), _channel(payload.get("channel") or "dialogflow",
+                                                   f"{at}/channel")
+    if "channel" in payload and "external_id" in payload:
+        return (ContactRef(external_id=identifier(payload["external_id"], f"{at}/external_id")),
+                _channel(payload["channel"], f"{at}/channel"))
     if source in INTEGRATIONS:
         channel, paths, context_key = INTEGRATIONS[source]
         found = [_bounded_id(_dig(payload, path)) for path in paths]
@@ -199,7 +247,8 @@ class _Fulfillment(ChannelAdapter):
         "dialogflowToken": {"type": "http", "scheme": "bearer",
                             "description": "DIALOGFLOW_WEBHOOK_TOKEN"}}
     response_schema = {"type": "object", "description": "The agent's WebhookResponse: the "
-                       "RB_* parameters acted on, set to null"}
+                       "RB_* parameters acted on, set to null; what was skipped or refused in "
+                       "payload.rules_engine.skipped"}
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], *,
                      config: Mapping[str, Any], dev: bool) -> None:
@@ -219,11 +268,18 @@ class _Fulfillment(ChannelAdapter):
                                             "confidence": confidence})
 
     def respond(self, parsed: Parsed, results: list[dict[str, Any]]) -> Any:
-        """The WebhookResponse, after a round trip through the real type."""
+        """The WebhookResponse, after a round trip through the real type: the ``RB_*``
+        parameters acted on set to null (none when the event was not applied), and what was
+        skipped or refused in ``payload.rules_engine.skipped``, which Dialogflow hands to the
+        detectIntent caller (ES ``queryResult.webhookPayload``, CX ``webhookPayloads``)."""
         from google.protobuf.json_format import MessageToDict, ParseDict
 
+        reply = dict(parsed.reply) if results else {}
+        if parsed.skipped:
+            reply["payload"] = {"rules_engine": {"skipped": [item.to_dict()
+                                                             for item in parsed.skipped]}}
         types = _types(self.version)
-        return MessageToDict(ParseDict(parsed.reply, types.WebhookResponse.pb(types.WebhookResponse())))
+        return MessageToDict(ParseDict(reply, types.WebhookResponse.pb()()))
 
 
 class DialogflowES(_Fulfillment):
@@ -255,16 +311,19 @@ class DialogflowES(_Fulfillment):
         payload = _plain(original.payload)
         source = original.source or (payload.get("source") if isinstance(payload.get("source"), str)
                                      else None)
-        contact, channel = _contact(payload, source, context_params, _session_id(pb.session))
-        event = self.event(_request_id(pb.response_id, body), channel, contact, received_at,
-                           query.query_text, params, query.intent.name, query.intent.display_name,
-                           query.intent_detection_confidence)
+        found = Collector()
+        with found.item(""):
+            contact, channel = _contact(payload, "originalDetectIntentRequest/payload", source,
+                                        context_params, _session_id(pb.session))
+            found.add(self.event(_request_id(pb.response_id, body), channel, contact,
+                                 received_at, query.query_text, params, query.intent.name,
+                                 query.intent.display_name, query.intent_detection_confidence))
         cleared = [
             {"name": context.name, "lifespanCount": context.lifespan_count,
              "parameters": {**values, **{name: None for name in ACTION_PARAMETERS if name in values}}}
             for context, values in contexts if any(name in values for name in ACTION_PARAMETERS)
         ]
-        return Parsed((event,), (), {"outputContexts": cleared} if cleared else {})
+        return found.parsed({"outputContexts": cleared} if cleared else {})
 
 
 class DialogflowCX(_Fulfillment):
@@ -288,14 +347,16 @@ class DialogflowCX(_Fulfillment):
                   for name, value in pb.intent_info.parameters.items()}
         session_params = {name: _plain(value) for name, value in pb.session_info.parameters.items()}
         params.update(session_params)
-        contact, channel = _contact(_plain(pb.payload), None, {},
-                                    _session_id(pb.session_info.session))
         info = pb.intent_info
-        event = self.event(_request_id(pb.detect_intent_response_id, body), channel, contact,
-                           received_at, pb.text, params, info.last_matched_intent,
-                           info.display_name, info.confidence)
+        found = Collector()
+        with found.item(""):
+            contact, channel = _contact(_plain(pb.payload), "payload", None, {},
+                                        _session_id(pb.session_info.session))
+            found.add(self.event(_request_id(pb.detect_intent_response_id, body), channel,
+                                 contact, received_at, pb.text, params,
+                                 info.last_matched_intent, info.display_name, info.confidence))
         cleared = {name: None for name in ACTION_PARAMETERS if name in session_params}
-        return Parsed((event,), (), {"sessionInfo": {"parameters": cleared}} if cleared else {})
+        return found.parsed({"sessionInfo": {"parameters": cleared}} if cleared else {})
 
 
 ES = DialogflowES()
