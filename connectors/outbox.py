@@ -5,7 +5,7 @@ timeout, so a slow receiver never causes a second send; only a worker killed mid
 leaves the lease to expire, and then another worker delivers it again with the same
 ``Idempotency-Key`` so the receiver can drop the repeat. A delivered row is never sent again. Failures are retried with
 exponential backoff and jitter; after ``max_attempts``, or at once on a 4xx that retrying
-cannot fix, the row is dead-lettered (``GET /api/outbox?status=dead``).
+cannot fix, the row is ``failed`` with the reason (``GET /api/outbox?status=failed``).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rules_engine import Engine, RulesEngineError, Store, load_rule_set
+from rules_engine.model import OutboxStatus
 
 from .channels import adapter_for_channel
 from .channels.base import Outbound
@@ -131,13 +132,13 @@ class OutboxWorker:
             values = self._failure(row, error)
             log.warning("outbox #%s attempt %s failed: %s", row["id"], row["attempts"], error)
         else:
-            values = {"status": "delivered", "delivered_at": datetime.now(timezone.utc)}
+            values = {"status": OutboxStatus.DELIVERED, "delivered_at": datetime.now(timezone.utc)}
         self.store.run(lambda tx: tx.finish_outbound(row["id"], worker=self.worker_id,
                                                      values=values))
 
     def _failure(self, row: Mapping[str, Any], error: DeliveryError) -> dict[str, Any]:
         if error.permanent or row["attempts"] >= self.max_attempts:
-            return {"status": "dead", "last_error": str(error)}
+            return {"status": OutboxStatus.FAILED, "last_error": str(error)}
         delay = self.backoff_seconds * 2 ** (row["attempts"] - 1)
         delay = min(delay, 3600) * random.uniform(0.5, 1.0)
         return {"last_error": str(error),

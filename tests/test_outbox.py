@@ -144,32 +144,59 @@ def test_failures_are_retried_with_backoff_then_delivered(make_engine, store):
     assert len(receiver.deliveries) == 3 and len(set(receiver.keys())) == 1
 
 
-def test_a_row_that_keeps_failing_is_dead_lettered_and_can_be_retried(make_engine, store, client_for):
+def test_a_row_that_keeps_failing_ends_failed_and_can_be_retried(make_engine, store, client_for):
     with receiving(lambda d, n: (500, {}, 0)) as receiver:
         engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         deliverer = worker(store, receiver.url, max_attempts=3)
         deadline = time.monotonic() + 10
-        while not rows(store, "dead") and time.monotonic() < deadline:
+        while not rows(store, "failed") and time.monotonic() < deadline:
             deliverer.run_once()
             time.sleep(0.02)
-    [dead] = rows(store, "dead")
-    assert dead["attempts"] == 3 and "HTTP 500" in dead["last_error"]
+    [failed] = rows(store, "failed")
+    assert failed["attempts"] == 3 and "HTTP 500" in failed["last_error"]
     client, headers = client_for(store)
-    listed = client.get("/api/outbox?status=dead", headers=headers).json
-    assert [r["id"] for r in listed] == [dead["id"]]
-    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 200
+    listed = client.get("/api/outbox?status=failed", headers=headers).json
+    assert [r["id"] for r in listed] == [failed["id"]]
+    unknown = client.get("/api/outbox?status=dead", headers=headers)
+    assert unknown.status_code == 422 and "failed" in unknown.json["error"]["hint"]
+    assert client.post(f"/api/outbox/{failed['id']}/retry", headers=headers).status_code == 200
     assert rows(store, "pending")[0]["attempts"] == 0
-    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 404
+    again = client.post(f"/api/outbox/{failed['id']}/retry", headers=headers)
+    assert again.status_code == 404 and "no failed outbox row" in again.json["error"]["message"]
 
 
-def test_a_client_error_is_dead_lettered_at_once(make_engine, store):
+def test_a_client_error_fails_the_row_at_once(make_engine, store):
     with receiving(lambda d, n: (400, {"error": "bad"}, 0)) as receiver:
         engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         worker(store, receiver.url).run_once()
     [row] = rows(store)
-    assert (row["status"], row["attempts"]) == ("dead", 1)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+
+
+def test_rows_an_older_release_dead_lettered_are_failed_after_the_upgrade(make_engine, store,
+                                                                         database_url):
+    """Migration 0006: ``dead`` rows become ``failed`` and keep their reason; downgrading
+    turns them back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = make_engine(rules_for("http://127.0.0.1:9"))
+    engine.process(crm_event("http://127.0.0.1:9", 1))
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), "0005")
+        connection.execute(text("UPDATE outbox SET status = 'dead', attempts = 8, "
+                                "last_error = 'HTTP 500 from http://127.0.0.1:9'"))
+    with store.engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "head")
+    [row] = rows(store)
+    assert (row["status"], row["attempts"], row["last_error"]) == (
+        "failed", 8, "HTTP 500 from http://127.0.0.1:9")
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), "0005")
+        assert connection.execute(text("SELECT status FROM outbox")).scalar() == "dead"
+        command.upgrade(store._alembic(connection), "head")
 
 
 def test_parallel_workers_deliver_each_row_once(make_engine, store):
@@ -257,7 +284,7 @@ def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, sto
             survivor.send_signal(signal.SIGTERM)
             survivor.wait(20)
     assert len(rows(store, "delivered")) == 20
-    assert rows(store, "dead") == [] and rows(store, "pending") == []
+    assert rows(store, "failed") == [] and rows(store, "pending") == []
     keys = receiver.keys()
     assert len(keys) == 20  # every row reached the receiver; dropping repeats by key...
     assert sum(keys.values()) >= 21  # ...includes the one the killed worker had in flight
