@@ -150,7 +150,7 @@ def event_trace(event_id: str) -> Any:
 
 @blueprint.get("/outbox")
 def outbox_rows() -> Any:
-    """Outbound calls: ``?status=pending|delivered|failed&limit=100``."""
+    """Outbound calls, secrets redacted: ``?status=pending|delivered|failed&limit=100``."""
     limit = whole_number_parameter("limit", default=100, least=1, most=1000)
     try:
         rows = outbox.list_outbound(engine().store, status=request.args.get("status"),

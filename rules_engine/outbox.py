@@ -1,4 +1,5 @@
-"""The outbox as the users' API sees it: list rows by status, send a failed row again."""
+"""The outbox as the users' API sees it: list rows by status (secrets redacted), send a failed
+row again."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,14 +7,20 @@ from typing import Any
 
 from .errors import EventError, NotFoundError
 from .model import OutboxStatus
+from .redaction import redact_headers, redact_url
 from .store import Store
 
 STATUSES = tuple(OutboxStatus)
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.isoformat() if isinstance(value, datetime) else value
+    """A row as the API shows it: times in ISO 8601, secrets in headers and URL redacted."""
+    view = {key: value.isoformat() if isinstance(value, datetime) else value
             for key, value in row.items()}
+    view["headers"] = redact_headers(row["headers"])
+    if row["url"] is not None:
+        view["url"] = redact_url(row["url"])
+    return view
 
 
 def list_outbound(store: Store, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import pytest
 from connectors.outbox import OutboxWorker
 from rules_engine import outbox
 
-from .conftest import message
+from .conftest import T0, message
 from .receiver import receiving
 
 RULES = """
@@ -197,6 +197,49 @@ def test_rows_an_older_release_dead_lettered_are_failed_after_the_upgrade(make_e
         command.downgrade(store._alembic(connection), "0005")
         assert connection.execute(text("SELECT status FROM outbox")).scalar() == "dead"
         command.upgrade(store._alembic(connection), "head")
+
+
+def test_the_api_shows_no_secret_of_a_call_and_the_worker_sends_them(make_engine, store,
+                                                                     client_for):
+    """Secret header values, secret query values and user information are redacted in
+    GET /api/outbox and in traces, for rows of today's rules and of older ones alike."""
+    with receiving() as crm:
+        engine = make_engine(f"""
+rules:
+  - id: crm
+    trigger: {{event: message.received}}
+    actions:
+      - http_request:
+          url: "{crm.url}/tickets?access_token=abc123&x=1"
+          headers: {{X-Api-Key: k-123, X-Source: rules-engine}}
+""")
+        event = message("c-1", "hi")
+        engine.process(event)
+        OutboxWorker(store, worker_id="w", environ=environ_for(crm.url)).run_once()
+        store.run(lambda tx: tx.enqueue_outbound(
+            event_id="older", rule_id="old", action="http_request", target="http",
+            recipient=None, url="https://me:pa55@crm.example.com/x?token=t0k&sig=zz&page=2",
+            method="POST", headers={"AUTHORIZATION": "Bearer s3cret", "Cookie": "sid=c00kie",
+                                    "X-Session-Token": "sess10n", "Accept": "text/plain"},
+            body=None, idempotency_key="older", at=T0))
+        client, headers = client_for(store)
+        listed = client.get("/api/outbox", headers=headers)
+        trace = client.get(f"/api/events/{event.id}/trace", headers=headers)
+    older, today = listed.json
+    assert today["url"] == f"{crm.url}/tickets?access_token=[redacted]&x=1"
+    assert today["headers"] == {"X-Api-Key": "[redacted]", "X-Source": "rules-engine"}
+    assert older["url"] == "https://[redacted]@crm.example.com/x?token=[redacted]&sig=[redacted]&page=2"
+    assert older["headers"] == {"AUTHORIZATION": "[redacted]", "Cookie": "[redacted]",
+                                "X-Session-Token": "[redacted]", "Accept": "text/plain"}
+    shown = listed.get_data(as_text=True) + trace.get_data(as_text=True)
+    for secret in ("abc123", "k-123", "pa55", "t0k", "zz", "s3cret", "c00kie", "sess10n"):
+        assert secret not in shown
+    [action] = trace.json["steps"][0]["rules"][0]["actions"]
+    assert action["args"]["headers"] == {"X-Api-Key": "[redacted]", "X-Source": "rules-engine"}
+    assert "access_token=[redacted]&x=1)" in action["detail"]
+    [delivery] = crm.deliveries
+    assert delivery.path == "/tickets?access_token=abc123&x=1"
+    assert delivery.headers["X-Api-Key"] == "k-123"
 
 
 def test_parallel_workers_deliver_each_row_once(make_engine, store):
