@@ -154,7 +154,7 @@ def event_trace(event_id: str) -> Any:
 @blueprint.get("/outbox")
 @access(Role.ADMIN)
 def outbox_rows() -> Any:
-    """Outbound calls: ``?status=pending|delivered|dead&limit=100``."""
+    """Outbound calls, secrets redacted: ``?status=pending|delivered|failed&limit=100``."""
     limit = whole_number_parameter("limit", default=100, least=1, most=1000)
     try:
         rows = outbox.list_outbound(engine().store, status=request.args.get("status"),
@@ -167,6 +167,6 @@ def outbox_rows() -> Any:
 @blueprint.post("/outbox/<id:outbox_id>/retry")
 @access(Role.ADMIN)
 def retry_outbound(outbox_id: int) -> Any:
-    """Send a dead-lettered call again."""
+    """Send a failed call again."""
     outbox.requeue(engine().store, outbox_id)
     return jsonify({"id": outbox_id, "status": "pending"})

@@ -3,14 +3,15 @@
 At least once: a row is leased just before its own delivery, for longer than the HTTP
 timeout, so a slow receiver never causes a second send; only a worker killed mid-delivery
 leaves the lease to expire, and then another worker delivers it again with the same
-``Idempotency-Key`` so the receiver can drop the repeat. A delivered row is never sent again. Failures are retried with
-exponential backoff and jitter; after ``max_attempts``, or at once on a 4xx that retrying
-cannot fix, the row is dead-lettered (``GET /api/outbox?status=dead``).
+``Idempotency-Key`` so the receiver can drop the repeat. A delivered row is never sent
+again. Every attempt ends recorded, whatever went wrong (connectors.delivery says what a
+failure means): a retryable failure is tried again with exponential backoff and jitter;
+after ``max_attempts``, or at once when trying again cannot help, the row is ``failed``
+with the reason (``GET /api/outbox?status=failed``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -18,41 +19,34 @@ import signal
 import socket
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rules_engine import Engine, RulesEngineError, Store, load_rule_set
+from rules_engine.model import OutboxStatus
 
+from .address_guard import AddressGuard
 from .channels import adapter_for_channel
 from .channels.base import Outbound
+from .delivery import DeliveryError, Transport
 
 log = logging.getLogger("rules_engine.worker")
-
-RETRYABLE_STATUS = frozenset({408, 425, 429})
-
-
-class DeliveryError(Exception):
-    """A delivery failed; ``permanent`` when trying again cannot help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outbound:
     """The HTTP call for an outbox row; channel credentials come from the environment.
 
-    ``http_request`` rows call their URL; ``send_message`` rows go through the send API of
-    the channel's adapter, or ``$RULES_ENGINE_SEND_URL`` for a channel without one.
+    ``http_request`` rows call their URL (the rule's headers never replace the worker's
+    ``Idempotency-Key``); ``send_message`` rows go through the send API of the channel's
+    adapter, or ``$RULES_ENGINE_SEND_URL`` for a channel without one.
     """
     keyed = {"Idempotency-Key": row["idempotency_key"]}
     if row["target"] == "http":
         return Outbound(row["method"], row["url"],
-                        {"Content-Type": "application/json", **keyed, **row["headers"]}, row["body"])
+                        {"Content-Type": "application/json", **row["headers"], **keyed},
+                        row["body"], from_rule=True)
     channel, text = row["body"]["channel"], row["body"]["text"]
     adapter = adapter_for_channel(channel)
     try:
@@ -68,36 +62,14 @@ def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outboun
                     {"channel": channel, "recipient": row["recipient"], "text": text})
 
 
-def send(request: Outbound, *, timeout: float) -> None:
-    """Make the call; DeliveryError unless the receiver accepted it."""
-    data = None if request.body is None else json.dumps(request.body).encode()
-    http_request = urllib.request.Request(request.url, data=data, method=request.method,
-                                          headers=request.headers)
-    try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as response:
-            answer = response.read(65536)
-    except urllib.error.HTTPError as error:
-        permanent = 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS
-        raise DeliveryError(f"HTTP {error.code} from {_where(request.url)}",
-                            permanent=permanent) from None
-    except (urllib.error.URLError, OSError) as error:
-        raise DeliveryError(f"cannot reach {_where(request.url)}: {error}") from None
-    refusal = request.refusal(answer) if request.refusal else None
-    if refusal:
-        raise DeliveryError(refusal)
-
-
-def _where(url: str) -> str:
-    """A URL without its query or credentials in the path (tokens never reach a log)."""
-    return url.split("?")[0].split("/bot", 1)[0]
-
-
 class OutboxWorker:
     """Claims due rows in batches and delivers them; many may run side by side."""
 
     def __init__(self, store: Store, *, worker_id: str, lease_seconds: float = 30,
                  max_attempts: int = 8, batch: int = 10, timeout: float = 10,
                  backoff_seconds: float = 2, environ: Mapping[str, str] | None = None) -> None:
+        """ValueError for a lease not longer than the timeout, or a bad
+        ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``)."""
         if lease_seconds <= timeout:
             raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
                              f"timeout ({timeout} s), or a slow call could be sent twice")
@@ -106,9 +78,9 @@ class OutboxWorker:
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.batch = batch
-        self.timeout = timeout
         self.backoff_seconds = backoff_seconds
         self.environ = os.environ if environ is None else environ
+        self.transport = Transport(AddressGuard.from_environ(self.environ), timeout=timeout)
 
     def run_once(self) -> int:
         """Deliver up to ``batch`` due rows, each claimed just before its own delivery (so a
@@ -125,19 +97,33 @@ class OutboxWorker:
         return claimed
 
     def _deliver(self, row: Mapping[str, Any]) -> None:
-        try:
-            send(build_request(row, self.environ), timeout=self.timeout)
-        except DeliveryError as error:
-            values = self._failure(row, error)
-            log.warning("outbox #%s attempt %s failed: %s", row["id"], row["attempts"], error)
+        if row["attempts"] > self.max_attempts:
+            values = {"status": OutboxStatus.FAILED, "last_error": (
+                f"attempt {row['attempts'] - 1}, the last of {self.max_attempts}, never finished "
+                "(a worker stopped mid-delivery)")}
         else:
-            values = {"status": "delivered", "delivered_at": datetime.now(timezone.utc)}
+            values = self._attempt(row)
         self.store.run(lambda tx: tx.finish_outbound(row["id"], worker=self.worker_id,
                                                      values=values))
 
+    def _attempt(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Send the row once; the values that record how it went."""
+        try:
+            self.transport.send(build_request(row, self.environ))
+        except DeliveryError as error:
+            log.warning("outbox #%s attempt %s failed: %s", row["id"], row["attempts"], error)
+            return self._failure(row, error)
+        except Exception as error:  # a case nobody foresaw still ends the attempt, recorded
+            log.exception("outbox #%s attempt %s failed unexpectedly", row["id"], row["attempts"])
+            return self._failure(row, DeliveryError(f"unexpected {type(error).__name__}"))
+        return {"status": OutboxStatus.DELIVERED, "delivered_at": datetime.now(timezone.utc)}
+
     def _failure(self, row: Mapping[str, Any], error: DeliveryError) -> dict[str, Any]:
-        if error.permanent or row["attempts"] >= self.max_attempts:
-            return {"status": "dead", "last_error": str(error)}
+        if error.permanent:
+            return {"status": OutboxStatus.FAILED, "last_error": f"{error} (not retried)"}
+        if row["attempts"] >= self.max_attempts:
+            return {"status": OutboxStatus.FAILED,
+                    "last_error": f"{error} (gave up after {row['attempts']} attempts)"}
         delay = self.backoff_seconds * 2 ** (row["attempts"] - 1)
         delay = min(delay, 3600) * random.uniform(0.5, 1.0)
         return {"last_error": str(error),

@@ -5,18 +5,21 @@ Adding an action is one class here plus its argument schema in ``schema/rules.sc
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from .context import Spec
-from .errors import ExpressionError
+from .errors import ExpressionError, RuleValidationError
 from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression
 from .lifecycle import Lifecycle, Outcome
 from .model import CloseSource, EventType, OpenSource
+from .redaction import CREDENTIAL_HEADERS, redact_headers, redact_url
 from .templates import compile_template
 from .timers import parse_duration
+from .url_template import compile_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,10 @@ class Action:
 
     def run(self, run: ActionRun) -> Outcome:
         raise NotImplementedError
+
+    def shown_arguments(self) -> dict[str, Any]:
+        """The arguments as traces show them."""
+        return self.arguments
 
 
 class OpenConversation(Action):
@@ -170,6 +177,31 @@ class SendMessage(Action):
             body={"channel": channel, "text": str(text)})
 
 
+# Headers the worker writes itself (the message's framing, the call's key): never a rule's.
+_WORKER_HEADERS = frozenset({"connection", "content-length", "expect", "host",
+                             "idempotency-key", "keep-alive", "te", "trailer",
+                             "transfer-encoding", "upgrade"})
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")  # one line of printable Latin-1
+
+
+def _check_header(name: str, value: str) -> None:
+    """RuleValidationError for a header a rule may not set (in any letter case), or a value
+    HTTP cannot carry."""
+    lowered = name.lower()
+    if lowered in CREDENTIAL_HEADERS:
+        raise RuleValidationError(
+            f"a rule may not set {name}: rule files carry no credentials", path=f"headers/{name}",
+            hint="a key the receiver takes in a header of its own (e.g. X-Api-Key) is sent as "
+                 "written, shown redacted by the API and never sent anywhere else")
+    if lowered in _WORKER_HEADERS:
+        raise RuleValidationError(f"a rule may not set {name}: the worker writes it itself",
+                                  path=f"headers/{name}", hint=f"remove {name}")
+    if not _HEADER_VALUE.fullmatch(value):
+        raise RuleValidationError(f"the value of {name} is not one line of printable text",
+                                  path=f"headers/{name}",
+                                  hint="remove line breaks, control and non-Latin-1 characters")
+
+
 class HttpRequest(Action):
     """Call an external URL (a CRM, a ticketing system) with a templated JSON body."""
 
@@ -177,20 +209,25 @@ class HttpRequest(Action):
 
     def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
         super().__init__(arguments, roots)
-        self.url = compile_template(self.arguments["url"], roots, path="url")
+        self.headers: dict[str, str] = dict(self.arguments.get("headers", {}))
+        for header, value in self.headers.items():
+            _check_header(header, value)
+        self.url = compile_url(self.arguments["url"], roots)
         self.body = compile_template(self.arguments.get("body"), roots, path="body")
+
+    def shown_arguments(self) -> dict[str, Any]:
+        """The arguments without the secrets the URL's query or a header may hold."""
+        return {**self.arguments, "url": redact_url(self.arguments["url"]),
+                **({"headers": redact_headers(self.headers)} if self.headers else {})}
 
     def run(self, run: ActionRun) -> Outcome:
         try:
             url, body = self.url.render(run.context, now=run.now), self.body.render(run.context, now=run.now)
         except ExpressionRuntimeError as error:
             return Outcome(self.name, False, f"template failed: {error}", failed=True)
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            return Outcome(self.name, False, f"not an http(s) URL: {url!r}", failed=True)
         return run.lifecycle.queue_outbound(
             action=self.name, rule_id=run.rule_id, path=run.path, target="http", recipient=None,
-            url=url, method=self.arguments.get("method", "POST"),
-            headers=dict(self.arguments.get("headers", {})), body=body)
+            url=url, method=self.arguments.get("method", "POST"), headers=self.headers, body=body)
 
 
 class Wait(Action):
@@ -233,10 +270,11 @@ def compile_action(
 ) -> Action:
     """Build the registry's action ``name`` from schema-checked arguments.
 
-    Raises ExpressionError (with ``path`` set) when an argument expression does not compile.
+    Raises ExpressionError when an argument expression does not compile, RuleValidationError
+    when an argument breaks a rule the schema cannot state; either with ``path`` set.
     """
     try:
         return ACTIONS[name](arguments, roots)
-    except ExpressionError as error:
+    except (ExpressionError, RuleValidationError) as error:
         error.path = f"{path}/{name}/{error.path or 'expr'}"
         raise

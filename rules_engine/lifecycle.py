@@ -14,6 +14,7 @@ from typing import Any
 from .aggregate import ContactState, load_state
 from .errors import EventError, NotFoundError
 from .model import CloseSource, Contact, Conversation, EventType, OpenSource
+from .redaction import redact_url
 from .store import StoreTx
 from .timers import Timer, wait_timer_id
 
@@ -239,7 +240,7 @@ class Lifecycle:
             event_id=self.event_id, rule_id=rule_id, action=action, target=target,
             recipient=recipient, url=url, method=method, headers=headers, body=body,
             idempotency_key=key, at=self.at)
-        where = url if target == "http" else f"{target} {recipient}"
+        where = redact_url(url) if url is not None else f"{target} {recipient}"
         return Outcome(action, True, f"queued outbox #{outbox_id} ({method} {where})")
 
     def wait(self, contact_id: int, *, rule_id: str, due_at: datetime,

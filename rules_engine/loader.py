@@ -145,7 +145,7 @@ class _Validator:
             expression_errors: list[ExpressionError] = []
             condition = build_condition(raw["conditions"], roots, "conditions", expression_errors)
             for error in expression_errors:
-                self.errors.append(self._expression_error(file, base, error))
+                self.errors.append(self._rule_error(file, base, error))
             problems += len(expression_errors)
         actions = []
         raw_actions = raw.get("actions") if isinstance(raw.get("actions"), list) else []
@@ -155,9 +155,9 @@ class _Validator:
             (name, arguments), = item.items()
             try:
                 actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
-            except ExpressionError as error:
+            except (ExpressionError, RuleValidationError) as error:
                 problems += 1
-                self.errors.append(self._expression_error(file, base, error))
+                self.errors.append(self._rule_error(file, base, error))
         if problems:
             return None
         channels = trigger.get("channels")
@@ -224,8 +224,9 @@ class _Validator:
                     RuleValidationError(f"unknown channel '{name}': the rule would never fire "
                                         "on it", hint=suggestion)))
 
-    def _expression_error(self, file: RuleFile, base: tuple[str | int, ...],
-                          error: ExpressionError) -> RulesEngineError:
+    def _rule_error(self, file: RuleFile, base: tuple[str | int, ...],
+                    error: ExpressionError | RuleValidationError) -> RulesEngineError:
+        """An error whose ``path`` is relative to the rule at ``base``, located in the file."""
         path = base + tuple(int(p) if p.isdigit() else p for p in (error.path or "").split("/") if p)
         if error.column is not None:
             error.message = f"{error.message} (at character {error.column} of the expression)"

@@ -27,6 +27,15 @@ class CloseSource(StrEnum):
     CONTACT_MERGE = "contact_merge"
 
 
+class OutboxStatus(StrEnum):
+    """Where an outbound call stands: pending until it is delivered, or failed with the
+    reason (the platform's own code and text, or ours) in the row's ``last_error``."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class EventType(StrEnum):
     """Every event the engine knows.
 

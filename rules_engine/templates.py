@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ class _Text:
             return _json_value(value)
         pieces = []
         for part in self.parts:
-            piece = part if isinstance(part, str) else _text(part.evaluate(context, now=now))
+            piece = part if isinstance(part, str) else as_text(part.evaluate(context, now=now))
             _spend(spent, len(piece))
             pieces.append(piece)
         return "".join(pieces)
@@ -53,7 +53,8 @@ def _spend(spent: list[int], characters: int) -> None:
         raise ExpressionRuntimeError(f"rendered template over {MAX_STRING_LENGTH} characters")
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A placeholder's value as it reads inside text (nothing for None), bounded."""
     return "" if value is None else bounded_str(value)
 
 
@@ -66,7 +67,18 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _compile_text(text: str, roots: Mapping[str, Spec], path: str) -> _Text | str:
+def joined(pieces: Iterable[str]) -> str:
+    """Rendered pieces as one text; ExpressionRuntimeError when it is too long."""
+    rendered = "".join(pieces)
+    if len(rendered) > MAX_STRING_LENGTH:
+        raise ExpressionRuntimeError(f"rendered text over {MAX_STRING_LENGTH} characters")
+    return rendered
+
+
+def compile_parts(text: str, roots: Mapping[str, Spec], path: str
+                  ) -> tuple[str | CompiledExpression, ...]:
+    """``text`` as its literal pieces and compiled placeholders, in order; ExpressionError
+    (with ``path``) names a bad placeholder."""
     parts: list[str | CompiledExpression] = []
     position = 0
     for match in _PLACEHOLDER.finditer(text):
@@ -79,11 +91,14 @@ def _compile_text(text: str, roots: Mapping[str, Spec], path: str) -> _Text | st
             error.message = f"in {{{{{match.group(1)}}}}}: {error.message}"
             raise
         position = match.end()
-    if not any(isinstance(part, CompiledExpression) for part in parts):
-        return text
     if position < len(text):
         parts.append(text[position:])
-    return _Text(tuple(parts))
+    return tuple(parts)
+
+
+def _compile_text(text: str, roots: Mapping[str, Spec], path: str) -> _Text | str:
+    parts = compile_parts(text, roots, path)
+    return _Text(parts) if any(isinstance(part, CompiledExpression) for part in parts) else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,13 @@
 An event's stored trace keeps only what the event decided. Each rule is named by id and
 each condition by path (under ``conditions``, without that prefix), with its result (and a preview of its value when the value is not
 just true or false); each action keeps what it did. What every event of a rule set would
-repeat (a rule's file, line and priority, its conditions' text, its actions' arguments) is
-kept once per rule-set version, as that version's catalog. Anything that can be derived is
-left out: what the event's ledger row holds (``LEDGER_KEYS``), the list of changes (the
-applied lines of the steps), a step's channel and contact when they are the event's, a
-rule's result when it is implied (conditions and nothing else: they were false; actions:
-it fired), the depth bound unless it was reached, an empty or null field.
+repeat (a rule's file, line and priority, its conditions' text, its actions' arguments,
+secrets redacted) is kept once per rule-set version, as that version's catalog. Anything
+that can be derived is left out: what the event's ledger row holds (``LEDGER_KEYS``), the
+list of changes (the applied lines of the steps), a step's channel and contact when they
+are the event's, a rule's result when it is implied (conditions and nothing else: they
+were false; actions: it fired), the depth bound unless it was reached, an empty or null
+field.
 
 ``expand`` joins a compact trace and its catalog back into the full trace that ``explain``,
 the API and rule tests read.
@@ -32,7 +33,7 @@ def to_store(trace: dict[str, Any]) -> dict[str, Any]:
 def _rule_catalog(rule: Rule) -> dict[str, Any]:
     return {"file": rule.file, "line": rule.line, "priority": rule.priority,
             "conditions": dict(rule.expressions()),  # a wait's ``if`` is a condition too
-            "args": [action.arguments for action in rule.actions]}
+            "args": [action.shown_arguments() for action in rule.actions]}
 
 
 def rule_catalog(rules: RuleSet) -> Catalog:

@@ -162,7 +162,7 @@ def api_requests() -> list[tuple[str, str, Any]]:
         ("GET", "/api/contacts?channel=webchat&external_id=web-1", None),
         ("GET", "/api/contacts/1/conversations", None),
         ("GET", "/api/conversations/1", None),
-        ("GET", "/api/outbox?status=dead&limit=10", None),
+        ("GET", "/api/outbox?status=failed&limit=10", None),
         ("GET", "/api/events/evt-1/trace", None),
         ("GET", "/api/reports/conversations?since=2026-11-01&until=2026-11-30&by=user", None),
     ]

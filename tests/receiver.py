@@ -1,7 +1,10 @@
-"""A local HTTP receiver on loopback that records what the outbox worker delivers."""
+"""Local receivers on loopback for the outbox worker: an HTTP one that records what it is
+sent, and a raw one that answers whatever bytes a test gives it."""
 from __future__ import annotations
 
 import json
+import socketserver
+import ssl
 import threading
 import time
 from collections import Counter
@@ -19,13 +22,17 @@ class Delivery:
     body: Any
 
 
+# (status, body, delay) or (status, body, delay, headers)
+Reply = tuple[int, Any, float] | tuple[int, Any, float, dict[str, str]]
+
+
 @dataclass
 class Receiver:
-    """Records deliveries; ``respond(delivery, count_for_key)`` picks (status, body, delay)."""
+    """Records deliveries; ``respond(delivery, count_for_key)`` picks the Reply."""
 
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
-    respond: Callable[[Delivery, int], tuple[int, Any, float]] = lambda d, n: (200, {"ok": True}, 0)
+    respond: Callable[[Delivery, int], Reply] = lambda d, n: (200, {"ok": True}, 0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def keys(self) -> Counter[str]:
@@ -34,8 +41,9 @@ class Receiver:
 
 
 @contextmanager
-def receiving(respond: Callable[[Delivery, int], tuple[int, Any, float]] | None = None
-              ) -> Iterator[Receiver]:
+def receiving(respond: Callable[[Delivery, int], Reply] | None = None, *,
+              tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 (over TLS with ``tls``, a server context)."""
     receiver = Receiver()
     if respond is not None:
         receiver.respond = respond
@@ -49,11 +57,13 @@ def receiving(respond: Callable[[Delivery, int], tuple[int, Any, float]] | None 
                 receiver.deliveries.append(delivery)
                 seen = sum(1 for d in receiver.deliveries
                            if d.headers.get("Idempotency-Key") == delivery.headers.get("Idempotency-Key"))
-            status, body, delay = receiver.respond(delivery, seen)
+            status, body, delay, *more = receiver.respond(delivery, seen)
             time.sleep(delay)
             payload = json.dumps(body).encode()
             try:
                 self.send_response(status)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -68,11 +78,34 @@ def receiving(respond: Callable[[Delivery, int], tuple[int, Any, float]] | None 
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    receiver.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def answering(raw: bytes) -> Iterator[str]:
+    """A server that reads a request's head, writes ``raw`` and hangs up; yields its URL."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            self.wfile.write(raw)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -13,8 +13,8 @@ import pytest
 from connectors.outbox import OutboxWorker
 from rules_engine import outbox
 
-from .conftest import message
 from . import webhook_payloads as p
+from .conftest import T0, message
 from .receiver import receiving
 
 RULES = """
@@ -52,7 +52,10 @@ def client_for(tmp_path, clean_environment, database_url):
 
 
 def environ_for(url: str) -> dict[str, str]:
-    return {"FACEBOOK_PAGE_ACCESS_TOKEN": "page-token", "FACEBOOK_GRAPH_URL": f"{url}/graph",
+    """The channels' settings pointing at the receiver, and the loopback receiver allowed for
+    the rules' URLs (the operator's own URLs need no allowing)."""
+    return {"RULES_ENGINE_OUTBOUND_ALLOW": "127.0.0.1",
+            "FACEBOOK_PAGE_ACCESS_TOKEN": "page-token", "FACEBOOK_GRAPH_URL": f"{url}/graph",
             "VIBER_AUTH_TOKEN": "viber-token", "VIBER_API_URL": f"{url}/viber",
             "WHATSAPP_ACCESS_TOKEN": "wa-token", "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
             "WHATSAPP_GRAPH_URL": f"{url}/wa", "TELEGRAM_BOT_TOKEN": "123:tg-token",
@@ -63,6 +66,24 @@ def environ_for(url: str) -> dict[str, str]:
 def rules_for(crm_url: str) -> str:
     """The rules, calling the CRM at ``crm_url`` (a literal host, as the schema requires)."""
     return RULES.replace("CRM_URL", crm_url)
+
+
+REPLYING = """
+rules:
+  - id: reply
+    trigger: {event: message.received}
+    actions: [{send_message: {text: "Hello"}}]
+"""  # a reply to every message
+
+
+def calling(url: str) -> str:
+    """A rule that calls ``url`` on every message."""
+    return f"""
+rules:
+  - id: crm
+    trigger: {{event: message.received}}
+    actions: [{{http_request: {{url: "{url}"}}}}]
+"""
 
 
 def crm_event(url: str, n: int, **fields):
@@ -145,32 +166,105 @@ def test_failures_are_retried_with_backoff_then_delivered(make_engine, store):
     assert len(receiver.deliveries) == 3 and len(set(receiver.keys())) == 1
 
 
-def test_a_row_that_keeps_failing_is_dead_lettered_and_can_be_retried(make_engine, store, client_for):
-    with receiving(lambda d, n: (500, {}, 0)) as receiver:
+def test_a_row_that_keeps_failing_ends_failed_and_can_be_retried(make_engine, store, client_for):
+    with receiving(lambda d, n: (500, {"error": "database down"}, 0)) as receiver:
         engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         deliverer = worker(store, receiver.url, max_attempts=3)
         deadline = time.monotonic() + 10
-        while not rows(store, "dead") and time.monotonic() < deadline:
+        while not rows(store, "failed") and time.monotonic() < deadline:
             deliverer.run_once()
             time.sleep(0.02)
-    [dead] = rows(store, "dead")
-    assert dead["attempts"] == 3 and "HTTP 500" in dead["last_error"]
+    [failed] = rows(store, "failed")
+    assert failed["attempts"] == 3
+    assert failed["last_error"] == (f'HTTP 500 from {receiver.url}: {{"error": "database down"}} '
+                                    "(gave up after 3 attempts)")
     client, headers = client_for(store)
-    listed = client.get("/api/outbox?status=dead", headers=headers).json
-    assert [r["id"] for r in listed] == [dead["id"]]
-    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 200
+    listed = client.get("/api/outbox?status=failed", headers=headers).json
+    assert [r["id"] for r in listed] == [failed["id"]]
+    unknown = client.get("/api/outbox?status=dead", headers=headers)
+    assert unknown.status_code == 422 and "failed" in unknown.json["error"]["hint"]
+    assert client.post(f"/api/outbox/{failed['id']}/retry", headers=headers).status_code == 200
     assert rows(store, "pending")[0]["attempts"] == 0
-    assert client.post(f"/api/outbox/{dead['id']}/retry", headers=headers).status_code == 404
+    again = client.post(f"/api/outbox/{failed['id']}/retry", headers=headers)
+    assert again.status_code == 404 and "no failed outbox row" in again.json["error"]["message"]
 
 
-def test_a_client_error_is_dead_lettered_at_once(make_engine, store):
+def test_a_client_error_fails_the_row_at_once_with_the_platforms_words(make_engine, store):
     with receiving(lambda d, n: (400, {"error": "bad"}, 0)) as receiver:
         engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
         worker(store, receiver.url).run_once()
     [row] = rows(store)
-    assert (row["status"], row["attempts"]) == ("dead", 1)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert row["last_error"] == f'HTTP 400 from {receiver.url}: {{"error": "bad"}} (not retried)'
+
+
+def test_rows_an_older_release_dead_lettered_are_failed_after_the_upgrade(make_engine, store,
+                                                                         database_url):
+    """Migration 0006: ``dead`` rows become ``failed`` and keep their reason; downgrading
+    turns them back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = make_engine(rules_for("http://127.0.0.1:9"))
+    engine.process(crm_event("http://127.0.0.1:9", 1))
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), "0005")
+        connection.execute(text("UPDATE outbox SET status = 'dead', attempts = 8, "
+                                "last_error = 'HTTP 500 from http://127.0.0.1:9'"))
+    with store.engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "head")
+    [row] = rows(store)
+    assert (row["status"], row["attempts"], row["last_error"]) == (
+        "failed", 8, "HTTP 500 from http://127.0.0.1:9")
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), "0005")
+        assert connection.execute(text("SELECT status FROM outbox")).scalar() == "dead"
+        command.upgrade(store._alembic(connection), "head")
+
+
+def test_the_api_shows_no_secret_of_a_call_and_the_worker_sends_them(make_engine, store,
+                                                                     client_for):
+    """Secret header values, secret query values and user information are redacted in
+    GET /api/outbox and in traces, for rows of today's rules and of older ones alike."""
+    with receiving() as crm:
+        engine = make_engine(f"""
+rules:
+  - id: crm
+    trigger: {{event: message.received}}
+    actions:
+      - http_request:
+          url: "{crm.url}/tickets?access_token=abc123&x=1"
+          headers: {{X-Api-Key: k-123, X-Source: rules-engine}}
+""")
+        event = message("c-1", "hi")
+        engine.process(event)
+        OutboxWorker(store, worker_id="w", environ=environ_for(crm.url)).run_once()
+        store.run(lambda tx: tx.enqueue_outbound(
+            event_id="older", rule_id="old", action="http_request", target="http",
+            recipient=None, url="https://me:pa55@crm.example.com/x?token=t0k&sig=zz&page=2",
+            method="POST", headers={"AUTHORIZATION": "Bearer s3cret", "Cookie": "sid=c00kie",
+                                    "X-Session-Token": "sess10n", "Accept": "text/plain"},
+            body=None, idempotency_key="older", at=T0))
+        client, headers = client_for(store)
+        listed = client.get("/api/outbox", headers=headers)
+        trace = client.get(f"/api/events/{event.id}/trace", headers=headers)
+    older, today = listed.json
+    assert today["url"] == f"{crm.url}/tickets?access_token=[redacted]&x=1"
+    assert today["headers"] == {"X-Api-Key": "[redacted]", "X-Source": "rules-engine"}
+    assert older["url"] == "https://[redacted]@crm.example.com/x?token=[redacted]&sig=[redacted]&page=2"
+    assert older["headers"] == {"AUTHORIZATION": "[redacted]", "Cookie": "[redacted]",
+                                "X-Session-Token": "[redacted]", "Accept": "text/plain"}
+    shown = listed.get_data(as_text=True) + trace.get_data(as_text=True)
+    for secret in ("abc123", "k-123", "pa55", "t0k", "zz", "s3cret", "c00kie", "sess10n"):
+        assert secret not in shown
+    [action] = trace.json["steps"][0]["rules"][0]["actions"]
+    assert action["args"]["headers"] == {"X-Api-Key": "[redacted]", "X-Source": "rules-engine"}
+    assert "access_token=[redacted]&x=1)" in action["detail"]
+    [delivery] = crm.deliveries
+    assert delivery.path == "/tickets?access_token=abc123&x=1"
+    assert delivery.headers["X-Api-Key"] == "k-123"
 
 
 def test_parallel_workers_deliver_each_row_once(make_engine, store):
@@ -258,7 +352,7 @@ def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, sto
             survivor.send_signal(signal.SIGTERM)
             survivor.wait(20)
     assert len(rows(store, "delivered")) == 20
-    assert rows(store, "dead") == [] and rows(store, "pending") == []
+    assert rows(store, "failed") == [] and rows(store, "pending") == []
     keys = receiver.keys()
     assert len(keys) == 20  # every row reached the receiver; dropping repeats by key...
     assert sum(keys.values()) >= 21  # ...includes the one the killed worker had in flight

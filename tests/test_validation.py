@@ -22,6 +22,11 @@ GOOD_RULE = """\
     actions: [{add_tag: {tag: x}}]
 """
 
+# an http_request with headers, its last header on line 8 (a case adds line 9)
+HEADERS = ("rules:\n  - id: a\n    trigger: {event: message.received}\n    actions:\n"
+           "      - http_request:\n          url: https://crm.example.com/t\n          headers:\n"
+           "            X-Source: rules\n")
+
 # (name, file text, expected line, rule id, fragment of the message, fragment of the hint)
 BROKEN = [
     ("yaml-indentation", "rules:\n  - id: a\n   trigger: {event: welcome}\n", 3, None,
@@ -106,6 +111,21 @@ BROKEN = [
     ("http-request-host-from-event-data", "rules:\n  - id: a\n    trigger: {event: message.received}\n"
      "    actions:\n      - http_request: {url: \"{{ params.url }}/hook\"}\n", 5, "a",
      "is not a valid url", "event data can never choose where a request goes"),
+    # a header a rule may not set, in any letter case, reported at its own line
+    ("http-request-authorization-in-capitals", HEADERS + "            AUTHORIZATION: Bearer abc\n",
+     9, "a", "a rule may not set AUTHORIZATION: rule files carry no credentials", "X-Api-Key"),
+    ("http-request-cookie", HEADERS + "            cOOkie: session=1\n", 9, "a",
+     "a rule may not set cOOkie", "redacted"),
+    ("http-request-proxy-authorization", HEADERS + "            proxy-authorization: Basic eA==\n",
+     9, "a", "a rule may not set proxy-authorization", "X-Api-Key"),
+    ("http-request-host", HEADERS + "            Host: internal.example\n", 9, "a",
+     "a rule may not set Host: the worker writes it itself", "remove Host"),
+    ("http-request-framing", HEADERS + "            transfer-ENCODING: chunked\n", 9, "a",
+     "the worker writes it itself", None),
+    ("http-request-idempotency-key", HEADERS + "            Idempotency-Key: fixed\n", 9, "a",
+     "a rule may not set Idempotency-Key", None),
+    ("http-request-header-line-break", HEADERS + '            X-Note: "one\\r\\nX-Injected: 1"\n',
+     9, "a", "the value of X-Note is not one line of printable text", "line breaks"),
 ]
 
 
@@ -127,6 +147,21 @@ def test_broken_rule_file_reports_the_right_line(tmp_path, name, text, line, rul
         assert hint in error.hint, str(error)
     rendered = str(error)
     assert rendered.startswith(f"{path}:{line}:{error.column}")
+
+
+@pytest.mark.parametrize("header", [
+    "Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Length",
+    "Transfer-Encoding", "Connection", "Keep-Alive", "TE", "Trailer", "Upgrade", "Expect",
+    "Idempotency-Key"])
+def test_a_rule_may_not_set_a_credential_or_what_the_worker_writes(tmp_path, header):
+    for spelling in (header, header.upper(), header.lower(), header.swapcase()):
+        path = tmp_path / "rules.yaml"
+        path.write_text(HEADERS + f"            {spelling}: x\n", "utf-8")
+        with pytest.raises(RuleSetInvalid) as caught:
+            load_rule_set([path])
+        [error] = caught.value.errors
+        assert error.message.startswith(f"a rule may not set {spelling}: ")
+        assert (error.line, error.path) == (9, f"actions/0/http_request/headers/{spelling}")
 
 
 def test_at_least_twenty_broken_files_are_covered():

@@ -74,7 +74,8 @@ class Parsed:
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """One HTTP call that delivers a message through a channel's send API."""
+    """One HTTP call the outbox worker makes: a message through a channel's send API, or a
+    rule's ``http_request``."""
 
     method: str
     url: str
@@ -82,6 +83,8 @@ class Outbound:
     body: Any
     # Some APIs answer 200 with a refusal inside; this returns the refusal, or None.
     refusal: Callable[[bytes], str | None] | None = None
+    # A URL written in a rule (not the operator's): it may reach public addresses only.
+    from_rule: bool = False
 
 
 class ItemError(Exception):

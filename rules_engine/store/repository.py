@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model import CloseSource, Contact, Conversation, OpenSource
+from ..model import CloseSource, Contact, Conversation, OpenSource, OutboxStatus
 from ..timers import Timer
 from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
@@ -634,7 +634,7 @@ class StoreTx:
         row = self._insert_row(t.outbox, {
             "event_id": event_id, "rule_id": rule_id, "action": action, "target": target,
             "recipient": recipient, "url": url, "method": method, "headers": headers,
-            "body": body, "idempotency_key": idempotency_key, "status": "pending",
+            "body": body, "idempotency_key": idempotency_key, "status": OutboxStatus.PENDING,
             "attempts": 0, "next_attempt_at": at, "created_at": at}, "id")
         assert row is not None
         return int(row["id"])
@@ -645,7 +645,7 @@ class StoreTx:
         o = t.outbox
         due = (
             select(o.c.id)
-            .where(o.c.status == "pending", o.c.next_attempt_at <= now,
+            .where(o.c.status == OutboxStatus.PENDING, o.c.next_attempt_at <= now,
                    or_(o.c.lease_expires_at.is_(None), o.c.lease_expires_at < now))
             .order_by(o.c.id)
             .limit(limit)
@@ -665,7 +665,7 @@ class StoreTx:
         o = t.outbox
         result = self.connection.execute(
             update(o)
-            .where(o.c.id == outbox_id, o.c.status == "pending", o.c.locked_by == worker)
+            .where(o.c.id == outbox_id, o.c.status == OutboxStatus.PENDING, o.c.locked_by == worker)
             .values(lease_expires_at=None, locked_by=None, **values)
         )
         return result.rowcount == 1
@@ -679,10 +679,10 @@ class StoreTx:
         return [dict(row) for row in self.connection.execute(statement).mappings()]
 
     def requeue_outbound(self, outbox_id: int, now: datetime) -> bool:
-        """Send a dead-lettered row again (attempts start over); False if it is not dead."""
+        """Send a failed row again (attempts start over); False if it has not failed."""
         o = t.outbox
         result = self.connection.execute(
-            update(o).where(o.c.id == outbox_id, o.c.status == "dead")
-            .values(status="pending", attempts=0, next_attempt_at=now, last_error=None)
+            update(o).where(o.c.id == outbox_id, o.c.status == OutboxStatus.FAILED)
+            .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None)
         )
         return result.rowcount == 1

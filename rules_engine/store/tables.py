@@ -208,7 +208,7 @@ outbox = Table(
     Column("body", JSON),
     # stable per row: receivers drop the rare repeat that at-least-once delivery allows
     Column("idempotency_key", Str(100), nullable=False, unique=True),
-    Column("status", Str(20), nullable=False),  # pending, delivered, dead
+    Column("status", Str(20), nullable=False),  # model.OutboxStatus
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_expires_at", UTCDateTime),

@@ -1,8 +1,8 @@
 """People: users with a role and a hashed API token, their dashboard sessions, and failed
 sign-ins per client address.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
@@ -10,8 +10,8 @@ from alembic import op
 
 from rules_engine.store.tables import UTCDateTime
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
