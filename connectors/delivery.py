@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 from rules_engine.redaction import redact_url
 
 from .address_guard import AddressGuard, AddressRefused
-from .channels.base import Outbound
+from .channels.base import Answer, AnswerKind, Outbound
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 ANSWER_LIMIT = 65536  # bytes of an answer read
@@ -125,9 +125,10 @@ class Transport:
                 answer = response.read(ANSWER_LIMIT)
         except (AddressRefused, OSError, http.client.HTTPException, ValueError) as error:
             raise _failure(error, request) from None
-        refusal = request.refusal(answer) if request.refusal else None
-        if refusal:
-            raise DeliveryError(refusal)
+        verdict = request.classify(Answer(response.status, response.headers, answer))
+        if verdict.kind is not AnswerKind.SENT:
+            raise DeliveryError(verdict.message or f"HTTP {response.status} from {origin(request.url)}",
+                                permanent=verdict.kind is AnswerKind.PERMANENT)
 
 
 def _failure(error: Exception, request: Outbound) -> DeliveryError:

@@ -47,10 +47,10 @@ def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outboun
         return Outbound(row["method"], row["url"],
                         {"Content-Type": "application/json", **row["headers"], **keyed},
                         row["body"], from_rule=True)
-    channel, text = row["body"]["channel"], row["body"]["text"]
+    channel = row["body"]["channel"]
     adapter = adapter_for_channel(channel)
     try:
-        call = adapter.outbound(row["recipient"], text, environ) if adapter else None
+        call = adapter.outbound(row["recipient"], row["body"], environ) if adapter else None
     except LookupError as missing:
         raise DeliveryError(str(missing.args[0])) from None
     if call is not None:
@@ -59,7 +59,7 @@ def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outboun
     if not url:
         raise DeliveryError(f"no send API for channel {channel}: set RULES_ENGINE_SEND_URL")
     return Outbound("POST", url, {"Content-Type": "application/json", **keyed},
-                    {"channel": channel, "recipient": row["recipient"], "text": text})
+                    {"channel": channel, "recipient": row["recipient"], "text": row["body"]["text"]})
 
 
 class OutboxWorker:

@@ -50,6 +50,11 @@ class EventType(StrEnum):
     WELCOME = "welcome"
     DIALOGFLOW_FULFILLMENT = "dialogflow.fulfillment"
     CONTACT_UNSUBSCRIBED = "contact.unsubscribed"  # the contact opted out / blocked the bot
+    # what became of a message we sent (a platform's status callback, or the outbox worker):
+    # params name the platform's message id (or a watermark), the outbox row, and the error
+    MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_READ = "message.read"
+    MESSAGE_FAILED = "message.failed"
     # the users' commands (inputs, not triggers)
     OPEN_CONVERSATION = "conversation.open"
     CLOSE_CONVERSATION = "conversation.close"
@@ -76,7 +81,9 @@ CHANNEL_INPUT_TYPES = frozenset(
     {EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.WELCOME,
      EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED}
 )
-INPUT_TYPES = CHANNEL_INPUT_TYPES | COMMAND_TYPES
+MESSAGE_STATUS_TYPES = frozenset(
+    {EventType.MESSAGE_DELIVERED, EventType.MESSAGE_READ, EventType.MESSAGE_FAILED})
+INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES
 TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
 
 

@@ -9,6 +9,7 @@ the settings, the outbox worker and the core all read that one registry.
 """
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import json
@@ -16,7 +17,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from rules_engine import Event
@@ -72,6 +74,80 @@ class Parsed:
     reply: Any = None  # what the adapter needs to build its response (Dialogflow)
 
 
+class AnswerKind(StrEnum):
+    """What a send API's answer means for the outbox row."""
+
+    SENT = "sent"  # accepted: the row is sent, the platform's message id kept
+    TRANSIENT = "transient"  # try again later, with backoff (5xx, timeouts, Meta code 2)
+    RATE_LIMITED = "rate_limited"  # too many calls: deferred (retry_after honoured), never failed
+    PERMANENT = "permanent"  # trying again cannot help: the row fails
+    AUTH = "auth"  # the credential is refused: the channel pauses until an operator resumes it
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a send API answered (any HTTP status but a redirect)."""
+
+    status: int
+    headers: Mapping[str, str]  # looked up case-insensitively (an email.message.Message)
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An answer (or a failure to get one) as the outbox records it."""
+
+    kind: AnswerKind
+    code: str | None = None  # the platform's own code ("131047", "5"), else the HTTP status
+    message: str = ""  # the platform's own words (or ours), one bounded line
+    retry_after: float | None = None  # seconds the platform asked us to wait
+    platform_message_id: str | None = None  # on SENT: wamid, mid, message_id, message_token
+
+
+def http_verdict(answer: Answer) -> Verdict:
+    """The meaning of an answer by its HTTP status alone: for rules' URLs, and any channel
+    whose API has nothing more to say (see ``ChannelAdapter.classify``)."""
+    text = one_line(answer.body)
+    code = str(answer.status)
+    if 200 <= answer.status < 300:
+        return Verdict(AnswerKind.SENT)
+    retry_after = retry_after_header(answer.headers)
+    if answer.status == 429:
+        return Verdict(AnswerKind.RATE_LIMITED, code, text, retry_after)
+    if answer.status in (401, 407):
+        return Verdict(AnswerKind.AUTH, code, text)
+    if answer.status in (408, 425) or answer.status >= 500:
+        return Verdict(AnswerKind.TRANSIENT, code, text, retry_after)
+    return Verdict(AnswerKind.PERMANENT, code, text)
+
+
+MESSAGE_LIMIT = 300  # characters of a platform's words kept on a row
+
+
+def one_line(text: bytes | str, limit: int = MESSAGE_LIMIT) -> str:
+    """Text (an answer's body, a platform's message) as one line, cut to ``limit``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def retry_after_header(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), or None."""
+    value = (headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(min(int(value), 7 * 86400))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """One HTTP call the outbox worker makes: a message through a channel's send API, or a
@@ -81,10 +157,25 @@ class Outbound:
     url: str
     headers: dict[str, str]
     body: Any
-    # Some APIs answer 200 with a refusal inside; this returns the refusal, or None.
-    refusal: Callable[[bytes], str | None] | None = None
+    # What the answer means (the channel's own reading of its API's answers).
+    classify: Callable[[Answer], Verdict] = http_verdict
     # A URL written in a rule (not the operator's): it may reach public addresses only.
     from_rule: bool = False
+
+
+class Unsendable(ValueError):
+    """The content cannot go out on this channel (a template on Telegram, a tag the platform
+    does not know): the row fails for good with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How often the worker may call a channel's send API, held across threads and
+    processes: at most one call per ``recipient_interval`` seconds to one recipient, and
+    one per ``channel_interval`` seconds on the channel as a whole (0: no limit)."""
+
+    recipient_interval: float = 0.0
+    channel_interval: float = 0.0
 
 
 class ItemError(Exception):
@@ -103,6 +194,11 @@ class ChannelAdapter:
     channel: ClassVar[str]  # the channel events and rules name (``facebook``, ``viber`` ...)
     title: ClassVar[str]  # what people call it, for documentation and errors
     has_welcome: ClassVar[bool] = False
+    pace: ClassVar[Pace] = Pace()  # the send API's documented limits
+    # How long after the contact's latest message free text may be sent (None: any time),
+    # and the tags that lift that limit, each with the time it allows (None: any time).
+    reply_window: ClassVar[timedelta | None] = None
+    tag_windows: ClassVar[Mapping[str, timedelta | None]] = {}
     settings: ClassVar[tuple[Setting, ...]] = ()
     handshake: ClassVar[bool] = False  # whether GET on the webhook answers a verification
     # For the OpenAPI document: the security schemes (any one suffices), by scheme name,
@@ -133,9 +229,18 @@ class ChannelAdapter:
         """The answer to the platform's GET verification (only when ``handshake``)."""
         raise ApiError(405, "method_not_allowed", f"{self.title} has no GET handshake")
 
-    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
-        """The call that sends ``text`` to ``recipient``; None when the channel has no send API."""
+    def outbound(self, recipient: str, content: Mapping[str, Any],
+                 environ: Mapping[str, str]) -> Outbound | None:
+        """The call that sends ``content`` (an outbox row's body: ``{"channel", "text"}``,
+        with ``"tag"`` on Messenger, or ``{"channel", "template": {"name", "language",
+        "parameters"}}`` on WhatsApp) to ``recipient``; None when the channel has no send
+        API. LookupError names a missing credential; Unsendable, content the channel cannot
+        carry."""
         return None
+
+    def classify(self, answer: Answer) -> Verdict:
+        """What the send API's answer means (by default, its HTTP status alone)."""
+        return http_verdict(answer)
 
     def check_settings(self, config: Mapping[str, Any]) -> list[str]:
         """Problems that must stop the app from starting (e.g. half a credential pair)."""

@@ -102,7 +102,9 @@ class Messenger(MetaWebhook):
                 found.skip(path, "empty_entry", "no messaging, standby or changes")
         return found.parsed()
 
-    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+    def outbound(self, recipient: str, content: Mapping[str, Any],
+                 environ: Mapping[str, str]) -> Outbound | None:
+        text = content["text"]
         token = environ.get("FACEBOOK_PAGE_ACCESS_TOKEN")
         if not token:
             raise LookupError("FACEBOOK_PAGE_ACCESS_TOKEN is not set")

@@ -105,7 +105,9 @@ class Telegram(ChannelAdapter):
                 found.skip(str(kind)[:60], reason)
         return found.parsed()
 
-    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+    def outbound(self, recipient: str, content: Mapping[str, Any],
+                 environ: Mapping[str, str]) -> Outbound | None:
+        text = content["text"]
         token = environ.get("TELEGRAM_BOT_TOKEN")
         if not token:
             raise LookupError("TELEGRAM_BOT_TOKEN is not set")

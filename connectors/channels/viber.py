@@ -24,6 +24,8 @@ from rules_engine.model import ContactRef, Message
 from ..auth import require_signature
 from .base import (
     OPTION,
+    Answer,
+    AnswerKind,
     Attachments,
     ChannelAdapter,
     Collector,
@@ -31,8 +33,10 @@ from .base import (
     Outbound,
     Parsed,
     Setting,
+    Verdict,
     display_name,
     epoch_time,
+    http_verdict,
     identifier,
     json_object,
     mapping,
@@ -97,7 +101,9 @@ class Viber(ChannelAdapter):
                 found.skip("event", "unsupported_item", kind[:100])
         return found.parsed()
 
-    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+    def outbound(self, recipient: str, content: Mapping[str, Any],
+                 environ: Mapping[str, str]) -> Outbound | None:
+        text = content["text"]
         token = environ.get("VIBER_AUTH_TOKEN")
         if not token:
             raise LookupError("VIBER_AUTH_TOKEN is not set")
@@ -106,16 +112,18 @@ class Viber(ChannelAdapter):
                         {"Content-Type": "application/json", "X-Viber-Auth-Token": token},
                         {"receiver": recipient, "type": "text", "text": text,
                          "sender": {"name": environ.get("VIBER_SENDER_NAME", "Support")}},
-                        refusal=_refusal)
+                        classify=self.classify)
 
-
-def _refusal(answer: bytes) -> str | None:
-    """Viber answers 200 with ``status`` 0 on success, another status when it refuses."""
-    try:
-        status = json.loads(answer or b"{}").get("status", 0)
-    except (ValueError, AttributeError):
-        return "Viber answered something that is not its JSON"
-    return None if status == 0 else f"Viber refused the message (status {status})"
+    def classify(self, answer: Answer) -> Verdict:
+        """Viber answers 200 with ``status`` 0 on success, another status when it refuses."""
+        if answer.status != 200:
+            return http_verdict(answer)
+        try:
+            status = json.loads(answer.body or b"{}").get("status", 0)
+        except (ValueError, AttributeError):
+            return Verdict(AnswerKind.PERMANENT, message="Viber answered something that is not its JSON")
+        return (Verdict(AnswerKind.SENT) if status == 0 else
+                Verdict(AnswerKind.PERMANENT, str(status), f"Viber refused the message (status {status})"))
 
 
 def _event_id(data: dict[str, Any]) -> str:

@@ -89,7 +89,9 @@ class WhatsApp(MetaWebhook):
                                 f"{path}/value")
         return found.parsed()
 
-    def outbound(self, recipient: str, text: str, environ: Mapping[str, str]) -> Outbound | None:
+    def outbound(self, recipient: str, content: Mapping[str, Any],
+                 environ: Mapping[str, str]) -> Outbound | None:
+        text = content["text"]
         token, number = environ.get("WHATSAPP_ACCESS_TOKEN"), environ.get("WHATSAPP_PHONE_NUMBER_ID")
         if not token or not number:
             raise LookupError("WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID must be set")
