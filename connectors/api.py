@@ -13,7 +13,13 @@ from rules_engine.model import MAX_ID
 from rules_engine.people import Role
 
 from .access import access, principal
-from .http import ApiError, from_engine_error, json_body, run_events, whole_number_parameter
+from .http import (
+    ApiError,
+    from_engine_error,
+    json_body,
+    run_events,
+    whole_number_parameter,
+)
 from .services import engine
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -154,11 +160,13 @@ def event_trace(event_id: str) -> Any:
 @blueprint.get("/outbox")
 @access(Role.ADMIN)
 def outbox_rows() -> Any:
-    """Outbound calls, secrets redacted: ``?status=pending|delivered|failed&limit=100``."""
+    """Outbound calls, newest first, secrets redacted:
+    ``?status=pending|sent|delivered|read|failed|suppressed&channel=C&kind=K&limit=100``."""
     limit = whole_number_parameter("limit", default=100, least=1, most=1000)
     try:
         rows = outbox.list_outbound(engine().store, status=request.args.get("status"),
-                                    limit=limit)
+                                    channel=request.args.get("channel"),
+                                    kind=request.args.get("kind"), limit=limit)
     except RulesEngineError as error:
         raise from_engine_error(error) from None
     return jsonify(rows)
@@ -167,6 +175,37 @@ def outbox_rows() -> Any:
 @blueprint.post("/outbox/<id:outbox_id>/retry")
 @access(Role.ADMIN)
 def retry_outbound(outbox_id: int) -> Any:
-    """Send a failed call again."""
+    """Send a failed (or suppressed) call again."""
     outbox.requeue(engine().store, outbox_id)
     return jsonify({"id": outbox_id, "status": "pending"})
+
+
+@blueprint.post("/outbox/retry")
+@access(Role.ADMIN)
+def retry_outbound_rows() -> Any:
+    """Send every failed (or suppressed) call matching ``?status=failed|suppressed
+    &channel=C&kind=K`` again; their ids."""
+    try:
+        ids = outbox.retry(engine().store, status=request.args.get("status", "failed"),
+                           channel=request.args.get("channel"), kind=request.args.get("kind"))
+    except RulesEngineError as error:
+        raise from_engine_error(error) from None
+    return jsonify({"ids": ids, "status": "pending"})
+
+
+@blueprint.get("/outbox/pauses")
+@access(Role.ADMIN)
+def paused_channels() -> Any:
+    """The channels whose send API refused our credential, with when and why."""
+    return jsonify(outbox.pauses(engine().store))
+
+
+@blueprint.post("/outbox/pauses/<channel>/resume")
+@access(Role.ADMIN)
+def resume_channel(channel: str) -> Any:
+    """Call a paused channel again."""
+    try:
+        outbox.resume(engine().store, channel)
+    except RulesEngineError as error:
+        raise from_engine_error(error) from None
+    return jsonify({"channel": channel, "paused": False})

@@ -1,4 +1,5 @@
-"""Making one outbound call, and what its failure means: permanent, or worth another attempt.
+"""Making one outbound call, and what came of it (a ``Verdict``): the answer as the channel
+reads it, or what the failure to get one means (permanent, or worth another attempt).
 
 URLs the operator configures (channel send APIs, ``RULES_ENGINE_SEND_URL``) are called as
 they are, through the environment's proxy if one is set; a URL written in a rule connects
@@ -15,6 +16,7 @@ import re
 import ssl
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -22,22 +24,11 @@ from urllib.parse import urljoin, urlsplit
 from rules_engine.redaction import redact_url
 
 from .address_guard import AddressGuard, AddressRefused
-from .channels.base import Answer, AnswerKind, Outbound
+from .channels.base import Answer, AnswerKind, Outbound, Verdict, http_verdict, one_line
 
-RETRYABLE_STATUS = frozenset({408, 425, 429})
 ANSWER_LIMIT = 65536  # bytes of an answer read
-EXCERPT_LIMIT = 200  # characters of an error answer kept in the reason
+EXCERPT_LIMIT = 200  # characters of an odd answer kept in the reason
 _NOT_IN_A_REQUEST_LINE = re.compile(r"[\x00-\x20\x7f]")
-
-
-class DeliveryError(Exception):
-    """A call failed; ``permanent`` when trying again cannot help. The message is the reason
-    recorded on the row and logged: it names a receiver by its origin, so that a channel's
-    token (in a path or a query) never shows."""
-
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
-        super().__init__(reason)
-        self.permanent = permanent
 
 
 def origin(url: str) -> str:
@@ -102,7 +93,7 @@ def _opener(*handlers: urllib.request.BaseHandler) -> urllib.request.OpenerDirec
 
 
 class Transport:
-    """Makes the worker's calls; ``send`` raises DeliveryError unless the receiver took one."""
+    """Makes the worker's calls; ``send`` says what became of one, never raises."""
 
     def __init__(self, guard: AddressGuard, *, timeout: float) -> None:
         self.timeout = timeout
@@ -110,79 +101,86 @@ class Transport:
                                    urllib.request.HTTPSHandler())
         self._guarded = _opener(_GuardedHandler(guard))
 
-    def send(self, request: Outbound) -> None:
-        """Make the call; DeliveryError, classified, for every way it can fail."""
+    def send(self, request: Outbound) -> Verdict:
+        """Make the call: the platform's answer as the request's ``classify`` reads it, or
+        what the failure to get one means."""
         bad = _NOT_IN_A_REQUEST_LINE.search(request.url)
         if bad:
-            raise DeliveryError(f"the URL cannot be sent: it holds {bad.group()!r} at character "
-                                f"{bad.start()}", permanent=True)
+            return _permanent(f"the URL cannot be sent: it holds {bad.group()!r} at character "
+                              f"{bad.start()}")
         opener = self._guarded if request.from_rule else self._configured
         data = None if request.body is None else json.dumps(request.body).encode()
         try:
             call = urllib.request.Request(request.url, data=data, method=request.method,
                                           headers=request.headers)
             with opener.open(call, timeout=self.timeout) as response:
-                answer = response.read(ANSWER_LIMIT)
+                answer = Answer(response.status, response.headers, response.read(ANSWER_LIMIT))
+        except urllib.error.HTTPError as error:
+            return _answered(error, request)
         except (AddressRefused, OSError, http.client.HTTPException, ValueError) as error:
-            raise _failure(error, request) from None
-        verdict = request.classify(Answer(response.status, response.headers, answer))
-        if verdict.kind is not AnswerKind.SENT:
-            raise DeliveryError(verdict.message or f"HTTP {response.status} from {origin(request.url)}",
-                                permanent=verdict.kind is AnswerKind.PERMANENT)
+            return _failure(error, request)
+        return _read(answer, request)
 
 
-def _failure(error: Exception, request: Outbound) -> DeliveryError:
-    """What a failed call's exception means for its row."""
+def _read(answer: Answer, request: Outbound) -> Verdict:
+    """The answer as the request's ``classify`` reads it; an answer read by its status
+    alone names where it came from."""
+    verdict = request.classify(answer)
+    if verdict.kind is AnswerKind.SENT or request.classify is not http_verdict:
+        return verdict
+    said = f": {verdict.message}" if verdict.message else ""
+    return replace(verdict, message=f"HTTP {answer.status} from {origin(request.url)}{said}")
+
+
+def _permanent(message: str) -> Verdict:
+    return Verdict(AnswerKind.PERMANENT, message=message)
+
+
+def _transient(message: str) -> Verdict:
+    return Verdict(AnswerKind.TRANSIENT, message=message)
+
+
+def _failure(error: Exception, request: Outbound) -> Verdict:
+    """What a call that got no answer means for its row."""
     where = origin(request.url)
     if isinstance(error, AddressRefused):
-        return DeliveryError(f"refused: {error}", permanent=True)
-    if isinstance(error, urllib.error.HTTPError):
-        return _answered(error, request)
+        return _permanent(f"refused: {error}")
     if isinstance(error, urllib.error.URLError) and isinstance(error.reason, Exception):
         error = error.reason  # could not connect or send: the cause says why
     if isinstance(error, ssl.SSLCertVerificationError):
-        return DeliveryError(f"the TLS certificate of {where} is not valid: "
-                             f"{error.verify_message}", permanent=True)
+        return _permanent(f"the TLS certificate of {where} is not valid: {error.verify_message}")
     if isinstance(error, TimeoutError):
-        return DeliveryError(f"{where} timed out")
+        return _transient(f"{where} timed out")
     if isinstance(error, http.client.RemoteDisconnected):
-        return DeliveryError(f"{where} closed the connection without an answer")
+        return _transient(f"{where} closed the connection without an answer")
     if isinstance(error, http.client.IncompleteRead):
-        return DeliveryError(f"the answer from {where} was cut short")
+        return _transient(f"the answer from {where} was cut short")
     if isinstance(error, OSError):
-        return DeliveryError(f"cannot reach {where}: {error}")
+        return _transient(f"cannot reach {where}: {error}")
     if isinstance(error, http.client.InvalidURL | ValueError):
-        return DeliveryError(f"the call to {where} cannot be written ({type(error).__name__}): "
-                             "its URL or a header holds what HTTP cannot carry", permanent=True)
-    return DeliveryError(f"{where} does not answer HTTP ({type(error).__name__}: "
-                         f"{_excerpt(str(error).encode())})", permanent=True)
+        return _permanent(f"the call to {where} cannot be written ({type(error).__name__}): "
+                          "its URL or a header holds what HTTP cannot carry")
+    return _permanent(f"{where} does not answer HTTP ({type(error).__name__}: "
+                      f"{one_line(str(error), EXCERPT_LIMIT)})")
 
 
-def _answered(error: urllib.error.HTTPError, request: Outbound) -> DeliveryError:
+def _answered(error: urllib.error.HTTPError, request: Outbound) -> Verdict:
     """A non-2xx answer: a redirect (never followed, named by its origin unless it answers a
-    rule's URL, as the path of a channel's may hold the token), a client error (permanent
-    unless the status says to come back later), or a server error (retried)."""
-    where = origin(request.url)
+    rule's URL, as the path of a channel's may hold the token), else what the request's
+    ``classify`` makes of it."""
     try:
         if 300 <= error.code < 400:
             location = error.headers.get("Location")
             target = urljoin(request.url, location or "")
             shown = redact_url(target)[:300] if request.from_rule else origin(target)
             to = f" to {shown}" if location else ""
-            return DeliveryError(f"HTTP {error.code} from {where}: a redirect{to}, not followed",
-                                 permanent=True)
+            return Verdict(AnswerKind.PERMANENT, str(error.code),
+                           f"HTTP {error.code} from {origin(request.url)}: a redirect{to}, "
+                           "not followed")
         try:
-            text = _excerpt(error.read(ANSWER_LIMIT))
+            body = error.read(ANSWER_LIMIT)
         except (OSError, http.client.HTTPException):
-            text = ""
+            body = b""
     finally:
         error.close()
-    permanent = 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS
-    return DeliveryError(f"HTTP {error.code} from {where}" + (f": {text}" if text else ""),
-                         permanent=permanent)
-
-
-def _excerpt(answer: bytes) -> str:
-    """The start of an answer as one line of text (the platform's own words for a failure)."""
-    text = " ".join(answer.decode("utf-8", "replace").split())
-    return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "..."
+    return _read(Answer(error.code, error.headers, body), request)

@@ -26,6 +26,8 @@ from rules_engine.people import Role
 from rules_engine.trace_format import result_of
 
 from .access import access
+from .outbox_metrics import OutboxCollector
+from .services import engine
 
 EVENTS = Counter("rules_engine_events_received", "Events received, by type, channel and status",
                  ["type", "channel", "status"])
@@ -104,10 +106,13 @@ def record_rejection(reason: str) -> None:
 @blueprint.get("/metrics")
 @access(Role.VIEWER)
 def metrics() -> Response:
-    """Counters and the latency histogram, for Prometheus to scrape."""
+    """Counters and the latency histogram, and the outbox's state, for Prometheus to scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    stored = CollectorRegistry()
+    stored.register(OutboxCollector(engine().store))
+    return Response(generate_latest(registry) + generate_latest(stored),
+                    headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,13 +1,32 @@
-"""Delivering the outbox: ``rules-engine worker`` claims due rows and makes the HTTP calls.
+"""Delivering the outbox: ``rules-engine worker`` claims due rows and makes the calls.
 
 At least once: a row is leased just before its own delivery, for longer than the HTTP
-timeout, so a slow receiver never causes a second send; only a worker killed mid-delivery
-leaves the lease to expire, and then another worker delivers it again with the same
-``Idempotency-Key`` so the receiver can drop the repeat. A delivered row is never sent
-again. Every attempt ends recorded, whatever went wrong (connectors.delivery says what a
-failure means): a retryable failure is tried again with exponential backoff and jitter;
-after ``max_attempts``, or at once when trying again cannot help, the row is ``failed``
-with the reason (``GET /api/outbox?status=failed``).
+timeout and a pacing wait, so a slow receiver never causes a second send; only a worker
+killed mid-delivery leaves the lease to expire, and then another worker delivers it again
+with the same ``Idempotency-Key`` so the receiver can drop the repeat. A sent row is never
+sent again.
+
+Every attempt ends recorded, with what the platform answered as its channel reads it
+(``connectors.channels.base.Verdict``):
+
+- ``sent``: the row is ``sent``, the platform's message id kept (its status callbacks move
+  it on to ``delivered`` and ``read``, see rules_engine.message_status);
+- ``transient``: tried again with exponential backoff and jitter until the row is
+  ``max_age`` old (default 24 hours), then ``failed``;
+- ``rate_limited``: deferred, never failed: by the platform's ``retry_after`` /
+  ``Retry-After`` when it gives one, else by the backoff;
+- ``permanent``: ``failed`` with the platform's code and words;
+- ``auth``: the channel pauses (no more calls on it, an ERROR line, the
+  ``rules_engine_channel_paused`` metric) until ``rules-engine outbox resume CHANNEL``;
+  the row waits.
+
+Before a message is sent: a contact who opted out on that channel is not called (the row
+is ``suppressed``, reason ``opted_out``); free text outside the channel's reply window
+(WhatsApp and Messenger: 24 hours after the contact's latest message; a Messenger tag may
+lift it) is not called either (``failed``, kind ``outside_window``). Calls are paced per
+recipient and per channel by the platforms' documented limits, across every thread and
+process (the turns are rows in the database). A message that fails raises
+``message.failed`` for rules, in the same transaction as the row's failure.
 """
 from __future__ import annotations
 
@@ -19,67 +38,124 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from rules_engine import Engine, RulesEngineError, Store, load_rule_set
-from rules_engine.model import OutboxStatus
+from rules_engine import (
+    Engine,
+    Event,
+    EventType,
+    RulesEngineError,
+    Store,
+    load_rule_set,
+)
+from rules_engine.model import ContactRef, OutboxStatus
+from rules_engine.timers import duration_option
 
 from .address_guard import AddressGuard
 from .channels import adapter_for_channel
-from .channels.base import Outbound
-from .delivery import DeliveryError, Transport
+from .channels.base import AnswerKind, ChannelAdapter, Outbound, Unsendable, Verdict
+from .delivery import Transport
 
 log = logging.getLogger("rules_engine.worker")
+
+DEFAULT_MAX_AGE = timedelta(hours=24)
+MAX_BACKOFF = 3600.0  # seconds between two attempts at most (unless the platform asks more)
+PACE_WAIT = 1.0  # seconds a delivery waits for its pacing turn before deferring the row
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outbound:
     """The HTTP call for an outbox row; channel credentials come from the environment.
 
     ``http_request`` rows call their URL (the rule's headers never replace the worker's
-    ``Idempotency-Key``); ``send_message`` rows go through the send API of the channel's
-    adapter, or ``$RULES_ENGINE_SEND_URL`` for a channel without one.
+    ``Idempotency-Key``); messages go through the send API of the channel's adapter, or
+    ``$RULES_ENGINE_SEND_URL`` for a channel without one. LookupError names a missing
+    credential; Unsendable, content the channel cannot carry.
     """
     keyed = {"Idempotency-Key": row["idempotency_key"]}
     if row["target"] == "http":
         return Outbound(row["method"], row["url"],
                         {"Content-Type": "application/json", **row["headers"], **keyed},
                         row["body"], from_rule=True)
-    channel = row["body"]["channel"]
-    adapter = adapter_for_channel(channel)
-    try:
-        call = adapter.outbound(row["recipient"], row["body"], environ) if adapter else None
-    except LookupError as missing:
-        raise DeliveryError(str(missing.args[0])) from None
+    content = row["body"]
+    adapter = adapter_for_channel(content["channel"])
+    call = adapter.outbound(row["recipient"], content, environ) if adapter else None
     if call is not None:
         return replace(call, headers={**call.headers, **keyed})
     url = environ.get("RULES_ENGINE_SEND_URL")
     if not url:
-        raise DeliveryError(f"no send API for channel {channel}: set RULES_ENGINE_SEND_URL")
+        raise LookupError(f"no send API for channel {content['channel']}: "
+                          "set RULES_ENGINE_SEND_URL")
+    if "text" not in content:
+        raise Unsendable(f"{content['channel']} takes text only, not a template")
     return Outbound("POST", url, {"Content-Type": "application/json", **keyed},
-                    {"channel": channel, "recipient": row["recipient"], "text": row["body"]["text"]})
+                    {"channel": content["channel"], "recipient": row["recipient"],
+                     "text": content["text"]})
+
+
+def reply_window(adapter: ChannelAdapter | None, content: Mapping[str, Any]) -> timedelta | None:
+    """How long after the contact's latest message ``content`` may be sent (None: any time)."""
+    if adapter is None or "template" in content:
+        return None
+    tag = content.get("tag")
+    if tag in adapter.tag_windows:
+        return adapter.tag_windows[tag]
+    return adapter.reply_window
+
+
+def _error(verdict: Verdict, kind: str | None = None) -> dict[str, Any]:
+    """The row's error columns for a verdict (``kind``: ours instead of the verdict's)."""
+    return {"error_kind": kind or str(verdict.kind), "error_code": verdict.code,
+            "error_message": verdict.message}
+
+
+def _failure(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The error ``message.failed`` carries, from the row's error columns."""
+    return {"kind": values["error_kind"], "code": values["error_code"],
+            "message": values["error_message"]}
+
+
+@dataclass
+class _Finish:
+    """How one claimed row's turn ends."""
+
+    values: dict[str, Any]  # written on the row
+    outcome: str | None = None  # counted in rules_engine_outbound_deliveries (None: no call)
+    failed: dict[str, Any] | None = None  # raises message.failed with this error
+    pause: Verdict | None = None  # pauses the row's channel
 
 
 class OutboxWorker:
     """Claims due rows in batches and delivers them; many may run side by side."""
 
-    def __init__(self, store: Store, *, worker_id: str, lease_seconds: float = 30,
-                 max_attempts: int = 8, batch: int = 10, timeout: float = 10,
-                 backoff_seconds: float = 2, environ: Mapping[str, str] | None = None) -> None:
-        """ValueError for a lease not longer than the timeout, or a bad
-        ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``)."""
-        if lease_seconds <= timeout:
+    def __init__(self, store: Store, *, worker_id: str, engine: Engine | None = None,
+                 lease_seconds: float = 30, max_age: timedelta = DEFAULT_MAX_AGE,
+                 batch: int = 10, timeout: float = 10, backoff_seconds: float = 2,
+                 environ: Mapping[str, str] | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """ValueError for a lease not longer than the timeout and a pacing wait, or a bad
+        ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``). ``engine``
+        runs the rules on ``message.failed``; without one, rows fail all the same."""
+        if lease_seconds <= timeout + PACE_WAIT:
             raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
-                             f"timeout ({timeout} s), or a slow call could be sent twice")
+                             f"timeout ({timeout} s) and a pacing wait ({PACE_WAIT} s), or a "
+                             "slow call could be sent twice")
         self.store = store
+        self.engine = engine
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease_seconds)
-        self.max_attempts = max_attempts
+        self.max_age = max_age
         self.batch = batch
         self.backoff_seconds = backoff_seconds
         self.environ = os.environ if environ is None else environ
+        self.clock = clock
         self.transport = Transport(AddressGuard.from_environ(self.environ), timeout=timeout)
 
     def run_once(self) -> int:
@@ -87,8 +163,8 @@ class OutboxWorker:
         lease always covers the call it was taken for); returns how many were claimed."""
         claimed = 0
         while claimed < self.batch:
-            now = datetime.now(timezone.utc)
-            rows = self.store.run(lambda tx: tx.claim_outbound(
+            now = self.clock()
+            rows = self.store.run(lambda tx: tx.outbound.claim(
                 worker=self.worker_id, now=now, lease_until=now + self.lease, limit=1))
             if not rows:
                 break
@@ -97,41 +173,160 @@ class OutboxWorker:
         return claimed
 
     def _deliver(self, row: Mapping[str, Any]) -> None:
-        if row["attempts"] > self.max_attempts:
-            values = {"status": OutboxStatus.FAILED, "last_error": (
-                f"attempt {row['attempts'] - 1}, the last of {self.max_attempts}, never finished "
-                "(a worker stopped mid-delivery)")}
-        else:
-            values = self._attempt(row)
-        self.store.run(lambda tx: tx.finish_outbound(row["id"], worker=self.worker_id,
-                                                     values=values))
-
-    def _attempt(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """Send the row once; the values that record how it went."""
         try:
-            self.transport.send(build_request(row, self.environ))
-        except DeliveryError as error:
-            log.warning("outbox #%s attempt %s failed: %s", row["id"], row["attempts"], error)
-            return self._failure(row, error)
+            finish = self._turn(row)
         except Exception as error:  # a case nobody foresaw still ends the attempt, recorded
             log.exception("outbox #%s attempt %s failed unexpectedly", row["id"], row["attempts"])
-            return self._failure(row, DeliveryError(f"unexpected {type(error).__name__}"))
-        return {"status": OutboxStatus.DELIVERED, "delivered_at": datetime.now(timezone.utc)}
+            finish = self._retry(row, Verdict(AnswerKind.TRANSIENT,
+                                              message=f"unexpected {type(error).__name__}"))
+        self._record(row, finish)
 
-    def _failure(self, row: Mapping[str, Any], error: DeliveryError) -> dict[str, Any]:
-        if error.permanent:
-            return {"status": OutboxStatus.FAILED, "last_error": f"{error} (not retried)"}
-        if row["attempts"] >= self.max_attempts:
-            return {"status": OutboxStatus.FAILED,
-                    "last_error": f"{error} (gave up after {row['attempts']} attempts)"}
-        delay = self.backoff_seconds * 2 ** (row["attempts"] - 1)
-        delay = min(delay, 3600) * random.uniform(0.5, 1.0)
-        return {"last_error": str(error),
-                "next_attempt_at": datetime.now(timezone.utc) + timedelta(seconds=delay)}
+    def _turn(self, row: Mapping[str, Any]) -> _Finish:
+        """What comes of the row's turn: refused before any call, deferred, or called."""
+        adapter = adapter_for_channel(row["channel"]) if row["channel"] else None
+        age = self.clock() - row["queued_at"]
+        if row["attempts"] > 1 and age > self.max_age and row["error_kind"] != "rate_limited":
+            # tried before, and never finished (a worker stopped mid-delivery) or still failing
+            gave_up = Verdict(AnswerKind.TRANSIENT, row["error_code"], (
+                f"{row['error_message'] or 'an attempt never finished'} (gave up: not sent "
+                f"after {row['attempts'] - 1} attempts over {age})"))
+            values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
+            return _Finish(values, None, failed=_failure(values))
+        if row["target"] == "message":
+            refused = self._refusal(row, adapter)
+            if refused is not None:
+                return refused
+        try:
+            request = build_request(row, self.environ)
+        except LookupError as missing:
+            return self._answered(row, Verdict(AnswerKind.AUTH, message=str(missing.args[0])))
+        except Unsendable as unsendable:
+            return self._answered(row, Verdict(AnswerKind.PERMANENT, message=str(unsendable)))
+        if adapter is not None:
+            free_at = self._take_turn(row, adapter)
+            if free_at is not None:  # not an attempt: it waits for its turn
+                return _Finish({"next_attempt_at": free_at, "attempts": row["attempts"] - 1})
+        return self._answered(row, self.transport.send(request))
+
+    def _refusal(self, row: Mapping[str, Any], adapter: ChannelAdapter | None) -> _Finish | None:
+        """Why a message must not be sent now (the contact opted out; outside the reply
+        window), or None."""
+        identity = self.store.run(lambda tx: tx.identity(row["channel"], row["recipient"]))
+        if identity is None:
+            return None
+        if identity["opted_out_at"] is not None:
+            return _Finish({"status": OutboxStatus.SUPPRESSED, "error_kind": "opted_out",
+                            "error_code": None, "error_message": (
+                                f"the contact opted out on {row['channel']} at "
+                                f"{identity['opted_out_at']:%Y-%m-%d %H:%M:%S} UTC")},
+                           "suppressed")
+        window = reply_window(adapter, row["body"])
+        wrote = identity["last_inbound_at"]
+        if window is None or wrote is None or self.clock() - wrote <= window:
+            return None
+        hours = window / timedelta(hours=1)
+        verdict = Verdict(AnswerKind.PERMANENT, message=(
+            f"outside the {hours:g}-hour window: the contact last wrote at "
+            f"{wrote:%Y-%m-%d %H:%M:%S} UTC; send a template (WhatsApp) or a tag (Messenger)"))
+        values = {"status": OutboxStatus.FAILED, **_error(verdict, "outside_window")}
+        return _Finish(values, "outside_window", failed=_failure(values))
+
+    def _take_turn(self, row: Mapping[str, Any], adapter: ChannelAdapter) -> datetime | None:
+        """Wait (up to PACE_WAIT) for the channel's and the recipient's pacing turn: None
+        once taken, else when to come back."""
+        channel, pace = row["channel"], adapter.pace
+        intervals = {key: seconds for key, seconds in (
+            (channel, pace.channel_interval),
+            (f"{channel}:{row['recipient']}", pace.recipient_interval)) if seconds > 0}
+        if not intervals:
+            return None
+        deadline = time.monotonic() + PACE_WAIT
+        while True:
+            now = self.clock()
+            free_at = self.store.run(lambda tx: tx.outbound.take_turn(intervals, now))
+            if free_at is None:
+                return None
+            wait = (free_at - now).total_seconds()
+            if time.monotonic() + wait > deadline:
+                return free_at
+            time.sleep(max(wait, 0.001))
+
+    def _answered(self, row: Mapping[str, Any], verdict: Verdict) -> _Finish:
+        """The row's values after an answer (or a failure to get one)."""
+        kind = verdict.kind
+        if kind is AnswerKind.SENT:
+            return _Finish({"status": OutboxStatus.SENT, "sent_at": self.clock(),
+                            "platform_message_id": verdict.platform_message_id,
+                            "error_kind": None, "error_code": None, "error_message": None},
+                           str(kind))
+        if kind is AnswerKind.AUTH and row["channel"]:
+            log.error("channel %s paused: its send API refused the credential (%s%s). Fix it, "
+                      "then run `rules-engine outbox resume %s`", row["channel"],
+                      f"code {verdict.code}: " if verdict.code else "", verdict.message,
+                      row["channel"])
+            return _Finish({"next_attempt_at": self.clock(), "attempts": row["attempts"] - 1,
+                            **_error(verdict)}, str(kind), pause=verdict)
+        if kind in (AnswerKind.TRANSIENT, AnswerKind.RATE_LIMITED):
+            return self._retry(row, verdict)
+        log.warning("outbox #%s failed: %s %s", row["id"], verdict.code or "", verdict.message)
+        values = {"status": OutboxStatus.FAILED, **_error(verdict)}
+        return _Finish(values, str(kind), failed=_failure(values))
+
+    def _retry(self, row: Mapping[str, Any], verdict: Verdict) -> _Finish:
+        """Try again later: a rate-limited row when the platform allows (never failed), a
+        transient failure with backoff until the row is ``max_age`` old."""
+        backoff = min(self.backoff_seconds * 2 ** (row["attempts"] - 1), MAX_BACKOFF)
+        if verdict.kind is AnswerKind.RATE_LIMITED and verdict.retry_after is not None:
+            delay = verdict.retry_after * random.uniform(1.0, 1.1)
+        else:
+            delay = backoff * random.uniform(0.5, 1.0)
+        now = self.clock()
+        due = now + timedelta(seconds=delay)
+        if verdict.kind is AnswerKind.TRANSIENT and due - row["queued_at"] > self.max_age:
+            gave_up = replace(verdict, message=f"{verdict.message} (gave up after "
+                              f"{row['attempts']} attempts over {now - row['queued_at']})")
+            values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
+            return _Finish(values, str(verdict.kind), failed=_failure(values))
+        log.info("outbox #%s attempt %s: %s, again at %s", row["id"], row["attempts"],
+                 verdict.kind, due.isoformat(timespec="seconds"))
+        return _Finish({"next_attempt_at": due, **_error(verdict)}, str(verdict.kind))
+
+    def _record(self, row: Mapping[str, Any], finish: _Finish) -> None:
+        """Write the turn's end: the row, the count, a pause, and ``message.failed`` for the
+        rules, all in one transaction."""
+        at = self.clock()
+
+        def write(tx: Any) -> bool:
+            if not tx.outbound.finish(row["id"], worker=self.worker_id, values=finish.values):
+                return False  # the lease was lost: the row's new holder records it
+            if finish.outcome is not None:
+                tx.outbound.count(row["channel"] or "", finish.outcome)
+            if finish.pause is not None:
+                tx.outbound.pause(row["channel"], at=at, code=finish.pause.code,
+                                  message=finish.pause.message)
+            return True
+
+        if finish.failed is None or self.engine is None or row["target"] != "message":
+            self.store.run(write)
+            return
+        self.engine.process_after(write, failed_event(row, finish.failed, at))
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
         _poll(self.run_once, stop, poll_seconds, f"outbox worker {self.worker_id}")
+
+
+def failed_event(row: Mapping[str, Any], error: Mapping[str, Any], at: datetime) -> Event:
+    """``message.failed`` for a row the worker failed: its params name the row, the rule
+    that queued it and the error (the same shape a platform's failed callback has)."""
+    contact = (ContactRef(id=row["contact_id"]) if row["contact_id"] is not None
+               else ContactRef(external_id=row["recipient"]))
+    return Event(
+        id=f"outbox:{row['id']}:failed:{row['queued_at']:%Y%m%dT%H%M%S%f}",
+        type=EventType.MESSAGE_FAILED, channel=row["channel"], contact=contact, timestamp=at,
+        params={"outbox_id": row["id"], "rule_id": row["rule_id"], "action": row["action"],
+                "platform_message_id": row["platform_message_id"],
+                "error": dict(error)})
 
 
 class TimerFirer:
@@ -172,30 +367,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("RULES_ENGINE_DATABASE_URL"))
     parser.add_argument("--threads", type=int, default=4, help="deliveries in parallel")
     parser.add_argument("--lease", type=float, default=30, help="seconds a claimed row is held")
-    parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument("--max-age", type=duration_option,
+                        default=os.environ.get("RULES_ENGINE_OUTBOX_MAX_AGE", "24h"),
+                        help="how long a message that keeps failing for a transient reason is "
+                             "tried before it fails: 30m, 24h, 2d "
+                             "($RULES_ENGINE_OUTBOX_MAX_AGE, else 24h)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between idle polls")
     parser.add_argument("--timeout", type=float, default=10, help="HTTP timeout, seconds")
     parser.add_argument("--rules", default=os.environ.get("RULES_ENGINE_RULES_DIR", "rules"),
-                        help="the rules directory, for the timers' rules "
+                        help="the rules directory, for the timers' and message.failed's rules "
                              "($RULES_ENGINE_RULES_DIR, else rules/)")
     parser.add_argument("--once", action="store_true",
                         help="deliver and fire what is due now, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = Store(args.database_url) if args.database_url else Store()
-    firer: TimerFirer | None = None
+    engine: Engine | None = None
     if os.path.isdir(args.rules):
         try:
-            firer = TimerFirer(Engine(store, load_rule_set([args.rules])))
+            engine = Engine(store, load_rule_set([args.rules]))
         except RulesEngineError as error:
             parser.error(f"cannot load the rules for the timers: {error}")
     else:
-        log.warning("no rules directory at %s: this worker delivers the outbox and fires no "
-                    "timers (pass --rules)", args.rules)
+        log.warning("no rules directory at %s: this worker delivers the outbox, fires no "
+                    "timers and runs no rules on message.failed (pass --rules)", args.rules)
+    firer = TimerFirer(engine) if engine is not None else None
     name = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        workers = [OutboxWorker(store, worker_id=f"{name}:{n}", lease_seconds=args.lease,
-                                max_attempts=args.max_attempts, timeout=args.timeout)
+        workers = [OutboxWorker(store, worker_id=f"{name}:{n}", engine=engine,
+                                lease_seconds=args.lease, max_age=args.max_age,
+                                timeout=args.timeout)
                    for n in range(args.threads)]
     except ValueError as error:
         parser.error(str(error))

@@ -149,8 +149,26 @@ class SetField(Action):
         return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value, run.channel)
 
 
+def _identity_on(run: ActionRun, channel: str) -> dict[str, Any] | None:
+    """The contact's identity on ``channel``, to send to."""
+    return next((i for i in run.lifecycle.state(run.contact_id).identities
+                 if i["channel"] == channel), None)
+
+
+def _queue_message(run: ActionRun, action: str, identity: Mapping[str, Any],
+                   content: dict[str, Any]) -> Outcome:
+    """Queue ``content`` for the contact's ``identity``; the worker sends it with the
+    channel's own send API."""
+    channel = identity["channel"]
+    return run.lifecycle.queue_outbound(
+        action=action, rule_id=run.rule_id, path=run.path, target="message",
+        recipient=identity["external_id"], url=None, method="POST", headers={},
+        body={"channel": channel, **content}, channel=channel, contact_id=run.contact_id)
+
+
 class SendMessage(Action):
-    """Reply to the contact on their channel, through the outbox."""
+    """Reply to the contact on their channel, through the outbox (on Messenger, with a
+    message ``tag`` to write outside the 24-hour window)."""
 
     name = "send_message"
 
@@ -159,9 +177,8 @@ class SendMessage(Action):
         self.text = compile_template(self.arguments["text"], roots, path="text")
 
     def run(self, run: ActionRun) -> Outcome:
-        identities = run.lifecycle.state(run.contact_id).identities
         wanted = self.arguments.get("channel") or run.channel
-        identity = next((i for i in identities if i["channel"] == wanted), None)
+        identity = _identity_on(run, wanted) if wanted else None
         if identity is None:
             return Outcome(self.name, False, f"the contact has no {wanted} identity to reply on",
                            failed=True)
@@ -169,12 +186,32 @@ class SendMessage(Action):
             text = self.text.render(run.context, now=run.now)
         except ExpressionRuntimeError as error:
             return Outcome(self.name, False, f"text failed: {error}", failed=True)
-        channel = identity["channel"]
-        return run.lifecycle.queue_outbound(
-            action=self.name, rule_id=run.rule_id, path=run.path,
-            target="message",  # the worker sends it with the channel's own send API
-            recipient=identity["external_id"], url=None, method="POST", headers={},
-            body={"channel": channel, "text": str(text)})
+        tag = {"tag": self.arguments["tag"]} if "tag" in self.arguments else {}
+        return _queue_message(run, self.name, identity, {"text": str(text), **tag})
+
+
+class SendTemplate(Action):
+    """Send an approved WhatsApp message template to the contact's WhatsApp identity, at any
+    time (free text needs the contact to have written in the last 24 hours)."""
+
+    name = "send_template"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.parameters = compile_template(self.arguments.get("parameters", []), roots,
+                                           path="parameters")
+
+    def run(self, run: ActionRun) -> Outcome:
+        identity = _identity_on(run, "whatsapp")
+        if identity is None:
+            return Outcome(self.name, False, "the contact has no whatsapp identity", failed=True)
+        try:
+            parameters = self.parameters.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"parameters failed: {error}", failed=True)
+        template = {"name": self.arguments["name"], "language": self.arguments["language"],
+                    "parameters": parameters}
+        return _queue_message(run, self.name, identity, {"template": template})
 
 
 # Headers the worker writes itself (the message's framing, the call's key): never a rule's.
@@ -261,7 +298,7 @@ class Wait(Action):
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
     for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, HttpRequest, Wait)
+                   SendMessage, SendTemplate, HttpRequest, Wait)
 }
 
 

@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
-from .channels import welcome_channels
+from .channels import reply_windows, welcome_channels
 from .errors import RulesEngineError, RuleValidationError, RuleWarning
-from .model import CHANNEL_INPUT_TYPES, EventType
+from .model import CHANNEL_INPUT_TYPES, MESSAGE_STATUS_TYPES, EventType
 from .rules import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
@@ -28,7 +29,8 @@ BUILT_IN_FACTS = frozenset({
     EventType.BOT_STATUS_CHANGED, EventType.CONVERSATION_IDLE,
 })
 # Actions that act on the conversation itself (close it, route it, write in it).
-_ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message"})
+_ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message",
+                                   "send_template"})
 
 
 def _emits(rule: Rule) -> set[EventType]:
@@ -114,7 +116,8 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     f"{what}: {', '.join(without)} send no welcome event",
                     hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
-        if rule.event not in CHANNEL_INPUT_TYPES and rule.event not in emitted:
+        if (rule.event not in CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES
+                and rule.event not in emitted):
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
                               **_where(rule, "trigger/event"))
@@ -183,11 +186,41 @@ def _idle_rules(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                 **_where(rule, "cooldown"))
 
 
+def _reply_windows(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """Free text a rule sends a day or more after the contact last wrote (an idle clock on
+    the contact's messages, then waits) fails on channels with a reply window."""
+    windows = reply_windows()
+    for rule in rules:
+        quiet = rule.idle.after if rule.idle is not None and rule.idle.of != "agent" else timedelta()
+        for index, action in enumerate(rule.actions):
+            if action.name == "wait":
+                quiet += getattr(action, "duration", timedelta())
+                continue
+            if action.name != "send_message" or "tag" in action.arguments:
+                continue
+            named = action.arguments.get("channel")
+            channels = {named} if named else rule.channels if rule.channels is not None else set(windows)
+            closed = sorted(c for c in channels if c in windows and quiet >= windows[c])
+            if closed:
+                yield RuleWarning(
+                    f"send_message runs at least {_hours(quiet)} after the contact's latest "
+                    f"message: on {', '.join(closed)} free text is refused after "
+                    f"{_hours(min(windows[c] for c in closed))} (the row fails outside_window)",
+                    hint="on WhatsApp use send_template; on Messenger add tag: HUMAN_AGENT "
+                         "(7 days); or limit the trigger's channels",
+                    **_where(rule, f"actions/{index}/send_message"))
+
+
+def _hours(duration: timedelta) -> str:
+    hours = duration / timedelta(hours=1)
+    return f"{hours:g}h"
+
+
 def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RulesEngineError]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
-                *_idle_rules(enabled)]
+                *_idle_rules(enabled), *_reply_windows(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings

@@ -58,3 +58,11 @@ def welcome_channels() -> frozenset[str]:
 def known_channels() -> frozenset[str]:
     """Every channel name an adapter registers, plus the built-in ones."""
     return frozenset(channel_catalog()) | BUILT_IN_CHANNELS
+
+
+@cache
+def reply_windows() -> Mapping[str, Any]:
+    """The channels whose platform takes free text only within a time of the contact's
+    latest message, with that time (a ``timedelta``)."""
+    return {name: traits.reply_window for name, traits in channel_catalog().items()
+            if getattr(traits, "reply_window", None) is not None}

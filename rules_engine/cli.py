@@ -21,13 +21,11 @@ from typing import Any, TextIO
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from . import people, queries
+from . import outbox, people, queries
 from .demo_data import generate_demo_data
-from .engine import DEFAULT_MAX_DEPTH, Engine
+from .engine import DEFAULT_MAX_DEPTH, Engine, Result
 from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
-from .engine import Result
 from .events import parse_event, parse_timestamp
-from .timers import DURATION, parse_duration
 from .loader import load_rule_set, rule_files
 from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from .render import render_trace
@@ -35,6 +33,7 @@ from .report_format import to_csv, to_table
 from .rule_tests import report, timed_run
 from .schema import load_schema
 from .store import DEFAULT_DATABASE_URL, Store, StoreNotReady
+from .timers import duration_option
 
 DESCRIPTION = "Validate, test and run automation rules for customer-messaging conversations."
 EXIT_CODES = """exit status:
@@ -65,13 +64,6 @@ def _engine(args: argparse.Namespace, *, existing: bool = False) -> Engine:
     return Engine(store, load_rule_set([_rules_dir(args)]), max_depth=args.max_depth)
 
 
-def _duration(text: str) -> timedelta:
-    """An argparse type: ``30s``, ``10m``, ``25h``, ``2d``."""
-    if not DURATION.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a duration such as 30s, 10m, 25h or 2d")
-    return parse_duration(text)
-
-
 def _interactive(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
@@ -82,7 +74,9 @@ def _progress(err: TextIO, what: str, total: int | None) -> Iterator[Callable[[i
     if not _interactive(err):
         yield lambda n: None
         return
-    from rich.console import Console  # only for a terminal: rich takes a while to import
+    from rich.console import (
+        Console,  # only for a terminal: rich takes a while to import
+    )
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -350,6 +344,53 @@ def cmd_db(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if current == head else 1
 
 
+def cmd_outbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = Store(_database_url(args))
+    try:
+        if args.action == "retry":
+            ids = outbox.retry(store, status=args.status, channel=args.channel, kind=args.kind)
+            err.write(f"{len(ids)} row(s) queued again" + (f": {_ids(ids)}" if ids else "") + "\n")
+        elif args.action == "resume":
+            outbox.resume(store, args.channel)
+            err.write(f"channel {args.channel} resumed: its waiting rows go out now\n")
+        else:
+            _list_outbox(args, store, out, err)
+    finally:
+        store.dispose()
+    return 0
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = ", ".join(f"#{n}" for n in ids[:20])
+    return shown + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+
+
+OUTBOX_COLUMNS = ("id", "channel", "status", "attempts", "next_attempt_at",
+                  "platform_message_id", "error")
+
+
+def _list_outbox(args: argparse.Namespace, store: Store, out: TextIO, err: TextIO) -> None:
+    rows = outbox.list_outbound(store, status=args.status, channel=args.channel,
+                                kind=args.kind, limit=args.limit)
+    shown = [{key: row[key] for key in OUTBOX_COLUMNS} for row in rows]
+    if args.format == "json":
+        _write_json(out, shown)
+        return
+    for row in shown:
+        error = row["error"]
+        said = (f"{error['kind']}{' ' + error['code'] if error['code'] else ''}: {error['message']}"
+                if error else "")
+        target = row["channel"] or "http"
+        due = row["next_attempt_at"][:19] if row["status"] == "pending" else ""
+        out.write(f"#{row['id']:<6} {target:<10} {row['status']:<10} {row['attempts']:>3}  "
+                  f"{due:<19}  {row['platform_message_id'] or '':<24}  {said}\n")
+    for pause in outbox.pauses(store):
+        err.write(f"channel {pause['channel']} is paused since {pause['paused_at'][:19]}: "
+                  f"{pause['message']} (rules-engine outbox resume {pause['channel']})\n")
+    if not rows:
+        err.write("no outbox rows match\n")
+
+
 def cmd_users(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = Store(_database_url(args))
     now = datetime.now(timezone.utc)
@@ -433,6 +474,12 @@ def _global_options(*, top: bool) -> argparse.ArgumentParser:
     return options
 
 
+def _outbox_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--channel", help="only this channel's rows")
+    parser.add_argument("--kind", help="only rows whose error is of this kind: transient, "
+                                       "rate_limited, permanent, auth, outside_window, opted_out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rules-engine", description=DESCRIPTION, epilog=EXIT_CODES,
                                      formatter_class=_HelpFormatter,
@@ -460,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("event", help="an event JSON file, or - for stdin")
     simulate.add_argument("--format", choices=["text", "json"], default="text",
                           help="a tree for people, or the trace as JSON")
-    simulate.add_argument("--advance", type=_duration, metavar="DURATION",
+    simulate.add_argument("--advance", type=duration_option, metavar="DURATION",
                           help="then move the clock on (e.g. 25h) and fire the timers due by then")
     simulate.set_defaults(handler=cmd_simulate)
 
@@ -538,6 +585,24 @@ def build_parser() -> argparse.ArgumentParser:
     user_actions.add_parser("revoke", help="revoke a user's token and sessions").add_argument(
         "name", help="the user's name")
     users.set_defaults(handler=cmd_users)
+
+    box = command("outbox", "the outbox: list rows (with no ACTION), retry failed ones, "
+                            "resume a paused channel")
+    _outbox_filters(box)
+    box.add_argument("--status", choices=[str(s) for s in outbox.STATUSES],
+                     help="only rows in this status")
+    box.add_argument("--limit", type=_at_least(1), default=100, help="at most this many rows")
+    box.add_argument("--format", choices=["text", "json"], default="text",
+                     help="text for people, json for tools")
+    box.set_defaults(handler=cmd_outbox, action="list")
+    box_actions = box.add_subparsers(dest="action", metavar="ACTION")
+    again = box_actions.add_parser("retry", help="queue failed (or suppressed) rows again, "
+                                                 "attempts and age starting over")
+    _outbox_filters(again)
+    again.add_argument("--status", choices=[str(s) for s in outbox.RETRYABLE], default="failed",
+                       help="which rows")
+    box_actions.add_parser("resume", help="call a paused channel again").add_argument(
+        "channel", help="the channel, e.g. whatsapp")
 
     serve = commands.add_parser(
         "serve", add_help=False,

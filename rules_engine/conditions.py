@@ -8,7 +8,12 @@ from typing import Any, Protocol
 
 from .context import Spec
 from .errors import ExpressionError
-from .expressions import CompiledExpression, ExpressionRuntimeError, compile_expression, preview
+from .expressions import (
+    CompiledExpression,
+    ExpressionRuntimeError,
+    compile_expression,
+    preview,
+)
 
 
 class ConditionFailed(Exception):

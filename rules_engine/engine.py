@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .actions import ActionRun, Wait
@@ -17,7 +17,15 @@ from .errors import EventError, NotFoundError, RulesEngineError
 from .expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
 from .inputs import HANDLERS
 from .lifecycle import Fact, Lifecycle, Outcome
-from .model import COMMAND_TYPES, TRIGGER_TYPES, Contact, Event, EventType
+from .message_status import aimed
+from .model import (
+    COMMAND_TYPES,
+    MESSAGE_STATUS_TYPES,
+    TRIGGER_TYPES,
+    Contact,
+    Event,
+    EventType,
+)
 from .rules import Rule, RuleSet
 from .store import DATABASE_ERRORS, Store, StoreTx
 from .timers import Timer, idle_clocks
@@ -36,7 +44,7 @@ MAX_MERGE_HOPS = 16
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -438,6 +446,20 @@ class Engine:
         catalog = self.catalog(rules)
         return self.store.run(lambda tx: self._process(tx, event, rules, catalog, status="applied"))
 
+    def process_after(self, write: Callable[[StoreTx], bool], event: Event) -> Result | None:
+        """Make ``write``, then apply ``event`` in the same transaction (so that neither is
+        kept without the other); when ``write`` returns False, nothing more is done and the
+        result is None."""
+        rules = self.rules
+        catalog = self.catalog(rules)
+
+        def work(tx: StoreTx) -> Result | None:
+            if not write(tx):
+                return None
+            return self._process(tx, event, rules, catalog, status="applied")
+
+        return self.store.run(work)
+
     def process_many(self, events: Sequence[Event], *,
                      atomic: bool = False) -> list[Result | RulesEngineError]:
         """Apply several events in one transaction, each inside its own savepoint: an event
@@ -525,6 +547,11 @@ class Engine:
                  status: str) -> Result:
         received_at = self.clock()
         simulating = status == "simulated"
+        if event.type in MESSAGE_STATUS_TYPES:
+            found = aimed(tx, event)
+            if found is None:
+                return Result(event.id, "noop", None, {}, reason="no message of ours has this id")
+            event = found
         run = _Run(self, tx, event, rules)
         contact_id = run.resolve_contact()  # its row is locked from here on
         first_time = tx.record_event(event.id, str(event.type), event.channel, received_at,

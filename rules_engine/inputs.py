@@ -6,7 +6,12 @@
   the open conversation, if any (the first agent's reply as its first response);
 - a timer's firing: ``conversation.idle`` (its rule runs if the conversation is still
   open), ``wait.ended`` (the engine resumes the waiting rule);
-- a contact's opt-out (``contact.unsubscribed``) changes nothing by itself: rules react;
+- a contact's message, welcome or fulfillment notes when they last wrote on that identity
+  (the platforms' reply windows run from it); their opt-out (``contact.unsubscribed``)
+  notes it too, so that no message is sent to them there until they write again; rules
+  react to both;
+- ``message.delivered`` / ``message.read`` / ``message.failed`` move the outbox rows they
+  report on (see rules_engine.message_status);
 - a Dialogflow fulfillment with ``RB_MARKDONE`` true closes the open one (``dialogflow``),
   false opens one if none is open; ``RB_ADDTAGS`` / ``RB_REMOVETAGS`` / ``RB_BOTSTATUS``
   tag, untag and hand over to a human;
@@ -20,6 +25,7 @@ from typing import Any
 
 from .errors import EventError, NotFoundError
 from .lifecycle import Lifecycle, Outcome
+from .message_status import move as move_status
 from .model import CloseSource, Event, EventType, OpenSource, sent_by_bot
 
 MARKDONE = "RB_MARKDONE"
@@ -59,14 +65,27 @@ def parse_tag_list(value: Any) -> list[str]:
 Handler = Callable[[Event, int, Lifecycle], list[Outcome]]
 
 
+def _contact_wrote(event: Event, lifecycle: Lifecycle) -> None:
+    if event.channel is not None and event.contact.external_id is not None:
+        lifecycle.tx.note_inbound(event.channel, event.contact.external_id, event.timestamp)
+
+
 def _message_received(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    _contact_wrote(event, lifecycle)
     return [lifecycle.open(contact_id, channel=event.channel,
                            source=OpenSource.INCOMING_MESSAGE, actor=None)]
 
 
 def _welcome(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    _contact_wrote(event, lifecycle)
     return [lifecycle.open(contact_id, channel=event.channel,
                            source=OpenSource.WELCOME_EVENT, actor=None)]
+
+
+def _unsubscribed(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    if event.channel is not None and event.contact.external_id is not None:
+        lifecycle.tx.note_opt_out(event.channel, event.contact.external_id, event.timestamp)
+    return []
 
 
 def _message_sent(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
@@ -87,6 +106,7 @@ def _no_built_in_effect(event: Event, contact_id: int, lifecycle: Lifecycle) -> 
 
 
 def _dialogflow(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    _contact_wrote(event, lifecycle)
     params = event.params
     outcomes: list[Outcome] = []
     add_tags = parse_tag_list(params.get(ADD_TAGS))
@@ -148,7 +168,10 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.MESSAGE_RECEIVED: _message_received,
     EventType.MESSAGE_SENT: _message_sent,
     EventType.WELCOME: _welcome,
-    EventType.CONTACT_UNSUBSCRIBED: _no_built_in_effect,
+    EventType.CONTACT_UNSUBSCRIBED: _unsubscribed,
+    EventType.MESSAGE_DELIVERED: move_status,
+    EventType.MESSAGE_READ: move_status,
+    EventType.MESSAGE_FAILED: move_status,
     EventType.DIALOGFLOW_FULFILLMENT: _dialogflow,
     EventType.OPEN_CONVERSATION: _user_open,
     EventType.CLOSE_CONVERSATION: _user_close,

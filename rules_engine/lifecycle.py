@@ -233,13 +233,16 @@ class Lifecycle:
 
     def queue_outbound(self, *, action: str, rule_id: str, path: str, target: str,
                        recipient: str | None, url: str | None, method: str,
-                       headers: dict[str, str], body: Any) -> Outcome:
-        """Write an outbound call to the outbox, in this event's transaction; workers deliver it."""
+                       headers: dict[str, str], body: Any, channel: str | None = None,
+                       contact_id: int | None = None) -> Outcome:
+        """Write an outbound call to the outbox, in this event's transaction; workers deliver
+        it (a message: to ``recipient``, the contact's identity on ``channel``)."""
         key = hashlib.sha256(f"{self.event_id}\0{rule_id}\0{path}".encode()).hexdigest()[:40]
-        outbox_id = self.tx.enqueue_outbound(
-            event_id=self.event_id, rule_id=rule_id, action=action, target=target,
-            recipient=recipient, url=url, method=method, headers=headers, body=body,
-            idempotency_key=key, at=self.at)
+        outbox_id = self.tx.outbound.enqueue(values={
+            "event_id": self.event_id, "rule_id": rule_id, "action": action, "target": target,
+            "channel": channel, "contact_id": contact_id, "recipient": recipient, "url": url,
+            "method": method, "headers": headers, "body": body, "idempotency_key": key},
+            at=self.at)
         where = redact_url(url) if url is not None else f"{target} {recipient}"
         return Outcome(action, True, f"queued outbox #{outbox_id} ({method} {where})")
 

@@ -1,10 +1,11 @@
 """Domain objects: events, contacts, conversations, and the names of sources and event types."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 MAX_ID = 2_147_483_647  # ids of contacts, conversations, outbox rows: the databases' INTEGER
 
@@ -28,12 +29,18 @@ class CloseSource(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    """Where an outbound call stands: pending until it is delivered, or failed with the
-    reason (the platform's own code and text, or ours) in the row's ``last_error``."""
+    """Where an outbound call stands. ``pending`` until the platform accepts it (``sent``,
+    its message id kept); then ``delivered`` and ``read`` as the platform's status callbacks
+    report them. ``failed`` when trying again cannot help (the platform's reason, or ours:
+    outside the reply window, retries exhausted); ``suppressed`` when it was never called
+    (the contact opted out)."""
 
     PENDING = "pending"
+    SENT = "sent"
     DELIVERED = "delivered"
+    READ = "read"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"
 
 
 class EventType(StrEnum):

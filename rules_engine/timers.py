@@ -19,6 +19,7 @@ however many ``tick`` processes run.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -39,6 +40,13 @@ DURATION = re.compile(r"[1-9][0-9]{0,5}[smhd]")  # the schemas' $defs/duration
 def parse_duration(text: str) -> timedelta:
     """``30s``, ``10m``, ``2h``, ``1d`` (the schema has checked the shape)."""
     return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+
+
+def duration_option(text: str) -> timedelta:
+    """An argparse type: ``30s``, ``10m``, ``25h``, ``2d``."""
+    if not DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a duration such as 30s, 10m, 25h or 2d")
+    return parse_duration(text)
 
 
 @dataclass(frozen=True, slots=True)

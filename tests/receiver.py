@@ -59,7 +59,7 @@ def receiving(respond: Callable[[Delivery, int], Reply] | None = None, *,
                            if d.headers.get("Idempotency-Key") == delivery.headers.get("Idempotency-Key"))
             status, body, delay, *more = receiver.respond(delivery, seen)
             time.sleep(delay)
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
                 self.send_response(status)
                 for name, value in (more[0] if more else {}).items():

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     cast,
     delete,
     func,
@@ -24,10 +25,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model import CloseSource, Contact, Conversation, OpenSource, OutboxStatus
+from ..model import CloseSource, Contact, Conversation, OpenSource
 from ..timers import Timer
 from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
+from .outbound import OutboundTx
 from .prepared import Prepared, execute_on_driver
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
@@ -80,6 +82,7 @@ class StoreTx:
         self.connection = connection
         self._dialect = dialect
         self._savepoints = 0
+        self.outbound = OutboundTx(connection, dialect)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -279,6 +282,37 @@ class StoreTx:
         existing = self.find_contact_by_identity(channel, external_id)
         assert existing is not None, "identity conflict without an existing identity"
         return existing, False
+
+    def note_inbound(self, channel: str, external_id: str, at: datetime) -> None:
+        """The contact wrote on this identity at ``at`` (the platforms' reply windows run
+        from it); writing again after opting out opts them back in."""
+        i = t.contact_identities
+
+        def build() -> Any:
+            at_ = bindparam("p_at", type_=i.c.last_inbound_at.type)
+            later = or_(i.c.last_inbound_at.is_(None), i.c.last_inbound_at < at_)
+            return (update(i).where(i.c.channel == bindparam("p_channel"),
+                                    i.c.external_id == bindparam("p_external_id"), later)
+                    .values(last_inbound_at=at_, opted_out_at=case(
+                        (i.c.opted_out_at < at_, null()), else_=i.c.opted_out_at)))
+
+        self._prepared("note-inbound", build).count(
+            self.connection, {"p_channel": channel, "p_external_id": external_id, "p_at": at})
+
+    def note_opt_out(self, channel: str, external_id: str, at: datetime) -> None:
+        """The contact opted out of (or blocked) this identity at ``at``."""
+        i = t.contact_identities
+        self.connection.execute(update(i).where(
+            i.c.channel == channel, i.c.external_id == external_id,
+            or_(i.c.last_inbound_at.is_(None), i.c.last_inbound_at <= at)
+        ).values(opted_out_at=at))
+
+    def identity(self, channel: str, external_id: str) -> dict[str, Any] | None:
+        """An identity's row: its contact, when they last wrote, whether they opted out."""
+        i = t.contact_identities
+        row = self.connection.execute(select(i).where(
+            i.c.channel == channel, i.c.external_id == external_id)).mappings().first()
+        return dict(row) if row else None
 
     def find_contacts(self, channel: str, external_id: str) -> list[Contact]:
         found = self.find_contact_by_identity(channel, external_id)
@@ -624,65 +658,3 @@ class StoreTx:
             return refused.scope
         return None
 
-    # -- outbox -------------------------------------------------------------------------
-
-    def enqueue_outbound(self, *, event_id: str, rule_id: str | None, action: str, target: str,
-                         recipient: str | None, url: str | None, method: str,
-                         headers: dict[str, str], body: Any, idempotency_key: str,
-                         at: datetime) -> int:
-        """Add a pending outbox row; returns its id."""
-        row = self._insert_row(t.outbox, {
-            "event_id": event_id, "rule_id": rule_id, "action": action, "target": target,
-            "recipient": recipient, "url": url, "method": method, "headers": headers,
-            "body": body, "idempotency_key": idempotency_key, "status": OutboxStatus.PENDING,
-            "attempts": 0, "next_attempt_at": at, "created_at": at}, "id")
-        assert row is not None
-        return int(row["id"])
-
-    def claim_outbound(self, *, worker: str, now: datetime, lease_until: datetime,
-                       limit: int) -> list[dict[str, Any]]:
-        """Lease up to ``limit`` due rows to ``worker`` (rows other workers hold are skipped)."""
-        o = t.outbox
-        due = (
-            select(o.c.id)
-            .where(o.c.status == OutboxStatus.PENDING, o.c.next_attempt_at <= now,
-                   or_(o.c.lease_expires_at.is_(None), o.c.lease_expires_at < now))
-            .order_by(o.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(o)
-            .where(o.c.id.in_(due.scalar_subquery()))
-            .values(lease_expires_at=lease_until, locked_by=worker, attempts=o.c.attempts + 1)
-            .returning(*o.c)
-        )
-        return sorted((dict(row) for row in self.connection.execute(statement).mappings()),
-                      key=lambda row: row["id"])
-
-    def finish_outbound(self, outbox_id: int, *, worker: str, values: dict[str, Any]) -> bool:
-        """Record a delivery attempt's result, if ``worker`` still holds the row's lease."""
-        o = t.outbox
-        result = self.connection.execute(
-            update(o)
-            .where(o.c.id == outbox_id, o.c.status == OutboxStatus.PENDING, o.c.locked_by == worker)
-            .values(lease_expires_at=None, locked_by=None, **values)
-        )
-        return result.rowcount == 1
-
-    def outbound(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-        """Outbox rows, newest first, optionally of one status."""
-        o = t.outbox
-        statement = select(o).order_by(o.c.id.desc()).limit(limit)
-        if status is not None:
-            statement = statement.where(o.c.status == status)
-        return [dict(row) for row in self.connection.execute(statement).mappings()]
-
-    def requeue_outbound(self, outbox_id: int, now: datetime) -> bool:
-        """Send a failed row again (attempts start over); False if it has not failed."""
-        o = t.outbox
-        result = self.connection.execute(
-            update(o).where(o.c.id == outbox_id, o.c.status == OutboxStatus.FAILED)
-            .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, last_error=None)
-        )
-        return result.rowcount == 1

@@ -85,6 +85,10 @@ contact_identities = Table(
     Column("channel", Str(40), primary_key=True),
     Column("external_id", Str(200), primary_key=True),
     Column("contact_id", Integer, ForeignKey("contacts.id"), nullable=False, index=True),
+    # when the contact last wrote on this identity (the platforms' reply windows), and when
+    # they opted out of it (a later message opts them back in)
+    Column("last_inbound_at", UTCDateTime),
+    Column("opted_out_at", UTCDateTime),
 )
 
 contact_tags = Table(
@@ -201,6 +205,8 @@ outbox = Table(
     Column("rule_id", Str(100)),
     Column("action", Str(40), nullable=False),
     Column("target", Str(40), nullable=False),
+    Column("channel", Str(40)),  # a message's (None for a rule's http_request)
+    Column("contact_id", Integer),  # the contact a message goes to
     Column("recipient", Str(200)),
     Column("url", LongStr),
     Column("method", Str(10), nullable=False),
@@ -213,11 +219,49 @@ outbox = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_expires_at", UTCDateTime),
     Column("locked_by", Str(100)),
-    Column("last_error", LongStr),
+    Column("platform_message_id", Str(200)),  # wamid, mid, message_id, message_token
+    # the latest failure: kind (connectors.channels.base.AnswerKind, or ours: outside_window,
+    # opted_out, retries_exhausted...), the platform's own code and words
+    Column("error_kind", Str(20)),
+    Column("error_code", Str(40)),
+    Column("error_message", LongStr),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("queued_at", UTCDateTime, nullable=False),  # created, or retried by an operator
+    Column("sent_at", UTCDateTime),
     Column("delivered_at", UTCDateTime),
+    Column("read_at", UTCDateTime),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_platform_message", outbox.c.channel, outbox.c.platform_message_id)
+Index("ix_outbox_recipient", outbox.c.channel, outbox.c.recipient)
+
+# Channels whose send API refused our credential: no calls until an operator resumes them.
+channel_pauses = Table(
+    "channel_pauses",
+    metadata,
+    Column("channel", Str(40), primary_key=True),
+    Column("paused_at", UTCDateTime, nullable=False),
+    Column("code", Str(40)),
+    Column("message", LongStr, nullable=False),
+)
+
+# Pacing shared by every worker: the earliest time of the next call per key (a channel, or
+# a channel and a recipient).
+outbound_pace = Table(
+    "outbound_pace",
+    metadata,
+    Column("key", Str(300), primary_key=True),
+    Column("next_at", UTCDateTime, nullable=False),
+)
+
+# Delivery attempts by channel ("" for rules' URLs) and outcome, counted by every worker.
+outbound_deliveries = Table(
+    "outbound_deliveries",
+    metadata,
+    Column("channel", Str(40), primary_key=True),
+    Column("outcome", Str(30), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
 
 # Run-once and cooldown bookkeeping: one row per rule and scope (a contact or a conversation).
 rule_runs = Table(
