@@ -7,7 +7,7 @@ one means. Every answer must become that verdict, every status that event.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.channels.base import Answer, AnswerKind, MetaWebhook, Pace, Unsendable, Verdict
+from connectors.channels.base import (
+    Answer,
+    AnswerKind,
+    MetaWebhook,
+    Pace,
+    Unsendable,
+    Verdict,
+)
 from connectors.channels.messenger import ADAPTER as MESSENGER
 from connectors.channels.whatsapp import ADAPTER as WHATSAPP
 from rules_engine import EventType
@@ -29,7 +36,7 @@ ADAPTERS: dict[str, MetaWebhook] = {"whatsapp": WHATSAPP, "messenger": MESSENGER
 # expected.json's outcome of a status webhook -> the event it must become (None: skipped).
 STATUS_EVENT = {"delivered": EventType.MESSAGE_DELIVERED, "read": EventType.MESSAGE_READ,
                 "failed": EventType.MESSAGE_FAILED, "sent": None}
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENVIRON = {"WHATSAPP_ACCESS_TOKEN": "wa-token", "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
            "FACEBOOK_PAGE_ACCESS_TOKEN": "fb-token"}
 
@@ -169,7 +176,7 @@ def test_a_whatsapp_status_names_the_message_the_person_and_the_time():
     [event] = parse(WHATSAPP, body).events
     assert event.id == "whatsapp:status:wamid.H=====================================:failed"
     assert event.contact.external_id == "86501452171734"
-    assert event.timestamp == datetime.fromtimestamp(1744609253, timezone.utc)
+    assert event.timestamp == datetime.fromtimestamp(1744609253, UTC)
     assert event.params["error"] == {
         "kind": "permanent", "code": "131047",
         "message": "Re-engagement message: Message failed to send because more than 24 hours "
@@ -211,7 +218,7 @@ def test_a_messenger_delivery_is_one_event_per_message():
     assert [(e.id, e.type, e.contact.external_id, dict(e.params)) for e in parsed.events] == [
         ("facebook:delivery:m_1", EventType.MESSAGE_DELIVERED, "PSID-1", {"platform_message_id": "m_1"}),
         ("facebook:delivery:m_2", EventType.MESSAGE_DELIVERED, "PSID-1", {"platform_message_id": "m_2"})]
-    assert parsed.events[0].timestamp == datetime.fromtimestamp(1_764_061_200.5, timezone.utc)
+    assert parsed.events[0].timestamp == datetime.fromtimestamp(1_764_061_200.5, UTC)
 
 
 def test_a_messenger_delivery_without_mids_names_its_watermark():
