@@ -18,6 +18,7 @@ import pytest
 from connectors import create_app
 from connectors.channels import adapters
 from rules_engine import EventType, queries
+from rules_engine.inputs import HANDLERS
 
 from . import webhook_payloads as p
 
@@ -31,7 +32,9 @@ CHANNEL_OF = {"messenger": "facebook", "viber": "viber", "whatsapp": "whatsapp",
 EVENT_OF_KIND = {"message": EventType.MESSAGE_RECEIVED, "welcome": EventType.WELCOME,
                  "referral": EventType.WELCOME, "echo": EventType.MESSAGE_SENT,
                  "unsubscribed": EventType.CONTACT_UNSUBSCRIBED, "acknowledged": None,
-                 "optin": None, "subscribed": None}
+                 "optin": None, "subscribed": None, "delivered": EventType.MESSAGE_DELIVERED,
+                 "read": EventType.MESSAGE_READ, "failed": EventType.MESSAGE_FAILED}
+STATUS_KINDS = {"delivered", "read", "failed"}
 # Each platform's media vocabulary -> the documented attachment types of our events.
 ATTACHMENT_OF = {
     "messenger": {"image": "image", "video": "video", "audio": "audio", "file": "file",
@@ -130,6 +133,9 @@ def _check_message(folder: str, item: dict[str, Any], event) -> None:
 def test_a_published_body_is_understood(app, folder, name):
     body = (FIXTURES / folder / name).read_bytes()
     items = OVERRIDES.get((folder, name)) or _expected(folder)[name]["items"]
+    if (any(item["kind"] in STATUS_KINDS for item in items)
+            and EventType.MESSAGE_DELIVERED not in HANDLERS):
+        pytest.skip("the engine's side of message statuses (issue 18) is not merged yet")
     client = app.test_client()
     response = _post(client, folder, body)
     assert response.status_code == 200, response.json
@@ -142,7 +148,8 @@ def test_a_published_body_is_understood(app, folder, name):
     assert [e.type for e in parsed.events] == [kind for _, kind in events]
     store = app.extensions["rules_engine"].store
     for (item, kind), event, result in zip(events, parsed.events, response.json["results"]):
-        _identity(folder, item["contact"], event)
+        if "contact" in item:
+            _identity(folder, item["contact"], event)
         assert event.channel == CHANNEL_OF[folder] and result["event_id"] == event.id
         if kind is EventType.MESSAGE_RECEIVED:
             _check_message(folder, item, event)
@@ -150,10 +157,25 @@ def test_a_published_body_is_understood(app, folder, name):
         if kind in (EventType.MESSAGE_RECEIVED, EventType.WELCOME):
             source = "incoming_message" if kind is EventType.MESSAGE_RECEIVED else "welcome_event"
             assert [(c["status"], c["open_source"]) for c in conversations] == [("open", source)]
-        else:  # a reply by the page, an opt-out: never opens a conversation
+        else:  # a reply by the page, an opt-out, a message's status: never opens one
             assert conversations == []
     again = _post(client, folder, body)
     assert [r["status"] for r in again.json["results"]] == ["duplicate"] * len(events)
+
+
+def _status_cases() -> list[tuple[str, str]]:
+    return [(folder, name) for folder, name in _cases("messenger", "whatsapp")
+            if any(item["kind"] in STATUS_KINDS for item in _expected(folder)[name]["items"])]
+
+
+@pytest.mark.parametrize("folder, name", _status_cases())
+def test_a_published_status_is_read_as_its_event(folder, name):
+    """What the adapter makes of a status webhook, without the engine."""
+    items = _expected(folder)[name]["items"]
+    parsed = _parse(folder, (FIXTURES / folder / name).read_bytes())
+    assert [e.type for e in parsed.events] == [EVENT_OF_KIND[item["kind"]] for item in items]
+    assert all(e.channel == CHANNEL_OF[folder] and e.message is None for e in parsed.events)
+    assert parsed.skipped == ()
 
 
 @pytest.mark.parametrize("folder, name", _cases("dialogflow_es", "dialogflow_cx"))

@@ -9,10 +9,17 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from connectors import ConfigError, create_app
+from rules_engine import EventType
+from rules_engine.inputs import HANDLERS
 
 from . import webhook_payloads as p
 
 REPO = Path(__file__).resolve().parent.parent
+# Receipts and statuses are message.delivered / read / failed events since issue 18; the
+# engine's side of them (the lead's) may not be merged in yet.
+statuses_reach_the_engine = pytest.mark.skipif(
+    EventType.MESSAGE_DELIVERED not in HANDLERS,
+    reason="the engine's side of message statuses (issue 18) is not merged yet")
 TEST_RULES = """\
 rules:
   - id: intent-handover
@@ -274,21 +281,24 @@ def test_facebook_bad_signature_is_refused_and_nothing_applied(client):
                       headers=api_headers()).json == []
 
 
-def test_facebook_echo_is_a_reply_and_a_delivery_is_skipped(client):
+@statuses_reach_the_engine
+def test_facebook_echo_is_a_reply_and_its_delivery_a_status_event(client):
     echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-5"}, "timestamp": 1_764_061_200_000,
             "message": {"mid": "m_echo", "text": "our reply", "is_echo": True}}
     delivery = {"sender": {"id": "PSID-5"}, "recipient": {"id": "PAGE_1"},
                 "delivery": {"mids": ["m_echo"], "watermark": 1_764_061_200_000}}
     response = post_facebook(client, p.messenger(echo, delivery))
     assert response.status_code == 200
-    [result] = response.json["results"]
-    assert result["event_id"] == "facebook:m_echo"
-    assert [c["operation"] for c in result["changes"]] == ["create_contact"]
-    assert response.json["skipped"] == [{"path": "entry/0/messaging/1", "reason": "delivery_receipt",
-                                         "detail": ""}]
-    assert conversations_of(client, result["contact_id"]) == []
+    reply, delivered = response.json["results"]
+    assert reply["event_id"] == "facebook:m_echo"
+    assert [c["operation"] for c in reply["changes"]] == ["create_contact"]
+    assert delivered["event_id"] == "facebook:delivery:m_echo"
+    assert delivered["contact_id"] == reply["contact_id"]
+    assert response.json["skipped"] == []
+    assert conversations_of(client, reply["contact_id"]) == []
 
 
+@statuses_reach_the_engine
 def test_facebook_a_message_beside_unusable_items_is_applied(client):
     """Receipts without timestamps, standby entries, chat-plugin guests (user_ref), feed
     changes and entries with nothing in them never cost the customer's message."""
@@ -310,10 +320,11 @@ def test_facebook_a_message_beside_unusable_items_is_applied(client):
     ]}
     response = post_facebook(client, body)
     assert response.status_code == 200
-    assert [r["event_id"] for r in response.json["results"]] == ["facebook:m_12",
-                                                                  "facebook:postback:user_ref:guest-77:1764061200500"]
+    assert [r["event_id"] for r in response.json["results"]] == [
+        "facebook:delivery:m_older", "facebook:m_12",
+        "facebook:postback:user_ref:guest-77:1764061200500"]
     assert [(s["path"], s["reason"]) for s in response.json["skipped"]] == [
-        ("entry/0/messaging/0", "delivery_receipt"), ("entry/1/standby/0", "standby"),
+        ("entry/1/standby/0", "standby"),
         ("entry/2/changes/0", "changes"), ("entry/3", "empty_entry")]
     [conversation] = conversations_of(client, contact_id_of(client, "facebook", "PSID-12"))
     assert conversation["open_source"] == "incoming_message"

@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -357,15 +357,73 @@ def number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+# Graph API error codes both Meta send APIs answer with, by what they mean for a row
+# (https://developers.facebook.com/docs/graph-api/guides/error-handling): 1 and 2 are
+# "temporary issue ... wait and retry", 4, 17, 32, 341 and 613 throttling, 102 and 190 the
+# session or the token, 200-299 a permission the app or the token lacks.
+GRAPH_ERROR_KINDS: Mapping[int, AnswerKind] = {
+    1: AnswerKind.TRANSIENT, 2: AnswerKind.TRANSIENT,
+    4: AnswerKind.RATE_LIMITED, 17: AnswerKind.RATE_LIMITED, 32: AnswerKind.RATE_LIMITED,
+    341: AnswerKind.RATE_LIMITED, 613: AnswerKind.RATE_LIMITED,
+    102: AnswerKind.AUTH, 190: AnswerKind.AUTH,
+    368: AnswerKind.PERMANENT, 506: AnswerKind.PERMANENT,
+}
+GRAPH_PERMISSION_CODES = range(200, 300)
+
+
 class MetaWebhook(ChannelAdapter):
     """Meta's webhooks (Messenger, WhatsApp): ``{"object": ..., "entry": [...]}`` signed with
-    ``X-Hub-Signature-256`` (the app secret), and the ``hub.verify_token`` handshake."""
+    ``X-Hub-Signature-256`` (the app secret), and the ``hub.verify_token`` handshake; and
+    the Graph API's answers to a send.
+
+    A send's answer is read by its ``error.code`` first and its HTTP status second (Meta:
+    "Build your app's error handling around error codes instead of subcodes or HTTP response
+    status codes"). A verdict's ``code`` is that ``error.code`` alone; the deprecated
+    ``error_subcode``, when present, ends its ``message`` as ``(subcode N)``."""
 
     SIGNATURE_HEADER = "X-Hub-Signature-256"
     handshake = True
     webhook_object: ClassVar[str]  # the body's ``object``
     app_secret: ClassVar[Setting]
     verify_token: ClassVar[Setting]
+    # This API's own error codes (over GRAPH_ERROR_KINDS), by what they mean for a row.
+    error_kinds: ClassVar[Mapping[int, AnswerKind]] = {}
+
+    @classmethod
+    def error_kind(cls, code: int) -> AnswerKind | None:
+        """What a Meta error code means; None for a code neither table knows."""
+        kind = cls.error_kinds.get(code) or GRAPH_ERROR_KINDS.get(code)
+        if kind is None and code in GRAPH_PERMISSION_CODES:
+            return AnswerKind.AUTH
+        return kind
+
+    def sent_message_id(self, answer: Mapping[str, Any]) -> str | None:
+        """The platform's id of the message in a successful answer's JSON object."""
+        raise NotImplementedError
+
+    def classify(self, answer: Answer) -> Verdict:
+        data = _json_or_none(answer.body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            code = meta_code(error.get("code"))
+            text = meta_error_text(error) or one_line(answer.body)
+            if code is not None:
+                kind = self.error_kind(code)
+                if kind is None:  # a code we do not know: its HTTP status says what it is
+                    return replace(http_verdict(answer), code=str(code), message=text)
+                retry_after = (retry_after_header(answer.headers)
+                               if kind in (AnswerKind.RATE_LIMITED, AnswerKind.TRANSIENT) else None)
+                return Verdict(kind, str(code), text, retry_after)
+            return replace(http_verdict(answer), message=text)
+        if not 200 <= answer.status < 300:
+            return http_verdict(answer)
+        message_id = self.sent_message_id(data) if isinstance(data, dict) else None
+        if message_id is None:
+            # Meta documents no 2xx that is not an acceptance: calling again could send
+            # the message twice, so the row is sent, with no id for later statuses to find.
+            return Verdict(AnswerKind.SENT, message=one_line(
+                f"accepted without a message id: {one_line(answer.body, 200)}"))
+        return Verdict(AnswerKind.SENT, platform_message_id=message_id)
 
     @property
     def auth_schemes(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
@@ -410,3 +468,43 @@ class Attachments:
 
     def as_tuple(self) -> tuple[dict[str, Any], ...]:
         return tuple(self.items)
+
+
+def _json_or_none(body: bytes) -> Any:
+    """An answer's body as JSON, or None when it is not JSON (the guarded decoder)."""
+    try:
+        return decode_json(body)
+    except ApiError:
+        return None
+
+
+def meta_code(value: Any) -> int | None:
+    """A Meta error code (a number, or digits as some relays send it), else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def meta_error_text(error: Mapping[str, Any]) -> str:
+    """A Graph API ``error`` (or a WhatsApp status's ``errors[]`` item) in Meta's own words,
+    one line: ``message`` (else ``title``), then ``error_data.details`` when it says more,
+    then ``(subcode N)``."""
+    words = [value for value in (error.get("message"), error.get("title"))
+             if isinstance(value, str) and value.strip()][:1]
+    data = error.get("error_data")
+    details = data.get("details") if isinstance(data, dict) else None
+    if isinstance(details, str) and details.strip() and details not in words:
+        words.append(details)
+    text = words[0] if words else ""
+    if len(words) > 1:
+        text += (" " if text.endswith((".", "!", "?")) else ": ") + words[1]
+    subcode = error.get("error_subcode")
+    if isinstance(subcode, int) and not isinstance(subcode, bool):
+        text = f"{text} (subcode {subcode})".strip()
+    return one_line(text)
+
+
+def iso_utc(at: datetime) -> str:
+    """A UTC time (as ``epoch_time`` gives) as the ISO 8601 string events carry
+    (``2016-07-10T12:11:46.921Z``)."""
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")

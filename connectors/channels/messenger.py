@@ -10,9 +10,20 @@ Each ``entry[].messaging[]`` item is one thing that happened:
 - ``referral`` (m.me link, ad, chat plugin) -> ``welcome`` with ``params.referral``;
 - ``optin`` with ``notification_messages_status: STOP_NOTIFICATIONS`` ->
   ``contact.unsubscribed``;
-- delivery and read receipts, reactions (``message_reactions``), other opt-ins, thread
-  handovers and unknown items are skipped with a reason; so are ``standby`` entries
-  (another app owns the thread) and ``changes`` entries.
+- ``delivery`` (a message the page sent reached the person) -> ``message.delivered``, one
+  per ``mids`` entry (id ``facebook:delivery:<mid>``, ``params.platform_message_id``), or,
+  without ``mids``, one for the whole ``watermark`` (id
+  ``facebook:delivery:<psid>:<watermark>``, ``params.watermark``: every message sent to
+  that person before it); ``read`` -> ``message.read`` for its watermark (id
+  ``facebook:read:<psid>:<watermark>``, ``params.watermark``); the contact is the person
+  (``sender``), and a receipt never opens anything;
+- reactions (``message_reactions``), other opt-ins, thread handovers and unknown items are
+  skipped with a reason; so are ``standby`` entries (another app owns the thread) and
+  ``changes`` entries.
+
+Sending: text, with an optional message ``tag`` (``messaging_type: MESSAGE_TAG``) for
+messages outside the 24-hour standard messaging window; the Send API's answers are read by
+``MetaWebhook.classify``.
 
 People who use the chat plugin without logging in are known by ``sender.user_ref``; their
 identity is ``user_ref:<ref>``, and replies go to ``recipient.user_ref``.
@@ -20,7 +31,7 @@ identity is ``user_ref:<ref>``, and replies go to ``recipient.user_ref``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rules_engine import Event, EventType
@@ -29,16 +40,20 @@ from rules_engine.model import ContactRef, Message
 from .base import (
     OPTION,
     SEND,
+    AnswerKind,
     Attachments,
     Collector,
     ItemError,
     MetaWebhook,
     Outbound,
+    Pace,
     Parsed,
     Setting,
+    Unsendable,
     content_digest,
     epoch_time,
     identifier,
+    iso_utc,
     mapping,
     number,
     optional_text,
@@ -49,9 +64,25 @@ USER_REF = "user_ref:"
 ATTACHMENT_TYPES = {"image": "image", "video": "video", "audio": "audio", "file": "file",
                     "location": "location", "fallback": "link"}
 SECONDS_DIGITS = 10  # 10 digits are seconds until the year 2286; milliseconds have 13
-RECEIPTS = {"delivery": "delivery_receipt", "read": "read_receipt"}
 HANDOVERS = ("pass_thread_control", "take_thread_control", "request_thread_control",
              "app_roles")
+
+
+# Send API error codes beyond the Graph API's
+# (https://developers.facebook.com/documentation/business-messaging/messenger-platform/error-codes):
+# 10 is the closed messaging window (subcodes 2018065, 2018278, 2534022; a pause would stop
+# the people still inside theirs), 100 a bad parameter (no matching user, invalid tag), 551
+# "This person isn't available right now", 1200 "Temporary send message failure. Please
+# try again later." (https://developers.facebook.com/docs/messenger-platform/send-api-reference).
+ERROR_KINDS = {10: AnswerKind.PERMANENT, 100: AnswerKind.PERMANENT, 551: AnswerKind.PERMANENT,
+               1200: AnswerKind.TRANSIENT}
+# The message tags that send outside the 24-hour standard messaging window, and how long
+# after the person's latest message each may be used (None: any time); CUSTOMER_FEEDBACK
+# needs a feedback template, not text
+# (https://developers.facebook.com/documentation/business-messaging/messenger-platform/send-messages#message-tags).
+TAG_WINDOWS: dict[str, timedelta | None] = {
+    "HUMAN_AGENT": timedelta(days=7), "ACCOUNT_UPDATE": None, "CONFIRMED_EVENT_UPDATE": None,
+    "POST_PURCHASE_UPDATE": None}
 
 
 def _welcome_payloads(text: str) -> tuple[str, ...]:
@@ -76,6 +107,13 @@ class Messenger(MetaWebhook):
                 "postback payloads that are a welcome (comma-separated, any case)", role=OPTION,
                 default=("GET_STARTED", "GET_STARTED_PAYLOAD"), parse=_welcome_payloads),
     )
+    error_kinds = ERROR_KINDS
+    reply_window = timedelta(hours=24)
+    tag_windows = TAG_WINDOWS
+    # "300 calls per second per Facebook Page for messages that contain text"; for one
+    # thread only "may be rate limited if too many messages are sent", with no figure:
+    # https://developers.facebook.com/documentation/business-messaging/messenger-platform/overview/rate-limiting
+    pace = Pace(channel_interval=1 / 300)
 
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
@@ -104,16 +142,31 @@ class Messenger(MetaWebhook):
 
     def outbound(self, recipient: str, content: Mapping[str, Any],
                  environ: Mapping[str, str]) -> Outbound | None:
-        text = content["text"]
+        if content.get("template") is not None:
+            raise Unsendable("Messenger has no WhatsApp templates: send text, with a message "
+                             "tag outside the 24-hour window")
+        text, tag = content.get("text"), content.get("tag")
+        if not isinstance(text, str):
+            raise Unsendable("nothing to send: the content has no text")
+        if tag is not None and tag not in TAG_WINDOWS:
+            raise Unsendable(f"Messenger has no message tag {tag!r}: use one of "
+                             f"{', '.join(TAG_WINDOWS)}")
         token = environ.get("FACEBOOK_PAGE_ACCESS_TOKEN")
         if not token:
             raise LookupError("FACEBOOK_PAGE_ACCESS_TOKEN is not set")
         base = environ.get("FACEBOOK_GRAPH_URL", "https://graph.facebook.com/v19.0")
         to = ({"user_ref": recipient[len(USER_REF):]} if recipient.startswith(USER_REF)
               else {"id": recipient})
+        kind = {"messaging_type": "MESSAGE_TAG", "tag": tag} if tag else {"messaging_type": "RESPONSE"}
         return Outbound("POST", f"{base}/me/messages?access_token={token}",
                         {"Content-Type": "application/json"},
-                        {"recipient": to, "messaging_type": "RESPONSE", "message": {"text": text}})
+                        {"recipient": to, **kind, "message": {"text": text}},
+                        classify=self.classify)
+
+    def sent_message_id(self, answer: Mapping[str, Any]) -> str | None:
+        """The Send API's ``message_id``."""
+        mid = answer.get("message_id")
+        return mid if isinstance(mid, str) and mid else None
 
 
 class _Items:
@@ -126,9 +179,10 @@ class _Items:
         self.received_at = received_at
 
     def read(self, item: dict[str, Any], path: str) -> None:
-        for key, reason in RECEIPTS.items():
-            if key in item:
-                return self.found.skip(path, reason)
+        if "delivery" in item:
+            return self.delivery(item, mapping(item["delivery"], f"{path}/delivery"), path)
+        if "read" in item:
+            return self.seen(item, mapping(item["read"], f"{path}/read"), path)
         for key in HANDOVERS:
             if key in item:
                 return self.found.skip(path, "handover", key)
@@ -172,6 +226,37 @@ class _Items:
         self.found.add(Event(id=f"facebook:{event_id}", type=kind, channel="facebook",
                              contact=ContactRef(external_id=person), timestamp=at,
                              message=message, params=params or {}, actor=actor))
+
+    def receipt_at(self, item: dict[str, Any], path: str) -> datetime:
+        """A receipt's time: its timestamp, or the time of receipt when it has none (the
+        documented example) or 0 (as Messenger sent them in 2016)."""
+        return self.received_at if item.get("timestamp") in (None, 0) else self.at(item, path)
+
+    def delivery(self, item: dict[str, Any], delivery: dict[str, Any], path: str) -> None:
+        person, at = self.person(item, path), self.receipt_at(item, path)
+        mids = delivery.get("mids")
+        if isinstance(mids, list) and mids:
+            for n, mid in enumerate(mids):
+                mid = identifier(mid, f"{path}/delivery/mids/{n}")
+                self.event(EventType.MESSAGE_DELIVERED, f"delivery:{mid}", person, at,
+                           params={"platform_message_id": mid})
+            return
+        watermark = delivery.get("watermark")
+        self.event(EventType.MESSAGE_DELIVERED, f"delivery:{person}:{watermark}", person, at,
+                   params={"watermark": self.watermark(watermark, f"{path}/delivery/watermark")})
+
+    def seen(self, item: dict[str, Any], read: dict[str, Any], path: str) -> None:
+        person, at = self.person(item, path), self.receipt_at(item, path)
+        watermark = read.get("watermark")
+        self.event(EventType.MESSAGE_READ, f"read:{person}:{watermark}", person, at,
+                   params={"watermark": self.watermark(watermark, f"{path}/read/watermark")})
+
+    @staticmethod
+    def watermark(value: Any, path: str) -> str:
+        """A receipt's watermark (milliseconds, as documented) as an ISO 8601 UTC string."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ItemError(path, "expected the watermark in milliseconds")
+        return iso_utc(epoch_time(value, path, unit=1000))
 
     def message(self, item: dict[str, Any], message: dict[str, Any], path: str) -> None:
         person, at = self.person(item, path), self.at(item, path)

@@ -13,8 +13,17 @@ A body is ``{"object": "whatsapp_business_account", "entry": [{"changes": [{"fie
   still counts as the contact writing, with an ``other`` attachment;
 - a ``request_welcome`` message (the person opened the chat for the first time) ->
   ``welcome``;
-- ``statuses[]`` (sent, delivered, read, failed) and ``errors[]`` are skipped with their
-  reason; a status never opens anything.
+- ``statuses[]`` of a message we sent: ``delivered`` -> ``message.delivered``, ``read`` ->
+  ``message.read``, ``failed`` -> ``message.failed`` (id ``whatsapp:status:<wamid>:<status>``,
+  the contact ``recipient_id``, ``params.platform_message_id`` the wamid, and on a failure
+  ``params.error``: ``{kind, code, message}`` from ``errors[0]``, read with the same table
+  as a send's answer); ``sent`` is skipped (the send's answer already said so), and so is
+  any other status; a status never opens anything;
+- ``errors[]`` are skipped with their reason.
+
+Sending: text (``{"text"}``), or a template message (``{"template": {"name", "language",
+"parameters"}}``, the only kind WhatsApp carries outside the 24-hour customer service
+window); the send API's answers are read by ``MetaWebhook.classify``.
 
 The contact's identity is the phone-based ``wa_id`` (``from``); a person who hides the
 number arrives with the business-scoped user id only (``from_user_id``, ``US.…``), which
@@ -23,7 +32,7 @@ is then the identity. The profile name comes from ``contacts[]``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rules_engine import Event, EventType
@@ -31,24 +40,48 @@ from rules_engine.model import ContactRef, Message
 
 from .base import (
     SEND,
+    AnswerKind,
     Attachments,
     Collector,
     ItemError,
     MetaWebhook,
     Outbound,
+    Pace,
     Parsed,
     Setting,
+    Unsendable,
     clipped,
     display_name,
     epoch_time,
     identifier,
     mapping,
+    meta_code,
+    meta_error_text,
     number,
     optional_text,
 )
 
 MEDIA = {"image": "image", "video": "video", "audio": "audio", "document": "file",
          "sticker": "sticker"}
+STATUS_EVENTS = {"delivered": EventType.MESSAGE_DELIVERED, "read": EventType.MESSAGE_READ,
+                 "failed": EventType.MESSAGE_FAILED}
+
+_T, _R, _P, _A = (AnswerKind.TRANSIENT, AnswerKind.RATE_LIMITED, AnswerKind.PERMANENT,
+                  AnswerKind.AUTH)
+# Cloud API error codes, by the action Meta recommends for each
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes):
+# "try again (later)" is transient; the "Throttling errors" and 131049 ("wait at least 24
+# hours before resending") are rate limits; "get a new access token" and missing
+# permissions are auth; a request, template, recipient or account to fix first is permanent.
+ERROR_KINDS = {
+    0: _A, 3: _A, 10: _A, 131005: _A,
+    4: _R, 80007: _R, 130429: _R, 131048: _R, 131049: _R, 131056: _R, 132069: _R,
+    131000: _T, 131016: _T, 131057: _T, 133004: _T,
+    33: _P, 100: _P, 130472: _P, 130497: _P, 131008: _P, 131009: _P, 131021: _P, 131026: _P,
+    131031: _P, 131037: _P, 131042: _P, 131045: _P, 131047: _P, 131050: _P, 131051: _P,
+    131052: _P, 131053: _P, 132000: _P, 132001: _P, 132005: _P, 132007: _P, 132012: _P,
+    132015: _P, 132016: _P, 132068: _P, 135000: _P,
+}
 
 
 class WhatsApp(MetaWebhook):
@@ -67,6 +100,19 @@ class WhatsApp(MetaWebhook):
                 "the access token the worker sends replies with", role=SEND),
         Setting("whatsapp_phone_number_id", "WHATSAPP_PHONE_NUMBER_ID",
                 "the business phone number id replies are sent from", role=SEND),
+    )
+    error_kinds = ERROR_KINDS
+    # Free text only within 24 hours of the contact's latest message; templates at any time
+    # (https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/send-messages#customer-service-windows).
+    reply_window = timedelta(hours=24)
+    pace = Pace(
+        # "Business phone numbers can send 1 message every 6 seconds to the same WhatsApp
+        # user" (pair rate limit, error 131056):
+        # https://developers.facebook.com/documentation/business-messaging/whatsapp/about-the-platform
+        recipient_interval=6.0,
+        # "up to 80 messages per second (mps) by default" per business phone number:
+        # https://developers.facebook.com/documentation/business-messaging/whatsapp/throughput
+        channel_interval=1 / 80,
     )
 
     def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
@@ -91,7 +137,15 @@ class WhatsApp(MetaWebhook):
 
     def outbound(self, recipient: str, content: Mapping[str, Any],
                  environ: Mapping[str, str]) -> Outbound | None:
-        text = content["text"]
+        if content.get("tag") is not None:
+            raise Unsendable("WhatsApp has no message tags: outside the 24-hour window, "
+                             "send a template")
+        if content.get("template") is not None:
+            message = _template(content["template"])
+        elif isinstance(content.get("text"), str):
+            message = {"type": "text", "text": {"preview_url": False, "body": content["text"]}}
+        else:
+            raise Unsendable("nothing to send: the content has neither text nor a template")
         token, number = environ.get("WHATSAPP_ACCESS_TOKEN"), environ.get("WHATSAPP_PHONE_NUMBER_ID")
         if not token or not number:
             raise LookupError("WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID must be set")
@@ -100,7 +154,38 @@ class WhatsApp(MetaWebhook):
         return Outbound("POST", f"{base}/{number}/messages",
                         {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
                         {"messaging_product": "whatsapp", "recipient_type": "individual", **to,
-                         "type": "text", "text": {"preview_url": False, "body": text}})
+                         **message},
+                        classify=self.classify)
+
+    def sent_message_id(self, answer: Mapping[str, Any]) -> str | None:
+        """The wamid: ``messages[0].id``."""
+        messages = answer.get("messages")
+        first = messages[0] if isinstance(messages, list) and messages else None
+        wamid = first.get("id") if isinstance(first, dict) else None
+        return wamid if isinstance(wamid, str) and wamid else None
+
+
+def _template(template: Any) -> dict[str, Any]:
+    """A template message: ``{"name", "language", "parameters"}``, the body's parameters a
+    list of strings (positional, ``{{1}}``...) or a mapping of name to string (a template
+    created with named parameters, ``{{first_name}}``, sent with ``parameter_name``)."""
+    if not isinstance(template, Mapping):
+        raise Unsendable("a template is {name, language, parameters}")
+    name, language = template.get("name"), template.get("language")
+    if not isinstance(name, str) or not name or not isinstance(language, str) or not language:
+        raise Unsendable("a template needs its name and its language code (e.g. en_US)")
+    parameters = template.get("parameters") or []
+    if isinstance(parameters, Mapping):
+        body = [{"type": "text", "parameter_name": str(key), "text": str(value)}
+                for key, value in parameters.items()]
+    elif isinstance(parameters, list):
+        body = [{"type": "text", "text": str(value)} for value in parameters]
+    else:
+        raise Unsendable("template parameters are a list of strings or a mapping of names")
+    message: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if body:
+        message["components"] = [{"type": "body", "parameters": body}]
+    return {"type": "template", "template": message}
 
 
 def _is_user_id(identity: str) -> bool:
@@ -114,11 +199,46 @@ def _read_value(found: Collector, value: dict[str, Any], path: str) -> None:
         with found.item(f"{path}/messages/{m}"):
             _message(found, mapping(message, f"{path}/messages/{m}"), f"{path}/messages/{m}", names)
     for s, status in enumerate(_list(value, "statuses")):
-        state = status.get("status") if isinstance(status, dict) else None
-        found.skip(f"{path}/statuses/{s}", "status", str(state)[:40])
+        with found.item(f"{path}/statuses/{s}"):
+            _status(found, mapping(status, f"{path}/statuses/{s}"), f"{path}/statuses/{s}")
     for n, error in enumerate(_list(value, "errors")):
         title = error.get("title") if isinstance(error, dict) else None
         found.skip(f"{path}/errors/{n}", "error", str(title)[:200])
+
+
+def _status(found: Collector, status: dict[str, Any], path: str) -> None:
+    """One status of a message we sent: delivered, read or failed become events."""
+    state = status.get("status")
+    kind = STATUS_EVENTS.get(state) if isinstance(state, str) else None
+    if kind is None:
+        detail = ("sent: the send's answer already said the message was accepted"
+                  if state == "sent" else f"{str(state)[:40]}: not delivered, read or failed")
+        return found.skip(path, "status", detail)
+    wamid = identifier(status.get("id"), f"{path}/id")
+    if status.get("recipient_id") is not None:
+        contact = identifier(status["recipient_id"], f"{path}/recipient_id")
+    else:
+        contact = identifier(status.get("recipient_user_id"), f"{path}/recipient_user_id")
+    params: dict[str, Any] = {"platform_message_id": wamid}
+    if kind is EventType.MESSAGE_FAILED:
+        params["error"] = _status_error(status.get("errors"))
+    found.add(Event(id=f"whatsapp:status:{wamid}:{state}", type=kind, channel="whatsapp",
+                    contact=ContactRef(external_id=contact),
+                    timestamp=epoch_time(status.get("timestamp"), f"{path}/timestamp", unit=1),
+                    params=params))
+
+
+def _status_error(errors: Any) -> dict[str, str]:
+    """A failed status's ``errors[0]`` as ``{kind, code, message}``; a failure the platform
+    does not explain, or a code no table knows, is permanent (nothing says to try again)."""
+    error = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(error, dict):
+        return {"kind": str(AnswerKind.PERMANENT), "code": "",
+                "message": "the platform reported the failure without an error"}
+    code = meta_code(error.get("code"))
+    kind = WhatsApp.error_kind(code) if code is not None else None
+    return {"kind": str(kind or AnswerKind.PERMANENT), "code": "" if code is None else str(code),
+            "message": meta_error_text(error)}
 
 
 def _list(value: dict[str, Any], key: str) -> list[Any]:
