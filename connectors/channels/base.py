@@ -410,3 +410,36 @@ class Attachments:
 
     def as_tuple(self) -> tuple[dict[str, Any], ...]:
         return tuple(self.items)
+
+
+# -- pieces the send side of adapters shares -----------------------------------------------------
+
+
+def plain_text(content: Mapping[str, Any], *, title: str) -> str:
+    """The text of an outbox row's content for a channel that sends free text only: a
+    template (WhatsApp) or a message tag (Messenger) is Unsendable here."""
+    for key in ("template", "tag"):
+        if content.get(key) is not None:
+            raise Unsendable(f"{title} cannot send a message with a {key}")
+    text = content.get("text")
+    if not isinstance(text, str):
+        raise Unsendable(f"{title} can only send text")
+    return text
+
+
+def answer_object(body: bytes) -> dict[str, Any] | None:
+    """A send API's answer as a JSON object, or None when it is anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def platform_id(value: Any) -> str | None:
+    """A platform's message id (a whole number, or a string of one) as a bounded string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
+        return value
+    return None
