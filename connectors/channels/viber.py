@@ -191,10 +191,10 @@ def _status_event(kind: str, data: dict[str, Any]) -> Event:
     """A ``delivered``, ``seen`` or ``failed`` callback as the event it stands for."""
     token = identifier(data.get("message_token"), "message_token")
     params: dict[str, Any] = {"platform_message_id": token}
-    if kind == "failed":
-        desc = optional_text(data.get("desc"), "desc")
+    if kind == "failed":  # a reason that is not text does not hide the failure itself
+        desc = data.get("desc")
         params["error"] = {"kind": AnswerKind.PERMANENT.value, "code": None,
-                           "message": one_line(desc or "")}
+                           "message": one_line(desc) if isinstance(desc, str) else ""}
     return Event(id=f"viber:{kind}:{token}", type=STATUS_EVENTS[kind], channel="viber",
                  contact=ContactRef(external_id=identifier(data.get("user_id"), "user_id")),
                  timestamp=_at(data), params=params)
