@@ -18,6 +18,7 @@ import pytest
 from connectors import create_app
 from connectors.channels import adapters
 from rules_engine import EventType, queries
+from rules_engine.model import MESSAGE_STATUS_TYPES
 
 from . import webhook_payloads as p
 
@@ -31,7 +32,10 @@ CHANNEL_OF = {"messenger": "facebook", "viber": "viber", "whatsapp": "whatsapp",
 EVENT_OF_KIND = {"message": EventType.MESSAGE_RECEIVED, "welcome": EventType.WELCOME,
                  "referral": EventType.WELCOME, "echo": EventType.MESSAGE_SENT,
                  "unsubscribed": EventType.CONTACT_UNSUBSCRIBED, "acknowledged": None,
-                 "optin": None, "subscribed": None}
+                 "optin": None, "subscribed": None,
+                 # what became of a message we sent (a platform's status callback)
+                 "delivered": EventType.MESSAGE_DELIVERED, "read": EventType.MESSAGE_READ,
+                 "failed": EventType.MESSAGE_FAILED}
 # Each platform's media vocabulary -> the documented attachment types of our events.
 ATTACHMENT_OF = {
     "messenger": {"image": "image", "video": "video", "audio": "audio", "file": "file",
@@ -126,6 +130,17 @@ def _check_message(folder: str, item: dict[str, Any], event) -> None:
             assert message.attachments[0]["latitude"] == item["location"]["latitude"]
 
 
+def _check_status(folder: str, item: dict[str, Any], event) -> None:
+    """A status callback names the message we sent, and a failure its reason."""
+    assert event.message is None
+    if folder == "viber":  # Viber calls a read message "seen"
+        callback = {"delivered": "delivered", "read": "seen", "failed": "failed"}[item["kind"]]
+        assert event.id == f"viber:{callback}:{item['token']}"
+        assert event.params["platform_message_id"] == str(item["token"])
+    if "error" in item:
+        assert event.params["error"]["message"] == item["error"]
+
+
 @pytest.mark.parametrize("folder, name", _cases("messenger", "viber", "whatsapp", "telegram"))
 def test_a_published_body_is_understood(app, folder, name):
     body = (FIXTURES / folder / name).read_bytes()
@@ -146,6 +161,8 @@ def test_a_published_body_is_understood(app, folder, name):
         assert event.channel == CHANNEL_OF[folder] and result["event_id"] == event.id
         if kind is EventType.MESSAGE_RECEIVED:
             _check_message(folder, item, event)
+        if kind in MESSAGE_STATUS_TYPES:
+            _check_status(folder, item, event)
         conversations = queries.contact_conversations(store, result["contact_id"])
         if kind in (EventType.MESSAGE_RECEIVED, EventType.WELCOME):
             source = "incoming_message" if kind is EventType.MESSAGE_RECEIVED else "welcome_event"
