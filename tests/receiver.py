@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+OUTBOUND = Path(__file__).parent / "fixtures" / "outbound"
+# What a platform's send API answers when it accepts, by the end of its path (a published
+# body, tests/fixtures/outbound); any other URL is answered {"ok": true}.
+ACCEPTED = {"/sendMessage": OUTBOUND / "telegram" / "send_success.json",
+            "/send_message": OUTBOUND / "viber" / "send_success_docs.json"}
 
 
 @dataclass
@@ -26,13 +33,20 @@ class Delivery:
 Reply = tuple[int, Any, float] | tuple[int, Any, float, dict[str, str]]
 
 
+def accepted(delivery: Delivery, count: int) -> Reply:
+    """The answer of a platform that accepts the call (the default ``respond``)."""
+    path = delivery.path.split("?")[0]
+    found = next((body for end, body in ACCEPTED.items() if path.endswith(end)), None)
+    return 200, json.loads(found.read_bytes()) if found else {"ok": True}, 0
+
+
 @dataclass
 class Receiver:
     """Records deliveries; ``respond(delivery, count_for_key)`` picks the Reply."""
 
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)
-    respond: Callable[[Delivery, int], Reply] = lambda d, n: (200, {"ok": True}, 0)
+    respond: Callable[[Delivery, int], Reply] = accepted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def keys(self) -> Counter[str]:

@@ -508,3 +508,36 @@ def iso_utc(at: datetime) -> str:
     """A UTC time (as ``epoch_time`` gives) as the ISO 8601 string events carry
     (``2016-07-10T12:11:46.921Z``)."""
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- pieces the send side of adapters shares -----------------------------------------------------
+
+
+def plain_text(content: Mapping[str, Any], *, title: str) -> str:
+    """The text of an outbox row's content for a channel that sends free text only: a
+    template (WhatsApp) or a message tag (Messenger) is Unsendable here."""
+    for key in ("template", "tag"):
+        if content.get(key) is not None:
+            raise Unsendable(f"{title} cannot send a message with a {key}")
+    text = content.get("text")
+    if not isinstance(text, str):
+        raise Unsendable(f"{title} can only send text")
+    return text
+
+
+def answer_object(body: bytes) -> dict[str, Any] | None:
+    """A send API's answer as a JSON object, or None when it is anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def platform_id(value: Any) -> str | None:
+    """A platform's message id (a whole number, or a string of one) as a bounded string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
+        return value
+    return None

@@ -19,9 +19,15 @@ acted (``from.id``):
 
 Authenticity: the ``X-Telegram-Bot-Api-Secret-Token`` header must equal the
 ``secret_token`` given to ``setWebhook`` (``TELEGRAM_SECRET_TOKEN``).
+
+Sending: ``sendMessage`` with free text. Its answer (``{"ok", "result"}`` or ``{"ok": false,
+"error_code", "description", "parameters"}``) is read by ``classify``. The Bot API sends no
+delivery or read receipts to bots, so a Telegram row never goes past ``sent``.
 """
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,22 +38,32 @@ from rules_engine.model import ContactRef, Message
 from ..auth import require_header_token
 from .base import (
     SEND,
+    Answer,
+    AnswerKind,
     Attachments,
     ChannelAdapter,
     Collector,
     ItemError,
     Outbound,
+    Pace,
     Parsed,
     Setting,
+    Verdict,
+    answer_object,
     clipped,
     display_name,
     epoch_time,
+    http_verdict,
     identifier,
     json_object,
     mapping,
     not_this_format,
     number,
+    one_line,
     optional_text,
+    plain_text,
+    platform_id,
+    retry_after_header,
 )
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -58,13 +74,25 @@ SKIPPED_UPDATES = ("channel_post", "edited_channel_post", "inline_query",
                    "poll_answer", "chat_member", "chat_join_request", "message_reaction",
                    "message_reaction_count", "business_connection", "business_message",
                    "edited_business_message", "deleted_business_messages")
+# The wait in a description written before ``parameters`` existed: "Too Many Requests:
+# retry after 3".
+RETRY_AFTER_TEXT = re.compile(r"retry after (\d{1,7})\b")
+LONGEST_WAIT = 7 * 86400.0  # seconds: a longer wait than this is not taken at its word
 
 
 class Telegram(ChannelAdapter):
+    """The Telegram Bot API. No ``reply_window``: a bot may write to a user who started it
+    at any time, until the user blocks it (403, and a ``my_chat_member`` update)."""
+
     name = "telegram"
     channel = "telegram"
     title = "Telegram Bot API"
     has_welcome = True
+    # https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this:
+    # "In a single chat, avoid sending more than one message per second" (1 s a chat; a
+    # group allows 20 a minute, which this one figure cannot say), and "the API will not
+    # allow more than 30 messages per second or so" for a bot (1/30 s).
+    pace = Pace(recipient_interval=1.0, channel_interval=1 / 30)
     auth_schemes = {"telegramSecretToken": {
         "type": "apiKey", "in": "header", "name": SECRET_HEADER,
         "description": "the secret_token given to setWebhook (TELEGRAM_SECRET_TOKEN)"}}
@@ -107,7 +135,7 @@ class Telegram(ChannelAdapter):
 
     def outbound(self, recipient: str, content: Mapping[str, Any],
                  environ: Mapping[str, str]) -> Outbound | None:
-        text = content["text"]
+        text = plain_text(content, title=self.title)
         token = environ.get("TELEGRAM_BOT_TOKEN")
         if not token:
             raise LookupError("TELEGRAM_BOT_TOKEN is not set")
@@ -115,7 +143,55 @@ class Telegram(ChannelAdapter):
         return Outbound("POST", f"{base}/bot{token}/sendMessage",
                         {"Content-Type": "application/json"},
                         {"chat_id": int(recipient) if recipient.lstrip("-").isdigit() else recipient,
-                         "text": text})
+                         "text": text},
+                        classify=self.classify)
+
+    def classify(self, answer: Answer) -> Verdict:
+        """What a Bot API answer means. The server answers with the HTTP status equal to
+        ``error_code``; the code read is ``error_code`` (the HTTP status when it has none):
+        429 is rate limited (``parameters.retry_after``), 401 a refused token, 5xx
+        transient, every other (400 chat not found, 403 blocked by the user, 409 a
+        getUpdates conflict) permanent for this message."""
+        data = answer_object(answer.body)
+        if data is None or not isinstance(data.get("ok"), bool):
+            if 200 <= answer.status < 300:  # the Bot API answers 200 only with {"ok": true}
+                return Verdict(AnswerKind.PERMANENT, str(answer.status),
+                               "not a Bot API answer: " + one_line(answer.body, 200))
+            return http_verdict(answer)
+        if data["ok"]:
+            result = data.get("result")
+            return Verdict(AnswerKind.SENT, platform_message_id=platform_id(
+                result.get("message_id") if isinstance(result, dict) else None))
+        error_code = data.get("error_code")
+        status = error_code if isinstance(error_code, int) and not isinstance(error_code, bool) \
+            and 400 <= error_code < 600 else answer.status
+        description, parameters = data.get("description"), data.get("parameters")
+        description = description if isinstance(description, str) else ""
+        parameters = parameters if isinstance(parameters, dict) else {}
+        code, message = str(status), one_line(description)
+        if status == 429:
+            return Verdict(AnswerKind.RATE_LIMITED, code, message, _seconds(
+                parameters.get("retry_after"), answer.headers, description))
+        if status == 401:
+            return Verdict(AnswerKind.AUTH, code, message)
+        if 500 <= status < 600:
+            return Verdict(AnswerKind.TRANSIENT, code, message, retry_after_header(answer.headers))
+        moved = parameters.get("migrate_to_chat_id")
+        if isinstance(moved, int) and not isinstance(moved, bool):
+            message = one_line(f"{description} (migrate_to_chat_id {moved})")
+        return Verdict(AnswerKind.PERMANENT, code, message)
+
+
+def _seconds(value: Any, headers: Mapping[str, str], description: str) -> float | None:
+    """How long a 429 asks to wait: ``parameters.retry_after``, else the ``Retry-After``
+    header, else the number in the description (bodies from before ``parameters``)."""
+    if number(value) is not None and math.isfinite(value) and value >= 0:
+        return min(float(value), LONGEST_WAIT)
+    header = retry_after_header(headers)
+    if header is not None:
+        return header
+    found = RETRY_AFTER_TEXT.search(description)
+    return min(float(found.group(1)), LONGEST_WAIT) if found else None
 
 
 def _user(value: Any, path: str) -> ContactRef:
@@ -125,7 +201,8 @@ def _user(value: Any, path: str) -> ContactRef:
 
 
 def _chat(message: dict[str, Any]) -> dict[str, Any]:
-    chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+    chat = message.get("chat")
+    chat = chat if isinstance(chat, dict) else {}
     return {"id": chat.get("id"), "type": chat.get("type")}
 
 
@@ -189,7 +266,8 @@ def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
 def _callback(event_id: str, query: dict[str, Any], received_at: datetime) -> Event:
     contact = _user(query.get("from"), "callback_query/from")
     data = optional_text(query.get("data"), "callback_query/data", limit=2000)
-    message = query.get("message") if isinstance(query.get("message"), dict) else {}
+    message = query.get("message")
+    message = message if isinstance(message, dict) else {}
     return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
                  contact=contact, timestamp=received_at,
                  params={"chat": _chat(message), "callback_query_id": query.get("id")},
@@ -199,8 +277,10 @@ def _callback(event_id: str, query: dict[str, Any], received_at: datetime) -> Ev
 
 
 def _member_change(found: Collector, event_id: str, change: dict[str, Any]) -> None:
-    chat = change.get("chat") if isinstance(change.get("chat"), dict) else {}
-    new = change.get("new_chat_member") if isinstance(change.get("new_chat_member"), dict) else {}
+    chat = change.get("chat")
+    chat = chat if isinstance(chat, dict) else {}
+    new = change.get("new_chat_member")
+    new = new if isinstance(new, dict) else {}
     status = new.get("status")
     if chat.get("type") != "private" or status != "kicked":
         return found.skip("my_chat_member", "member_change", f"{chat.get('type')}: {status}")
