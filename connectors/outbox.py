@@ -140,17 +140,18 @@ class OutboxWorker:
                  batch: int = 10, timeout: float = 10, backoff_seconds: float = 2,
                  environ: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        """ValueError for a lease not longer than the timeout and a pacing wait, or a bad
+        """ValueError for a lease not longer than the HTTP timeout, or a bad
         ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``). ``engine``
         runs the rules on ``message.failed``; without one, rows fail all the same."""
-        if lease_seconds <= timeout + PACE_WAIT:
+        if lease_seconds <= timeout:
             raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
-                             f"timeout ({timeout} s) and a pacing wait ({PACE_WAIT} s), or a "
-                             "slow call could be sent twice")
+                             f"timeout ({timeout} s), or a slow call could be sent twice")
         self.store = store
         self.engine = engine
         self.worker_id = worker_id
         self.lease = timedelta(seconds=lease_seconds)
+        # a pacing wait and the call fit in the lease together
+        self.pace_wait = min(PACE_WAIT, (lease_seconds - timeout) / 2)
         self.max_age = max_age
         self.batch = batch
         self.backoff_seconds = backoff_seconds
@@ -232,7 +233,7 @@ class OutboxWorker:
         return _Finish(values, "outside_window", failed=_failure(values))
 
     def _take_turn(self, row: Mapping[str, Any], adapter: ChannelAdapter) -> datetime | None:
-        """Wait (up to PACE_WAIT) for the channel's and the recipient's pacing turn: None
+        """Wait (up to ``pace_wait``) for the channel's and the recipient's pacing turn: None
         once taken, else when to come back."""
         channel, pace = row["channel"], adapter.pace
         intervals = {key: seconds for key, seconds in (
@@ -240,7 +241,7 @@ class OutboxWorker:
             (f"{channel}:{row['recipient']}", pace.recipient_interval)) if seconds > 0}
         if not intervals:
             return None
-        deadline = time.monotonic() + PACE_WAIT
+        deadline = time.monotonic() + self.pace_wait
         while True:
             now = self.clock()
             free_at = self.store.run(lambda tx: tx.outbound.take_turn(intervals, now))

@@ -10,16 +10,10 @@ from jsonschema import Draft202012Validator
 
 from connectors import ConfigError, create_app
 from rules_engine import EventType
-from rules_engine.inputs import HANDLERS
 
 from . import webhook_payloads as p
 
 REPO = Path(__file__).resolve().parent.parent
-# Receipts and statuses are message.delivered / read / failed events since issue 18; the
-# engine's side of them (the lead's) may not be merged in yet.
-statuses_reach_the_engine = pytest.mark.skipif(
-    EventType.MESSAGE_DELIVERED not in HANDLERS,
-    reason="the engine's side of message statuses (issue 18) is not merged yet")
 TEST_RULES = """\
 rules:
   - id: intent-handover
@@ -281,7 +275,6 @@ def test_facebook_bad_signature_is_refused_and_nothing_applied(client):
                       headers=api_headers()).json == []
 
 
-@statuses_reach_the_engine
 def test_facebook_echo_is_a_reply_and_its_delivery_a_status_event(client):
     echo = {"sender": {"id": "PAGE_1"}, "recipient": {"id": "PSID-5"}, "timestamp": 1_764_061_200_000,
             "message": {"mid": "m_echo", "text": "our reply", "is_echo": True}}
@@ -298,7 +291,6 @@ def test_facebook_echo_is_a_reply_and_its_delivery_a_status_event(client):
     assert conversations_of(client, reply["contact_id"]) == []
 
 
-@statuses_reach_the_engine
 def test_facebook_a_message_beside_unusable_items_is_applied(client):
     """Receipts without timestamps, standby entries, chat-plugin guests (user_ref), feed
     changes and entries with nothing in them never cost the customer's message."""

@@ -5,7 +5,7 @@ callbacks; the outbox worker claims, finishes, paces and pauses; the API lists a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
@@ -45,11 +45,12 @@ class OutboundTx:
     # -- rows ------------------------------------------------------------------------
 
     def enqueue(self, *, values: Mapping[str, Any], at: datetime) -> int:
-        """Add a pending row (``values``: the outbox's columns that describe the call);
-        returns its id."""
+        """Add a pending row, due at once (``values``: the outbox's columns that describe
+        the call; ``at``: the event's time); returns its id. Its age, which ends its
+        retries, runs from now."""
         row = self.connection.execute(t.outbox.insert().values(
             **values, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at,
-            created_at=at, queued_at=at).returning(t.outbox.c.id)).first()
+            created_at=at, queued_at=datetime.now(timezone.utc)).returning(t.outbox.c.id)).first()
         assert row is not None
         return int(row[0])
 
