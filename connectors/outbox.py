@@ -100,6 +100,10 @@ def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outboun
                      "text": content["text"]})
 
 
+def _attempts(count: int) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
+
+
 def reply_window(adapter: ChannelAdapter | None, content: Mapping[str, Any]) -> timedelta | None:
     """How long after the contact's latest message ``content`` may be sent (None: any time)."""
     if adapter is None or "template" in content:
@@ -190,7 +194,7 @@ class OutboxWorker:
             # tried before, and never finished (a worker stopped mid-delivery) or still failing
             gave_up = Verdict(AnswerKind.TRANSIENT, row["error_code"], (
                 f"{row['error_message'] or 'an attempt never finished'} (gave up: not sent "
-                f"after {row['attempts'] - 1} attempts over {age})"))
+                f"after {_attempts(row['attempts'] - 1)} over {age})"))
             values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
             return _Finish(values, None, failed=_failure(values))
         if row["target"] == "message":
@@ -285,7 +289,7 @@ class OutboxWorker:
         due = now + timedelta(seconds=delay)
         if verdict.kind is AnswerKind.TRANSIENT and due - row["queued_at"] > self.max_age:
             gave_up = replace(verdict, message=f"{verdict.message} (gave up after "
-                              f"{row['attempts']} attempts over {now - row['queued_at']})")
+                              f"{_attempts(row['attempts'])} over {now - row['queued_at']})")
             values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
             return _Finish(values, str(verdict.kind), failed=_failure(values))
         log.info("outbox #%s attempt %s: %s, again at %s", row["id"], row["attempts"],

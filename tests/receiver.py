@@ -123,3 +123,10 @@ def answering(raw: bytes) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def said(row: dict[str, Any]) -> str | None:
+    """What an outbox row's error says (a row as the API shows it, or as stored)."""
+    if "error" in row:
+        return row["error"]["message"] if row["error"] else None
+    return row["error_message"]

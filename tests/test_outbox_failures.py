@@ -8,16 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from connectors.outbox import OutboxWorker
+from rules_engine import outbox
 
-from .conftest import message
-from .receiver import answering, receiving
-from .test_outbox import REPLYING, calling, rows, worker
+from .conftest import T0, message
+from .receiver import answering, receiving, said
+from .test_outbox import REPLYING, calling, clock_from, rows, worker
 
 RULES_ENGINE = str(Path(sys.executable).with_name("rules-engine"))
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.6 not what you expected\r\n"
@@ -56,20 +57,20 @@ def closed_port_url() -> str:
 
 def queue_as_an_older_release_did(store, url: str, key: str) -> None:
     """A row whose URL holds the placeholder's text as it was (before values were encoded)."""
-    store.run(lambda tx: tx.enqueue_outbound(
+    store.run(lambda tx: tx.outbound.enqueue(values=dict(
         event_id=key, rule_id="crm", action="http_request", target="http", recipient=None,
-        url=url, method="POST", headers={}, body={"n": 1}, idempotency_key=key,
+        url=url, method="POST", headers={}, body={"n": 1}, idempotency_key=key),
         at=datetime.now(timezone.utc)))
 
 
 def by_url(store) -> dict[str, dict]:
     with store.read() as tx:
-        return {row["url"]: row for row in tx.outbound(status=None, limit=100)}
+        return {row["url"]: row for row in tx.outbound.rows(limit=100)}
 
 
 def test_worker_once_ends_every_hopeless_row_failed_and_exits_0(make_engine, store, database_url,
                                                                  tmp_path):
-    """The real ``rules-engine worker --once --max-attempts 3``, run again and again as
+    """The real ``rules-engine worker --once --max-age 3s``, run again and again as
     cron would: a receiver that answers something that is not HTTP, a redirect loop, URLs
     with CR LF and a space in their path (queued by an older release), a port where nothing
     listens; rows queued after them are still delivered."""
@@ -92,7 +93,7 @@ def test_worker_once_ends_every_hopeless_row_failed_and_exits_0(make_engine, sto
             began = time.monotonic()
             done = subprocess.run(
                 [RULES_ENGINE, "--database-url", database_url, "worker", "--once",
-                 "--max-attempts", "3", "--rules", str(tmp_path / "no-rules")],
+                 "--max-age", "3s", "--rules", str(tmp_path / "no-rules")],
                 env=environment, capture_output=True, text=True, timeout=60)
             runs.append((done.returncode, time.monotonic() - began, done.stderr))
             time.sleep(0.3)
@@ -107,24 +108,25 @@ def test_worker_once_ends_every_hopeless_row_failed_and_exits_0(make_engine, sto
     for url, row in by_url(store).items():
         origin = url[:len(crm.url)]
         found[names[origin] + url[len(origin):]] = (row["status"], row["attempts"],
-                                                    row["last_error"])
+                                                    said(row))
     bad = len(crm.url) + len("/notes/a")  # where the CR, or the space, is
     assert found == {
         "NOT_HTTP/notes/stranger%0D%0AX-Injected%3A%201": (
             "failed", 1, (f"{stranger} does not answer HTTP (BadStatusLine: "
-                          "SSH-2.0-OpenSSH_9.6 not what you expected) (not retried)")),
+                          "SSH-2.0-OpenSSH_9.6 not what you expected)")),
         "LOOP/tickets?text=loop": (
             "failed", 1, (f"HTTP 307 from {loop.url}: a redirect to {loop.url}/tickets?text=loop, "
-                          "not followed (not retried)")),
+                          "not followed")),
         "CRM/notes/a\r\nX-Injected: 1": (
-            "failed", 1, f"the URL cannot be sent: it holds '\\r' at character {bad} (not retried)"),
+            "failed", 1, f"the URL cannot be sent: it holds '\\r' at character {bad}"),
         "CRM/notes/a b": (
-            "failed", 1, f"the URL cannot be sent: it holds ' ' at character {bad} (not retried)"),
-        "CLOSED/tickets": ("failed", 3, (f"cannot reach {closed}: [Errno 111] Connection "
-                                         "refused (gave up after 3 attempts)")),
-        "CRM/contacts/crm%20..%2F..%2Fadmin%2Fdelete%3Fall%3D1%23": ("delivered", 1, None),
-        "CRM/contacts/crm%0D%0AHost%3A%20evil": ("delivered", 1, None),
-    }
+            "failed", 1, f"the URL cannot be sent: it holds ' ' at character {bad}"),
+        "CRM/contacts/crm%20..%2F..%2Fadmin%2Fdelete%3Fall%3D1%23": ("sent", 1, None),
+        "CRM/contacts/crm%0D%0AHost%3A%20evil": ("sent", 1, None),
+    } | {"CLOSED/tickets": found["CLOSED/tickets"]}
+    status, attempts, reason = found["CLOSED/tickets"]  # tried until 3 s old, with backoff
+    assert status == "failed" and attempts >= 2 and reason.startswith(
+        f"cannot reach {closed}: [Errno 111] Connection refused (gave up")
     assert len(loop.deliveries) == 1  # the loop was never followed
     assert sorted(d.path for d in crm.deliveries) == [
         "/contacts/crm%0D%0AHost%3A%20evil", "/contacts/crm%20..%2F..%2Fadmin%2Fdelete%3Fall%3D1%23"]
@@ -146,8 +148,8 @@ def test_a_channel_send_never_follows_a_redirect(make_engine, store, channel, re
         worker(store, api.url).run_once()
     [row] = rows(store)
     assert (row["status"], row["attempts"]) == ("failed", 1)
-    assert row["last_error"] == (f"HTTP {status} from {api.url}: a redirect to {elsewhere.url}, "
-                                 "not followed (not retried)")  # a path could hold the token
+    assert said(row) == (f"HTTP {status} from {api.url}: a redirect to {elsewhere.url}, "
+                                 "not followed")  # a path could hold the token
     assert elsewhere.deliveries == [] and len(api.deliveries) == 1
 
 
@@ -167,7 +169,7 @@ rules:
         worker(store, crm.url).run_once()
     [row] = rows(store)
     assert (row["status"], row["attempts"]) == ("failed", 1)
-    assert f"a redirect to {elsewhere.url}/collect, not followed" in row["last_error"]
+    assert f"a redirect to {elsewhere.url}/collect, not followed" in said(row)
     assert elsewhere.deliveries == [] and crm.deliveries[0].headers["X-Api-Key"] == "k-123"
 
 
@@ -181,8 +183,8 @@ def test_the_status_says_whether_to_come_back(make_engine, store, status, retrie
         worker(store, crm.url).run_once()
     [row] = rows(store)
     reason = f'HTTP {status} from {crm.url}: {{"error": "why"}}'
-    assert (row["status"], row["last_error"]) == (
-        ("pending", reason) if retried else ("failed", f"{reason} (not retried)"))
+    assert (row["status"], said(row)) == (
+        ("pending", reason) if retried else ("failed", f"{reason}"))
 
 
 @pytest.mark.parametrize("raw, reason, retried", [
@@ -200,8 +202,8 @@ def test_a_receiver_that_breaks_off_is_retried_one_that_is_not_http_is_not(
         worker(store, url).run_once()
     [row] = rows(store)
     reason = reason.format(url=url)
-    assert (row["status"], row["last_error"]) == (
-        ("pending", reason) if retried else ("failed", f"{reason} (not retried)"))
+    assert (row["status"], said(row)) == (
+        ("pending", reason) if retried else ("failed", f"{reason}"))
 
 
 def test_a_name_that_does_not_resolve_is_retried(make_engine, store, monkeypatch):
@@ -212,30 +214,36 @@ def test_a_name_that_does_not_resolve_is_retried(make_engine, store, monkeypatch
     make_engine(calling("https://crm.example.com/tickets")).process(message("c-1", "hi"))
     worker(store, "http://127.0.0.1:9").run_once()
     [row] = rows(store)
-    assert (row["status"], row["last_error"]) == (
+    assert (row["status"], said(row)) == (
         "pending", "cannot reach https://crm.example.com: [Errno -2] Name or service not known")
 
 
-def test_a_channel_credential_not_set_is_retried(make_engine, store):
-    """The operator may set it before the next attempt."""
+def test_a_channel_credential_not_set_pauses_the_channel_until_resumed(make_engine, store):
+    """The operator sets it, then resumes the channel; the row waits meanwhile."""
     make_engine(REPLYING).process(message("psid-1", "hi"))
-    OutboxWorker(store, worker_id="w", environ={}).run_once()
+    deliverer = OutboxWorker(store, worker_id="w", environ={}, clock=clock_from(T0))
+    assert deliverer.run_once() == 1
     [row] = rows(store)
-    assert (row["status"], row["last_error"]) == ("pending", "FACEBOOK_PAGE_ACCESS_TOKEN is not set")
+    assert (row["status"], row["attempts"], row["error"]) == ("pending", 0, {
+        "kind": "auth", "code": None, "message": "FACEBOOK_PAGE_ACCESS_TOKEN is not set"})
+    assert [p["channel"] for p in outbox.pauses(store)] == ["facebook"]
+    assert deliverer.run_once() == 0  # a paused channel is not called
+    outbox.resume(store, "facebook")
+    assert deliverer.run_once() == 1
 
 
 def test_a_header_http_cannot_carry_fails_the_row(store):
     """Rules can no longer write one; a row an older release queued with one fails at once."""
-    store.run(lambda tx: tx.enqueue_outbound(
+    store.run(lambda tx: tx.outbound.enqueue(values=dict(
         event_id="older", rule_id="crm", action="http_request", target="http", recipient=None,
         url="https://crm.example.com/tickets", method="POST",
-        headers={"X-Note": "one\r\nX-Injected: 1"}, body=None, idempotency_key="older",
-        at=datetime.now(timezone.utc)))
+        headers={"X-Note": "one\r\nX-Injected: 1"}, body=None, idempotency_key="older"),
+        at=T0))
     worker(store, "http://127.0.0.1:9").run_once()
     [row] = rows(store)
-    assert (row["status"], row["last_error"]) == ("failed", (
+    assert (row["status"], said(row)) == ("failed", (
         "the call to https://crm.example.com cannot be written (ValueError): its URL or a "
-        "header holds what HTTP cannot carry (not retried)"))
+        "header holds what HTTP cannot carry"))
 
 
 def test_a_receiver_that_stops_answering_is_retried_not_failed_at_once(make_engine, store):
@@ -246,12 +254,12 @@ def test_a_receiver_that_stops_answering_is_retried_not_failed_at_once(make_engi
         worker(store, slow.url, timeout=0.5, lease_seconds=5, backoff_seconds=60).run_once()
     [row] = rows(store)
     assert (row["status"], row["attempts"]) == ("pending", 1)
-    assert row["last_error"] == f"{slow.url} timed out"
+    assert said(row) == f"{slow.url} timed out"
 
 
 def test_an_unforeseen_error_still_ends_the_attempt(make_engine, store, monkeypatch, caplog):
     """A bug in a send is logged with its traceback and counted as an attempt, so the row
-    fails after max_attempts instead of being claimed again and again."""
+    fails once it is max_age old instead of being claimed again and again."""
     from connectors import delivery
 
     def broken(self, request):
@@ -260,30 +268,36 @@ def test_an_unforeseen_error_still_ends_the_attempt(make_engine, store, monkeypa
     monkeypatch.setattr(delivery.Transport, "send", broken)
     engine = make_engine(calling("https://crm.example.com/tickets"))
     engine.process(message("c-1", "hi"))
-    deliverer = worker(store, "http://127.0.0.1:9", max_attempts=2, backoff_seconds=0)
-    assert deliverer.run_once() == 2  # tried again at once (no backoff), then given up
+    deliverer = worker(store, "http://127.0.0.1:9", max_age=timedelta(seconds=0.3),
+                       backoff_seconds=0.05, clock=lambda: datetime.now(timezone.utc))
+    deadline = time.monotonic() + 10
+    while not rows(store, "failed") and time.monotonic() < deadline:
+        deliverer.run_once()
     [row] = rows(store)
-    assert (row["status"], row["attempts"]) == ("failed", 2)
-    assert row["last_error"] == "unexpected RuntimeError (gave up after 2 attempts)"
+    assert row["status"] == "failed" and row["attempts"] >= 2
+    assert said(row).startswith(f"unexpected RuntimeError (gave up after {row['attempts']} "
+                                "attempts over 0:00:0")
     assert "RuntimeError: a bug" in caplog.text
 
 
 def claim_and_die(store) -> None:
     """A worker's claim whose delivery never ends: the lease runs out at once."""
     now = datetime.now(timezone.utc)
-    store.run(lambda tx: tx.claim_outbound(worker="doomed", now=now, lease_until=now, limit=1))
+    store.run(lambda tx: tx.outbound.claim(worker="doomed", now=now, lease_until=now, limit=1))
 
 
-def test_a_row_whose_attempts_never_finished_is_not_tried_beyond_max_attempts(make_engine, store):
+def test_a_row_whose_attempts_never_finished_is_not_tried_beyond_max_age(make_engine, store):
     """Workers that died mid-delivery leave the attempt counted but unrecorded; once the
-    count passes max_attempts the row fails without another call."""
+    row is older than max_age the row fails without another call."""
     with receiving() as crm:
         engine = make_engine(calling(f"{crm.url}/tickets"))
         engine.process(message("c-1", "hi"))
         for _ in range(3):  # three workers claim it and die (their leases run out at once)
             claim_and_die(store)
-        worker(store, crm.url, max_attempts=3).run_once()
+        time.sleep(0.1)
+        worker(store, crm.url, max_age=timedelta(seconds=0.05),
+               clock=lambda: datetime.now(timezone.utc)).run_once()
     [row] = rows(store)
     assert (row["status"], row["attempts"]) == ("failed", 4) and crm.deliveries == []
-    assert row["last_error"] == ("attempt 3, the last of 3, never finished "
-                                 "(a worker stopped mid-delivery)")
+    assert said(row).startswith("an attempt never finished (gave up: not sent after 3 "
+                                "attempts over 0:00:00.")

@@ -184,7 +184,7 @@ def test_a_wait_runs_the_rest_of_the_rule_after_its_duration(make_engine, store)
     assert [a["path"] for a in rule["actions"]] == ["actions/2", "actions/3"]
     assert rule["conditions"][0]["expr"].startswith("conversation.is_open")
     with store.read() as tx:
-        [outbox] = tx.outbound(status=None, limit=5)
+        [outbox] = tx.outbound.rows(limit=5)
         contact = tx.find_contact_by_identity("facebook", "wait-1")
         assert contact is not None and tx.tags(contact.id) == ["asked", "nudged"]
     assert outbox["body"]["text"] == "Still there? Your order question: where is my order?"

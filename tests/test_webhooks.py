@@ -9,7 +9,6 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from connectors import ConfigError, create_app
-from rules_engine import EventType
 
 from . import webhook_payloads as p
 
