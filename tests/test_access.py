@@ -30,7 +30,9 @@ POLICY = {
     "api.contact_conversations": Role.AGENT, "api.get_conversation": Role.AGENT,
     "api.event_trace": Role.AGENT,
     "api.merge_contacts": Role.ADMIN, "api.outbox_rows": Role.ADMIN,
-    "api.retry_outbound": Role.ADMIN, "reload.reload_rules": Role.ADMIN,
+    "api.retry_outbound": Role.ADMIN, "api.retry_outbound_rows": Role.ADMIN,
+    "api.paused_channels": Role.ADMIN, "api.resume_channel": Role.ADMIN,
+    "reload.reload_rules": Role.ADMIN,
 }
 
 

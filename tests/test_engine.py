@@ -326,9 +326,10 @@ def _count_statements(store: Store, statements: list[str]) -> None:
     sqlalchemy_event.listen(store.engine, "checkout", counting)
 
 
-def test_a_message_on_a_known_contact_costs_at_most_8_statements(store):
+def test_a_message_on_a_known_contact_costs_at_most_9_statements(store):
     """The example rules, a contact with an open conversation: the ledger, the contact's
-    row (locked) and aggregate, the trace; counted as the database sees them."""
+    row (locked) and aggregate, when they last wrote (the platforms' reply windows), the
+    trace; counted as the database sees them."""
     engine = Engine(store, load_rule_set([Path(__file__).resolve().parent.parent / "rules"]))
     engine.process(message("psid-count", "hello"))
     store.dispose()  # every connection from here on is a counted one
@@ -338,4 +339,4 @@ def test_a_message_on_a_known_contact_costs_at_most_8_statements(store):
     assert result.status == "applied" and result.conversation_id is not None
     statements = [s for s in statements if not s.startswith("PRAGMA")]
     print("\n".join(statements))
-    assert 2 <= len(statements) <= 8, "\n".join(statements)  # today: BEGIN, 6, COMMIT
+    assert 2 <= len(statements) <= 9, "\n".join(statements)  # today: BEGIN, 7, COMMIT
