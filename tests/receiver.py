@@ -27,6 +27,8 @@ class Delivery:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+    answered: int = 0  # the status it was answered with
 
 
 # (status, body, delay) or (status, body, delay, headers)
@@ -72,6 +74,7 @@ def receiving(respond: Callable[[Delivery, int], Reply] | None = None, *,
                 seen = sum(1 for d in receiver.deliveries
                            if d.headers.get("Idempotency-Key") == delivery.headers.get("Idempotency-Key"))
             status, body, delay, *more = receiver.respond(delivery, seen)
+            delivery.answered = status
             time.sleep(delay)
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:

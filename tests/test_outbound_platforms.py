@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from rules_engine.cli import main as cli
 from . import webhook_payloads as p
 from .conftest import T0, event, message
 from .receiver import Delivery, receiving
-from .test_outbox import clock_from, environ_for, rows
+from .test_outbox import clock_from, environ_for, rows, start_worker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "outbound"
 CHANNEL_OF = {"whatsapp": "whatsapp", "messenger": "facebook", "telegram": "telegram",
@@ -405,3 +408,61 @@ def test_the_api_retries_by_filter_and_resumes_and_metrics_count(make_engine, st
     assert client.post("/api/outbox/pauses/telegram/resume", headers=headers).status_code == 404
     bad = client.post("/api/outbox/retry?status=sent", headers=headers)
     assert bad.status_code == 422
+
+
+# -- real processes ------------------------------------------------------------------------
+
+CHATS = ["1001", "1002", "1003"]
+PER_CHAT = 3
+
+
+def test_two_workers_rate_limited_paused_and_resumed_send_each_row_once_and_pace(
+        make_engine, store, database_url):
+    """Two ``rules-engine worker`` processes of two threads each; a Telegram that answers
+    every message first with 429 (retry_after 1), then accepts it, and refuses the token once
+    (the channel pauses until ``rules-engine outbox resume telegram``). Every row is sent
+    once, and no chat gets two calls within Telegram's second, whichever process made them."""
+    engine = make_engine(REPLYING)
+    for n in range(PER_CHAT):
+        for chat in CHATS:
+            engine.process(message(chat, f"hi {n}", channel="telegram",
+                                   timestamp=datetime.now(UTC).isoformat()))
+    limited = (FIXTURES / "telegram" / "error_429_retry_after.json").read_bytes()
+    unauthorized = (FIXTURES / "telegram" / "error_401_unauthorized.json").read_bytes()
+    accepted = (FIXTURES / "telegram" / "send_success.json").read_bytes()
+    refused_once = threading.Event()
+
+    def telegram(delivery: Delivery, seen: int) -> tuple[int, bytes, float]:
+        if seen == 1:
+            return 429, limited, 0
+        if not refused_once.is_set():
+            refused_once.set()
+            return 401, unauthorized, 0
+        return 200, accepted, 0
+
+    with receiving(telegram) as api:
+        workers = [start_worker(database_url, api.url, lease=5) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 60
+            while not outbox.pauses(store) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert outbox.pauses(store), "the refused token never paused the channel"
+            calls_when_paused = len(api.deliveries)
+            time.sleep(1.5)
+            assert len(api.deliveries) == calls_when_paused  # no calls while paused
+            assert run("--database-url", database_url, "outbox", "resume", "telegram")[0] == 0
+            while len(rows(store, "sent")) < len(CHATS) * PER_CHAT and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            for process in workers:
+                process.send_signal(signal.SIGTERM)
+            for process in workers:
+                process.wait(20)
+    assert [row["status"] for row in rows(store)] == ["sent"] * len(CHATS) * PER_CHAT
+    sent = [d.headers["Idempotency-Key"] for d in api.deliveries if d.answered == 200]
+    assert len(sent) == len(set(sent)) == len(CHATS) * PER_CHAT  # each row accepted once
+    for chat in CHATS:
+        times = sorted(d.at for d in api.deliveries if str(d.body["chat_id"]) == chat)
+        gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+        assert min(gaps) >= 0.9, f"chat {chat} called {min(gaps):.2f} s apart"
+
