@@ -109,7 +109,7 @@ def reply_window(adapter: ChannelAdapter | None, content: Mapping[str, Any]) -> 
     if adapter is None or "template" in content:
         return None
     tag = content.get("tag")
-    if tag in adapter.tag_windows:
+    if isinstance(tag, str) and tag in adapter.tag_windows:
         return adapter.tag_windows[tag]
     return adapter.reply_window
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sqlalchemy import create_engine, text
 
 from rules_engine import Engine, Event, Store, load_rule_set, parse_event
