@@ -371,3 +371,22 @@ def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, sto
     keys = receiver.keys()
     assert len(keys) == 20  # every row reached the receiver; dropping repeats by key...
     assert sum(keys.values()) >= 21  # ...includes the one the killed worker had in flight
+
+
+def test_rows_an_older_release_marked_delivered_are_sent_after_the_upgrade(make_engine, store):
+    """Migration 0008: ``delivered`` only meant that the platform accepted the call, so such
+    rows become ``sent`` (their time kept); a message's channel is read from its body."""
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = make_engine(REPLYING)
+    engine.process(message("psid-1", "hi"))
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), "0007")
+        connection.execute(text("UPDATE outbox SET status = 'delivered', attempts = 1, "
+                                "delivered_at = created_at, last_error = NULL"))
+    with store.engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "head")
+    [row] = rows(store)
+    assert (row["status"], row["channel"], row["error"]) == ("sent", "facebook", None)
+    assert row["sent_at"] == row["created_at"] and row["delivered_at"] is None
