@@ -180,7 +180,7 @@ def test_a_row_that_keeps_failing_ends_failed_and_can_be_retried(make_engine, st
     with receiving(lambda d, n: (500, {"error": "database down"}, 0)) as receiver:
         engine = make_engine(rules_for(receiver.url))
         engine.process(crm_event(receiver.url, 1))
-        deliverer = worker(store, receiver.url, max_age=timedelta(seconds=0.3),
+        deliverer = worker(store, receiver.url, max_age=timedelta(seconds=1.5),
                            clock=lambda: datetime.now(timezone.utc))  # ages run on real time
         deadline = time.monotonic() + 10
         while not rows(store, "failed") and time.monotonic() < deadline:
