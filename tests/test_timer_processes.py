@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import make_url, select, text
 
 from rules_engine.store import tables
@@ -263,8 +264,8 @@ def ticks_waiting(
         database_url: str, rules: Path, folder: Path, count: int, *,
         now: str = NOW) -> Iterator[tuple[Callable[[], None], list[subprocess.Popen[str]]]]:
     """``count`` ``tick --now now`` processes, started now, each waiting once it has imported
-    the CLI; ``release()`` waits until all are ready, then lets them go at the same instant.
-    Those still running when the block ends are killed."""
+    the CLI; ``release()`` waits until all are ready (``ready_ticks``), then lets them go at
+    the same instant. Those still running when the block ends are killed."""
     go = folder / "go"
     ticks = [subprocess.Popen(
         [sys.executable, "-c", AT_THE_SAME_MOMENT, str(folder / f"ready-{n}"), str(go),
@@ -273,12 +274,7 @@ def ticks_waiting(
         start_new_session=True) for n in range(count)]
 
     def release() -> None:
-        deadline = time.monotonic() + 60
-        while not all((folder / f"ready-{n}").exists() for n in range(count)):
-            dead = [t for t in ticks if t.poll() is not None]
-            assert not dead, [t.communicate()[1] for t in dead]
-            assert time.monotonic() < deadline, "the tick processes did not get ready"
-            time.sleep(0.01)
+        ready_ticks(ticks, folder)
         go.touch()
 
     try:
@@ -288,6 +284,16 @@ def ticks_waiting(
             if t.poll() is None:
                 os.killpg(t.pid, signal.SIGKILL)
                 t.wait()
+
+
+def ready_ticks(ticks: list[subprocess.Popen[str]], folder: Path) -> None:
+    """Wait until every process of ``ticks_waiting`` has imported the CLI and waits."""
+    deadline = time.monotonic() + 60
+    while not all((folder / f"ready-{n}").exists() for n in range(len(ticks))):
+        dead = [t for t in ticks if t.poll() is not None]
+        assert not dead, [t.communicate()[1] for t in dead]
+        assert time.monotonic() < deadline, "the tick processes did not get ready"
+        time.sleep(0.01)
 
 
 def tick_outputs(
@@ -368,6 +374,7 @@ RESTART = 24 * 60 - 1  # the racing messages' time (minutes from START): a minut
 # window in which a message's commit goes unseen. Unwidened it is about a millisecond, and
 # one run in several catches the race (here, one in six).
 WIDE_CLAIMS = {"options": "-c jit_above_cost=20"}
+MESSAGE_SPACING = 0.01  # seconds between the racing messages' posts
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="only PostgreSQL runs ticks and messages side by "
@@ -391,10 +398,18 @@ def test_ticks_racing_messages_never_close_on_a_clock_a_message_moved_on(
         with store.transaction() as tx:
             tx.connection.execute(text("ANALYZE"))  # as autovacuum would, in time
         server, base = start_server(database_url, 2, tmp_path / "server.log", rules_dir=rules)
+        ready_ticks(ticks, tmp_path)
+        began = time.monotonic()
+
+        def post_in_turn(turn: int, contact: int) -> requests.Response:
+            # One message every MESSAGE_SPACING: the messages span the ticks' work, however
+            # fast either side is on the machine at hand.
+            time.sleep(max(0.0, began + turn * MESSAGE_SPACING - time.monotonic()))
+            return post_signed_event(base, message(1, f"person-{contact}", RESTART))
+
         try:
             with ThreadPoolExecutor(max_workers=8) as pool:
-                posted = pool.map(lambda n: post_signed_event(
-                    base, message(1, f"person-{n}", RESTART)), messaged)
+                posted = pool.map(post_in_turn, range(len(messaged)), messaged)
                 time.sleep(0.1)  # messages are being applied when the ticks begin
                 release()
                 responses = list(posted)
