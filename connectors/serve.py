@@ -88,8 +88,9 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rules-engine serve", description="Serve the webhook app with gunicorn.",
-        epilog="In production, put a TLS-terminating reverse proxy in front (see the README: "
-               "production topology) and keep --host on loopback or a private address.")
+        epilog="In production, put a TLS-terminating reverse proxy in front (see "
+               "docs/operations.md: production topology) and keep --host on loopback or a "
+               "private address.")
     parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=os.environ.get("RULES_ENGINE_PORT", "8000"))
     parser.add_argument("--workers", type=int,

@@ -113,8 +113,8 @@ def test_sqlite_writers_queue_on_the_writer_lock_across_processes(tmp_path):
 
 
 def test_a_command_on_an_up_to_date_database_imports_neither_alembic_nor_rich(tmp_path):
-    """What the README claims of start-up: Alembic only when a migration is needed, rich
-    only for a terminal's progress bar."""
+    """What docs/benchmarks.md claims of start-up: Alembic only when a migration is needed,
+    rich only for a terminal's progress bar."""
     import subprocess
     import sys
 
