@@ -2,48 +2,65 @@
 
 Load YAML rules with ``load_rule_set``, open a ``Store``, and feed ``Event`` objects
 (``parse_event`` builds them from JSON) to an ``Engine``.
-"""
-from .condition_api import Condition, compile_condition
-from .engine import BatchRefused, Engine, Result
-from .errors import (
-    ActionError,
-    EventError,
-    ExpressionError,
-    NotFoundError,
-    RuleFileError,
-    RulesEngineError,
-    RuleSetInvalid,
-    RuleValidationError,
-)
-from .events import parse_event
-from .loader import load_rule_set
-from .model import CloseSource, Contact, Conversation, Event, EventType, OpenSource
-from .rules import Rule, RuleSet
-from .store import Store
 
+The public names are imported when first used, so that importing a part of the package
+(the domain, say) loads only what that part needs: the domain never loads the store, nor
+SQLAlchemy.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_HOME = {
+    "Condition": "condition_api", "compile_condition": "condition_api",
+    "BatchRefused": "engine", "Engine": "engine", "Result": "engine",
+    "ActionError": "errors", "EventError": "errors", "ExpressionError": "errors",
+    "NotFoundError": "errors", "RuleFileError": "errors", "RulesEngineError": "errors",
+    "RuleSetInvalid": "errors", "RuleValidationError": "errors",
+    "parse_event": "events", "load_rule_set": "loader",
+    "CloseSource": "model", "Contact": "model", "Conversation": "model", "Event": "model",
+    "EventType": "model", "OpenSource": "model",
+    "Rule": "rules", "RuleSet": "rules", "Store": "store",
+}
 __all__ = [
-    "ActionError",
-    "BatchRefused",
-    "CloseSource",
-    "Condition",
-    "Contact",
-    "Conversation",
-    "Engine",
-    "Event",
-    "EventError",
-    "EventType",
-    "ExpressionError",
-    "NotFoundError",
-    "OpenSource",
-    "Result",
-    "Rule",
-    "RuleFileError",
-    "RuleSet",
-    "RuleSetInvalid",
-    "RuleValidationError",
-    "RulesEngineError",
-    "Store",
-    "compile_condition",
-    "load_rule_set",
+    "ActionError", "BatchRefused", "CloseSource", "Condition", "Contact", "Conversation",
+    "Engine", "Event", "EventError", "EventType", "ExpressionError", "NotFoundError",
+    "OpenSource", "Result", "Rule", "RuleFileError", "RuleSet", "RuleSetInvalid",
+    "RuleValidationError", "RulesEngineError", "Store", "compile_condition", "load_rule_set",
     "parse_event",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
+
+if TYPE_CHECKING:
+    from .condition_api import Condition, compile_condition
+    from .engine import BatchRefused, Engine, Result
+    from .errors import (
+        ActionError,
+        EventError,
+        ExpressionError,
+        NotFoundError,
+        RuleFileError,
+        RulesEngineError,
+        RuleSetInvalid,
+        RuleValidationError,
+    )
+    from .events import parse_event
+    from .loader import load_rule_set
+    from .model import CloseSource, Contact, Conversation, Event, EventType, OpenSource
+    from .rules import Rule, RuleSet
+    from .store import Store

@@ -9,10 +9,12 @@ aggregate, and so see the effects of earlier actions, without reading the store 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import Contact, Conversation
-from .store import StoreTx
+
+if TYPE_CHECKING:
+    from .ports import DomainStore
 
 
 @dataclass(slots=True)
@@ -27,7 +29,7 @@ class ContactState:
     conversations: dict[int, Conversation] = field(default_factory=dict)  # seen in this event
 
 
-def load_state(tx: StoreTx, contact: Contact) -> ContactState:
+def load_state(tx: DomainStore, contact: Contact) -> ContactState:
     """The aggregate of a contact whose row this transaction has locked."""
     details = tx.contact_details(contact.id)
     open_conversation = details.pop("open_conversation")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,19 +23,22 @@ from .model import (
     MESSAGE_STATUS_TYPES,
     TRIGGER_TYPES,
     Contact,
+    Conversation,
     Event,
     EventType,
+    sent_by_bot,
 )
 from .rules import Rule, RuleSet
 from .store import DATABASE_ERRORS, Store, StoreTx
-from .timers import Timer, idle_clocks
+from .timers import Timer, idle_timer
 from .trace_format import (
     Catalog,
     expand,
     outcome_line,
+    read_trace,
     result_of,
-    rule_catalog,
     stored_conditions,
+    to_store,
 )
 
 log = logging.getLogger(__name__)
@@ -432,7 +435,7 @@ class Engine:
         """What the stored traces of ``rules`` leave out (see trace_format); with ``keep``,
         stored once per version, in its own transaction, before any trace needs it."""
         if self._catalog is None or self._catalog[0] != rules.version:
-            self._catalog = (rules.version, rule_catalog(rules))
+            self._catalog = (rules.version, rules.catalog())
         catalog = self._catalog[1]
         if keep and rules.version not in self._kept:
             self.store.run(lambda tx: tx.remember_rule_set(rules.version, catalog, self.clock()))
@@ -557,17 +560,33 @@ class Engine:
         first_time = tx.record_event(event.id, str(event.type), event.channel, received_at,
                                      contact_id=contact_id)
         if not first_time and not simulating:  # a simulation runs even an event seen before
-            stored = tx.get_trace(event.id) or {}
+            stored = read_trace(tx, event.id) or {}
             return Result(event.id, "duplicate", stored.get("contact_id"), stored,
                           list(stored.get("fired", [])), [], stored.get("conversation_id"))
         run.run(contact_id)
         run.arm_idle_clocks()
         trace = run.trace(received_at)
         if first_time:
-            tx.save_trace(event.id, trace, received_at)
+            tx.save_trace(event.id, to_store(trace), received_at)
         reason = None
         if event.type in COMMAND_TYPES and not run.changes and not simulating:
             status = "noop"  # the product document's "reported no-op"
             reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
                       run.conversation_id, reason, catalog)
+
+
+def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Event,
+                opened_now: bool) -> list[Timer]:
+    """The idle clocks ``event`` starts or restarts on the contact's open ``conversation``:
+    all of them when it opened now, else those a message of this sender restarts."""
+    sender = ("contact" if event.type is EventType.MESSAGE_RECEIVED else
+              ("bot" if sent_by_bot(event.actor) else "agent")
+              if event.type is EventType.MESSAGE_SENT else None)
+    if sender is None and not opened_now:
+        return []
+    return [idle_timer(rule.id, rule.idle, contact_id=conversation.contact_id,
+                       conversation=conversation, at=event.timestamp, event_id=event.id)
+            for rule in rules
+            if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
+            and (rule.channels is None or conversation.channel in rule.channels)]

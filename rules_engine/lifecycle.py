@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .aggregate import ContactState, load_state
 from .errors import EventError, NotFoundError
 from .model import CloseSource, Contact, Conversation, EventType, OpenSource
 from .redaction import redact_url
-from .store import StoreTx
 from .timers import Timer, wait_timer_id
+
+if TYPE_CHECKING:
+    from .ports import DomainStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class Lifecycle:
     the store.
     """
 
-    def __init__(self, tx: StoreTx, *, event_id: str, at: datetime) -> None:
+    def __init__(self, tx: DomainStore, *, event_id: str, at: datetime) -> None:
         self.tx = tx
         self.event_id = event_id
         self.at = at

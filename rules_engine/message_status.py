@@ -18,14 +18,14 @@ from .model import ContactRef, Event, EventType, OutboxStatus
 
 if TYPE_CHECKING:
     from .lifecycle import Lifecycle, Outcome
-    from .store import StoreTx
+    from .ports import DomainStore
 
 STATUS_OF = {EventType.MESSAGE_DELIVERED: OutboxStatus.DELIVERED,
              EventType.MESSAGE_READ: OutboxStatus.READ,
              EventType.MESSAGE_FAILED: OutboxStatus.FAILED}
 
 
-def aimed(tx: StoreTx, event: Event) -> Event | None:
+def aimed(tx: DomainStore, event: Event) -> Event | None:
     """``event`` aimed at the outbox rows it reports on; None when none is ours."""
     params = event.params
     if "outbox_id" in params:  # the worker's own report: already aimed

@@ -6,7 +6,7 @@ from typing import Any
 from .errors import NotFoundError
 from .model import Conversation
 from .store import Store
-from .trace_format import expand
+from .trace_format import expand, read_trace
 
 
 def find_contacts(store: Store, channel: str, external_id: str) -> list[dict[str, Any]]:
@@ -39,7 +39,7 @@ def conversation(store: Store, conversation_id: int) -> Conversation:
 def event_trace(store: Store, event_id: str) -> dict[str, Any]:
     """The stored trace of one processed event; NotFoundError when it was never processed."""
     with store.read() as tx:
-        trace = tx.get_trace(event_id)
+        trace = read_trace(tx, event_id)
     if trace is None:
         raise NotFoundError(f"no trace for event '{event_id}'")
     return trace

@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .actions import Action
 from .conditions import Condition
@@ -38,6 +38,12 @@ class Rule:
     cooldown: timedelta | None = None  # per contact
     idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
     digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
+
+    def catalog_entry(self) -> dict[str, Any]:
+        """What traces leave out of every event for this rule (see trace_format)."""
+        return {"file": self.file, "line": self.line, "priority": self.priority,
+                "conditions": dict(self.expressions()),  # a wait's ``if`` is a condition too
+                "args": [action.shown_arguments() for action in self.actions]}
 
     def expressions(self) -> Iterator[tuple[str, str]]:
         """(path, text) of every expression the rule evaluates: each leaf of its conditions,
@@ -98,6 +104,10 @@ class RuleSet:
         return [rule for rule in self.rules
                 if rule.event == event and rule.channels is not None
                 and channel not in rule.channels]
+
+    def catalog(self) -> dict[str, dict[str, Any]]:
+        """What traces leave out of every event, for each rule (kept once per version)."""
+        return {rule.id: rule.catalog_entry() for rule in self.rules}
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -23,15 +23,11 @@ import argparse
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .model import ContactRef, Conversation, Event, EventType, sent_by_bot
-
-if TYPE_CHECKING:
-    from .rules import Rule
+from .model import ContactRef, Conversation, Event, EventType
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION = re.compile(r"[1-9][0-9]{0,5}[smhd]")  # the schemas' $defs/duration
@@ -77,17 +73,6 @@ class Timer:
     set_by_event: str
     payload: dict[str, Any]
 
-    def to_row(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "contact_id": self.contact_id,
-                "conversation_id": self.conversation_id, "rule_id": self.rule_id,
-                "due_at": self.due_at, "set_by_event": self.set_by_event,
-                "payload": self.payload}
-
-    @classmethod
-    def from_row(cls, row: Any) -> Timer:
-        return cls(row["id"], row["kind"], row["contact_id"], row["conversation_id"],
-                   row["rule_id"], row["due_at"], row["set_by_event"], row["payload"])
-
     def event(self) -> Event:
         """The engine event of this timer's firing (the same id whoever fires it)."""
         kind = EventType.CONVERSATION_IDLE if self.kind == "idle" else EventType.WAIT_ENDED
@@ -117,19 +102,3 @@ def actions_digest(actions: list[tuple[str, Any]]) -> str:
     a rule whose actions are still the ones it was written with."""
     text = json.dumps(actions, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Event,
-                opened_now: bool) -> list[Timer]:
-    """The idle clocks ``event`` starts or restarts on the contact's open ``conversation``:
-    all of them when it opened now, else those a message of this sender restarts."""
-    sender = ("contact" if event.type is EventType.MESSAGE_RECEIVED else
-              ("bot" if sent_by_bot(event.actor) else "agent")
-              if event.type is EventType.MESSAGE_SENT else None)
-    if sender is None and not opened_now:
-        return []
-    return [idle_timer(rule.id, rule.idle, contact_id=conversation.contact_id,
-                       conversation=conversation, at=event.timestamp, event_id=event.id)
-            for rule in rules
-            if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
-            and (rule.channels is None or conversation.channel in rule.channels)]

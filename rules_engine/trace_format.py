@@ -16,10 +16,7 @@ the API and rule tests read.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the store reads traces, and rules import (through actions) the store
-    from .rules import Rule, RuleSet
+from typing import Any
 
 Catalog = dict[str, dict[str, Any]]
 LEDGER_KEYS = ("event_id", "type", "channel", "contact_id", "received_at")
@@ -28,17 +25,6 @@ LEDGER_KEYS = ("event_id", "type", "channel", "contact_id", "received_at")
 def to_store(trace: dict[str, Any]) -> dict[str, Any]:
     """The trace as stored beside its ledger row (without what that row holds)."""
     return {key: value for key, value in trace.items() if key not in LEDGER_KEYS}
-
-
-def _rule_catalog(rule: Rule) -> dict[str, Any]:
-    return {"file": rule.file, "line": rule.line, "priority": rule.priority,
-            "conditions": dict(rule.expressions()),  # a wait's ``if`` is a condition too
-            "args": [action.shown_arguments() for action in rule.actions]}
-
-
-def rule_catalog(rules: RuleSet) -> Catalog:
-    """What traces leave out of every event, for each rule of ``rules``."""
-    return {rule.id: _rule_catalog(rule) for rule in rules.rules}
 
 
 def stored_conditions(log: dict[str, Any]) -> dict[str, Any]:
@@ -140,3 +126,12 @@ def expand(trace: dict[str, Any], catalog: Catalog | None) -> dict[str, Any]:
     return {**top, "steps": steps, "changes": changes,
             "depth_bound": {"max_depth": trace.get("max_depth"), "reached": bool(dropped),
                             "dropped": dropped}}
+
+
+def read_trace(tx: Any, event_id: str) -> dict[str, Any] | None:
+    """An event's trace as readers see it: the stored one (``tx.stored_trace``, a store's
+    unit of work) expanded with its rule set's catalog."""
+    stored = tx.stored_trace(event_id)
+    if stored is None:
+        return None
+    return expand(stored, tx.rule_set_catalog(stored.get("ruleset_version")))

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from rules_engine import Engine, EventError, Store, load_rule_set
+from rules_engine.trace_format import read_trace
 
 from .conftest import event, message
 
@@ -201,7 +202,7 @@ def test_the_trace_is_stored_per_event(make_engine, store):
     """)
     result = engine.process(message("psid-1", "hi", id="evt-traced"))
     with store.read() as tx:
-        stored = tx.get_trace("evt-traced")
+        stored = read_trace(tx, "evt-traced")
     assert stored == result.trace
     [rule] = stored["steps"][0]["rules"]
     assert rule["result"] == "conditions_false"

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from rules_engine import Engine, load_rule_set, parse_event
 from rules_engine.store.tables import event_traces
+from rules_engine.trace_format import read_trace
 
 from .conftest import message
 from .test_validation import run_cli
@@ -75,7 +76,7 @@ def test_old_traces_are_pruned_and_the_ledger_stays(make_engine, store, database
     status, output = run_cli("--database-url", database_url, "prune-traces", "--keep-days", "30")
     assert status == 0 and output.startswith("pruned 1 trace(s)")
     with store.read() as tx:
-        assert tx.get_trace("old-event") is None and tx.get_trace("new-event") is not None
+        assert read_trace(tx, "old-event") is None and read_trace(tx, "new-event") is not None
         assert tx.is_event_processed("old-event")  # a replay is still recognised
     assert engine.process(message("psid-1", "old", id="old-event")).status == "duplicate"
 
@@ -93,7 +94,7 @@ def test_the_stored_trace_reads_back_as_the_trace_the_event_returned(store):
     assert any(r.fired for r in results) and any(r.changes for r in results)
     with store.read() as tx:
         for result in results:
-            assert tx.get_trace(result.event_id) == json.loads(json.dumps(result.trace))
+            assert read_trace(tx, result.event_id) == json.loads(json.dumps(result.trace))
 
 
 def test_a_trace_stays_explained_after_its_rules_change(tmp_path, store, database_url):
@@ -157,4 +158,4 @@ def test_a_trace_stored_whole_by_an_older_release_reads_back_as_it_was(store):
         tx.connection.execute(event_traces.insert().values(event_id="old-1", trace=whole,
                                                            recorded_at=received))
     with store.read() as tx:
-        assert tx.get_trace("old-1") == whole
+        assert read_trace(tx, "old-1") == whole

@@ -27,13 +27,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..model import CloseSource, Contact, Conversation, OpenSource
 from ..timers import Timer
-from ..trace_format import LEDGER_KEYS, Catalog, expand, to_store
 from . import tables as t
 from .outbound import OutboundTx
 from .prepared import Prepared, execute_on_driver
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
-_CATALOGS: dict[tuple[str, str], Catalog] = {}  # (database, version) -> its catalog
+_CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
 
 
 class ConversationRace(Exception):
@@ -157,8 +156,9 @@ class StoreTx:
             on=("event_id",),
         )
 
-    def save_trace(self, event_id: str, trace: dict[str, Any], recorded_at: datetime) -> None:
-        self._insert_row(t.event_traces, {"event_id": event_id, "trace": to_store(trace),
+    def save_trace(self, event_id: str, stored: dict[str, Any], recorded_at: datetime) -> None:
+        """Keep an event's trace, in the form its writer chose (see trace_format)."""
+        self._insert_row(t.event_traces, {"event_id": event_id, "trace": stored,
                                           "recorded_at": recorded_at})
 
     def prune_traces(self, before: datetime) -> int:
@@ -180,8 +180,9 @@ class StoreTx:
             statement = statement.where(t.processed_events.c.contact_id == contact_id)
         return [dict(row) for row in self.connection.execute(statement).mappings()]
 
-    def get_trace(self, event_id: str) -> dict[str, Any] | None:
-        """The stored trace of an event, expanded with its rule set's catalog."""
+    def stored_trace(self, event_id: str) -> dict[str, Any] | None:
+        """An event's trace as it was kept, with its ledger row (trace_format.read_trace
+        expands it)."""
         e = t.processed_events
         row = self.connection.execute(
             select(t.event_traces.c.trace, e.c.event_id, e.c.type, e.c.channel, e.c.contact_id,
@@ -191,17 +192,15 @@ class StoreTx:
         ).mappings().first()
         if row is None:
             return None
-        ledger = {key: row[key] for key in LEDGER_KEYS}
-        ledger["received_at"] = ledger["received_at"].isoformat()
-        return expand({**ledger, **row["trace"]},
-                      self.rule_set_catalog(row["trace"].get("ruleset_version")))
+        ledger = {key: row[key] for key in ("event_id", "type", "channel", "contact_id")}
+        return {**ledger, "received_at": row["received_at"].isoformat(), **row["trace"]}
 
-    def remember_rule_set(self, version: str, catalog: Catalog, at: datetime) -> None:
+    def remember_rule_set(self, version: str, catalog: dict[str, Any], at: datetime) -> None:
         """Keep a rule-set version's catalog (once; a version already kept stays as it is)."""
         self._insert_or_nothing(t.rule_sets, {"version": version, "recorded_at": at,
                                               "catalog": catalog}, on=("version",))
 
-    def rule_set_catalog(self, version: str | None) -> Catalog | None:
+    def rule_set_catalog(self, version: str | None) -> dict[str, Any] | None:
         """A rule-set version's catalog, read once per process and database: a version is
         kept once and never changes (a large catalog takes milliseconds to read)."""
         key = (str(self.connection.engine.url), version or "")
@@ -572,7 +571,7 @@ class StoreTx:
                 where=m.c.due_at < statement.excluded.due_at)
 
         values = {f"p{n}_{name}": value for n, timer in enumerate(timers)
-                  for name, value in timer.to_row().items()}
+                  for name, value in _timer_row(timer).items()}
         self._prepared(f"set-timers:{len(timers)}", build).count(self.connection, values)
 
     def drop_timers(self, conversation_id: int) -> int:
@@ -598,7 +597,7 @@ class StoreTx:
             .where(m.c.due_at <= bindparam("p_now", type_=m.c.due_at.type))
             .order_by(m.c.due_at, m.c.id).limit(bindparam("p_limit"))
             .with_for_update(of=c, skip_locked=True)))
-        return [Timer.from_row(row) for row in
+        return [_timer(row) for row in
                 statement.rows(self.connection, {"p_now": now, "p_limit": limit})]
 
     def delete_timer(self, timer: Timer) -> bool:
@@ -613,7 +612,7 @@ class StoreTx:
         """Pending timers, earliest first."""
         m = t.timers
         rows = self.connection.execute(select(m).order_by(m.c.due_at, m.c.id).limit(limit))
-        return [Timer.from_row(row) for row in rows.mappings()]
+        return [_timer(row) for row in rows.mappings()]
 
     # -- run-once and cooldowns --------------------------------------------------------
 
@@ -658,3 +657,14 @@ class StoreTx:
             return refused.scope
         return None
 
+
+def _timer_row(timer: Timer) -> dict[str, Any]:
+    return {"id": timer.id, "kind": timer.kind, "contact_id": timer.contact_id,
+            "conversation_id": timer.conversation_id, "rule_id": timer.rule_id,
+            "due_at": timer.due_at, "set_by_event": timer.set_by_event,
+            "payload": timer.payload}
+
+
+def _timer(row: Any) -> Timer:
+    return Timer(row["id"], row["kind"], row["contact_id"], row["conversation_id"],
+                 row["rule_id"], row["due_at"], row["set_by_event"], row["payload"])
