@@ -11,11 +11,12 @@ the functions and the constants, so it can reach nothing else.
 
 The step budget holds by construction (a tree has at most ``MAX_NODES`` nodes and no
 loops), and a tree nested at most ``MAX_NESTING`` levels deep becomes source nested at most
-twice as deep, well within Python's parser. The time budget is a work budget, charged by the helpers (the only steps that can
-take long): each call costs the size of the texts and containers it takes and makes, and
-an evaluation may spend at most ``max_work`` units. It is exact and deterministic, so a
-busy machine never makes a condition fail. simpleeval (``expressions._Sandbox``) stays
-the reference: a differential test checks that both give the same value or both refuse.
+twice as deep, well within Python's parser. The time budget is a work budget, charged by
+the helpers (the only steps that can take long): each call costs the size of the texts and
+containers it takes and makes, and an evaluation may spend at most ``max_work`` units. It
+is exact and deterministic, so a busy machine never makes a condition fail. simpleeval
+(``expressions._Sandbox``) stays the reference: a differential test checks that both give
+the same value or both refuse.
 """
 from __future__ import annotations
 
