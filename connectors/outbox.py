@@ -413,8 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    runners: list[OutboxWorker | TimerFirer] = [*workers, *([firer] if firer else [])]
     threads = [threading.Thread(target=w.run_forever, args=(stop,), kwargs={"poll_seconds": args.poll})
-               for w in [*workers, *([firer] if firer else [])]]
+               for w in runners]
     for thread in threads:
         thread.start()
     log.info("worker %s: %d threads delivering, %d firing timers", name, len(workers),
