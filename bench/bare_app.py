@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.asgi import buffered_wsgi
 from flask import Flask, jsonify, request
+
+from connectors.asgi import buffered_wsgi
 
 app = Flask(__name__)
 

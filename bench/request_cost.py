@@ -27,7 +27,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from webhook_throughput import SECRET, bodies
+from webhook_throughput import SECRET, bodies  # noqa: E402 (found through the path set above)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 

@@ -6,8 +6,9 @@ engine: gunicorn's asyncio worker, each request read whole before one of 4 threa
 receive the same signed channel-neutral events from the same light client (``http.client``
 threads, one keep-alive connection each, so that the client is not the bottleneck), in
 alternating rounds; the engine's requests each verify the HMAC signature, apply one event
-(contact lookup, lifecycle, rules, trace) and commit to a SQLite file. The third, the floor (``floor_app.py``), is the same webhook
-written by hand over ``sqlite3`` with no rules engine: signature, JSON, and one
+(contact lookup, lifecycle, rules, trace) and commit to a SQLite file. The third, the floor
+(``floor_app.py``), is the same webhook written by hand over ``sqlite3`` with no rules
+engine: signature, JSON, and one
 transaction that records the event, finds or creates the contact, opens or closes its
 conversation, restarts its idle clock and stores a short trace. Prints requests/s of each
 (the best round) and the ratios.

@@ -73,7 +73,7 @@ class Principal:
 
 def principal() -> Principal:
     """The caller of the current request (set by the access check)."""
-    return g.principal  # type: ignore[no-any-return]
+    return g.principal
 
 
 def guard(app: Flask) -> None:

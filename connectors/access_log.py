@@ -25,7 +25,7 @@ def redact_query(query: str) -> str:
                       for name, value in pairs], safe="*")
 
 
-class RedactingLogger(Logger):  # type: ignore[misc]
+class RedactingLogger(Logger):
     """Gunicorn's logger whose request line and query atoms have secrets redacted."""
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:

@@ -109,7 +109,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _HeadTimeoutProtocol(ASGIProtocol):  # type: ignore[misc]
+class _HeadTimeoutProtocol(ASGIProtocol):
     """Gunicorn's HTTP/1 protocol with a deadline on every request's head.
 
     Gunicorn arms its keep-alive timer only between requests; armed here from the moment
@@ -123,7 +123,7 @@ class _HeadTimeoutProtocol(ASGIProtocol):  # type: ignore[misc]
             self._arm_keepalive_timer()
 
 
-class Worker(gasgi.ASGIWorker):  # type: ignore[misc]
+class Worker(gasgi.ASGIWorker):
     """Gunicorn's asyncio worker, serving with ``_HeadTimeoutProtocol``."""
 
     def init_process(self) -> None:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from typing import NoReturn
 
 from .errors import ApiError
 
@@ -25,10 +26,15 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
+def not_configured(env: str) -> NoReturn:
+    """503 for an endpoint whose secret (environment variable ``env``) is unset."""
+    raise ApiError(503, "not_configured", f"this endpoint is disabled: set {env} to enable it")
+
+
 def require_configured(env: str, *, dev: bool) -> None:
     """503 for an endpoint whose secret (environment variable ``env``) is unset, unless dev."""
     if not dev:
-        raise ApiError(503, "not_configured", f"this endpoint is disabled: set {env} to enable it")
+        not_configured(env)
 
 
 def require_signature(secret: str | None, body: bytes, given: str | None, *, prefix: str = "",

@@ -83,11 +83,11 @@ def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) 
         return
     for step in trace.get("steps", []):
         for rule in step["rules"]:
-            result = result_of(rule)  # the stored (compact) trace: see trace_format
-            if result == "disabled":
+            outcome = result_of(rule)  # the stored (compact) trace: see trace_format
+            if outcome == "disabled":
                 continue
             _child(RULES_MATCHED, rule["rule_id"]).inc()
-            if result == "fired":
+            if outcome == "fired":
                 _child(RULES_FIRED, rule["rule_id"]).inc()
             for action in rule.get("actions", []):
                 _child(ACTIONS, action["action"], action["outcome"]).inc()

@@ -169,8 +169,8 @@ class OutboxWorker:
         claimed = 0
         while claimed < self.batch:
             now = self.clock()
-            rows = self.store.run(lambda tx: tx.outbound.claim(
-                worker=self.worker_id, now=now, lease_until=now + self.lease, limit=1))
+            rows = self.store.run(lambda tx: tx.outbound.claim(worker=self.worker_id,
+                now=now, lease_until=now + self.lease, limit=1))  # noqa: B023 (called at once)
             if not rows:
                 break
             self._deliver(rows[0])
@@ -248,7 +248,8 @@ class OutboxWorker:
         deadline = time.monotonic() + self.pace_wait
         while True:
             now = self.clock()
-            free_at = self.store.run(lambda tx: tx.outbound.take_turn(intervals, now))
+            free_at = self.store.run(
+                lambda tx: tx.outbound.take_turn(intervals, now))  # noqa: B023 (called at once)
             if free_at is None:
                 return None
             wait = (free_at - now).total_seconds()
@@ -412,8 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    runners: list[OutboxWorker | TimerFirer] = [*workers, *([firer] if firer else [])]
     threads = [threading.Thread(target=w.run_forever, args=(stop,), kwargs={"poll_seconds": args.poll})
-               for w in [*workers, *([firer] if firer else [])]]
+               for w in runners]
     for thread in threads:
         thread.start()
     log.info("worker %s: %d threads delivering, %d firing timers", name, len(workers),

@@ -20,7 +20,7 @@ from rules_engine import RuleSet, RuleSetInvalid, Store, load_rule_set
 from .config import APP_ENVIRONMENT, ConfigError, Settings
 
 
-class _ValidatingArbiter(Arbiter):  # type: ignore[misc]
+class _ValidatingArbiter(Arbiter):
     """Gunicorn's master, which on SIGHUP restarts the workers (gracefully: requests in
     flight finish on the old rules) only for a rule set that validates."""
 
@@ -50,7 +50,7 @@ def _watch_rules(rules_dir: str, every_seconds: float) -> None:
             os.kill(os.getpid(), signal.SIGHUP)
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
+class _Server(BaseApplication):
     """Gunicorn with its options given here; each worker builds its own app.
 
     The master holds the last rule set that validated, and every worker it forks serves

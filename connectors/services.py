@@ -10,9 +10,9 @@ from .config import Settings
 
 def engine() -> Engine:
     """The app's engine."""
-    return current_app.extensions["rules_engine"]  # type: ignore[no-any-return]
+    return current_app.extensions["rules_engine"]
 
 
 def settings() -> Settings:
     """The app's settings."""
-    return current_app.extensions["rules_engine_settings"]  # type: ignore[no-any-return]
+    return current_app.extensions["rules_engine_settings"]

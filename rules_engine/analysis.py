@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import TypedDict
 
 from .channels import reply_windows, welcome_channels
 from .errors import RulesEngineError, RuleValidationError, RuleWarning
@@ -82,7 +83,17 @@ def _cycles(rules: Sequence[Rule]) -> list[list[Rule]]:
     return groups
 
 
-def _where(rule: Rule, path: str | None = None) -> dict[str, object]:
+class _Where(TypedDict):
+    """Where a finding is: the location fields of ``RulesEngineError``."""
+
+    file: str
+    line: int
+    column: int
+    rule_id: str
+    path: str | None
+
+
+def _where(rule: Rule, path: str | None = None) -> _Where:
     return {"file": rule.file, "line": rule.line, "column": rule.column, "rule_id": rule.id,
             "path": path}
 
@@ -216,7 +227,7 @@ def _hours(duration: timedelta) -> str:
     return f"{hours:g}h"
 
 
-def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RulesEngineError]]:
+def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWarning]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),

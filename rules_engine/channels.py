@@ -8,6 +8,7 @@ them without importing the edges by name, and adding a channel changes nothing h
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -61,8 +62,8 @@ def known_channels() -> frozenset[str]:
 
 
 @cache
-def reply_windows() -> Mapping[str, Any]:
+def reply_windows() -> Mapping[str, timedelta]:
     """The channels whose platform takes free text only within a time of the contact's
-    latest message, with that time (a ``timedelta``)."""
-    return {name: traits.reply_window for name, traits in channel_catalog().items()
-            if getattr(traits, "reply_window", None) is not None}
+    latest message, with that time (an optional trait: ``reply_window``)."""
+    return {name: window for name, traits in channel_catalog().items()
+            if (window := getattr(traits, "reply_window", None)) is not None}

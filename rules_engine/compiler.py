@@ -11,11 +11,12 @@ the functions and the constants, so it can reach nothing else.
 
 The step budget holds by construction (a tree has at most ``MAX_NODES`` nodes and no
 loops), and a tree nested at most ``MAX_NESTING`` levels deep becomes source nested at most
-twice as deep, well within Python's parser. The time budget is a work budget, charged by the helpers (the only steps that can
-take long): each call costs the size of the texts and containers it takes and makes, and
-an evaluation may spend at most ``max_work`` units. It is exact and deterministic, so a
-busy machine never makes a condition fail. simpleeval (``expressions._Sandbox``) stays
-the reference: a differential test checks that both give the same value or both refuse.
+twice as deep, well within Python's parser. The time budget is a work budget, charged by
+the helpers (the only steps that can take long): each call costs the size of the texts and
+containers it takes and makes, and an evaluation may spend at most ``max_work`` units. It
+is exact and deterministic, so a busy machine never makes a condition fail. simpleeval
+(``expressions._Sandbox``) stays the reference: a differential test checks that both give
+the same value or both refuse.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _charged(function: Callable[..., Any], error: type[Exception], max_work: int
     def any_number(budget: list[int], *arguments: Any) -> Any:
         return settle(budget, 1 + sum(map(size, arguments)), function(*arguments))
 
-    return {1: one, 2: two}.get(arity, any_number)
+    by_arity: dict[int, Callable[..., Any]] = {1: one, 2: two}
+    return by_arity.get(arity, any_number)
 
 
 class _Emitter:
@@ -84,7 +86,7 @@ class _Emitter:
         return self.charged(self.operators[type(op)], arity)
 
     def emit(self, node: ast.AST) -> str:
-        method = getattr(self, f"emit_{type(node).__name__}", None)
+        method: Callable[[ast.AST], str] | None = getattr(self, f"emit_{type(node).__name__}", None)
         if method is None:
             raise self.error(f"'{type(node).__name__}' cannot be compiled")
         return method(node)
@@ -181,7 +183,9 @@ def compile_tree(tree: ast.expr, *, operators: Mapping[type, Callable[..., Any]]
         "_field": _field_reader(error),
     })
     source = f"lambda ctx, now, budget: {emitter.emit(tree)}"
-    return eval(compile(source, "<rule expression>", "eval"), emitter.namespace)  # noqa: S307
+    function: Callable[[Mapping[str, Any], datetime, list[int]], Any] = eval(  # noqa: S307
+        compile(source, "<rule expression>", "eval"), emitter.namespace)
+    return function
 
 
 def _field_reader(error: type[Exception]) -> Callable[[Any, str], Any]:

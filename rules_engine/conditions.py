@@ -29,7 +29,9 @@ class Condition(Protocol):
     """A compiled condition: ``holds`` evaluates it and records each leaf it evaluated in
     ``log``, by path: its result, or {result, value | error} (see trace_format)."""
 
-    path: str
+    @property
+    def path(self) -> str:
+        """Where the condition sits in its rule, e.g. ``conditions/1/any/0``."""
 
     def holds(
         self, context: Mapping[str, Any], now: datetime, log: dict[str, Any]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .model import Conversation, EventType, Message
 
@@ -27,7 +27,7 @@ class _Free:
 
 LEAF = _Leaf()
 FREE = _Free()
-Spec = Union[_Leaf, _Free, Mapping[str, "Spec"]]
+Spec: TypeAlias = _Leaf | _Free | Mapping[str, "Spec"]
 
 EVENT: Spec = {"id": LEAF, "type": LEAF, "channel": LEAF, "timestamp": LEAF, "depth": LEAF}
 CONTACT: Spec = {

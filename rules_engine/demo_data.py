@@ -83,10 +83,11 @@ def _conversations(rng: random.Random, replies: random.Random, contact_id: int, 
         team = rng.choice(list(TEAMS))
         user = rng.choice(TEAMS[team])
         minutes = max(0.5, rng.lognormvariate(math.log(TEAM_MEDIAN_MINUTES[team]), 1.0))
-        closed_at: datetime | None = opened_at + timedelta(minutes=minutes)
+        ends_at = opened_at + timedelta(minutes=minutes)
+        closed_at: datetime | None = ends_at
         if next_open is not None:
-            closed_at = min(closed_at, next_open - timedelta(milliseconds=1))
-        elif closed_at > now or (now - opened_at < timedelta(hours=8) and rng.random() < 0.6):
+            closed_at = min(ends_at, next_open - timedelta(milliseconds=1))
+        elif ends_at > now or (now - opened_at < timedelta(hours=8) and rng.random() < 0.6):
             closed_at = None
         source = _pick(rng, OPEN_SOURCES)
         close_source = _pick(rng, CLOSE_SOURCES) if closed_at else None
@@ -114,9 +115,11 @@ def generate_demo_data(store: Store, *, conversations: int = 6000, days: int = 1
     contacts = max(1, conversations // 4)
     inserted = open_now = 0
     with store.transaction() as tx:
-        first_id = (tx.connection.execute(
+        first_key = tx.connection.execute(
             t.contacts.insert().values(name="Demo contact 1", created_at=since)
-        ).inserted_primary_key[0])
+        ).inserted_primary_key
+        assert first_key is not None  # a single-row INSERT
+        first_id = first_key[0]
         tx.connection.execute(t.contacts.insert(), [
             {"id": first_id + n, "name": f"Demo contact {n + 1}", "created_at": since}
             for n in range(1, contacts)])

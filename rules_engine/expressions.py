@@ -33,13 +33,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from simpleeval import EvalWithCompoundTypes
 
 from .compiler import compile_tree
 from .context import FREE, LEAF, Spec
 from .errors import ExpressionError, did_you_mean
+
+_T = TypeVar("_T")
 
 MAX_EXPRESSION_LENGTH = 2_000
 MAX_NODES = 400
@@ -85,7 +87,7 @@ def _failure(error: Exception) -> ExpressionRuntimeError:
 # -- bounded operators ---------------------------------------------------------------
 
 
-def _check_int(value: Any) -> Any:
+def _check_int(value: _T) -> _T:
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise ExpressionRuntimeError(f"integer result over {MAX_INT_BITS} bits")
     return value
@@ -152,7 +154,8 @@ def _rendered_length(value: Any) -> int:
     """The length of a value's repr, texts' escapes aside; an integer's from its bit length."""
     kind = value.__class__
     if kind is int:
-        return int(value.bit_length() * 0.30103) + 1 + (value < 0)  # never fewer digits
+        number: int = value
+        return int(number.bit_length() * 0.30103) + 1 + (number < 0)  # never fewer digits
     if kind is str:
         return len(value) + 2
     if kind is bytes:
@@ -188,7 +191,7 @@ def rendered_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
                     leaves=_rendered_lengths)
 
 
-def check_size(value: Any) -> Any:
+def check_size(value: _T) -> _T:
     """``value``, unless it is larger than the bound."""
     if isinstance(value, int) and not isinstance(value, bool):
         return _check_int(value)
@@ -548,7 +551,7 @@ class _Checker(ast.NodeVisitor):
     def __init__(self, roots: Mapping[str, Spec]) -> None:
         self.roots = roots
 
-    def fail(self, node: ast.AST, message: str, hint: str | None = None) -> None:
+    def fail(self, node: ast.AST, message: str, hint: str | None = None) -> NoReturn:
         raise ExpressionError(message, column=getattr(node, "col_offset", 0) + 1, hint=hint)
 
     def generic_visit(self, node: ast.AST) -> None:
@@ -561,7 +564,7 @@ class _Checker(ast.NodeVisitor):
         if not isinstance(node.func, ast.Name):
             self.fail(node, "method calls are not allowed",
                       "call a whitelisted function instead, e.g. lower(message.text)")
-        name = node.func.id  # type: ignore[union-attr]
+        name = node.func.id
         if name.startswith("_"):
             self.fail(node, f"names starting with '_' are not allowed: '{name}'",
                       "call one of the whitelisted functions")

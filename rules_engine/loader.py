@@ -134,10 +134,10 @@ class _Validator:
             return not any(path[:len(place)] == place or place[:len(path)] == path
                            for path in broken)
 
-        trigger = raw.get("trigger") if isinstance(raw.get("trigger"), dict) else {}
+        trigger = _mapping(raw.get("trigger"))
         event_name = trigger.get("event")
-        known_event = event_name in {str(e) for e in EventType}
-        roots = roots_for(EventType(event_name)) if known_event else every_root()
+        event = EventType(event_name) if event_name in {str(e) for e in EventType} else None
+        roots = roots_for(event) if event is not None else every_root()
         base = ("rules", index)
         problems = len(broken)
         condition = None
@@ -148,8 +148,8 @@ class _Validator:
                 self.errors.append(self._rule_error(file, base, error))
             problems += len(expression_errors)
         actions = []
-        raw_actions = raw.get("actions") if isinstance(raw.get("actions"), list) else []
-        for position, item in enumerate(raw_actions):
+        raw_actions = raw.get("actions")
+        for position, item in enumerate(raw_actions if isinstance(raw_actions, list) else []):
             if not clean("actions", position) or not isinstance(item, dict) or len(item) != 1:
                 continue
             (name, arguments), = item.items()
@@ -160,18 +160,19 @@ class _Validator:
                 self.errors.append(self._rule_error(file, base, error))
         if problems:
             return None
+        assert event is not None  # the schema accepts the known events only
         channels = trigger.get("channels")
-        position = file.source_map.value_at(base)
+        at = file.source_map.value_at(base)
         return Rule(
             id=raw["id"], name=raw.get("name", raw["id"]), description=raw.get("description", ""),
             enabled=raw.get("enabled", True), priority=raw.get("priority", 0),
-            stop=raw.get("stop", False), event=EventType(event_name),
+            stop=raw.get("stop", False), event=event,
             channels=frozenset(channels) if channels else None, condition=condition,
-            actions=tuple(actions), file=file.name, line=position.line if position else 0,
-            column=position.column if position else 1, once_per=raw.get("once_per"),
+            actions=tuple(actions), file=file.name, line=at.line if at else 0,
+            column=at.column if at else 1, once_per=raw.get("once_per"),
             cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
             idle=IdleClock(parse_duration(trigger["for"]), trigger.get("of", "any"), trigger["for"])
-            if event_name == EventType.CONVERSATION_IDLE else None,
+            if event is EventType.CONVERSATION_IDLE else None,
             digest=actions_digest([(action.name, action.arguments) for action in actions]),
         )
 
@@ -211,7 +212,7 @@ class _Validator:
 
     def check_channels(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
         """A channel that no adapter registers but is a near miss of one is a typo."""
-        trigger = raw.get("trigger") if isinstance(raw.get("trigger"), dict) else {}
+        trigger = _mapping(raw.get("trigger"))
         channels = trigger.get("channels")
         known = known_channels()
         for position, name in enumerate(channels if isinstance(channels, list) else []):
@@ -284,7 +285,7 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
     errors, warnings = analyse(rules)  # the static checks run on every rule that is valid
     problems = validator.errors + errors
     if problems:
-        raise RuleSetInvalid(sorted(problems + warnings, key=_where))
+        raise RuleSetInvalid(sorted([*problems, *warnings], key=_where))
     return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings,
                    business_hours=validator.business_hours)
 
@@ -292,3 +293,9 @@ def load_rule_set(paths: Iterable[str | Path]) -> RuleSet:
 def _where(problem: RulesEngineError) -> tuple[str, int, int]:
     """Sort key: by file, line and column."""
     return problem.file or "", problem.line or 0, problem.column or 0
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when the schema let a mapping through, else an empty one (the schema has
+    already reported what is wrong with it)."""
+    return value if isinstance(value, dict) else {}

@@ -116,7 +116,8 @@ class _Dialect:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+    def seconds_between(self, start: Any, end: Any) -> ColumnElement[Any]:
+        """Seconds from ``start`` to ``end``: a float on SQLite, a numeric on PostgreSQL."""
         if self.name == "postgresql":
             return func.extract("epoch", end - start)
         return (func.julianday(end) - func.julianday(start)) * 86400.0
@@ -360,10 +361,9 @@ def parse_report_query(params: Mapping[str, str | None], *, now: datetime,
     ``channel``, ``open_source`` and ``close_source`` filter.
     """
     default_since, default_until = default_range(now)
-    since = (_parse_bound(params["since"], "since", end_of_day=False)
-             if params.get("since") else default_since)
-    until = (_parse_bound(params["until"], "until", end_of_day=True)
-             if params.get("until") else default_until)
+    since_text, until_text = params.get("since"), params.get("until")
+    since = _parse_bound(since_text, "since", end_of_day=False) if since_text else default_since
+    until = _parse_bound(until_text, "until", end_of_day=True) if until_text else default_until
     if since >= until:
         raise EventError("since must come before until", path="since",
                          hint="e.g. since=2026-11-01&until=2026-11-30")

@@ -81,7 +81,8 @@ def load_cases(path: Path) -> list[LoadedCase]:
     whole file); then each case against ``rule-tests.schema.json`` on its own, so that one
     broken case never hides the others."""
     data, source_map = load_yaml(path.read_text("utf-8"), str(path))
-    validator = Draft202012Validator(load_schema("rule-tests"))
+    schema = load_schema("rule-tests")
+    validator = Draft202012Validator(schema)
     if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
         shape = {"tests": []} if isinstance(data, dict) and "tests" in data else data
         errors = [e for e in validator.iter_errors(shape)]
@@ -90,7 +91,7 @@ def load_cases(path: Path) -> list[LoadedCase]:
                 "are not test files")
         raise RuleValidationError(problem.message if problem else "no test cases",
                                   file=str(path), line=1, column=1, hint=hint)
-    case_schema = {**validator.schema, "$ref": "#/$defs/case"}
+    case_schema = {**schema, "$ref": "#/$defs/case"}
     case_schema.pop("properties", None), case_schema.pop("required", None)
     case_schema.pop("additionalProperties", None), case_schema.pop("type", None)
     case_validator = Draft202012Validator(case_schema)
@@ -98,17 +99,18 @@ def load_cases(path: Path) -> list[LoadedCase]:
     for index, case in enumerate(data["tests"]):
         where = source_map.value_at(("tests", index))
         line = where.line if where else 1
-        name = case.get("name") if isinstance(case, dict) and isinstance(case.get("name"), str) \
-            else f"(case {index + 1})"
+        name = case.get("name") if isinstance(case, dict) else None
+        if not isinstance(name, str):
+            name = f"(case {index + 1})"
         errors = list(case_validator.iter_errors(case))
-        problem = None
+        refusal = None
         if errors:
             explained = explain(errors[0])[0]
             at = source_map.value_at(("tests", index, *explained.path))
-            problem = (f"{path}:{at.line if at else line}: "
+            refusal = (f"{path}:{at.line if at else line}: "
                        f"{'/'.join(map(str, explained.path)) or 'case'}: {explained.message}"
                        + (f" (hint: {explained.hint})" if explained.hint else ""))
-        cases.append(LoadedCase(name, line, case, problem))
+        cases.append(LoadedCase(name, line, case, refusal))
     return cases
 
 

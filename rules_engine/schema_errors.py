@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
-    if kind == "additionalProperties":
+    if kind == "additionalProperties" and isinstance(error.instance, Mapping):
         known = list(schema.get("properties", {}))
         is_action = "open_conversation" in known
         extras = [key for key in error.instance if key not in known]
@@ -110,7 +111,7 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
         return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
                               _fix(path, schema, f"{where} takes {expected}"))]
-    if kind == "enum":
+    if kind == "enum" and isinstance(error.validator_value, list):
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
         noun = "trigger event" if path and path[-1] == "event" else "value"

@@ -1,8 +1,9 @@
 """The trace as stored (compact) and as read (expanded).
 
 An event's stored trace keeps only what the event decided. Each rule is named by id and
-each condition by path (under ``conditions``, without that prefix), with its result (and a preview of its value when the value is not
-just true or false); each action keeps what it did. What every event of a rule set would
+each condition by path (under ``conditions``, without that prefix), with its result (and a
+preview of its value when the value is not just true or false); each action keeps what it
+did. What every event of a rule set would
 repeat (a rule's file, line and priority, its conditions' text, its actions' arguments,
 secrets redacted) is kept once per rule-set version, as that version's catalog. Anything
 that can be derived is left out: what the event's ledger row holds (``LEDGER_KEYS``), the

@@ -8,7 +8,8 @@ import yaml
 
 from .errors import RuleFileError
 
-Path = tuple[str | int, ...]
+# keys and indexes from the document's root; YAML allows a number (even a float) as a key
+Path = tuple[str | int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,7 +201,7 @@ def test_the_client_address_behind_trusted_proxies(tmp_path, clean_environment, 
     app = create_app({**p.SECRETS, "rules_dir": str(tmp_path), "database_url": database_url,
                       "trusted_proxies": 1})
     client = app.test_client()
-    for n in range(people.SIGN_IN_ATTEMPTS):
+    for _ in range(people.SIGN_IN_ATTEMPTS):
         client.post("/dashboard", data={"token": "ret_guess"},
                     headers={"X-Forwarded-For": "203.0.113.50"})
     assert client.post("/dashboard", data={"token": "ret_guess"},

@@ -122,8 +122,8 @@ def test_simulating_a_recorded_event_uses_the_current_rules(database, tmp_path):
     recorded = json.loads(cli("--database-url", database, "events", "--recent", "50",
                               "--format", "json").stdout)
     first = next(e for e in recorded if e["event_id"] == "demo-2")
-    line = next(l for l in (REPO / "rules/events/demo.jsonl").read_text().splitlines()
-                if '"demo-2"' in l)
+    line = next(text for text in (REPO / "rules/events/demo.jsonl").read_text().splitlines()
+                if '"demo-2"' in text)
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text("rules:\n  - id: brand-new\n    trigger: {event: "

@@ -79,7 +79,8 @@ def test_the_dashboard_in_a_real_browser(served):
             assert int(headline(page, "open-now")) == report["totals"]["open_now"]
             assert int(headline(page, "closed-count")) == report["totals"]["closed"] > 0
             assert float(headline(page, "median-resolution")) == report["totals"]["resolution_seconds"]["median"]
-            assert float(headline(page, "median-first-response")) == report["totals"]["first_response_seconds"]["median"]
+            assert (float(headline(page, "median-first-response"))
+                    == report["totals"]["first_response_seconds"]["median"])
 
             for chart in ("chart-closed-per-day", "chart-resolution", "chart-first-response"):
                 svg = page.locator(f'[data-testid="{chart}"]')

@@ -202,10 +202,9 @@ def test_command_for_an_unknown_contact_is_refused(make_engine):
 def test_the_database_itself_refuses_a_second_open_conversation(make_engine, store):
     engine = make_engine()
     contact_id = engine.process(message("psid-1", "hi")).contact_id
-    with pytest.raises(IntegrityError):
-        with store.transaction() as tx:
-            tx.connection.execute(tables.conversations.insert().values(
-                contact_id=contact_id, opened_at=T0, open_source="user", bot_active=True))
+    with pytest.raises(IntegrityError), store.transaction() as tx:
+        tx.connection.execute(tables.conversations.insert().values(
+            contact_id=contact_id, opened_at=T0, open_source="user", bot_active=True))
 
 
 def all_at_once(task, count: int = 50) -> list:

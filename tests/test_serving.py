@@ -102,7 +102,7 @@ class _SlowClient(threading.Thread):
                 try:
                     sock.sendall(b"X-Slow: yes\r\n" if self.part == "head" else b"{")
                     chunk = sock.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     chunk = b""

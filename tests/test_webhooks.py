@@ -722,7 +722,8 @@ GARBAGE = [b"", b"null", b"[]", b"[1, 2]", b'"text"', b"{}", b'{"entry": [null]}
            b'{"object": "page", "entry": [{"messaging": [null, 5]}]}',
            b'{"event": "message", "message_token": "x"}', b'{"event": 5}',
            b'{"event": "message", "message_token": 1, "timestamp": 1, "sender": {"id": ""}}',
-           b'{"event": "message", "message_token": 1, "timestamp": 1, "sender": {"id": "a"}, "message": {"type": "text", "text": 5}}',
+           b'{"event": "message", "message_token": 1, "timestamp": 1, "sender": {"id": "a"}, '
+           b'"message": {"type": "text", "text": 5}}',
            b'{"responseId": "r", "session": "", "queryResult": {"parameters": {"RB_MARKDONE": [1]}}}',
            b'{"detectIntentResponseId": "d", "sessionInfo": {"session": "s/"}}',
            b'{"id": "g", "type": "contacts.merge", "contact": {"id": 1}, "secondary_contact_id": 1, "actor": "u"}',

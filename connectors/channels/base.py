@@ -19,12 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from rules_engine import Event
 from rules_engine.events import LATEST
 
-from ..auth import require_configured, require_signature
+from ..auth import not_configured, require_signature
 from ..decoding import decode_json
 from ..errors import ApiError
 
@@ -84,12 +84,19 @@ class AnswerKind(StrEnum):
     AUTH = "auth"  # the credential is refused: the channel pauses until an operator resumes it
 
 
+class Headers(Protocol):
+    """HTTP headers, looked up by name case-insensitively: werkzeug's ``Headers`` for a
+    webhook, an ``email.message.Message`` for a send API's answer, a dict in tests."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What a send API answered (any HTTP status but a redirect)."""
 
     status: int
-    headers: Mapping[str, str]  # looked up case-insensitively (an email.message.Message)
+    headers: Headers
     body: bytes
 
 
@@ -132,7 +139,7 @@ def one_line(text: bytes | str, limit: int = MESSAGE_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
-def retry_after_header(headers: Mapping[str, str]) -> float | None:
+def retry_after_header(headers: Headers) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or an HTTP date), or None."""
     value = (headers.get("Retry-After") or "").strip()
     if not value:
@@ -210,12 +217,12 @@ class ChannelAdapter:
     def route(self) -> str:
         return f"/webhooks/{self.name}"
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+    def authenticate(self, body: bytes, headers: Headers, *,
                      config: Mapping[str, Any], dev: bool) -> None:
         """Raise ApiError (401, or 503 when the secret is unset outside dev) unless authentic."""
         raise NotImplementedError
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         """The events and skipped items of one authentic body; ApiError(4xx) only when the
         body is not JSON or not this channel's format at all."""
@@ -431,7 +438,7 @@ class MetaWebhook(ChannelAdapter):
             "type": "apiKey", "in": "header", "name": self.SIGNATURE_HEADER,
             "description": f"sha256=<hex HMAC-SHA256 of the raw body keyed with {self.app_secret.env}>"}}
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+    def authenticate(self, body: bytes, headers: Headers, *,
                      config: Mapping[str, Any], dev: bool) -> None:
         require_signature(config.get(self.app_secret.name), body,
                           headers.get(self.SIGNATURE_HEADER), prefix="sha256=",
@@ -440,7 +447,7 @@ class MetaWebhook(ChannelAdapter):
     def verify_subscription(self, query: Mapping[str, str], *, config: Mapping[str, Any]) -> str:
         token = config.get(self.verify_token.name)
         if token is None:
-            require_configured(self.verify_token.env, dev=False)
+            not_configured(self.verify_token.env)
         given = query.get("hub.verify_token", "")
         if query.get("hub.mode") != "subscribe" or not hmac.compare_digest(
                 given.encode("utf-8", "replace"), token.encode()):

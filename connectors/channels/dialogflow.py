@@ -46,6 +46,7 @@ from .base import (
     MAX_ID_LENGTH,
     ChannelAdapter,
     Collector,
+    Headers,
     ItemError,
     Parsed,
     Setting,
@@ -81,10 +82,10 @@ SETTINGS = (
 @cache
 def _types(version: str) -> ModuleType:
     if version == "es":
-        from google.cloud.dialogflow_v2 import types
-    else:
-        from google.cloud.dialogflowcx_v3 import types
-    return types
+        from google.cloud.dialogflow_v2 import types as es_types
+        return es_types
+    from google.cloud.dialogflowcx_v3 import types as cx_types
+    return cx_types
 
 
 def _plain(message: Any) -> Any:
@@ -219,7 +220,7 @@ def _session_id(session: str) -> str:
     return session_id[:MAX_ID_LENGTH]
 
 
-def _check_credentials(headers: Mapping[str, str], config: Mapping[str, Any], dev: bool) -> None:
+def _check_credentials(headers: Headers, config: Mapping[str, Any], dev: bool) -> None:
     """HTTP basic credentials or a bearer token, whichever the agent is set up with."""
     username, password = config.get("dialogflow_username"), config.get("dialogflow_password")
     token = config.get("dialogflow_token")
@@ -250,7 +251,7 @@ class _Fulfillment(ChannelAdapter):
                        "RB_* parameters acted on, set to null; what was skipped or refused in "
                        "payload.rules_engine.skipped"}
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+    def authenticate(self, body: bytes, headers: Headers, *,
                      config: Mapping[str, Any], dev: bool) -> None:
         _check_credentials(headers, config, dev)
 
@@ -295,7 +296,7 @@ class DialogflowES(_Fulfillment):
     title = "Dialogflow ES fulfillment"
     version = "es"
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         pb = _request("es", body, self.title)
         query = pb.query_result
@@ -337,7 +338,7 @@ class DialogflowCX(_Fulfillment):
     title = "Dialogflow CX fulfillment"
     version = "cx"
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         pb = _request("cx", body, self.title)
         if not pb.session_info.session:  # e.g. a test request from the console: nobody to act on

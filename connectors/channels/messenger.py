@@ -43,6 +43,7 @@ from .base import (
     AnswerKind,
     Attachments,
     Collector,
+    Headers,
     ItemError,
     MetaWebhook,
     Outbound,
@@ -115,7 +116,7 @@ class Messenger(MetaWebhook):
     # https://developers.facebook.com/documentation/business-messaging/messenger-platform/overview/rate-limiting
     pace = Pace(channel_interval=1 / 300)
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         entries = self.entries(body)
         found = Collector()
@@ -329,11 +330,13 @@ def _attachments(value: Any, path: str) -> tuple[dict[str, Any], ...]:
     found = Attachments()
     for n, attachment in enumerate(value if isinstance(value, list) else ()):
         attachment = mapping(attachment, f"{path}/{n}")
-        payload = attachment.get("payload") if isinstance(attachment.get("payload"), dict) else {}
+        payload = attachment.get("payload")
+        payload = payload if isinstance(payload, dict) else {}
         kind = ATTACHMENT_TYPES.get(str(attachment.get("type")), "other")
         if payload.get("sticker_id") is not None:
             kind = "sticker"
-        coordinates = payload.get("coordinates") if isinstance(payload.get("coordinates"), dict) else {}
+        coordinates = payload.get("coordinates")
+        coordinates = coordinates if isinstance(coordinates, dict) else {}
         found.add(kind, url=optional_text(payload.get("url") or attachment.get("url"),
                                           f"{path}/{n}/payload/url", limit=4000),
                   title=optional_text(attachment.get("title") or payload.get("title"),

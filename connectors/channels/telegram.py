@@ -43,6 +43,7 @@ from .base import (
     Attachments,
     ChannelAdapter,
     Collector,
+    Headers,
     ItemError,
     Outbound,
     Pace,
@@ -103,12 +104,12 @@ class Telegram(ChannelAdapter):
                 "the bot token the worker sends replies with", role=SEND),
     )
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+    def authenticate(self, body: bytes, headers: Headers, *,
                      config: Mapping[str, Any], dev: bool) -> None:
         require_header_token(config.get("telegram_secret_token"), headers.get(SECRET_HEADER),
                              header=SECRET_HEADER, env="TELEGRAM_SECRET_TOKEN", dev=dev)
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         update = json_object(body, title=self.title)
         update_id = update.get("update_id")
@@ -182,7 +183,7 @@ class Telegram(ChannelAdapter):
         return Verdict(AnswerKind.PERMANENT, code, message)
 
 
-def _seconds(value: Any, headers: Mapping[str, str], description: str) -> float | None:
+def _seconds(value: Any, headers: Headers, description: str) -> float | None:
     """How long a 429 asks to wait: ``parameters.retry_after``, else the ``Retry-After``
     header, else the number in the description (bodies from before ``parameters``)."""
     if number(value) is not None and math.isfinite(value) and value >= 0:

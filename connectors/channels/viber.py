@@ -36,6 +36,7 @@ from .base import (
     Attachments,
     ChannelAdapter,
     Collector,
+    Headers,
     ItemError,
     Outbound,
     Parsed,
@@ -98,12 +99,12 @@ class Viber(ChannelAdapter):
                 role=OPTION, default="Support"),
     )
 
-    def authenticate(self, body: bytes, headers: Mapping[str, str], *,
+    def authenticate(self, body: bytes, headers: Headers, *,
                      config: Mapping[str, Any], dev: bool) -> None:
         require_signature(config.get("viber_auth_token"), body, headers.get(SIGNATURE_HEADER),
                           header=SIGNATURE_HEADER, env="VIBER_AUTH_TOKEN", dev=dev)
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         data = json_object(body, title=self.title)
         kind = data.get("event")

@@ -43,6 +43,7 @@ from .base import (
     AnswerKind,
     Attachments,
     Collector,
+    Headers,
     ItemError,
     MetaWebhook,
     Outbound,
@@ -115,7 +116,7 @@ class WhatsApp(MetaWebhook):
         channel_interval=1 / 80,
     )
 
-    def parse(self, body: bytes, headers: Mapping[str, str], *, config: Mapping[str, Any],
+    def parse(self, body: bytes, headers: Headers, *, config: Mapping[str, Any],
               received_at: datetime) -> Parsed:
         entries = self.entries(body)
         found = Collector()
@@ -321,7 +322,8 @@ def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
                         longitude=number(location.get("longitude")),
                         title=clipped(location.get("name") or location.get("address"), 2000))
     elif kind == "contacts":
-        for card in message.get("contacts") if isinstance(message.get("contacts"), list) else ():
+        cards = message.get("contacts")
+        for card in cards if isinstance(cards, list) else ():
             card_name = _content(card, "name") if isinstance(card, dict) else {}
             attachments.add("contact", title=clipped(card_name.get("formatted_name"), 2000))
     elif kind == "interactive":

@@ -8,7 +8,10 @@ from rules_engine.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # plain `alembic` use: connect to the configured URL
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("set sqlalchemy.url in the Alembic configuration")
+    engine = create_engine(url)
     with engine.begin() as connection:
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         context.run_migrations()

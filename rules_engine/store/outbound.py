@@ -198,7 +198,7 @@ class OutboundTx:
     def counts(self) -> list[tuple[str, str, int]]:
         """(channel, outcome, attempts) for every outcome seen."""
         d = t.outbound_deliveries
-        return [tuple(row) for row in self.connection.execute(  # type: ignore[misc]
+        return [tuple(row) for row in self.connection.execute(
             select(d.c.channel, d.c.outcome, d.c.count))]
 
     def by_status(self) -> list[tuple[str, str, int]]:
@@ -206,7 +206,7 @@ class OutboundTx:
         o = t.outbox
         statement = (select(o.c.status, func.coalesce(o.c.channel, ""), func.count())
                      .group_by(o.c.status, o.c.channel))
-        return [tuple(row) for row in self.connection.execute(statement)]  # type: ignore[misc]
+        return [tuple(row) for row in self.connection.execute(statement)]
 
     def oldest_pending(self) -> datetime | None:
         """When the oldest pending row was queued."""

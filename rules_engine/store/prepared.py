@@ -77,7 +77,7 @@ class Prepared:
         else:
             body = "{" + ", ".join(f"{name!r}: {part}" for name, part in zip(self._names, parts)) + "}"
         exec(f"def parameters(v):\n    return {body}\n", namespace)  # noqa: S102 (our own text)
-        return namespace["parameters"]  # type: ignore[no-any-return]
+        return namespace["parameters"]
 
     def _row_function(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
         """A result row as a mapping of column name to value, converted where the column's
@@ -89,7 +89,7 @@ class Prepared:
         parts = [f"{key!r}: " + (f"r[{n}]" if process is None else f"p{n}(r[{n}])")
                  for n, (key, process) in enumerate(zip(keys, self._results))]
         exec(f"def row(r):\n    return {{{', '.join(parts)}}}\n", namespace)  # noqa: S102
-        return namespace["row"]  # type: ignore[no-any-return]
+        return namespace["row"]
 
     def _cursor(self, connection: Connection, values: Mapping[str, Any]) -> Any:
         parameters = self._parameters(values)
