@@ -129,6 +129,9 @@ class _Run:
                 raise NotFoundError(f"contact {ref.id} does not exist", path="contact/id")
             return contact.id if merging else self.lifecycle.seed(self.follow_merges(contact)).contact.id
         if ref.external_id is not None:
+            if event.channel is None:
+                raise EventError("a contact named by its external_id needs the event's channel",
+                                 path="channel", hint="add the channel the id belongs to")
             found = self.tx.find_contact_by_identity(event.channel, ref.external_id, lock=True)
             if found is not None:
                 return self.lifecycle.seed(self.follow_merges(found)).contact.id
