@@ -211,6 +211,9 @@ class OutboxWorker:
             free_at = self._take_turn(row, adapter)
             if free_at is not None:  # not an attempt: it waits for its turn
                 return _Finish({"next_attempt_at": free_at, "attempts": row["attempts"] - 1})
+            if self.store.run(lambda tx: tx.outbound.is_paused(row["channel"])):
+                # paused by another worker since the claim (or during the pacing wait)
+                return _Finish({"next_attempt_at": self.clock(), "attempts": row["attempts"] - 1})
         return self._answered(row, self.transport.send(request))
 
     def _refusal(self, row: Mapping[str, Any], adapter: ChannelAdapter | None) -> _Finish | None:

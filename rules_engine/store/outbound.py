@@ -160,6 +160,10 @@ class OutboundTx:
             delete(t.channel_pauses).where(t.channel_pauses.c.channel == channel))
         return result.rowcount == 1
 
+    def is_paused(self, channel: str) -> bool:
+        return self.connection.execute(select(t.channel_pauses.c.channel).where(
+            t.channel_pauses.c.channel == channel)).first() is not None
+
     def pauses(self) -> list[dict[str, Any]]:
         statement = select(t.channel_pauses).order_by(t.channel_pauses.c.channel)
         return [dict(row) for row in self.connection.execute(statement).mappings()]
