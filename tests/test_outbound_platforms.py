@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from rules_engine.cli import main as cli
 from . import webhook_payloads as p
 from .conftest import T0, event, message
 from .receiver import Delivery, receiving
-from .test_outbox import clock_from, environ_for, rows, start_worker
+from .test_outbox import clock_from, environ_for, rows, workers_running
 
 FIXTURES = Path(__file__).parent / "fixtures" / "outbound"
 CHANNEL_OF = {"whatsapp": "whatsapp", "messenger": "facebook", "telegram": "telegram",
@@ -440,25 +439,18 @@ def test_two_workers_rate_limited_paused_and_resumed_send_each_row_once_and_pace
             return 401, unauthorized, 0
         return 200, accepted, 0
 
-    with receiving(telegram) as api:
-        workers = [start_worker(database_url, api.url, lease=5) for _ in range(2)]
-        try:
-            deadline = time.monotonic() + 60
-            while not outbox.pauses(store) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert outbox.pauses(store), "the refused token never paused the channel"
-            time.sleep(0.3)  # a call already on the wire when the pause was written ends
-            calls_when_paused = len(api.deliveries)
-            time.sleep(1.5)
-            assert len(api.deliveries) == calls_when_paused  # no calls while paused
-            assert run("--database-url", database_url, "outbox", "resume", "telegram")[0] == 0
-            while len(rows(store, "sent")) < len(CHATS) * PER_CHAT and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            for process in workers:
-                process.send_signal(signal.SIGTERM)
-            for process in workers:
-                process.wait(20)
+    with receiving(telegram) as api, workers_running(database_url, api.url, lease=5):
+        deadline = time.monotonic() + 60
+        while not outbox.pauses(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outbox.pauses(store), "the refused token never paused the channel"
+        time.sleep(0.3)  # a call already on the wire when the pause was written ends
+        calls_when_paused = len(api.deliveries)
+        time.sleep(1.5)
+        assert len(api.deliveries) == calls_when_paused  # no calls while paused
+        assert run("--database-url", database_url, "outbox", "resume", "telegram")[0] == 0
+        while len(rows(store, "sent")) < len(CHATS) * PER_CHAT and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert [row["status"] for row in rows(store)] == ["sent"] * len(CHATS) * PER_CHAT
     sent = [d.headers["Idempotency-Key"] for d in api.deliveries if d.answered == 200]
     assert len(sent) == len(set(sent)) == len(CHATS) * PER_CHAT  # each row accepted once

@@ -1,13 +1,14 @@
 """Outbound actions through the outbox: written with the event, delivered by workers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -311,6 +312,20 @@ def start_worker(database_url: str, url: str, lease: float) -> subprocess.Popen:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def workers_running(database_url: str, url: str, *, lease: float,
+                    count: int = 2) -> Iterator[None]:
+    """``count`` real ``rules-engine worker`` processes for the block, stopped (SIGTERM) after."""
+    workers = [start_worker(database_url, url, lease=lease) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(20)
+
+
 def test_a_slow_receiver_and_a_short_lease_never_cause_a_second_send(make_engine, store,
                                                                       database_url):
     """Two worker processes of two threads, a receiver taking 0.3 s per call and a 1 s lease:
@@ -319,16 +334,10 @@ def test_a_slow_receiver_and_a_short_lease_never_cause_a_second_send(make_engine
         engine = make_engine(rules_for(receiver.url))
         for n in range(40):
             engine.process(crm_event(receiver.url, n))
-        workers = [start_worker(database_url, receiver.url, lease=1) for _ in range(2)]
-        try:
+        with workers_running(database_url, receiver.url, lease=1):
             deadline = time.monotonic() + 60
             while len(rows(store, "sent")) < 40 and time.monotonic() < deadline:
                 time.sleep(0.2)
-        finally:
-            for process in workers:
-                process.send_signal(signal.SIGTERM)
-            for process in workers:
-                process.wait(20)
     assert len(rows(store, "sent")) == 40
     assert len(receiver.deliveries) == 40 and set(receiver.keys().values()) == {1}
 
