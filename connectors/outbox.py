@@ -211,15 +211,20 @@ class OutboxWorker:
             free_at = self._take_turn(row, adapter)
             if free_at is not None:  # not an attempt: it waits for its turn
                 return _Finish({"next_attempt_at": free_at, "attempts": row["attempts"] - 1})
-            if self.store.run(lambda tx: tx.outbound.is_paused(row["channel"])):
+            if self._paused(row["channel"]):
                 # paused by another worker since the claim (or during the pacing wait)
                 return _Finish({"next_attempt_at": self.clock(), "attempts": row["attempts"] - 1})
         return self._answered(row, self.transport.send(request))
 
+    def _paused(self, channel: str) -> bool:
+        with self.store.read() as tx:
+            return tx.outbound.is_paused(channel)
+
     def _refusal(self, row: Mapping[str, Any], adapter: ChannelAdapter | None) -> _Finish | None:
         """Why a message must not be sent now (the contact opted out; outside the reply
         window), or None."""
-        identity = self.store.run(lambda tx: tx.identity(row["channel"], row["recipient"]))
+        with self.store.read() as tx:
+            identity = tx.identity(row["channel"], row["recipient"])
         if identity is None:
             return None
         if identity["opted_out_at"] is not None:

@@ -14,10 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .lifecycle import Lifecycle, Outcome
 from .model import ContactRef, Event, EventType, OutboxStatus
 
 if TYPE_CHECKING:
-    from .lifecycle import Lifecycle, Outcome
     from .ports import DomainStore
 
 STATUS_OF = {EventType.MESSAGE_DELIVERED: OutboxStatus.DELIVERED,
@@ -52,8 +52,6 @@ def aimed(tx: DomainStore, event: Event) -> Event | None:
 
 def move(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
     """Move the rows an aimed status event names on to its status."""
-    from .lifecycle import Outcome
-
     status = STATUS_OF[event.type]
     error = event.params.get("error") if status is OutboxStatus.FAILED else None
     outcomes = []
