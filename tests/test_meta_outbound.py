@@ -31,7 +31,7 @@ from rules_engine import EventType
 from . import webhook_payloads as p
 
 FIXTURES = Path(__file__).parent / "fixtures" / "outbound"
-PEERS = Path("/work/shared/peer-fixtures")
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "peer-fixtures"  # beside the clone
 ADAPTERS: dict[str, MetaWebhook] = {"whatsapp": WHATSAPP, "messenger": MESSENGER}
 # expected.json's outcome of a status webhook -> the event it must become (None: skipped).
 STATUS_EVENT = {"delivered": EventType.MESSAGE_DELIVERED, "read": EventType.MESSAGE_READ,
