@@ -43,6 +43,16 @@ class OutboxStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+# The statuses a row may be sent again from (an operator's retry), and those a platform's
+# status callback may move a row on from, by the status it reports (never back).
+RETRYABLE_STATUSES = (OutboxStatus.FAILED, OutboxStatus.SUPPRESSED)
+MOVES_FROM = {
+    OutboxStatus.DELIVERED: (OutboxStatus.SENT,),
+    OutboxStatus.READ: (OutboxStatus.SENT, OutboxStatus.DELIVERED),
+    OutboxStatus.FAILED: (OutboxStatus.SENT, OutboxStatus.DELIVERED),
+}
+
+
 class EventType(StrEnum):
     """Every event the engine knows.
 

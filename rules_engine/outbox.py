@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import EventError, NotFoundError
-from .model import OutboxStatus
+from .model import RETRYABLE_STATUSES, OutboxStatus
 from .redaction import redact_headers, redact_url
 from .store import Store
 
 STATUSES = tuple(OutboxStatus)
-RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.SUPPRESSED)
+RETRYABLE = RETRYABLE_STATUSES
 CHANNEL_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 
 

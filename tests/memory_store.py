@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from rules_engine.model import (
+    MOVES_FROM,
     CloseSource,
     Contact,
     Conversation,
@@ -22,10 +23,6 @@ from rules_engine.model import (
     OutboxStatus,
 )
 from rules_engine.timers import Timer
-
-_MOVES_FROM = {OutboxStatus.DELIVERED: {OutboxStatus.SENT},
-               OutboxStatus.READ: {OutboxStatus.SENT, OutboxStatus.DELIVERED},
-               OutboxStatus.FAILED: {OutboxStatus.SENT, OutboxStatus.DELIVERED}}
 
 
 class MemoryOutbox:
@@ -56,7 +53,7 @@ class MemoryOutbox:
     def move(self, outbox_id: int, status: OutboxStatus, at: datetime,
              error: Mapping[str, Any] | None = None) -> bool:
         row = self.rows[outbox_id]
-        if row["status"] not in _MOVES_FROM[status]:
+        if row["status"] not in MOVES_FROM[status]:
             return False
         row.update(status=status, error=dict(error) if error else None)
         return True

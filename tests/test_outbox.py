@@ -217,6 +217,19 @@ def test_a_client_error_fails_the_row_at_once_with_the_platforms_words(make_engi
                             "message": f'HTTP 400 from {receiver.url}: {{"error": "bad"}}'}
 
 
+def upgraded_from(store, revision: str, statement: str) -> None:
+    """The schema taken down to ``revision``, ``statement`` run there (rows as an older
+    release wrote them), then the schema upgraded to the newest."""
+    from alembic import command
+    from sqlalchemy import text
+
+    with store.engine.begin() as connection:
+        command.downgrade(store._alembic(connection), revision)
+        connection.execute(text(statement))
+    with store.engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "head")
+
+
 def test_rows_an_older_release_dead_lettered_are_failed_after_the_upgrade(make_engine, store,
                                                                          database_url):
     """Migration 0006: ``dead`` rows become ``failed`` and keep their reason; downgrading
@@ -226,12 +239,8 @@ def test_rows_an_older_release_dead_lettered_are_failed_after_the_upgrade(make_e
 
     engine = make_engine(rules_for("http://127.0.0.1:9"))
     engine.process(crm_event("http://127.0.0.1:9", 1))
-    with store.engine.begin() as connection:
-        command.downgrade(store._alembic(connection), "0005")
-        connection.execute(text("UPDATE outbox SET status = 'dead', attempts = 8, "
-                                "last_error = 'HTTP 500 from http://127.0.0.1:9'"))
-    with store.engine.begin() as connection:
-        command.upgrade(store._alembic(connection), "head")
+    upgraded_from(store, "0005", "UPDATE outbox SET status = 'dead', attempts = 8, "
+                                 "last_error = 'HTTP 500 from http://127.0.0.1:9'")
     [row] = rows(store)
     assert (row["status"], row["attempts"], row["error"]) == ("failed", 8, {
         "kind": "permanent", "code": None, "message": "HTTP 500 from http://127.0.0.1:9"})
@@ -386,17 +395,10 @@ def test_a_worker_killed_mid_delivery_leaves_the_row_to_another(make_engine, sto
 def test_rows_an_older_release_marked_delivered_are_sent_after_the_upgrade(make_engine, store):
     """Migration 0008: ``delivered`` only meant that the platform accepted the call, so such
     rows become ``sent`` (their time kept); a message's channel is read from its body."""
-    from alembic import command
-    from sqlalchemy import text
-
     engine = make_engine(REPLYING)
     engine.process(message("psid-1", "hi"))
-    with store.engine.begin() as connection:
-        command.downgrade(store._alembic(connection), "0007")
-        connection.execute(text("UPDATE outbox SET status = 'delivered', attempts = 1, "
-                                "delivered_at = created_at, last_error = NULL"))
-    with store.engine.begin() as connection:
-        command.upgrade(store._alembic(connection), "head")
+    upgraded_from(store, "0007", "UPDATE outbox SET status = 'delivered', attempts = 1, "
+                                 "delivered_at = created_at, last_error = NULL")
     [row] = rows(store)
     assert (row["status"], row["channel"], row["error"]) == ("sent", "facebook", None)
     assert row["sent_at"] == row["created_at"] and row["delivered_at"] is None

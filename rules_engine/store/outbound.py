@@ -11,17 +11,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model import OutboxStatus
+from ..model import MOVES_FROM, RETRYABLE_STATUSES, OutboxStatus
 from . import tables as t
 
 EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
-# The statuses a status callback may move a row on from, by the status it reports.
-_MOVES_FROM = {
-    OutboxStatus.DELIVERED: (OutboxStatus.SENT,),
-    OutboxStatus.READ: (OutboxStatus.SENT, OutboxStatus.DELIVERED),
-    OutboxStatus.FAILED: (OutboxStatus.SENT, OutboxStatus.DELIVERED),
-}
-RETRYABLE = (OutboxStatus.FAILED, OutboxStatus.SUPPRESSED)
 
 
 def _filters(*, status: str | None = None, channel: str | None = None,
@@ -102,7 +95,7 @@ class OutboundTx:
         if outbox_id is not None:
             chosen.append(o.c.id == outbox_id)
         result = self.connection.execute(
-            update(o).where(o.c.status.in_(RETRYABLE), *chosen)
+            update(o).where(o.c.status.in_(RETRYABLE_STATUSES), *chosen)
             .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, queued_at=now,
                     error_kind=None, error_code=None, error_message=None)
             .returning(o.c.id))
@@ -142,7 +135,7 @@ class OutboundTx:
             values.update(error_kind=error.get("kind"), error_code=error.get("code"),
                           error_message=error.get("message"))
         result = self.connection.execute(update(o).where(
-            o.c.id == outbox_id, o.c.status.in_(_MOVES_FROM[status])).values(**values))
+            o.c.id == outbox_id, o.c.status.in_(MOVES_FROM[status])).values(**values))
         return result.rowcount == 1
 
     # -- pauses ---------------------------------------------------------------------------
