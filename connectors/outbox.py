@@ -195,7 +195,8 @@ class OutboxWorker:
             gave_up = Verdict(AnswerKind.TRANSIENT, row["error_code"], (
                 f"{row['error_message'] or 'an attempt never finished'} (gave up: not sent "
                 f"after {_attempts(row['attempts'] - 1)} over {age})"))
-            values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
+            values = {"status": OutboxStatus.FAILED, "attempts": row["attempts"] - 1,
+                      **_error(gave_up)}
             return _Finish(values, None, failed=_failure(values))
         if row["target"] == "message":
             refused = self._refusal(row, adapter)

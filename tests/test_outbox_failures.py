@@ -4,6 +4,7 @@ is redirected."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,8 +278,11 @@ def test_an_unforeseen_error_still_ends_the_attempt(make_engine, store, monkeypa
         deliverer.run_once()
     [row] = rows(store)
     assert row["status"] == "failed" and row["attempts"] >= 2
-    assert said(row).startswith(f"unexpected RuntimeError (gave up after {row['attempts']} "
-                                "attempts over 0:00:0")
+    # given up when a retry would come too late, or at the next claim if the retry's due
+    # time fell inside max_age but the claim came after it (a slow machine): both name the
+    # attempts really made
+    assert re.fullmatch(rf"unexpected RuntimeError \(gave up(: not sent)? after "
+                        rf"{row['attempts']} attempts over 0:00:0[\d.]+\)", said(row)), said(row)
     assert "RuntimeError: a bug" in caplog.text
 
 
@@ -300,6 +304,6 @@ def test_a_row_whose_attempts_never_finished_is_not_tried_beyond_max_age(make_en
         worker(store, crm.url, max_age=timedelta(seconds=0.05),
                clock=lambda: datetime.now(timezone.utc)).run_once()
     [row] = rows(store)
-    assert (row["status"], row["attempts"]) == ("failed", 4) and crm.deliveries == []
+    assert (row["status"], row["attempts"]) == ("failed", 3) and crm.deliveries == []
     assert said(row).startswith("an attempt never finished (gave up: not sent after 3 "
                                 "attempts over 0:00:00.")
