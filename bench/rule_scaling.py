@@ -19,9 +19,9 @@ from pathlib import Path
 from simpleeval import EvalWithCompoundTypes
 
 from rules_engine import Engine, Store, load_rule_set, parse_event
-from rules_engine.context import roots_for
-from rules_engine.expressions import compile_expression
-from rules_engine.model import EventType
+from rules_engine.domain.model import EventType
+from rules_engine.language.context import roots_for
+from rules_engine.language.expressions import compile_expression
 
 MATCHING = """\
   - id: match-{i}

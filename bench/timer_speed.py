@@ -46,7 +46,7 @@ from rules_engine import (
     load_rule_set,
     parse_event,
 )
-from rules_engine.timers import wait_timer_id
+from rules_engine.domain.timers import wait_timer_id
 
 IDLE_RULE = """\
 rules:

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from rules_engine import RulesEngineError, outbox, queries
-from rules_engine.events import parse_event
-from rules_engine.model import MAX_ID
+from rules_engine.domain.model import MAX_ID
+from rules_engine.formats.events import parse_event
 from rules_engine.people import Role
 
 from .access import access, principal

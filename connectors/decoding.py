@@ -3,7 +3,7 @@
 JSON is decoded strictly: no ``NaN`` / ``Infinity`` (nor ``1e999``), no integer longer
 than 40 digits, no nesting deeper than 64 levels, no lone UTF-16 surrogate (which no
 database can store). Each refusal is a 400 naming the path. (Where an integer becomes a
-database id, its range is checked where it is used: ``rules_engine.model.MAX_ID``.)
+database id, its range is checked where it is used: ``rules_engine.domain.model.MAX_ID``.)
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from rules_engine.redaction import redact_url
+from rules_engine.domain.redaction import redact_url
 
 from .address_guard import AddressGuard, AddressRefused
 from .channels.base import Answer, AnswerKind, Outbound, Verdict, http_verdict, one_line

@@ -19,7 +19,7 @@ from rules_engine import (
     Result,
     RulesEngineError,
 )
-from rules_engine.model import MAX_ID
+from rules_engine.domain.model import MAX_ID
 
 from .decoding import decode_json
 from .errors import ApiError
@@ -154,8 +154,9 @@ def run_events(events: Sequence[Event], *,
         if refused is not None and isinstance(outcome, RulesEngineError):
             refused(event, from_engine_error(outcome))
     seconds = (time.perf_counter() - started) / max(len(events), 1)
-    for result, answer in zip(applied, g.applied):
-        record_event(answer, result.stored_trace, seconds)
+    for event, outcome in zip(events, outcomes):
+        if isinstance(outcome, Result):
+            record_event(event, outcome, seconds)
     return list(g.applied)
 
 

@@ -22,8 +22,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rules_engine.domain.model import Event
+from rules_engine.engine import Result
 from rules_engine.people import Role
-from rules_engine.trace_format import result_of
+from rules_engine.trace.forms import result_of
 
 from .access import access
 from .outbox_metrics import OutboxCollector
@@ -75,22 +77,22 @@ def _never_fails(record: Callable[P, None]) -> Callable[P, None]:
 
 
 @_never_fails
-def record_event(result: dict[str, Any], trace: dict[str, Any], seconds: float) -> None:
+def record_event(event: Event, result: Result, seconds: float) -> None:
     """Count one processed event and, unless it was a repeat, what its rules did."""
-    _child(EVENTS, trace.get("type", "?"), trace.get("channel") or "", result["status"]).inc()
+    _child(EVENTS, str(event.type), event.channel or "", result.status).inc()
     LATENCY.observe(seconds)
-    if result["status"] == "duplicate":
+    if result.stored_trace is None:  # a repeat, or a status callback aimed at no message
         return
-    for step in trace.get("steps", []):
+    for step in result.stored_trace["steps"]:
         for rule in step["rules"]:
-            outcome = result_of(rule)  # the stored (compact) trace: see trace_format
+            outcome = result_of(rule)  # the stored (compact) trace: see trace.shapes
             if outcome == "disabled":
                 continue
             _child(RULES_MATCHED, rule["rule_id"]).inc()
             if outcome == "fired":
                 _child(RULES_FIRED, rule["rule_id"]).inc()
             for action in rule.get("actions", []):
-                _child(ACTIONS, action["action"], action["outcome"]).inc()
+                _child(ACTIONS, action.get("action", "?"), action["outcome"]).inc()
 
 
 @_never_fails

@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from rules_engine.schema import load_schema
+from rules_engine.formats.schema import load_schema
 
 from .channels import ChannelAdapter, adapters
 

@@ -10,7 +10,7 @@ Every attempt ends recorded, with what the platform answered as its channel read
 (``connectors.channels.base.Verdict``):
 
 - ``sent``: the row is ``sent``, the platform's message id kept (its status callbacks move
-  it on to ``delivered`` and ``read``, see rules_engine.message_status);
+  it on to ``delivered`` and ``read``, see rules_engine.domain.message_status);
 - ``transient``: tried again with exponential backoff and jitter until the row is
   ``max_age`` old (default 24 hours), then ``failed``;
 - ``rate_limited``: deferred, never failed: by the platform's ``retry_after`` /
@@ -52,8 +52,8 @@ from rules_engine import (
     Store,
     load_rule_set,
 )
-from rules_engine.model import ContactRef, OutboxStatus
-from rules_engine.timers import duration_option
+from rules_engine.domain.model import ContactRef, OutboxStatus
+from rules_engine.domain.timers import duration_option
 
 from .address_guard import AddressGuard
 from .channels import adapter_for_channel
@@ -346,7 +346,7 @@ def failed_event(row: Mapping[str, Any], error: Mapping[str, Any], at: datetime)
 
 class TimerFirer:
     """Fires due timers (idle clocks, waits) with its engine's rules; any number may run on
-    any hosts: each firing happens once (see rules_engine.timers)."""
+    any hosts: each firing happens once (see rules_engine.domain.timers)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -15,8 +15,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from rules_engine import RuleFileError, RuleSetInvalid, load_rule_set
-from rules_engine.loader import rule_files
 from rules_engine.people import Role
+from rules_engine.rules.loader import rule_files
 
 from .access import access
 from .services import engine

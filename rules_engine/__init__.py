@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _HOME = {
-    "Condition": "condition_api", "compile_condition": "condition_api",
+    "Condition": "language.condition_api", "compile_condition": "language.condition_api",
     "BatchRefused": "engine", "Engine": "engine", "Result": "engine",
-    "ActionError": "errors", "EventError": "errors", "ExpressionError": "errors",
-    "NotFoundError": "errors", "RuleFileError": "errors", "RulesEngineError": "errors",
-    "RuleSetInvalid": "errors", "RuleValidationError": "errors",
-    "parse_event": "events", "load_rule_set": "loader",
-    "CloseSource": "model", "Contact": "model", "Conversation": "model", "Event": "model",
-    "EventType": "model", "OpenSource": "model",
-    "Rule": "rules", "RuleSet": "rules", "Store": "store",
+    **dict.fromkeys(["ActionError", "EventError", "ExpressionError", "NotFoundError",
+                     "RuleFileError", "RulesEngineError", "RuleSetInvalid",
+                     "RuleValidationError"], "domain.errors"),
+    "parse_event": "formats.events", "load_rule_set": "rules.loader",
+    **dict.fromkeys(["CloseSource", "Contact", "Conversation", "Event", "EventType",
+                     "OpenSource"], "domain.model"),
+    "Rule": "rules.ruleset", "RuleSet": "rules.ruleset", "Store": "store",
 }
 __all__ = [
     "ActionError", "BatchRefused", "CloseSource", "Condition", "Contact", "Conversation",
@@ -47,9 +47,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .condition_api import Condition, compile_condition
-    from .engine import BatchRefused, Engine, Result
-    from .errors import (
+    from rules_engine.domain.errors import (
         ActionError,
         EventError,
         ExpressionError,
@@ -59,8 +57,17 @@ if TYPE_CHECKING:
         RuleSetInvalid,
         RuleValidationError,
     )
-    from .events import parse_event
-    from .loader import load_rule_set
-    from .model import CloseSource, Contact, Conversation, Event, EventType, OpenSource
-    from .rules import Rule, RuleSet
-    from .store import Store
+    from rules_engine.domain.model import (
+        CloseSource,
+        Contact,
+        Conversation,
+        Event,
+        EventType,
+        OpenSource,
+    )
+    from rules_engine.engine import BatchRefused, Engine, Result
+    from rules_engine.formats.events import parse_event
+    from rules_engine.language.condition_api import Condition, compile_condition
+    from rules_engine.rules.loader import load_rule_set
+    from rules_engine.rules.ruleset import Rule, RuleSet
+    from rules_engine.store import Store

@@ -21,19 +21,19 @@ from typing import Any, TextIO
 
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from . import outbox, people, queries
-from .demo_data import generate_demo_data
-from .engine import DEFAULT_MAX_DEPTH, Engine, Result
-from .errors import RulesEngineError, RuleSetInvalid, RuleWarning
-from .events import parse_event, parse_timestamp
-from .loader import load_rule_set, rule_files
-from .metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
-from .render import render_trace
-from .report_format import to_csv, to_table
-from .rule_tests import report, timed_run
-from .schema import load_schema
-from .store import DEFAULT_DATABASE_URL, Store, StoreNotReady
-from .timers import duration_option
+from rules_engine import outbox, people, queries
+from rules_engine.demo_data import generate_demo_data
+from rules_engine.domain.errors import RulesEngineError, RuleSetInvalid, RuleWarning
+from rules_engine.domain.timers import duration_option
+from rules_engine.engine import DEFAULT_MAX_DEPTH, Engine, Result
+from rules_engine.formats.events import parse_event, parse_timestamp
+from rules_engine.formats.schema import load_schema
+from rules_engine.metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
+from rules_engine.report_format import to_csv, to_table
+from rules_engine.rule_tests import report, timed_run
+from rules_engine.rules.loader import load_rule_set, rule_files
+from rules_engine.store import DEFAULT_DATABASE_URL, Store, StoreNotReady
+from rules_engine.trace.render import render_trace
 
 DESCRIPTION = "Validate, test and run automation rules for customer-messaging conversations."
 EXIT_CODES = """exit status:
@@ -149,21 +149,38 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         results: list[Any] = [engine.simulate(event)]
     else:
         results = engine.simulate_then_advance(event, args.advance)
-    traces = [r.trace if isinstance(r, Result) else {"error": str(r)} for r in results]
     if args.format == "json":
+        traces = [_simulated(result) for result in results]
         _write_json(out, traces[0] if args.advance is None else traces)
         return 0
     out.write(f"Dry run on rules version {engine.rules.version}: nothing was written.\n")
     if seen_before:
         out.write(f"(Event {event.id} was processed before; this is what the current rules "
                   f"would do now. `rules-engine explain {event.id}` shows what happened then.)\n")
-    out.write(render_trace(traces[0]))
+    first, *later = results
+    out.write(_simulated_text(first))
     if args.advance is not None:
-        later = traces[1:]
         out.write(f"Then, over the next {args.advance}: {len(later)} timer(s) fire.\n")
-        for trace in later:
-            out.write(f"error: {trace['error']}\n" if "error" in trace else render_trace(trace))
+        for result in later:
+            out.write(_simulated_text(result))
     return 0
+
+
+def _simulated(result: Result | RulesEngineError) -> dict[str, Any]:
+    """A simulated event's trace as JSON: the trace, or why there is none."""
+    if isinstance(result, RulesEngineError):
+        return {"error": str(result)}
+    if result.trace is None:  # a status callback aimed at no message of ours
+        return {"status": result.status, "reason": result.reason}
+    return dict(result.trace)
+
+
+def _simulated_text(result: Result | RulesEngineError) -> str:
+    if isinstance(result, RulesEngineError):
+        return f"error: {result}\n"
+    if result.trace is None:
+        return f"{result.status}: {result.reason}\n"
+    return render_trace(result.trace)
 
 
 def cmd_tick(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

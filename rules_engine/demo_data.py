@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .model import CloseSource, OpenSource
-from .store import Store
-from .store import tables as t
+from rules_engine.domain.model import CloseSource, OpenSource
+from rules_engine.store import Store
+from rules_engine.store import tables as t
 
 TEAMS = {"support": ["susan", "maria", "ahmad"], "billing": ["lee", "ravi"],
          "onboarding": ["nina", "tom", "ola"]}

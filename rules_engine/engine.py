@@ -10,15 +10,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .actions import ActionRun, Wait
-from .conditions import ConditionFailed
-from .context import build_context
-from .errors import EventError, NotFoundError, RulesEngineError
-from .expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
-from .inputs import HANDLERS
-from .lifecycle import Fact, Lifecycle, Outcome
-from .message_status import aimed
-from .model import (
+from rules_engine.domain.errors import EventError, NotFoundError, RulesEngineError
+from rules_engine.domain.inputs import HANDLERS
+from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
+from rules_engine.domain.message_status import aimed
+from rules_engine.domain.model import (
     COMMAND_TYPES,
     MESSAGE_STATUS_TYPES,
     TRIGGER_TYPES,
@@ -28,17 +24,30 @@ from .model import (
     EventType,
     sent_by_bot,
 )
-from .rules import Rule, RuleSet
-from .store import DATABASE_ERRORS, Store, StoreTx
-from .timers import Timer, idle_timer
-from .trace_format import (
-    Catalog,
+from rules_engine.domain.timers import Timer, idle_timer
+from rules_engine.language.conditions import ConditionFailed
+from rules_engine.language.context import build_context
+from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
+from rules_engine.rules.actions import ActionRun, Wait
+from rules_engine.rules.ruleset import Rule, RuleSet
+from rules_engine.store import DATABASE_ERRORS, Store, StoreTx
+from rules_engine.trace.forms import (
     expand,
     outcome_line,
     read_trace,
     result_of,
     stored_conditions,
     to_store,
+)
+from rules_engine.trace.shapes import (
+    Catalog,
+    Dropped,
+    StoredCondition,
+    StoredOutcome,
+    StoredRule,
+    StoredStep,
+    StoredTrace,
+    Trace,
 )
 
 log = logging.getLogger(__name__)
@@ -53,25 +62,30 @@ def utc_now() -> datetime:
 @dataclass(slots=True)
 class Result:
     """What processing one event did; ``trace`` is the JSON-ready explanation (built from
-    the compact ``stored_trace`` and its rule set's ``catalog`` when first read)."""
+    the compact ``stored_trace`` and its rule set's ``catalog`` when read)."""
 
     event_id: str
     status: str  # "applied", "noop" (a command that changed nothing), "duplicate", "simulated"
     contact_id: int | None
-    stored_trace: dict[str, Any]
+    # what this run wrote; None for a repeat, or for a status callback aimed at no message
+    stored_trace: StoredTrace | None
     fired: list[str] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None  # the conversation the event itself opened, closed or found
     reason: str | None = None  # why a command was a no-op
-    catalog: Catalog | None = None  # None: ``stored_trace`` is already expanded
+    catalog: Catalog | None = None
+    first_trace: Trace | None = None  # a repeat's: what its first delivery did
 
     @property
     def duplicate(self) -> bool:
         return self.status == "duplicate"
 
     @property
-    def trace(self) -> dict[str, Any]:
-        return self.stored_trace if self.catalog is None else expand(self.stored_trace, self.catalog)
+    def trace(self) -> Trace | None:
+        """The expanded trace: this run's, or a repeat's first one (None when there is none)."""
+        if self.stored_trace is None:
+            return self.first_trace
+        return expand(self.stored_trace, self.catalog)
 
     def to_dict(self) -> dict[str, Any]:
         result = {"event_id": self.event_id, "status": self.status, "contact_id": self.contact_id,
@@ -107,15 +121,15 @@ class _Run:
         self.event = event
         self.rules = rules
         self.lifecycle = Lifecycle(tx, event_id=event.id, at=event.timestamp)
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[StoredStep] = []
         self.changes: list[dict[str, Any]] = []
         self.fired: list[str] = []
-        self.dropped: list[dict[str, Any]] = []
+        self.dropped: list[Dropped] = []
         self.queue: deque[_Pending] = deque()
         self.new_contacts: set[int] = set()
         self.conversation_id: int | None = None
         self.contact_id: int | None = None  # the event's contact, once resolved
-        self.builtin: list[dict[str, Any]] = []
+        self.builtin: list[StoredOutcome] = []
 
     def resolve_contact(self) -> int:
         """The event's contact id, its row locked for the transaction (so events for one
@@ -147,7 +161,8 @@ class _Run:
             if created:
                 self.new_contacts.add(contact.id)
                 self.changes.append({"operation": "create_contact", "outcome": "applied",
-                                     "detail": f"created contact {contact.id}"})
+                                     "detail": f"created contact {contact.id}",
+                                     "conversation_id": None})
                 self.queue.append(_Pending(
                     Fact(EventType.CONTACT_CREATED, contact.id, event.channel), 1))
             locked = self.tx.get_contact(contact.id, lock=True) or contact
@@ -175,7 +190,7 @@ class _Run:
         return contact
 
     def record(self, outcomes: list[Outcome], depth: int,
-               action: str | None = None) -> list[dict[str, Any]]:
+               action: str | None = None) -> list[StoredOutcome]:
         """Note what ``outcomes`` changed and the facts they raised; their trace lines."""
         lines = []
         for outcome in outcomes:
@@ -211,10 +226,10 @@ class _Run:
                 first = False
             self.steps.append(step)
 
-    def process(self, pending: _Pending, *, is_root: bool) -> dict[str, Any]:
+    def process(self, pending: _Pending, *, is_root: bool) -> StoredStep:
         fact, event = pending.fact, self.event
-        step: dict[str, Any] = {"event": str(fact.type), "depth": pending.depth, "rules": []}
-        if fact.channel != event.channel:  # compact: see trace_format
+        step: StoredStep = {"event": str(fact.type), "depth": pending.depth, "rules": []}
+        if fact.channel != event.channel:  # compact: see trace.shapes
             step["channel"] = fact.channel
         if fact.contact_id != self.contact_id:
             step["contact_id"] = fact.contact_id
@@ -257,8 +272,8 @@ class _Run:
         return context
 
     def apply_rule(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
-                   stopped_by: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"rule_id": rule.id}  # compact: see trace_format
+                   stopped_by: str | None) -> StoredRule:
+        entry: StoredRule = {"rule_id": rule.id}  # compact: see trace.shapes
         if not rule.enabled:
             entry["result"] = "disabled"
             return entry
@@ -267,7 +282,7 @@ class _Run:
             entry["detail"] = f"rule '{stopped_by}' fired with stop: true"
             return entry
         if rule.condition is not None:
-            log: dict[str, Any] = {}
+            log: dict[str, StoredCondition] = {}
             try:
                 holds = rule.condition.holds(context, self.event.timestamp, log)
             except ConditionFailed as failure:
@@ -287,10 +302,10 @@ class _Run:
         return entry
 
     def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int, *,
-                    start: int) -> list[dict[str, Any]]:
+                    start: int) -> list[StoredOutcome]:
         """Run the rule's actions from ``start`` on, up to and including a wait (which
         leaves the rest to its timer); their trace lines."""
-        lines: list[dict[str, Any]] = []
+        lines: list[StoredOutcome] = []
         for index in range(start, len(rule.actions)):
             action = rule.actions[index]
             outcome = action.run(ActionRun(
@@ -303,18 +318,18 @@ class _Run:
                 break
         return lines
 
-    def resume(self, fact: Fact, depth: int) -> dict[str, Any]:
+    def resume(self, fact: Fact, depth: int) -> StoredRule:
         """A rule's wait is over: check its ``if`` now, then run the rest of its actions."""
         wait = fact.params
         rule = self.rules.get(str(wait.get("rule_id")))
         start = wait.get("resume")
-        entry: dict[str, Any] = {"rule_id": wait.get("rule_id"),
-                                 "from": start if isinstance(start, int) else 0}
+        entry: StoredRule = {"rule_id": str(wait.get("rule_id")),
+                             "from": start if isinstance(start, int) else 0}
         if rule is None or not rule.enabled or rule.digest != wait.get("digest") \
                 or not isinstance(start, int) or not 0 < start <= len(rule.actions):
             why = ("the rule no longer exists" if rule is None else "the rule is disabled"
                    if not rule.enabled else "the rule's actions changed since the wait began")
-            entry.update(result="wait_dropped", detail=why)
+            entry["result"], entry["detail"] = "wait_dropped", why
             return entry
         message = wait.get("message")
         context = self.context(replace(fact, params=dict(wait.get("params") or {}),
@@ -328,12 +343,13 @@ class _Run:
             try:
                 holds = bool(waited.condition.evaluate(context, now=self.event.timestamp))
             except ExpressionRuntimeError as error:
-                entry.update(result="condition_error", detail=f"{path}: {error}",
-                             conditions={path: {"result": False, "error": str(error)}})
+                entry["result"], entry["detail"] = "condition_error", f"{path}: {error}"
+                entry["conditions"] = {path: {"result": False, "error": str(error)}}
                 return entry
             entry["conditions"] = {path: holds}
             if not holds:
-                entry.update(result="wait_if_false", detail=f"{path} is false: the rest is skipped")
+                entry["result"] = "wait_if_false"
+                entry["detail"] = f"{path} is false: the rest is skipped"
                 return entry
         entry["result"] = "resumed"
         self.fired.append(rule.id)
@@ -363,7 +379,7 @@ class _Run:
 
     def arm_idle_clocks(self) -> None:
         """Start or restart the idle clocks this event sets on its contact's open
-        conversation (rules_engine.timers), in this event's transaction."""
+        conversation (rules_engine.domain.timers), in this event's transaction."""
         if not self.rules.idle_rules or self.contact_id is None:
             return
         conversation = self.lifecycle.state(self.contact_id).open_conversation
@@ -377,10 +393,10 @@ class _Run:
         if clocks:
             self.tx.set_timers(clocks)
 
-    def trace(self, received_at: datetime) -> dict[str, Any]:
-        """The compact trace (see trace_format)."""
+    def trace(self, received_at: datetime) -> StoredTrace:
+        """The compact trace (see trace.shapes)."""
         event = self.event
-        trace: dict[str, Any] = {
+        trace: StoredTrace = {
             "event_id": event.id, "type": str(event.type), "channel": event.channel,
             "contact_id": self.contact_id, "conversation_id": self.conversation_id,
             "timestamp": event.timestamp.isoformat(),
@@ -435,7 +451,7 @@ class Engine:
         gc.freeze()
 
     def catalog(self, rules: RuleSet, *, keep: bool = True) -> Catalog:
-        """What the stored traces of ``rules`` leave out (see trace_format); with ``keep``,
+        """What the stored traces of ``rules`` leave out (see trace.shapes); with ``keep``,
         stored once per version, in its own transaction, before any trace needs it."""
         if self._catalog is None or self._catalog[0] != rules.version:
             self._catalog = (rules.version, rules.catalog())
@@ -556,16 +572,18 @@ class Engine:
         if event.type in MESSAGE_STATUS_TYPES:
             found = aimed(tx, event)
             if found is None:
-                return Result(event.id, "noop", None, {}, reason="no message of ours has this id")
+                return Result(event.id, "noop", None, None, reason="no message of ours has this id")
             event = found
         run = _Run(self, tx, event, rules)
         contact_id = run.resolve_contact()  # its row is locked from here on
         first_time = tx.record_event(event.id, str(event.type), event.channel, received_at,
                                      contact_id=contact_id)
         if not first_time and not simulating:  # a simulation runs even an event seen before
-            stored = read_trace(tx, event.id) or {}
-            return Result(event.id, "duplicate", stored.get("contact_id"), stored,
-                          list(stored.get("fired", [])), [], stored.get("conversation_id"))
+            first = read_trace(tx, event.id)
+            if first is None:  # its trace was pruned
+                return Result(event.id, "duplicate", contact_id, None)
+            return Result(event.id, "duplicate", first["contact_id"], None, list(first["fired"]),
+                          [], first["conversation_id"], first_trace=first)
         run.run(contact_id)
         run.arm_idle_clocks()
         trace = run.trace(received_at)

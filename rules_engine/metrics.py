@@ -28,10 +28,10 @@ from sqlalchemy import (
     union_all,
 )
 
-from .errors import EventError
-from .events import EARLIEST, LATEST
-from .store import Store
-from .store.tables import conversations as c
+from rules_engine.domain.errors import EventError
+from rules_engine.formats.events import EARLIEST, LATEST
+from rules_engine.store import Store
+from rules_engine.store.tables import conversations as c
 
 Buckets = tuple[tuple[str, float], ...]
 

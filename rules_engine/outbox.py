@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import EventError, NotFoundError
-from .model import RETRYABLE_STATUSES, OutboxStatus
-from .redaction import redact_headers, redact_url
-from .store import Store
+from rules_engine.domain.errors import EventError, NotFoundError
+from rules_engine.domain.model import RETRYABLE_STATUSES, OutboxStatus
+from rules_engine.domain.redaction import redact_headers, redact_url
+from rules_engine.store import Store
 
 STATUSES = tuple(OutboxStatus)
 RETRYABLE = RETRYABLE_STATUSES

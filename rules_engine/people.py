@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .errors import NotFoundError, RulesEngineError
-from .store import Store
-from .store.accounts import AccountsTx
+from rules_engine.domain.errors import NotFoundError, RulesEngineError
+from rules_engine.store import Store
+from rules_engine.store.accounts import AccountsTx
 
 TOKEN_PREFIX = "ret_"  # a rules-engine token, recognisable in a leak report
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")

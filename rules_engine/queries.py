@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import NotFoundError
-from .model import Conversation
-from .store import Store
-from .trace_format import expand, read_trace
+from rules_engine.domain.errors import NotFoundError
+from rules_engine.domain.model import Conversation
+from rules_engine.store import Store
+from rules_engine.trace.forms import expand, read_trace
+from rules_engine.trace.shapes import Outcome, Trace
 
 
 def find_contacts(store: Store, channel: str, external_id: str) -> list[dict[str, Any]]:
@@ -36,7 +37,7 @@ def conversation(store: Store, conversation_id: int) -> Conversation:
     return found
 
 
-def event_trace(store: Store, event_id: str) -> dict[str, Any]:
+def event_trace(store: Store, event_id: str) -> Trace:
     """The stored trace of one processed event; NotFoundError when it was never processed."""
     with store.read() as tx:
         trace = read_trace(tx, event_id)
@@ -45,7 +46,7 @@ def event_trace(store: Store, event_id: str) -> dict[str, Any]:
     return trace
 
 
-def _changes(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _changes(trace: dict[str, Any] | None) -> list[Outcome]:
     """What a stored trace's event changed (None: the trace was pruned)."""
     return expand(trace, None)["changes"] if trace is not None else []
 

@@ -5,7 +5,7 @@ import csv
 import io
 from typing import Any
 
-from .metrics import STATISTICS
+from rules_engine.metrics import STATISTICS
 
 COLUMNS = ("closed", *STATISTICS, "responded", *(f"first_resp_{name}" for name in STATISTICS),
            "open_now", "oldest_open")

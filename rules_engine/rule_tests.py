@@ -18,18 +18,24 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from .engine import Engine, Result
-from .errors import RuleFileError, RulesEngineError, RuleValidationError, did_you_mean
-from .events import parse_event
-from .lifecycle import Lifecycle
-from .loader import RULE_FILE_SUFFIXES
-from .model import OpenSource
-from .rules import RuleSet
-from .schema import load_schema
-from .schema_errors import explain
-from .store import Store, StoreTx
-from .timers import parse_duration
-from .yaml_source import load_yaml
+from rules_engine.domain.errors import (
+    RuleFileError,
+    RulesEngineError,
+    RuleValidationError,
+    did_you_mean,
+)
+from rules_engine.domain.lifecycle import Lifecycle
+from rules_engine.domain.model import OpenSource
+from rules_engine.domain.timers import parse_duration
+from rules_engine.engine import Engine, Result
+from rules_engine.formats.events import parse_event
+from rules_engine.formats.schema import load_schema
+from rules_engine.formats.schema_errors import explain
+from rules_engine.formats.yaml_source import load_yaml
+from rules_engine.rules.loader import RULE_FILE_SUFFIXES
+from rules_engine.rules.ruleset import RuleSet
+from rules_engine.store import Store, StoreTx
+from rules_engine.trace.shapes import Step
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 
@@ -198,7 +204,7 @@ class _Case:
     def actions(self) -> list[dict[str, Any]]:
         return [{"rule": rule["rule_id"], "action": action["action"], "args": action["args"],
                  "outcome": action["outcome"]}
-                for result in self.results for step in result.trace["steps"]
+                for result in self.results for step in _steps(result)
                 for rule in step["rules"] for action in rule["actions"]]
 
     def check(self, expect: Mapping[str, Any]) -> Iterable[tuple[str, Any, Any]]:
@@ -244,6 +250,11 @@ class _Case:
         if not history:
             return {"contact": ref, "status": "none"}
         return {"contact": ref, **history[-1].to_dict()}
+
+
+def _steps(result: Result) -> list[Step]:
+    """The steps of a result's trace (a repeat whose trace was pruned has none)."""
+    return result.trace["steps"] if result.trace is not None else []
 
 
 def run_tests(rules: RuleSet, paths: Iterable[str | Path]) -> list[CaseResult]:

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from rules_engine import RuleSetInvalid, load_rule_set
-from rules_engine.errors import RuleWarning
+from rules_engine.domain.errors import RuleWarning
 
 from .test_validation import run_cli
 

@@ -18,7 +18,7 @@ import pytest
 from connectors import create_app
 from connectors.channels import adapters
 from rules_engine import EventType, queries
-from rules_engine.model import MESSAGE_STATUS_TYPES
+from rules_engine.domain.model import MESSAGE_STATUS_TYPES
 
 from . import webhook_payloads as p
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from rules_engine import Engine, EventError, Store, load_rule_set
-from rules_engine.trace_format import read_trace
+from rules_engine.trace.forms import read_trace
 
 from .conftest import event, message
 

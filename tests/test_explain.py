@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from rules_engine import Engine, load_rule_set, parse_event
 from rules_engine.store.tables import event_traces
-from rules_engine.trace_format import read_trace
+from rules_engine.trace.forms import read_trace
 
 from .conftest import message
 from .test_validation import run_cli

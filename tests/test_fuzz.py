@@ -115,7 +115,7 @@ def test_mutated_api_requests_never_get_a_5xx(app, data):
 def test_the_compiled_event_schema_agrees_with_the_reference(data):
     """fastjsonschema (the fast path) and jsonschema (the messages) judge every mutated
     event the same way."""
-    from rules_engine.events import _event_validator, _fast_event_check
+    from rules_engine.formats.events import _event_validator, _fast_event_check
 
     _, body = data.draw(st.sampled_from(fuzzing.event_bodies()), label="event")
     mutated = json.loads(fuzzing.apply(body, data.draw(mutations_of(body), label="mutations"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rules_engine.redaction import is_secret_name, redact_url
+from rules_engine.domain.redaction import is_secret_name, redact_url
 
 
 @pytest.mark.parametrize("name", [

@@ -12,7 +12,7 @@ import requests
 
 from connectors import create_app
 from rules_engine import Engine, load_rule_set
-from rules_engine.lifecycle import Lifecycle
+from rules_engine.domain.lifecycle import Lifecycle
 
 from . import webhook_payloads as p
 from .conftest import message

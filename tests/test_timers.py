@@ -261,7 +261,7 @@ def test_in_business_hours_without_a_definition_is_a_validation_error(write_rule
     import pytest
 
     from rules_engine import load_rule_set
-    from rules_engine.errors import RuleSetInvalid
+    from rules_engine.domain.errors import RuleSetInvalid
 
     with pytest.raises(RuleSetInvalid, match="no rule file defines business_hours"):
         load_rule_set([write_rules(BUSINESS.split("rules:")[0].replace("business_hours", "x_")
@@ -288,7 +288,7 @@ def test_a_key_yaml_reads_as_an_impossible_date_is_an_error_at_its_place(write_r
     import pytest
 
     from rules_engine import load_rule_set
-    from rules_engine.errors import RuleSetInvalid
+    from rules_engine.domain.errors import RuleSetInvalid
 
     with pytest.raises(RuleSetInvalid) as raised:
         load_rule_set([write_rules("""
@@ -341,7 +341,7 @@ def test_for_belongs_to_idle_triggers_only(write_rules):
     import pytest
 
     from rules_engine import load_rule_set
-    from rules_engine.errors import RuleSetInvalid
+    from rules_engine.domain.errors import RuleSetInvalid
 
     with pytest.raises(RuleSetInvalid) as caught:
         load_rule_set([write_rules("""
@@ -396,7 +396,7 @@ def test_simulate_can_advance_the_clock_and_writes_nothing(tmp_path, write_rules
 
 
 def test_a_malformed_timer_is_dropped_and_never_blocks_the_others(make_engine, store):
-    from rules_engine.timers import Timer
+    from rules_engine.domain.timers import Timer
 
     engine = make_engine(IDLE_CLOSE + WAIT_RULES.replace("rules:\n", ""))
     engine.process(message("bad-1", "my order?"))  # a good idle clock and a good wait

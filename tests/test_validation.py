@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from rules_engine import RuleFileError, RuleSetInvalid, load_rule_set
-from rules_engine.actions import ACTIONS
 from rules_engine.cli import main
-from rules_engine.model import TRIGGER_TYPES
-from rules_engine.schema import rules_schema
+from rules_engine.domain.model import TRIGGER_TYPES
+from rules_engine.formats.schema import rules_schema
+from rules_engine.rules.actions import ACTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """The registry of channel adapters: one module per channel, one registry line each.
 
-The registry is the entry-point group ``rules_engine.channels`` in ``pyproject.toml``
+The registry is the entry-point group ``rules_engine.domain.channels`` in ``pyproject.toml``
 (``name = "connectors.channels.<module>:ADAPTER"``). The web app mounts each adapter's
 webhook, the settings read each adapter's environment variables, the outbox worker sends
 through each adapter's API, and the core learns each channel's traits (``has_welcome``)
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache
 
-from rules_engine.channels import registered
+from rules_engine.domain.channels import registered
 
 from .base import ChannelAdapter, Outbound, Parsed, Setting, Skipped
 

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from rules_engine import Event
-from rules_engine.events import LATEST
+from rules_engine.formats.events import LATEST
 
 from ..auth import not_configured, require_signature
 from ..decoding import decode_json

@@ -35,10 +35,10 @@ from types import ModuleType
 from typing import Any
 
 from rules_engine import Event, EventType
-from rules_engine.channels import known_channels
-from rules_engine.errors import did_you_mean
-from rules_engine.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
-from rules_engine.model import MAX_ID, ContactRef, Message
+from rules_engine.domain.channels import known_channels
+from rules_engine.domain.errors import did_you_mean
+from rules_engine.domain.inputs import ADD_TAGS, BOT_STATUS, MARKDONE, NOTIFY, REMOVE_TAGS
+from rules_engine.domain.model import MAX_ID, ContactRef, Message
 
 from ..auth import basic_credentials_match, require_bearer
 from ..errors import ApiError

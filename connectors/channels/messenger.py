@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rules_engine import Event, EventType
-from rules_engine.model import ContactRef, Message
+from rules_engine.domain.model import ContactRef, Message
 
 from .base import (
     OPTION,

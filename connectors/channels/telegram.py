@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from rules_engine import Event, EventType
-from rules_engine.model import ContactRef, Message
+from rules_engine.domain.model import ContactRef, Message
 
 from ..auth import require_header_token
 from .base import (

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from rules_engine import Event, EventType
-from rules_engine.model import ContactRef, Message
+from rules_engine.domain.model import ContactRef, Message
 
 from ..auth import require_signature
 from .base import (

@@ -1,5 +1,5 @@
 """Persistence: SQLAlchemy Core tables, the repository, and the unit of work."""
-from .repository import StoreTx
-from .store import DATABASE_ERRORS, DEFAULT_DATABASE_URL, Store, StoreNotReady
+from rules_engine.store.repository import StoreTx
+from rules_engine.store.store import DATABASE_ERRORS, DEFAULT_DATABASE_URL, Store, StoreNotReady
 
 __all__ = ["DATABASE_ERRORS", "DEFAULT_DATABASE_URL", "Store", "StoreNotReady", "StoreTx"]

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from . import tables as t
+from rules_engine.store import tables as t
 
 
 class AccountsTx:

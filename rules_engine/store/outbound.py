@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model import MOVES_FROM, RETRYABLE_STATUSES, OutboxStatus
-from . import tables as t
+from rules_engine.domain.model import MOVES_FROM, RETRYABLE_STATUSES, OutboxStatus
+from rules_engine.store import tables as t
 
 EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 

@@ -25,11 +25,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..model import CloseSource, Contact, Conversation, OpenSource
-from ..timers import Timer
-from . import tables as t
-from .outbound import OutboundTx
-from .prepared import Prepared, execute_on_driver
+from rules_engine.domain.model import CloseSource, Contact, Conversation, OpenSource
+from rules_engine.domain.timers import Timer
+from rules_engine.store import tables as t
+from rules_engine.store.outbound import OutboundTx
+from rules_engine.store.prepared import Prepared, execute_on_driver
 
 _PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog

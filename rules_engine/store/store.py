@@ -17,17 +17,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from ..errors import EventError, RulesEngineError
-from .prepared import execute_on_driver
-from .repository import ConversationRace, StoreTx
-from .tables import without_nul
-from .writer_lock import WriterLock
+from rules_engine.domain.errors import EventError, RulesEngineError
+from rules_engine.store.prepared import execute_on_driver
+from rules_engine.store.repository import ConversationRace, StoreTx
+from rules_engine.store.tables import without_nul
+from rules_engine.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 DEFAULT_DATABASE_URL = "sqlite:///rules-engine.db"
 # What the database raises (transient conflicts included): never the input's fault.
 DATABASE_ERRORS = (DBAPIError, ConversationRace)
-# The newest migration (rules_engine/migrations/versions); a test holds it to Alembic's head.
+# The newest migration (rules_engine/store/migrations/versions); a test holds it to Alembic's head.
 # Knowing it here lets a store at that revision open without importing Alembic (a tenth
 # of a second, a large part of a short command's start).
 SCHEMA_REVISION = "0008"
@@ -118,7 +118,7 @@ class StoreNotReady(RulesEngineError):
 class Store:
     """Owns the database engine and hands out units of work (``transaction()``).
 
-    The schema is managed by Alembic migrations (``rules_engine/migrations``). The embedded
+    The schema is managed by Alembic migrations (``rules_engine/store/migrations``). The embedded
     SQLite default is migrated when opened; a PostgreSQL database is migrated by
     ``rules-engine db upgrade`` and only checked here.
     """
@@ -179,7 +179,7 @@ class Store:
         from alembic.config import Config as AlembicConfig
 
         config = AlembicConfig()
-        config.set_main_option("script_location", "rules_engine:migrations")
+        config.set_main_option("script_location", "rules_engine.store:migrations")
         config.attributes["connection"] = connection
         return config
 

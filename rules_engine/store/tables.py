@@ -158,7 +158,7 @@ Index("ix_conversations_first_response", conversations.c.first_response_at,
 timers = Table(
     "timers",
     metadata,
-    Column("id", Str(300), primary_key=True),  # deterministic, see rules_engine.timers
+    Column("id", Str(300), primary_key=True),  # deterministic, see rules_engine.domain.timers
     Column("kind", Str(10), nullable=False),  # "idle" or "wait"
     Column("contact_id", Integer, nullable=False),
     Column("conversation_id", Integer),  # closing it drops the timer

@@ -1,0 +1,140 @@
+"""Turning jsonschema's errors into messages a person can act on (what, where, how to fix)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
+
+from rules_engine.domain.errors import did_you_mean
+
+_TYPE_NAMES = {
+    "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
+    "number": "a number", "boolean": "true or false", "null": "nothing",
+}
+
+
+def _describe_type(expected: Any) -> str:
+    names = [expected] if isinstance(expected, str) else list(expected)
+    return " or ".join(_TYPE_NAMES.get(name, name) for name in names)
+
+
+def _actual(instance: Any) -> str:
+    for python_type, name in ((bool, "boolean"), (int, "integer"), (float, "number"),
+                              (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(instance, python_type):
+            return _TYPE_NAMES[name]
+    return "nothing" if instance is None else type(instance).__name__
+
+
+def _yaml(value: Any) -> str:
+    """A value as it would be written in a rule file (flow style)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value).replace('"', "")
+    return str(value)
+
+
+def _fix(path: tuple[str | int, ...], schema: dict[str, Any], fallback: str) -> str:
+    """The fix, written as an example when the schema has one: e.g. `priority: 10`."""
+    examples = schema.get("examples")
+    key = next((part for part in reversed(path) if isinstance(part, str)), None)
+    if examples and key:
+        return f"e.g. `{key}: {_yaml(examples[0])}`"
+    if examples:
+        return f"e.g. {_yaml(examples[0])}"
+    return schema.get("description") or fallback
+
+
+def _channel_hint(name: Any) -> str:
+    from rules_engine.domain.channels import (
+        known_channels,  # the channel registry, read when needed
+    )
+
+    known = sorted(known_channels())
+    suggestion = did_you_mean(str(name).lower(), known)
+    return suggestion or f"channel names are lower case: {', '.join(known)}, or your own"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaProblem:
+    """One schema violation: the document path it is about, and what to say."""
+
+    path: tuple[str | int, ...]
+    message: str
+    hint: str | None
+    at_key: bool = False
+
+
+def _most_specific(error: ValidationError) -> ValidationError:
+    """For anyOf/oneOf failures, the sub-error of the branch that fits the value's type best.
+
+    A branch that failed only on the type of the value is the least relevant one.
+    """
+    while error.validator in ("anyOf", "oneOf") and error.context:
+        fitting_type = [e for e in error.context
+                        if not (e.validator == "type" and e.absolute_path == error.absolute_path)]
+        deeper = best_match(fitting_type or error.context)
+        if deeper is None:
+            break
+        error = deeper
+    return error
+
+
+def explain(error: ValidationError) -> list[SchemaProblem]:
+    """One or more problems (one per unknown key) for a jsonschema error."""
+    error = _most_specific(error)
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = list(schema.get("properties", {}))
+        is_action = "open_conversation" in known
+        extras = [key for key in error.instance if key not in known]
+        what = "action" if is_action else "key"
+        return [
+            SchemaProblem(path + (key,), f"unknown {what} '{key}'",
+                          did_you_mean(str(key), known) or f"allowed: {', '.join(known)}", True)
+            for key in extras
+        ]
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [SchemaProblem(path, f"missing required key '{missing}'", f"add `{missing}: ...`")]
+    if kind == "type":
+        expected = _describe_type(error.validator_value)
+        if not path and isinstance(error.instance, list):
+            return [SchemaProblem(path, "a rule file is a mapping with `rules:` and a list of "
+                                  "rules under it, not a bare list",
+                                  "add a first line `rules:` and indent the list under it")]
+        where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
+        return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
+                              _fix(path, schema, f"{where} takes {expected}"))]
+    if kind == "enum" and isinstance(error.validator_value, list):
+        options = [str(option) for option in error.validator_value]
+        hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
+        noun = "trigger event" if path and path[-1] == "event" else "value"
+        return [SchemaProblem(path, f"unknown {noun} '{error.instance}'", hint)]
+    if kind == "pattern":
+        if len(path) >= 2 and path[-2] == "channels":
+            return [SchemaProblem(path, f"'{error.instance}' is not a channel name",
+                                  _channel_hint(error.instance))]
+        name = next((part for part in reversed(path) if isinstance(part, str)), "value")
+        rule = schema.get("description") or f"must match {error.validator_value}"
+        fix = _fix(path, schema, rule)
+        return [SchemaProblem(path, f"'{error.instance}' is not a valid {name}",
+                              fix if fix == rule else f"{fix}: {rule}")]
+    if kind in ("minProperties", "maxProperties") and "open_conversation" in schema.get("properties", {}):
+        return [SchemaProblem(path, "each action must be exactly one action name with its arguments",
+                              "write e.g. `- assign: {user: susan}` as its own list item")]
+    if kind == "maxProperties" and set(schema.get("properties", {})) == {"all", "any", "not"}:
+        return [SchemaProblem(path, "a condition mapping holds exactly one of all / any / not",
+                              "nest them: `all: [..., {any: [...]}]`")]
+    if kind == "oneOf":
+        return [SchemaProblem(path, "give only one of the alternatives",
+                              schema.get("description") or "remove one of them")]
+    return [SchemaProblem(path, error.message, schema.get("description")
+                          or "run `rules-engine schema` to see what this place accepts")]

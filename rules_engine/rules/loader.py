@@ -1,0 +1,301 @@
+"""Loading rule files: YAML, then the schema, then each rule's expressions and actions.
+
+Every problem in every file is collected; a rule set is built only when there are none,
+so loading never half-succeeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from rules_engine.domain.channels import known_channels
+from rules_engine.domain.errors import (
+    ExpressionError,
+    RuleFileError,
+    RulesEngineError,
+    RuleSetInvalid,
+    RuleValidationError,
+    did_you_mean,
+)
+from rules_engine.domain.model import EventType
+from rules_engine.domain.timers import IdleClock, actions_digest, parse_duration
+from rules_engine.formats.schema import rules_schema
+from rules_engine.formats.schema_errors import explain
+from rules_engine.formats.yaml_source import SourceMap, load_yaml
+from rules_engine.language.business_hours import BusinessHours, parse_business_hours
+from rules_engine.language.conditions import build_condition
+from rules_engine.language.context import every_root, roots_for
+from rules_engine.rules.actions import compile_action
+from rules_engine.rules.analysis import analyse
+from rules_engine.rules.ruleset import Rule, RuleSet
+
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+_USES_BUSINESS_HOURS = re.compile(r"\bin_business_hours\s*\(")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFile:
+    """One rule file's text, parsed data and source positions."""
+
+    name: str
+    text: str
+    data: Any
+    source_map: SourceMap
+
+
+def rule_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The YAML files named by ``paths`` (one path or several): files as given, directories'
+    ``*.yaml`` / ``*.yml`` (not recursive, so ``rules/tests/`` is not read as rules)."""
+    found: list[Path] = []
+    for raw in [paths] if isinstance(paths, str | Path) else paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.suffix in RULE_FILE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RuleFileError("no such file or directory", file=str(path),
+                                hint="pass a rules directory or YAML files")
+    return found
+
+
+def _read(path: Path) -> RuleFile:
+    name = str(path)
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as error:
+        raise RuleFileError(f"not UTF-8 text ({error.reason})", file=name,
+                            hint="save the file as UTF-8") from None
+    except OSError as error:
+        raise RuleFileError(f"cannot read: {error.strerror}", file=name,
+                            hint="check the file's permissions") from None
+    data, source_map = load_yaml(text, name)
+    if data is None:
+        raise RuleFileError("the file is empty", file=name, line=1, column=1,
+                            hint="start it with `rules:` and a list of rules")
+    return RuleFile(name, text, data, source_map)
+
+
+class _Validator:
+    """Collects every problem across the files, then builds the rules of the clean ones."""
+
+    def __init__(self) -> None:
+        self.errors: list[RulesEngineError] = []
+        self.schema = Draft202012Validator(rules_schema())
+        self.ids: dict[str, str] = {}  # rule id -> where it was first defined
+        self.business_hours: BusinessHours | None = None
+        self.business_hours_file: str | None = None
+        self.uses_business_hours: list[tuple[RuleFile, int]] = []  # rules calling it
+
+    def located(self, file: RuleFile, path: tuple[str | int, ...], error: RulesEngineError,
+                *, at_key: bool = False) -> RulesEngineError:
+        position = file.source_map.key_at(path) if at_key else file.source_map.value_at(path)
+        error.file = file.name
+        if position is not None:
+            error.line, error.column = position.line, position.column
+        if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+            rule = file.data["rules"][path[1]]
+            if isinstance(rule, dict) and isinstance(rule.get("id"), str):
+                error.rule_id = rule["id"]
+            error.path = error.path or "/".join(str(p) for p in path[2:]) or None
+        else:
+            error.path = error.path or "/".join(str(p) for p in path) or None
+        return error
+
+    def check_schema(self, file: RuleFile) -> dict[int, list[tuple[str | int, ...]]]:
+        """Report schema problems; returns, per rule index (-1 for the file itself), the
+        places inside the rule that have any."""
+        broken: dict[int, list[tuple[str | int, ...]]] = {}
+        for error in self.schema.iter_errors(file.data):
+            for problem in explain(error):
+                self.errors.append(self.located(
+                    file, problem.path,
+                    RuleValidationError(problem.message, hint=problem.hint), at_key=problem.at_key,
+                ))
+                if len(problem.path) >= 2 and problem.path[0] == "rules":
+                    broken.setdefault(int(problem.path[1]), []).append(problem.path[2:])
+                else:
+                    broken.setdefault(-1, []).append(problem.path)
+        return broken
+
+    def build_rule(self, file: RuleFile, index: int, raw: dict[str, Any],
+                   broken: list[tuple[str | int, ...]]) -> Rule | None:
+        """The rule, when it is clean. A rule with schema problems still has every part the
+        schema accepted checked (conditions, action arguments, templates), so that one run
+        reports everything."""
+        def clean(*place: str | int) -> bool:
+            return not any(path[:len(place)] == place or place[:len(path)] == path
+                           for path in broken)
+
+        trigger = _mapping(raw.get("trigger"))
+        event_name = trigger.get("event")
+        event = EventType(event_name) if event_name in {str(e) for e in EventType} else None
+        roots = roots_for(event) if event is not None else every_root()
+        base = ("rules", index)
+        problems = len(broken)
+        condition = None
+        if "conditions" in raw and clean("conditions"):
+            expression_errors: list[ExpressionError] = []
+            condition = build_condition(raw["conditions"], roots, "conditions", expression_errors)
+            for error in expression_errors:
+                self.errors.append(self._rule_error(file, base, error))
+            problems += len(expression_errors)
+        actions = []
+        raw_actions = raw.get("actions")
+        for position, item in enumerate(raw_actions if isinstance(raw_actions, list) else []):
+            if not clean("actions", position) or not isinstance(item, dict) or len(item) != 1:
+                continue
+            (name, arguments), = item.items()
+            try:
+                actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
+            except (ExpressionError, RuleValidationError) as error:
+                problems += 1
+                self.errors.append(self._rule_error(file, base, error))
+        if problems:
+            return None
+        assert event is not None  # the schema accepts the known events only
+        channels = trigger.get("channels")
+        at = file.source_map.value_at(base)
+        return Rule(
+            id=raw["id"], name=raw.get("name", raw["id"]), description=raw.get("description", ""),
+            enabled=raw.get("enabled", True), priority=raw.get("priority", 0),
+            stop=raw.get("stop", False), event=event,
+            channels=frozenset(channels) if channels else None, condition=condition,
+            actions=tuple(actions), file=file.name, line=at.line if at else 0,
+            column=at.column if at else 1, once_per=raw.get("once_per"),
+            cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
+            idle=IdleClock(parse_duration(trigger["for"]), trigger.get("of", "any"), trigger["for"])
+            if event is EventType.CONVERSATION_IDLE else None,
+            digest=actions_digest([(action.name, action.arguments) for action in actions]),
+        )
+
+    def check_business_hours(self, file: RuleFile, broken: list[tuple[str | int, ...]]) -> None:
+        """A file's ``business_hours``: every part checked; one definition per rule set."""
+        if not isinstance(file.data, dict) or "business_hours" not in file.data or any(
+                path[:1] == ("business_hours",) for path in broken):
+            return
+        place = ("business_hours",)
+        if self.business_hours_file is not None:
+            self.errors.append(self.located(file, place, RuleValidationError(
+                f"business_hours are already defined in {self.business_hours_file}",
+                hint="keep one business_hours definition for the whole rule set"), at_key=True))
+            return
+        self.business_hours_file = file.name
+        hours, problems = parse_business_hours(file.data["business_hours"])
+        for problem in problems:
+            self.errors.append(self.located(file, (*place, *problem.path), RuleValidationError(
+                problem.message, hint=problem.hint)))
+        self.business_hours = hours
+
+    def note_business_hours_use(self, file: RuleFile, index: int, rule: Rule) -> None:
+        """Remember a rule whose expressions call in_business_hours() (a description or a
+        message that only names it does not count)."""
+        if any(_USES_BUSINESS_HOURS.search(text) for _, text in rule.expressions()):
+            self.uses_business_hours.append((file, index))
+
+    def check_business_hours_defined(self) -> None:
+        """in_business_hours() needs a definition somewhere in the rule set."""
+        if self.business_hours_file is not None:
+            return
+        for file, index in self.uses_business_hours:
+            self.errors.append(self.located(file, ("rules", index), RuleValidationError(
+                "in_business_hours() is used but no rule file defines business_hours",
+                hint="add a top-level business_hours: {timezone: Europe/Paris, weekly: "
+                     "{mon: [\"09:00-18:00\"], ...}} to one rule file")))
+
+    def check_channels(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """A channel that no adapter registers but is a near miss of one is a typo."""
+        trigger = _mapping(raw.get("trigger"))
+        channels = trigger.get("channels")
+        known = known_channels()
+        for position, name in enumerate(channels if isinstance(channels, list) else []):
+            if not isinstance(name, str) or name in known or name != name.lower():
+                continue
+            suggestion = did_you_mean(name, sorted(known))
+            if suggestion:
+                self.errors.append(self.located(
+                    file, ("rules", index, "trigger", "channels", position),
+                    RuleValidationError(f"unknown channel '{name}': the rule would never fire "
+                                        "on it", hint=suggestion)))
+
+    def _rule_error(self, file: RuleFile, base: tuple[str | int, ...],
+                    error: ExpressionError | RuleValidationError) -> RulesEngineError:
+        """An error whose ``path`` is relative to the rule at ``base``, located in the file."""
+        path = base + tuple(int(p) if p.isdigit() else p for p in (error.path or "").split("/") if p)
+        if error.column is not None:
+            error.message = f"{error.message} (at character {error.column} of the expression)"
+        error.path = None
+        return self.located(file, path, error)
+
+    def check_duplicate_ids(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """Rule ids are unique across all files (checked on every rule that has one)."""
+        rule_id = raw.get("id")
+        if not isinstance(rule_id, str):
+            return
+        where = file.source_map.value_at(("rules", index))
+        here = f"{file.name}:{where.line if where else '?'}"
+        if rule_id in self.ids:
+            self.errors.append(self.located(file, ("rules", index, "id"), RuleValidationError(
+                f"duplicate rule id '{rule_id}' (first defined at {self.ids[rule_id]})",
+                hint="rule ids must be unique across all rule files; rename one")))
+        else:
+            self.ids[rule_id] = here
+
+
+def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
+    """Load and validate every rule file under ``paths`` (a file or directory, or several).
+
+    Returns the rule set when every file is clean; raises RuleSetInvalid listing every
+    problem (file, line, column, rule id, hint) otherwise.
+    """
+    validator = _Validator()
+    rules: list[Rule] = []
+    digest = hashlib.sha256()
+    try:
+        files = rule_files(paths)
+    except RuleFileError as error:
+        raise RuleSetInvalid([error]) from None
+    for path in files:
+        try:
+            file = _read(path)
+        except RuleFileError as error:
+            validator.errors.append(error)
+            continue
+        digest.update(file.name.encode() + b"\0" + file.text.encode() + b"\0")
+        broken = validator.check_schema(file)
+        validator.check_business_hours(file, broken.get(-1, []))
+        raw_rules = file.data.get("rules") if isinstance(file.data, dict) else None
+        for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+            if not isinstance(raw, dict):
+                continue
+            validator.check_duplicate_ids(file, index, raw)
+            validator.check_channels(file, index, raw)
+            rule = validator.build_rule(file, index, raw, broken.get(index, []))
+            if rule is not None:
+                validator.note_business_hours_use(file, index, rule)
+                rules.append(rule)
+    validator.check_business_hours_defined()
+    errors, warnings = analyse(rules)  # the static checks run on every rule that is valid
+    problems = validator.errors + errors
+    if problems:
+        raise RuleSetInvalid(sorted([*problems, *warnings], key=_where))
+    return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings,
+                   business_hours=validator.business_hours)
+
+
+def _where(problem: RulesEngineError) -> tuple[str, int, int]:
+    """Sort key: by file, line and column."""
+    return problem.file or "", problem.line or 0, problem.column or 0
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when the schema let a mapping through, else an empty one (the schema has
+    already reported what is wrong with it)."""
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,118 @@
+"""Compiled rules, and the rule set that indexes them by trigger."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from rules_engine.domain.errors import RulesEngineError
+from rules_engine.domain.model import EventType
+from rules_engine.domain.timers import IdleClock
+from rules_engine.language.conditions import Condition
+from rules_engine.rules.actions import Action
+from rules_engine.trace.shapes import Catalog, CatalogEntry
+
+if TYPE_CHECKING:
+    from rules_engine.language.business_hours import BusinessHours
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule, built from validated config with its expressions already compiled."""
+
+    id: str
+    name: str
+    description: str
+    enabled: bool
+    priority: int
+    stop: bool
+    event: EventType
+    channels: frozenset[str] | None
+    condition: Condition | None
+    actions: tuple[Action, ...]
+    file: str
+    line: int
+    column: int = 1
+    once_per: str | None = None  # "contact" or "conversation"
+    cooldown: timedelta | None = None  # per contact
+    idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
+    digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
+
+    def catalog_entry(self) -> CatalogEntry:
+        """What traces leave out of every event for this rule (see trace.shapes)."""
+        return {"file": self.file, "line": self.line, "priority": self.priority,
+                "conditions": dict(self.expressions()),  # a wait's ``if`` is a condition too
+                "args": [action.shown_arguments() for action in self.actions]}
+
+    def expressions(self) -> Iterator[tuple[str, str]]:
+        """(path, text) of every expression the rule evaluates: each leaf of its conditions,
+        and each wait's ``if``."""
+        if self.condition is not None:
+            yield from self.condition.sources()
+        for index, action in enumerate(self.actions):
+            if action.name == "wait" and "if" in action.arguments:
+                yield f"actions/{index}/wait/if", action.arguments["if"]
+
+
+class RuleSet:
+    """An immutable, validated set of rules, indexed by (event type, channel).
+
+    ``candidates`` costs the same however many rules trigger on other events or channels.
+    """
+
+    def __init__(self, rules: Iterable[Rule], *, version: str,
+                 warnings: Sequence[RulesEngineError] = (),
+                 business_hours: BusinessHours | None = None) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.version = version
+        self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
+        self.business_hours = business_hours
+        # the enabled conversation.idle rules: every open conversation keeps a clock for each
+        self.idle_rules: tuple[Rule, ...] = tuple(
+            rule for rule in self.rules if rule.idle is not None and rule.enabled)
+        position = {rule.id: index for index, rule in enumerate(self.rules)}
+        self._by_id = {rule.id: rule for rule in self.rules}
+
+        def run_order(rule: Rule) -> tuple[int, int]:
+            return (-rule.priority, position[rule.id])
+
+        ordered = sorted(self.rules, key=run_order)
+        any_channel: dict[EventType, list[Rule]] = defaultdict(list)
+        by_channel: dict[tuple[EventType, str], list[Rule]] = defaultdict(list)
+        for rule in ordered:
+            if rule.channels is None:
+                any_channel[rule.event].append(rule)
+            for channel in rule.channels or ():
+                by_channel[(rule.event, channel)].append(rule)
+        self._any_channel = {event: tuple(rules) for event, rules in any_channel.items()}
+        self._by_channel = {
+            key: tuple(sorted((*rules, *any_channel.get(key[0], ())), key=run_order))
+            for key, rules in by_channel.items()
+        }
+
+    def candidates(self, event: EventType, channel: str | None) -> tuple[Rule, ...]:
+        """Rules whose trigger matches, highest priority first (disabled ones included)."""
+        if channel is not None:
+            found = self._by_channel.get((event, channel))
+            if found is not None:
+                return found
+        return self._any_channel.get(event, ())
+
+    def excluded_by_channel(self, event: EventType, channel: str | None) -> list[Rule]:
+        """Rules on ``event`` whose channel filter leaves ``channel`` out (for "why not")."""
+        return [rule for rule in self.rules
+                if rule.event == event and rule.channels is not None
+                and channel not in rule.channels]
+
+    def catalog(self) -> Catalog:
+        """What traces leave out of every event, for each rule (kept once per version)."""
+        return {rule.id: rule.catalog_entry() for rule in self.rules}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, rule_id: str) -> Rule | None:
+        """The rule with this id, if any."""
+        return self._by_id.get(rule_id)

@@ -1,0 +1,163 @@
+"""The trace as stored (compact) and as read (expanded).
+
+An event's stored trace keeps only what the event decided. Each rule is named by id and
+each condition by path (under ``conditions``, without that prefix), with its result (and a
+preview of its value when the value is not just true or false); each action keeps what it
+did. What every event of a rule set would
+repeat (a rule's file, line and priority, its conditions' text, its actions' arguments,
+secrets redacted) is kept once per rule-set version, as that version's catalog. Anything
+that can be derived is left out: what the event's ledger row holds (``LEDGER_KEYS``), the
+list of changes (the applied lines of the steps), a step's channel and contact when they
+are the event's, a rule's result when it is implied (conditions and nothing else: they
+were false; actions: it fired), the depth bound unless it was reached, an empty or null
+field.
+
+``expand`` joins a compact trace and its catalog back into the full trace that ``explain``,
+the API and rule tests read. The shapes of both forms are in ``shapes``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+from rules_engine.trace.shapes import (
+    ActionLine,
+    Catalog,
+    CatalogEntry,
+    ConditionLine,
+    Outcome,
+    RuleEntry,
+    Step,
+    StoredCondition,
+    StoredOutcome,
+    StoredRule,
+    StoredTrace,
+    Trace,
+)
+
+LEDGER_KEYS = ("event_id", "type", "channel", "contact_id", "received_at")
+
+
+class TraceReader(Protocol):
+    """What ``read_trace`` needs of a unit of work (the store's provides it)."""
+
+    def stored_trace(self, event_id: str) -> dict[str, Any] | None: ...
+
+    def rule_set_catalog(self, version: str | None) -> dict[str, Any] | None: ...
+
+
+def to_store(trace: StoredTrace) -> dict[str, Any]:
+    """The trace as stored beside its ledger row (without what that row holds)."""
+    return {key: value for key, value in trace.items() if key not in LEDGER_KEYS}
+
+
+def stored_conditions(log: Mapping[str, StoredCondition]) -> dict[str, StoredCondition]:
+    """A rule's condition results as stored: paths under ``conditions`` without that
+    prefix ("/all/0"; "" for the one condition), a wait's ``if`` as it is."""
+    return {path[10:] if path.startswith("conditions") else path: value
+            for path, value in log.items()}
+
+
+def result_of(entry: StoredRule) -> str:
+    """A stored rule entry's result, the implied ones included."""
+    return entry.get("result") or ("fired" if "actions" in entry else "conditions_false")
+
+
+def _condition_path(key: str) -> str:
+    return key if key.startswith("actions/") else f"conditions{key}"
+
+
+def outcome_line(outcome: Mapping[str, Any], action: str | None = None) -> StoredOutcome:
+    """The stored form of what a built-in operation (or, with ``action``, an action) did."""
+    line: StoredOutcome = {"outcome": outcome["outcome"], "detail": outcome["detail"]}
+    if action is not None:
+        line["action"] = action
+    if outcome["operation"] != action:
+        line["operation"] = outcome["operation"]
+    if outcome["conversation_id"] is not None:
+        line["conversation_id"] = outcome["conversation_id"]
+    return line
+
+
+def _outcome(line: StoredOutcome) -> Outcome:
+    return {"operation": line.get("operation", line.get("action")), "outcome": line["outcome"],
+            "detail": line["detail"], "conversation_id": line.get("conversation_id")}
+
+
+def _condition(path: str, logged: StoredCondition, sources: Mapping[str, str]) -> ConditionLine:
+    if isinstance(logged, bool):
+        return {"path": path, "expr": sources.get(path, "?"), "result": logged, "value": logged}
+    return {"path": path, "expr": sources.get(path, "?"), **logged}
+
+
+def _expand_rule(entry: StoredRule, known: CatalogEntry | None,
+                 changes: list[Outcome]) -> RuleEntry:
+    sources = known["conditions"] if known else {}
+    conditions = [_condition(_condition_path(key), logged, sources)
+                  for key, logged in entry.get("conditions", {}).items()]
+    arguments = known["args"] if known else []
+    actions: list[ActionLine] = []
+    for index, line in enumerate(entry.get("actions", ()), start=entry.get("from", 0)):
+        outcome = _outcome(line)
+        actions.append({"path": f"actions/{index}", "action": line.get("action", "?"),
+                        "args": arguments[index] if index < len(arguments) else {}, **outcome})
+        if outcome["outcome"] == "applied":
+            changes.append(outcome)
+    result = result_of(entry)
+    expanded: RuleEntry = {
+        "rule_id": entry["rule_id"], "file": known["file"] if known else "?",
+        "line": known["line"] if known else "?", "priority": known["priority"] if known else "?",
+        "conditions": conditions, "actions": actions, "result": result}
+    detail = entry.get("detail")
+    if detail is None and result == "conditions_false":
+        failed = [c["path"] for c in conditions if not c["result"]]
+        detail = f"false: {', '.join(failed)}" if failed else "conditions false"
+    if detail is not None:
+        expanded["detail"] = detail
+    return expanded
+
+
+def expand(trace: Mapping[str, Any], catalog: Catalog | None) -> Trace:
+    """The full trace of a compact one (a ``StoredTrace``, with or without its ledger
+    keys), with its rule set's ``catalog`` (None when that catalog is not known: file,
+    line, priority and texts then read "?"). A trace stored whole, as releases before the
+    compact form wrote them, is returned as it is."""
+    if "depth_bound" in trace:
+        return cast(Trace, trace)
+    stored = cast(StoredTrace, trace)
+    catalog = catalog or {}
+    changes: list[Outcome] = []
+    if "created_contact" in stored:
+        changes.append({"operation": "create_contact", "outcome": "applied",
+                        "detail": f"created contact {stored['created_contact']}",
+                        "conversation_id": None})
+    steps: list[Step] = []
+    for step in stored["steps"]:
+        builtin = [_outcome(line) for line in step.get("builtin", ())]
+        changes.extend(line for line in builtin if line["outcome"] == "applied")
+        rules = [_expand_rule(rule, catalog.get(rule["rule_id"]), changes)
+                 for rule in step["rules"]]
+        expanded: Step = {"event": step["event"], "depth": step["depth"],
+                          "channel": step.get("channel", stored.get("channel")),
+                          "contact_id": step.get("contact_id", stored.get("contact_id")),
+                          "conversation_id": step.get("conversation_id"), "rules": rules}
+        if "params" in step:
+            expanded["params"] = step["params"]
+        if "builtin" in step:
+            expanded["builtin"] = builtin
+        steps.append(expanded)
+    dropped = stored.get("dropped", [])
+    top = {key: value for key, value in stored.items()
+           if key not in ("steps", "created_contact", "max_depth", "dropped")}
+    return cast(Trace, {**top, "steps": steps, "changes": changes, "depth_bound": {
+        "max_depth": stored.get("max_depth"), "reached": bool(dropped), "dropped": dropped}})
+
+
+def read_trace(tx: TraceReader, event_id: str) -> Trace | None:
+    """An event's trace as readers see it: the stored one (``tx.stored_trace``, a store's
+    unit of work) expanded with its rule set's catalog."""
+    stored = tx.stored_trace(event_id)
+    if stored is None:
+        return None
+    catalog = tx.rule_set_catalog(stored.get("ruleset_version"))
+    return expand(stored, cast(Catalog | None, catalog))

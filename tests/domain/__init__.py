@@ -1,0 +1,1 @@
+"""Unit tests of the domain, on the in-memory store (no database, no SQLAlchemy)."""

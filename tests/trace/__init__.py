@@ -1,0 +1,1 @@
+"""Tests of the traces: their declared shapes, stored and read."""
