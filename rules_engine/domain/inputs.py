@@ -164,6 +164,19 @@ def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]
     return lifecycle.merge(contact_id, secondary_id, actor=event.actor)
 
 
+# The facts each input's built-in handling may raise before any rule runs (the rules'
+# static analysis follows an event's chain through them).
+BUILT_IN_FACTS: dict[EventType, frozenset[EventType]] = {
+    EventType.MESSAGE_RECEIVED: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
+    EventType.WELCOME: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
+    EventType.DIALOGFLOW_FULFILLMENT: frozenset({
+        EventType.CONVERSATION_OPENED, EventType.CONVERSATION_CLOSED, EventType.CONTACT_CREATED,
+        EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED, EventType.BOT_STATUS_CHANGED}),
+    EventType.OPEN_CONVERSATION: frozenset({EventType.CONVERSATION_OPENED}),
+    EventType.CLOSE_CONVERSATION: frozenset({EventType.CONVERSATION_CLOSED}),
+    EventType.MERGE_CONTACTS: frozenset({EventType.CONTACTS_MERGED, EventType.CONVERSATION_CLOSED}),
+}
+
 HANDLERS: dict[EventType, Handler] = {
     EventType.MESSAGE_RECEIVED: _message_received,
     EventType.MESSAGE_SENT: _message_sent,

@@ -72,6 +72,8 @@ class Lifecycle:
         self.at = at
         self._states: dict[int, ContactState] = {}
         self._waits = 0
+        # what this event set, by (conversation or contact id, what), and who set it
+        self._set_by: dict[tuple[str, str], str] = {}
 
     def seed(self, contact: Contact) -> ContactState:
         """Load the aggregate of a contact whose row the transaction has locked."""
@@ -170,8 +172,10 @@ class Lifecycle:
         return Outcome("close_conversation", True,
                        f"closed conversation {closed.id} ({source})", [fact], closed.id)
 
-    def assign(self, contact_id: int, *, user: str | None, team: str | None) -> Outcome:
-        """Assign the contact's open conversation to a user and/or team."""
+    def assign(self, contact_id: int, *, user: str | None, team: str | None,
+               by: str | None = None) -> Outcome:
+        """Assign the contact's open conversation to a user and/or team (``by``: who asks,
+        e.g. ``rule 'refund'``, named when a later assignment in this event replaces it)."""
         conversation = self.state(contact_id).open_conversation
         if conversation is None:
             return Outcome("assign", False, "no open conversation to assign")
@@ -181,9 +185,25 @@ class Lifecycle:
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": updated.assignee, "team": updated.team})
-        return Outcome("assign", True,
-                       f"assigned conversation {updated.id} to user={updated.assignee} team={updated.team}",
+        changes = [(what, old, new) for what, old, new in (
+            ("user", conversation.assignee, updated.assignee),
+            ("team", conversation.team, updated.team)) if old != new]
+        detail = f"assigned conversation {updated.id} to " + " and ".join(
+            f"{what} {new}" for what, _, new in changes)
+        return Outcome("assign", True, detail + self._overwrites(f"conversation {updated.id}", changes, by),
                        [fact], updated.id)
+
+    def _overwrites(self, key: str, changes: list[tuple[str, Any, Any]],
+                    by: str | None) -> str:
+        """Note what this event set before and now replaces (``explain`` shows it), and
+        remember who set what."""
+        replaced = []
+        for what, old, _ in changes:
+            earlier = self._set_by.get((key, what))
+            if earlier is not None and earlier != (by or "the event"):
+                replaced.append(f"{what} {old!s} set by {earlier} in this event")
+            self._set_by[(key, what)] = by or "the event"
+        return f" (overwrites {'; '.join(replaced)})" if replaced else ""
 
     def add_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Tag the contact; each new tag emits ``contact.tag_added``."""
@@ -209,16 +229,19 @@ class Lifecycle:
         facts = [Fact(fact_type, contact_id, channel, None, {"tag": tag}) for tag in changed]
         return Outcome(operation, bool(changed), applied if changed else unchanged, facts)
 
-    def set_field(self, contact_id: int, name: str, value: Any, channel: str | None) -> Outcome:
+    def set_field(self, contact_id: int, name: str, value: Any, channel: str | None,
+                  by: str | None = None) -> Outcome:
         """Set a contact attribute; a change emits ``contact.field_set``."""
         state = self.state(contact_id)
-        if name in state.fields and state.fields[name] == value \
+        old = state.fields.get(name)
+        if name in state.fields and old == value \
                 or not self.tx.set_field(contact_id, name, value):
             return Outcome("set_field", False, f"{name} already has that value")
         state.fields[name] = value
         fact = Fact(EventType.CONTACT_FIELD_SET, contact_id, channel, None,
                     {"name": name, "value": value})
-        return Outcome("set_field", True, f"set {name}", [fact])
+        overwrites = self._overwrites(f"contact {contact_id}", [(f"field {name}", old, value)], by)
+        return Outcome("set_field", True, f"set {name}{overwrites}", [fact])
 
     def set_bot_status(self, contact_id: int, active: bool, channel: str | None) -> Outcome:
         """Hand the open conversation to a human (False) or back to the bot (True)."""

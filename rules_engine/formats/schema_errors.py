@@ -60,6 +60,45 @@ def _channel_hint(name: Any) -> str:
     return suggestion or f"channel names are lower case: {', '.join(known)}, or your own"
 
 
+def _scalar_for_mapping(path: tuple[str | int, ...], schema: Mapping[str, Any],
+                        instance: Any) -> str | None:
+    """A text where a mapping belongs: an action written as its bare name (``- assign``),
+    or an action's one value written without its key (``close_conversation: done``)."""
+    properties = schema.get("properties", {})
+    if not isinstance(instance, str) or "object" not in _types(schema) or not properties:
+        return None
+    if "open_conversation" in properties:  # the list of actions
+        if instance not in properties:
+            return did_you_mean(instance, list(properties)) or f"actions: {', '.join(properties)}"
+        arguments = _resolve(properties[instance])
+        examples = arguments.get("examples")
+        if examples:
+            return f"write `- {instance}: {_yaml(examples[0])}`"
+        if "null" in _types(arguments):
+            return f"write `- {instance}:` (an action is a key; its options follow the colon)"
+        return f"write `- {instance}: {{...}}` with its arguments (`rules-engine schema`)"
+    key = next((part for part in reversed(path) if isinstance(part, str)), None)
+    text_keys = [name for name, sub in properties.items() if "string" in _types(_resolve(sub))]
+    if key is None or not text_keys:
+        return None
+    return f"write `{key}: {{{text_keys[0]}: {_yaml(instance)}}}`"
+
+
+def _types(schema: Mapping[str, Any]) -> list[str]:
+    kinds = schema.get("type", [])
+    return [kinds] if isinstance(kinds, str) else list(kinds)
+
+
+def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A ``$ref`` to the rules schema's ``$defs`` followed (the only references it has)."""
+    from rules_engine.formats.schema import rules_schema
+
+    reference = schema.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/"):
+        return rules_schema()["$defs"][reference.removeprefix("#/$defs/")]
+    return schema
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaProblem:
     """One schema violation: the document path it is about, and what to say."""
@@ -112,7 +151,8 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
                                   "add a first line `rules:` and indent the list under it")]
         where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
         return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
-                              _fix(path, schema, f"{where} takes {expected}"))]
+                              _scalar_for_mapping(path, schema, error.instance)
+                              or _fix(path, schema, f"{where} takes {expected}"))]
     if kind == "enum" and isinstance(error.validator_value, list):
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"

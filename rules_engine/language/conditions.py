@@ -43,6 +43,9 @@ class Condition(Protocol):
     def sources(self) -> Iterator[tuple[str, str]]:
         """(path, text) of every leaf, for traces (which store the text once per rule set)."""
 
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        """(path, expression) of every expression leaf."""
+
 
 @dataclass(frozen=True, slots=True)
 class ExpressionCondition:
@@ -65,6 +68,9 @@ class ExpressionCondition:
     def sources(self) -> Iterator[tuple[str, str]]:
         yield self.path, self.expression.source
 
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        yield self.path, self.expression
+
     def constant(self) -> bool | None:
         try:
             return bool(self.expression.constant_value(now=datetime.now(timezone.utc)))
@@ -85,6 +91,9 @@ class ConstantCondition:
 
     def sources(self) -> Iterator[tuple[str, str]]:
         yield self.path, str(self.value).lower()
+
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        return iter(())
 
     def constant(self) -> bool | None:
         return self.value
@@ -108,6 +117,10 @@ class AllOf:
         for child in self.children:
             yield from child.sources()
 
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        for child in self.children:
+            yield from child.compiled()
+
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
@@ -127,6 +140,10 @@ class AnyOf:
         for child in self.children:
             yield from child.sources()
 
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        for child in self.children:
+            yield from child.compiled()
+
 
 @dataclass(frozen=True, slots=True)
 class NotOf:
@@ -144,6 +161,9 @@ class NotOf:
 
     def sources(self) -> Iterator[tuple[str, str]]:
         return self.child.sources()
+
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        return self.child.compiled()
 
 
 def build_condition(raw: Any, roots: Mapping[str, Spec], path: str,

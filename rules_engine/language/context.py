@@ -2,69 +2,88 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from rules_engine.domain.model import Conversation, EventType, Message
+from rules_engine.domain.model import CloseSource, Conversation, EventType, Message, OpenSource
+from rules_engine.language.types import (
+    ANY,
+    BOOL,
+    LIST,
+    NULLABLE_TEXT,
+    NULLABLE_TIME,
+    NUMBER,
+    TEXT,
+    TIME,
+    Kind,
+    Type,
+    of,
+)
 
 if TYPE_CHECKING:
     from rules_engine.domain.lifecycle import Lifecycle
 
 
-class _Leaf:
-    """A plain value (string, number, boolean, list): it has no fields."""
+@dataclass(frozen=True, slots=True)
+class Free:
+    """A free-form mapping (parameters, custom fields): any field name may be read, and its
+    values may be of any kind; ``note`` says what a source's values really are."""
 
-    def __repr__(self) -> str:
-        return "LEAF"
+    note: str | None = None
 
-
-class _Free:
-    """A free-form mapping (parameters, custom fields): any field name may be read."""
-
-    def __repr__(self) -> str:
-        return "FREE"
+    def field(self) -> Type:
+        return Type(ANY.kinds, note=self.note)
 
 
-LEAF = _Leaf()
-FREE = _Free()
-Spec: TypeAlias = _Leaf | _Free | Mapping[str, "Spec"]
+FREE = Free()
+# Dialogflow's parameters arrive as the agent's values, booleans as text ("true").
+DIALOGFLOW_PARAMS = Free(note="Dialogflow sends parameter values such as RB_MARKDONE as "
+                              "text ('true') unless the agent types them as booleans")
+Spec: TypeAlias = Type | Free | Mapping[str, "Spec"]
 
-EVENT: Spec = {"id": LEAF, "type": LEAF, "channel": LEAF, "timestamp": LEAF, "depth": LEAF}
+EVENT_TYPES = frozenset(str(event) for event in EventType)
+EVENT: Spec = {"id": TEXT, "type": of(Kind.TEXT, values=EVENT_TYPES),
+               "channel": NULLABLE_TEXT, "timestamp": TIME, "depth": NUMBER}
 CONTACT: Spec = {
-    "id": LEAF,
-    "name": LEAF,
-    "tags": LEAF,
+    "id": NUMBER,
+    "name": NULLABLE_TEXT,
+    "tags": LIST,
     "fields": FREE,
-    "identities": LEAF,
-    "created_at": LEAF,
-    "is_new": LEAF,
+    "identities": LIST,
+    "created_at": TIME,
+    "is_new": BOOL,
 }
+_OPEN_SOURCES = [str(source) for source in OpenSource]
+_CLOSE_SOURCES = [str(source) for source in CloseSource]
 CONVERSATION: Spec = {
-    "id": LEAF,
-    "is_open": LEAF,
-    "status": LEAF,
-    "channel": LEAF,
-    "open_source": LEAF,
-    "close_source": LEAF,
-    "opened_at": LEAF,
-    "closed_at": LEAF,
-    "opened_by": LEAF,
-    "closed_by": LEAF,
-    "assignee": LEAF,
-    "team": LEAF,
-    "bot_active": LEAF,
-    "first_response_at": LEAF,
-    "last_reply_at": LEAF,
+    "id": of(Kind.NUMBER, Kind.NULL),
+    "is_open": BOOL,
+    "status": of(Kind.TEXT, values=["open", "closed", "none"]),
+    "channel": NULLABLE_TEXT,
+    "open_source": of(Kind.TEXT, Kind.NULL, values=_OPEN_SOURCES),
+    "close_source": of(Kind.TEXT, Kind.NULL, values=_CLOSE_SOURCES),
+    "opened_at": NULLABLE_TIME,
+    "closed_at": NULLABLE_TIME,
+    "opened_by": NULLABLE_TEXT,
+    "closed_by": NULLABLE_TEXT,
+    "assignee": NULLABLE_TEXT,
+    "team": NULLABLE_TEXT,
+    "bot_active": of(Kind.BOOL, Kind.NULL),
+    "first_response_at": NULLABLE_TIME,
+    "last_reply_at": NULLABLE_TIME,
 }
-MESSAGE: Spec = {"id": LEAF, "text": LEAF, "quick_reply": LEAF, "postback": LEAF,
-                 "attachments": LEAF, "reply_to": LEAF, "edited": LEAF}
-INTENT: Spec = {"name": LEAF, "display_name": LEAF, "confidence": LEAF}
+MESSAGE: Spec = {"id": NULLABLE_TEXT, "text": TEXT, "quick_reply": NULLABLE_TEXT,
+                 "postback": NULLABLE_TEXT, "attachments": LIST, "reply_to": NULLABLE_TEXT,
+                 "edited": BOOL}
+INTENT: Spec = {"name": NULLABLE_TEXT, "display_name": NULLABLE_TEXT,
+                "confidence": of(Kind.NUMBER, Kind.NULL)}
 
 _COMMON: dict[str, Spec] = {
     "event": EVENT,
     "contact": CONTACT,
     "conversation": CONVERSATION,
-    "channel": LEAF,
+    "channel": NULLABLE_TEXT,
     "params": FREE,
 }
 
@@ -72,8 +91,9 @@ _COMMON: dict[str, Spec] = {
 # (e.g. ``params.tag`` for contact.tag_added, ``params.secondary_contact_id`` for a merge).
 ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
     EventType.MESSAGE_RECEIVED: {**_COMMON, "message": MESSAGE},
-    EventType.MESSAGE_SENT: {**_COMMON, "message": MESSAGE, "actor": LEAF},
-    EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT},
+    EventType.MESSAGE_SENT: {**_COMMON, "message": MESSAGE, "actor": NULLABLE_TEXT},
+    EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT,
+                                       "params": DIALOGFLOW_PARAMS},
     # params.for and params.of: the idle rule's own trigger
 }
 
@@ -84,6 +104,21 @@ def every_root() -> dict[str, Spec]:
     for roots in ROOTS_BY_EVENT.values():
         merged.update(roots)
     return merged
+
+
+def field_type(roots: Mapping[str, Spec], chain: list[str]) -> Type:
+    """The type of the field ``chain`` names (already known to exist): a whole object is an
+    object; anything under a free-form mapping may be of any kind."""
+    spec: Spec = roots[chain[0]]
+    for part in chain[1:]:
+        if isinstance(spec, Free):
+            return spec.field()
+        if isinstance(spec, Type):
+            break
+        spec = spec[part]
+    if isinstance(spec, Free):
+        return Type(frozenset({Kind.MAP}), note=spec.note)
+    return spec if isinstance(spec, Type) else of(Kind.MAP)
 
 
 def roots_for(event_type: EventType) -> dict[str, Spec]:

@@ -38,8 +38,10 @@ from typing import Any, NoReturn, TypeVar
 from simpleeval import EvalWithCompoundTypes
 
 from rules_engine.domain.errors import ExpressionError, did_you_mean
+from rules_engine.domain.inputs import parse_flag
 from rules_engine.language.compiler import compile_tree
-from rules_engine.language.context import FREE, LEAF, Spec
+from rules_engine.language.context import Free, Spec, field_type
+from rules_engine.language.types import ANY, SIGNATURES, Type, check_types
 
 _T = TypeVar("_T")
 
@@ -386,6 +388,12 @@ def _contains(haystack: Any, needle: Any) -> bool:
     return needle in haystack
 
 
+def flag(value: Any) -> bool:
+    """Whether a parameter says yes as platforms send it: true, "true", "yes", "1", "on"
+    (any case) or 1 (``RB_MARKDONE`` is read the same way)."""
+    return parse_flag(value) is True
+
+
 def _since(unit_seconds: float) -> Callable[[Any, datetime], float]:
     return lambda moment, now: (now - _parse_time(moment)).total_seconds() / unit_seconds
 
@@ -425,6 +433,7 @@ def _make_functions(clock: Callable[[], datetime],
         "min": bounded_extreme(min),
         "max": bounded_extreme(max),
         "round": bounded_round,
+        "flag": flag,
         **{name: since(name) for name in SINCE},
         "in_business_hours": lambda: in_business_hours(names(), clock()),
     }
@@ -608,16 +617,16 @@ class _Checker(ast.NodeVisitor):
         if root not in self.roots:
             if root in FUNCTION_NAMES:
                 self.fail(node, f"'{root}' is a function, not a value",
-                          f"call it, e.g. {root}(message.text)")
+                          f"call it, e.g. {SIGNATURES[root].example}")
             self.fail(node, f"unknown name '{root}' for this trigger",
                       did_you_mean(root, self.roots) or
                       f"this trigger provides: {', '.join(sorted(self.roots))}")
         spec: Spec = self.roots[root]
         walked = root
         for part in fields:
-            if spec is FREE:
+            if isinstance(spec, Free):
                 return
-            if spec is LEAF:
+            if isinstance(spec, Type):
                 self.fail(node, f"'{walked}' is a value and has no field '{part}'",
                           f"use {walked} itself, or a function such as len({walked})")
             assert isinstance(spec, Mapping)
@@ -678,6 +687,8 @@ class CompiledExpression:
     source: str
     tree: ast.expr
     function: Callable[[Mapping[str, Any], datetime, list[int]], Any]
+    type: Type = ANY
+    warnings: tuple[ExpressionError, ...] = ()  # what evaluates but can never be true
 
     def constant_value(self, *, now: datetime) -> Any:
         """The value when the expression reads no field (e.g. ``1 > 2``); raises
@@ -707,6 +718,18 @@ class CompiledExpression:
             raise _failure(error) from error
 
 
+_INFIX_CALL = re.compile(r"^(?P<left>.+?)\s+(?P<name>contains|startswith|endswith)\s+(?P<right>.+)$")
+
+
+def _syntax_hint(source: str) -> str:
+    """How to write what was meant: ``a contains b`` is ``contains(a, b)``."""
+    infix = _INFIX_CALL.match(source)
+    if infix:
+        return (f"{infix['name']} is a function: write {infix['name']}({infix['left']}, "
+                f"{infix['right']})")
+    return "conditions are Python-like expressions, e.g. message.text == 'hi'"
+
+
 def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpression:
     """Parse and check ``source`` against the names ``roots`` provides.
 
@@ -725,10 +748,8 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
     except SyntaxError as error:
         if error.msg == "too many nested parentheses":  # Python's own bound, past ours
             raise _too_deep(error.offset) from None
-        raise ExpressionError(
-            f"syntax error: {error.msg}", column=error.offset,
-            hint="conditions are Python-like expressions, e.g. message.text == 'hi'",
-        ) from None
+        raise ExpressionError(f"syntax error: {error.msg}", column=error.offset,
+                              hint=_syntax_hint(stripped)) from None
     if sum(1 for _ in ast.walk(module)) > MAX_NODES:
         raise ExpressionError(f"expression has more than {MAX_NODES} parts", hint="split it")
     deep = _deeper_than_allowed(module)
@@ -736,9 +757,11 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
         raise _too_deep(deep.col_offset + 1)
     module = _YamlConstants().visit(module)
     _Checker(roots).visit(module)
+    typed = check_types(module.body, stripped, lambda chain: field_type(roots, chain))
     compiled = CompiledExpression(source=stripped, tree=module.body, function=compile_tree(
         module.body, operators=OPERATORS, functions=COMPILED_FUNCTIONS, check_size=check_size,
-        error=ExpressionRuntimeError, max_work=MAX_WORK))
+        error=ExpressionRuntimeError, max_work=MAX_WORK), type=typed.type,
+        warnings=tuple(typed.warnings))
     if not reads_context(module):
         try:  # it reads nothing from the event: fold it now, under the same budget
             compiled.constant_value(now=datetime.now(timezone.utc))

@@ -89,7 +89,7 @@ class Assign(Action):
 
     def run(self, run: ActionRun) -> Outcome:
         return run.lifecycle.assign(run.contact_id, user=self.arguments.get("user"),
-                                    team=self.arguments.get("team"))
+                                    team=self.arguments.get("team"), by=f"rule '{run.rule_id}'")
 
 
 class _TagAction(Action):
@@ -150,7 +150,8 @@ class SetField(Action):
                 return Outcome("set_field", False,
                                f"expr gave a {type(value).__name__}; fields hold plain values",
                                failed=True)
-        return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value, run.channel)
+        return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value,
+                                       run.channel, by=f"rule '{run.rule_id}'")
 
 
 def _identity_on(run: ActionRun, channel: str) -> dict[str, Any] | None:

@@ -6,6 +6,11 @@
 - rules that can never fire: conditions that are constant false, a welcome trigger limited
   to channels that have no welcome event, a trigger on a fact nothing emits;
 - rules that open and close a conversation in the same pass;
+- dead rules: a condition the trigger makes false (``not conversation.is_open`` on a new
+  message: the engine has opened it), an action the built-in handling has already done
+  (open_conversation on a message, close_conversation on ``RB_MARKDONE``);
+- two rules that set the same assignee, team or field in one event's chain (the later
+  one wins);
 - idle rules: a ``wait`` in one (its conversation is the idle one: the wait outlives the
   point), one whose actions do nothing to the conversation (it fires once, then the
   conversation stays idle until the next message), one whose ``for`` is shorter than its
@@ -14,21 +19,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
-from typing import TypedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypedDict
 
 from rules_engine.domain.channels import reply_windows, welcome_channels
 from rules_engine.domain.errors import RulesEngineError, RuleValidationError, RuleWarning
-from rules_engine.domain.model import CHANNEL_INPUT_TYPES, MESSAGE_STATUS_TYPES, EventType
+from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
+from rules_engine.domain.model import (
+    CHANNEL_INPUT_TYPES,
+    INPUT_TYPES,
+    MESSAGE_STATUS_TYPES,
+    EventType,
+)
+from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
+from rules_engine.language.expressions import ExpressionRuntimeError
+from rules_engine.rules.actions import Action
 from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
 # what its timers fire.
-BUILT_IN_FACTS = frozenset({
-    EventType.CONVERSATION_OPENED, EventType.CONVERSATION_CLOSED, EventType.CONTACT_CREATED,
-    EventType.CONTACTS_MERGED, EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED,
-    EventType.BOT_STATUS_CHANGED, EventType.CONVERSATION_IDLE,
-})
+ENGINE_FACTS = frozenset().union(*BUILT_IN_FACTS.values()) | {EventType.CONVERSATION_IDLE}
 # Actions that act on the conversation itself (close it, route it, write in it).
 _ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message",
                                    "send_template"})
@@ -113,7 +123,7 @@ def _cycle_findings(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
 
 
 def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
-    emitted = BUILT_IN_FACTS | {event for rule in rules for event in _emits(rule)}
+    emitted = ENGINE_FACTS | {event for rule in rules for event in _emits(rule)}
     for rule in rules:
         if rule.condition is not None and rule.condition.constant() is False:
             yield RuleWarning("this rule can never fire: its conditions are always false",
@@ -227,11 +237,208 @@ def _hours(duration: timedelta) -> str:
     return f"{hours:g}h"
 
 
+# What the conversation in a trigger's context is known to be, and why.
+_KNOWN_CONVERSATION: dict[EventType, tuple[dict[str, Any], str]] = {
+    **dict.fromkeys((EventType.MESSAGE_RECEIVED, EventType.WELCOME), (
+        {"is_open": True, "status": "open"},
+        "the engine opens the conversation of every incoming message before rules run")),
+    EventType.CONVERSATION_OPENED: ({"is_open": True, "status": "open"},
+                                    "the conversation has just opened"),
+    EventType.CONVERSATION_IDLE: ({"is_open": True, "status": "open"},
+                                  "an idle conversation is an open one"),
+    EventType.CONVERSATION_CLOSED: ({"is_open": False, "status": "closed"},
+                                    "the conversation has just closed"),
+}
+_ALWAYS = datetime(2026, 1, 1, tzinfo=timezone.utc)  # the partial checks read no clock
+
+
+def _conjuncts(condition: Condition | None) -> Iterable[ExpressionCondition]:
+    """The expressions that must all hold for the rule to fire."""
+    if isinstance(condition, ExpressionCondition):
+        yield condition
+    elif isinstance(condition, AllOf):
+        for child in condition.children:
+            yield from _conjuncts(child)
+
+
+def _must_fail(condition: Condition | None) -> set[str]:
+    """The expressions (their text) that must be false for the rule to fire (``not:``)."""
+    if isinstance(condition, NotOf) and isinstance(condition.child, ExpressionCondition):
+        return {condition.child.expression.source}
+    if isinstance(condition, AllOf):
+        return set().union(*(_must_fail(child) for child in condition.children))
+    return set()
+
+
+def _exclusive(first: Rule, second: Rule) -> bool:
+    """Whether one rule needs true what the other needs false."""
+    def needs(rule: Rule) -> set[str]:
+        return {leaf.expression.source for leaf in _conjuncts(rule.condition)}
+    return bool(needs(first) & _must_fail(second.condition)
+                or needs(second) & _must_fail(first.condition))
+
+
+def _cannot_hold(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """A condition that what the trigger guarantees makes false (evaluated on that alone:
+    a condition that needs anything else is left alone)."""
+    for rule in rules:
+        known = _KNOWN_CONVERSATION.get(rule.event)
+        if known is None:
+            continue
+        conversation, why = known
+        for leaf in _conjuncts(rule.condition):
+            if leaf.expression.warnings or leaf.constant() is not None:
+                continue  # already said why it is never true, or it reads nothing
+            try:
+                holds = leaf.expression.evaluate({"conversation": conversation}, now=_ALWAYS)
+            except ExpressionRuntimeError:
+                continue  # it reads more than the trigger guarantees
+            if not holds:
+                yield RuleWarning(
+                    f"this rule can never fire on {rule.event}: '{leaf.expression.source}' is "
+                    f"always false there ({why})",
+                    hint="trigger on conversation.opened to act when a conversation opens "
+                         "(params.open_source says how)" if conversation["is_open"] else
+                         "drop the condition", **_where(rule, leaf.path))
+
+
+def _already_done(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """Actions the engine's built-in handling of the trigger has already done."""
+    for rule in rules:
+        for index, action in enumerate(rule.actions):
+            if action.name == "open_conversation" and rule.event in (
+                    EventType.MESSAGE_RECEIVED, EventType.WELCOME):
+                yield RuleWarning(
+                    f"open_conversation does nothing here: on {rule.event} the engine has "
+                    "opened the conversation before rules run",
+                    hint="route it with assign, or trigger on conversation.opened to act "
+                         "when one opens", **_where(rule, f"actions/{index}"))
+            if action.name == "close_conversation" and rule.event is \
+                    EventType.DIALOGFLOW_FULFILLMENT and any(
+                    MARKDONE in text for _, text in rule.expressions()):
+                yield RuleWarning(
+                    f"close_conversation does nothing here: when {MARKDONE} is true the "
+                    "engine has already closed the conversation (close source dialogflow)",
+                    hint="drop the rule; to act after such a close, trigger on "
+                         "conversation.closed with conditions: [\"conversation.close_source "
+                         "== 'dialogflow'\"]", **_where(rule, f"actions/{index}"))
+
+
+def _before_a_wait(rule: Rule) -> list[Action]:
+    """The actions that run in the triggering event (those after a wait run later)."""
+    ran: list[Action] = []
+    for action in rule.actions:
+        if action.name == "wait":
+            break
+        ran.append(action)
+    return ran
+
+
+def _sets(rule: Rule) -> dict[str, str]:
+    """What the rule sets in the triggering event that another rule could set too:
+    {what: how}."""
+    found: dict[str, str] = {}
+    for action in _before_a_wait(rule):
+        arguments = action.arguments
+        if action.name == "assign":
+            found.update({what: f"{what} {arguments[what]}"
+                          for what in ("user", "team") if what in arguments})
+        elif action.name == "set_field":
+            found[f"field {arguments['name']}"] = f"field {arguments['name']}"
+    return found
+
+
+_Fact = tuple[EventType, tuple[tuple[str, Any], ...]]  # a fact and what its params are known to be
+
+
+def _facts(rule: Rule) -> set[_Fact]:
+    """The facts the rule's actions raise in the triggering event (a tag fact with its tag)."""
+    found: set[_Fact] = set()
+    for action in _before_a_wait(rule):
+        tags = getattr(action, "tags", None)
+        for event in action.emits:
+            if tags is not None:
+                found.update((event, (("tag", tag),)) for tag in tags)
+            else:
+                found.add((event, ()))
+    return found
+
+
+def _may_run(rule: Rule, fact: _Fact) -> bool:
+    """Whether ``rule`` may run on ``fact``: its trigger, and no condition that the fact's
+    known params make false."""
+    event, params = fact
+    if rule.event is not event:
+        return False
+    for leaf in _conjuncts(rule.condition):
+        try:
+            if not leaf.expression.evaluate({"params": dict(params)}, now=_ALWAYS):
+                return False
+        except ExpressionRuntimeError:
+            continue  # it reads more than the fact's params
+    return True
+
+
+def _chains(rules: Sequence[Rule]) -> Iterable[tuple[EventType, list[tuple[int, Rule]]]]:
+    """For each input, the rules one event of it can run, with the depth each runs at, in
+    the order the engine runs them (by depth, then priority, then place)."""
+    order = {rule.id: position for position, rule in enumerate(rules)}
+    for start in sorted(INPUT_TYPES | {EventType.CONVERSATION_IDLE}):
+        depth_of: dict[str, int] = {}
+        facts: set[_Fact] = {(start, ())}
+        depth = 0
+        while facts and depth <= 5:  # the engine's default depth bound
+            running = [rule for rule in rules if rule.id not in depth_of
+                       and any(_may_run(rule, fact) for fact in facts)]
+            for rule in running:
+                depth_of[rule.id] = depth
+            facts = {fact for rule in running for fact in _facts(rule)}
+            if depth == 0:
+                facts |= {(event, ()) for event in BUILT_IN_FACTS.get(start, ())}
+            depth += 1
+        chain = [(depth_of[rule.id], rule) for rule in rules if rule.id in depth_of]
+        chain.sort(key=lambda item: (item[0], -item[1].priority, order[item[1].id]))
+        yield start, chain
+
+
+def _add_and_remove_one_tag(first: Rule, second: Rule) -> bool:
+    """Rules on a tag's adding and on its removal, with the same condition (the same tag):
+    one event does not add and remove one tag, so they never both run."""
+    tag_facts = {EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED}
+    if {first.event, second.event} != tag_facts:
+        return False
+    def sources(rule: Rule) -> set[str]:
+        return {leaf.expression.source for leaf in _conjuncts(rule.condition)}
+    return bool(sources(first) & sources(second))
+
+
+def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """Two rules that set the same thing in one event's chain: the later one wins."""
+    seen: set[tuple[str, str, str]] = set()
+    for start, chain in _chains(rules):
+        for position, (_, later) in enumerate(chain):
+            for _, earlier in chain[:position]:
+                if not _channels_meet(earlier.channels, later.channels) \
+                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later):
+                    continue
+                for what in _sets(earlier).keys() & _sets(later).keys():
+                    if (earlier.id, later.id, what) in seen:
+                        continue
+                    seen.add((earlier.id, later.id, what))
+                    yield RuleWarning(
+                        f"'{later.id}' ({later.event}) sets the {what} after "
+                        f"'{earlier.id}' ({earlier.event}) set it ({_sets(earlier)[what]}) "
+                        f"in the chain of one {start}: the later one wins",
+                        hint="give the two rules conditions that exclude each other, or set "
+                             "it in one of them", **_where(later, "actions"))
+
+
 def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWarning]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
-                *_idle_rules(enabled), *_reply_windows(enabled)]
+                *_idle_rules(enabled), *_reply_windows(enabled), *_cannot_hold(enabled),
+                *_already_done(enabled), *_overwritten(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings

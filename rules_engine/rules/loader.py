@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonschema import Draft202012Validator
 
@@ -21,6 +21,7 @@ from rules_engine.domain.errors import (
     RulesEngineError,
     RuleSetInvalid,
     RuleValidationError,
+    RuleWarning,
     did_you_mean,
 )
 from rules_engine.domain.model import EventType
@@ -34,6 +35,8 @@ from rules_engine.language.context import every_root, roots_for
 from rules_engine.rules.actions import compile_action
 from rules_engine.rules.analysis import analyse
 from rules_engine.rules.ruleset import Rule, RuleSet
+
+_Located = TypeVar("_Located", bound=RulesEngineError)
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 _USES_BUSINESS_HOURS = re.compile(r"\bin_business_hours\s*\(")
@@ -88,14 +91,15 @@ class _Validator:
 
     def __init__(self) -> None:
         self.errors: list[RulesEngineError] = []
+        self.warnings: list[RuleWarning] = []  # what loads but can never be true
         self.schema = Draft202012Validator(rules_schema())
         self.ids: dict[str, str] = {}  # rule id -> where it was first defined
         self.business_hours: BusinessHours | None = None
         self.business_hours_file: str | None = None
         self.uses_business_hours: list[tuple[RuleFile, int]] = []  # rules calling it
 
-    def located(self, file: RuleFile, path: tuple[str | int, ...], error: RulesEngineError,
-                *, at_key: bool = False) -> RulesEngineError:
+    def located(self, file: RuleFile, path: tuple[str | int, ...], error: _Located,
+                *, at_key: bool = False) -> _Located:
         position = file.source_map.key_at(path) if at_key else file.source_map.value_at(path)
         error.file = file.name
         if position is not None:
@@ -145,7 +149,7 @@ class _Validator:
             expression_errors: list[ExpressionError] = []
             condition = build_condition(raw["conditions"], roots, "conditions", expression_errors)
             for error in expression_errors:
-                self.errors.append(self._rule_error(file, base, error))
+                self.errors.append(self.in_rule(file, base, error))
             problems += len(expression_errors)
         actions = []
         raw_actions = raw.get("actions")
@@ -157,7 +161,7 @@ class _Validator:
                 actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
             except (ExpressionError, RuleValidationError) as error:
                 problems += 1
-                self.errors.append(self._rule_error(file, base, error))
+                self.errors.append(self.in_rule(file, base, error))
         if problems:
             return None
         assert event is not None  # the schema accepts the known events only
@@ -225,8 +229,8 @@ class _Validator:
                     RuleValidationError(f"unknown channel '{name}': the rule would never fire "
                                         "on it", hint=suggestion)))
 
-    def _rule_error(self, file: RuleFile, base: tuple[str | int, ...],
-                    error: ExpressionError | RuleValidationError) -> RulesEngineError:
+    def in_rule(self, file: RuleFile, base: tuple[str | int, ...],
+                    error: _Located) -> _Located:
         """An error whose ``path`` is relative to the rule at ``base``, located in the file."""
         path = base + tuple(int(p) if p.isdigit() else p for p in (error.path or "").split("/") if p)
         if error.column is not None:
@@ -280,9 +284,12 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
             rule = validator.build_rule(file, index, raw, broken.get(index, []))
             if rule is not None:
                 validator.note_business_hours_use(file, index, rule)
+                validator.warnings.extend(validator.in_rule(file, ("rules", index), warning)
+                                          for warning in rule.expression_warnings())
                 rules.append(rule)
     validator.check_business_hours_defined()
-    errors, warnings = analyse(rules)  # the static checks run on every rule that is valid
+    errors, found = analyse(rules)  # the static checks run on every rule that is valid
+    warnings = sorted([*validator.warnings, *found], key=_where)
     problems = validator.errors + errors
     if problems:
         raise RuleSetInvalid(sorted([*problems, *warnings], key=_where))

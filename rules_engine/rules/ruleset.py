@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from rules_engine.domain.errors import RulesEngineError
+from rules_engine.domain.errors import RulesEngineError, RuleWarning
 from rules_engine.domain.model import EventType
 from rules_engine.domain.timers import IdleClock
 from rules_engine.language.conditions import Condition
-from rules_engine.rules.actions import Action
+from rules_engine.rules.actions import Action, Wait
 from rules_engine.trace.shapes import Catalog, CatalogEntry
 
 if TYPE_CHECKING:
@@ -45,6 +45,18 @@ class Rule:
         return {"file": self.file, "line": self.line, "priority": self.priority,
                 "conditions": dict(self.expressions()),  # a wait's ``if`` is a condition too
                 "args": [action.shown_arguments() for action in self.actions]}
+
+    def expression_warnings(self) -> Iterator[RuleWarning]:
+        """What the rule's conditions (and waits' ``if``) evaluate but can never make true,
+        each at its path, with the column inside the expression."""
+        compiled = list(self.condition.compiled()) if self.condition is not None else []
+        compiled += [(f"actions/{index}/wait/if", action.condition)
+                     for index, action in enumerate(self.actions)
+                     if isinstance(action, Wait) and action.condition is not None]
+        for path, expression in compiled:
+            for warning in expression.warnings:
+                yield RuleWarning(warning.message, column=warning.column, path=path,
+                                  hint=warning.hint)
 
     def expressions(self) -> Iterator[tuple[str, str]]:
         """(path, text) of every expression the rule evaluates: each leaf of its conditions,
