@@ -147,7 +147,7 @@ class _Emitter:
         name = node.func.id
         arguments = [self.emit(argument) for argument in node.args]
         if name in ("minutes_since", "hours_since", "days_since"):
-            return f"{self.bind('f', self.functions[name])}({', '.join(arguments)}, now)"
+            return f"{self.bind('f', self.functions[name])}({', '.join([*arguments, 'now'])})"
         if name == "in_business_hours":
             return f"{self.bind('f', self.functions[name])}({', '.join([*arguments, 'ctx', 'now'])})"
         function = self.charged(self.functions[name], len(arguments))

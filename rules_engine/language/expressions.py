@@ -556,9 +556,16 @@ def _field_chain(node: ast.AST) -> list[str] | None:
             return None
 
 
+# Names other platforms and tools give our fields (a spelling match would miss them).
+_SYNONYMS = {"body": "text", "content": "text", "message": "text", "msg": "text",
+             "state": "status", "open": "is_open", "agent": "assignee", "owner": "assignee",
+             "labels": "tags", "label": "tags", "attributes": "fields", "custom_fields": "fields"}
+
+
 class _Checker(ast.NodeVisitor):
-    def __init__(self, roots: Mapping[str, Spec]) -> None:
+    def __init__(self, roots: Mapping[str, Spec], source: str) -> None:
         self.roots = roots
+        self.source = source
 
     def fail(self, node: ast.AST, message: str, hint: str | None = None) -> NoReturn:
         raise ExpressionError(message, column=getattr(node, "col_offset", 0) + 1, hint=hint)
@@ -569,10 +576,18 @@ class _Checker(ast.NodeVisitor):
                       "use the operators, fields and whitelisted functions only")
         super().generic_visit(node)
 
+    def text(self, node: ast.AST) -> str:
+        return ast.get_source_segment(self.source, node) or ast.unparse(node)
+
     def visit_Call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name):
-            self.fail(node, "method calls are not allowed",
-                      "call a whitelisted function instead, e.g. lower(message.text)")
+            method = node.func
+            if isinstance(method, ast.Attribute) and method.attr in FUNCTION_NAMES:
+                arguments = [self.text(part) for part in (method.value, *node.args)]
+                hint = f"write {method.attr}({', '.join(arguments)})"
+            else:
+                hint = "call a whitelisted function instead, e.g. lower(message.text)"
+            self.fail(node, "method calls are not allowed", hint)
         name = node.func.id
         if name.startswith("_"):
             self.fail(node, f"names starting with '_' are not allowed: '{name}'",
@@ -582,8 +597,9 @@ class _Checker(ast.NodeVisitor):
                       did_you_mean(name, FUNCTION_NAMES) or
                       f"known functions: {', '.join(sorted(FUNCTION_NAMES))}")
         if node.keywords:
+            given = [self.text(part) for part in (*node.args, *(k.value for k in node.keywords))]
             self.fail(node, "keyword arguments are not allowed",
-                      "pass the arguments by position, e.g. round(x, 1)")
+                      f"pass the arguments by position: {name}({', '.join(given)})")
         for argument in node.args:
             self.visit(argument)
 
@@ -632,7 +648,9 @@ class _Checker(ast.NodeVisitor):
             assert isinstance(spec, Mapping)
             if part not in spec:
                 known = [f"{walked}.{name}" for name in spec]
+                meant = _SYNONYMS.get(part)
                 self.fail(node, f"unknown field '{walked}.{part}' for this trigger",
+                          f"did you mean `{walked}.{meant}`?" if meant in spec else
                           did_you_mean(f"{walked}.{part}", known) or
                           f"{walked} has: {', '.join(sorted(spec))}")
             spec = spec[part]
@@ -756,7 +774,7 @@ def compile_expression(source: str, roots: Mapping[str, Spec]) -> CompiledExpres
     if deep is not None:
         raise _too_deep(deep.col_offset + 1)
     module = _YamlConstants().visit(module)
-    _Checker(roots).visit(module)
+    _Checker(roots, stripped).visit(module)
     typed = check_types(module.body, stripped, lambda chain: field_type(roots, chain))
     compiled = CompiledExpression(source=stripped, tree=module.body, function=compile_tree(
         module.body, operators=OPERATORS, functions=COMPILED_FUNCTIONS, check_size=check_size,

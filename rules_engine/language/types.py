@@ -2,7 +2,7 @@
 
 Every field a trigger provides has a type (``context``), and every function a signature
 (``SIGNATURES``). ``check_types`` infers the type of each part of an expression and refuses
-what can only fail at run time: a call with the wrong number of arguments, an argument of a
+what can only fail at run time (whenever that part runs): a call with the wrong number of arguments, an argument of a
 kind the function never takes, an operator between kinds it never joins. What evaluates but
 can never be true (a text compared with a boolean, a status compared with a value it never
 has) is a warning. A type is a set of kinds: a value of a field may be text or null, say,
@@ -149,9 +149,9 @@ SIGNATURES: dict[str, Signature] = {
     "startswith": Signature((_TEXT_IN, _TEXT_IN), BOOL, "startswith(message.text, 'hi')"),
     "endswith": Signature((_TEXT_IN, _TEXT_IN), BOOL, "endswith(message.text, '?')"),
     "len": Signature((of(Kind.TEXT, Kind.LIST, Kind.MAP),), NUMBER, "len(message.text)"),
-    "int": Signature((_SCALAR,), NUMBER, "int(params.count)"),
-    "float": Signature((_SCALAR,), NUMBER, "float(params.amount)"),
-    "str": Signature((ANY,), TEXT, "str(contact.id)"),
+    "int": Signature((_SCALAR,), NUMBER, "int(params.count)", optional=1),
+    "float": Signature((_SCALAR,), NUMBER, "float(params.amount)", optional=1),
+    "str": Signature((ANY,), TEXT, "str(contact.id)", optional=1),
     "abs": Signature((of(Kind.NUMBER, Kind.BOOL),), NUMBER, "abs(params.delta)"),
     "min": Signature((ANY,), ANY, "min(1, 2)", variadic=True),
     "max": Signature((ANY,), ANY, "max(1, 2)", variadic=True),
@@ -301,7 +301,7 @@ class _Typer:
             symbol = _SYMBOLS[type(node.op)]
             raise self.fail(node, f"'{symbol}' cannot join {left.named()} "
                                   f"({self.text(node.left)}) and {right.named()} "
-                                  f"({self.text(node.right)}): it fails for every event",
+                                  f"({self.text(node.right)}): it fails whenever it runs",
                             self._convert_hint(node, left, right))
         return Type(frozenset(kind for kind in results if kind is not None))
 
@@ -320,7 +320,7 @@ class _Typer:
         if type(operator) in _SYMBOLS:
             if not any(_ordered(a, b) for a in left.kinds for b in right.kinds):
                 raise self.fail(node, f"'{text}' compares {left.named()} with {right.named()}: "
-                                      "it fails for every event", self._convert_hint(node, left, right))
+                                      "it fails whenever it runs", self._convert_hint(node, left, right))
         elif isinstance(operator, ast.Eq | ast.NotEq):
             self._equality(node, isinstance(operator, ast.NotEq), text, left_node, left,
                            right_node, right)
@@ -362,11 +362,11 @@ class _Typer:
                     right_node: ast.expr, right: Type) -> None:
         if not right.kinds & {Kind.TEXT, Kind.LIST, Kind.MAP}:
             raise self.fail(node, f"'{text}': {self.text(right_node)} is {right.named()}, "
-                                  "which holds nothing: it fails for every event",
+                                  "which holds nothing: it fails whenever it runs",
                             "test membership in a text or a list, e.g. 'vip' in contact.tags")
         if right.kinds <= {Kind.TEXT, Kind.NULL} and Kind.TEXT not in left.kinds:
-            raise self.fail(node, f"'{text}' looks for {left.named()} in a text: it fails for "
-                                  "every event",
+            raise self.fail(node, f"'{text}' looks for {left.named()} in a text: it fails "
+                                  "whenever it runs",
                             f"look for a text, e.g. str({self.text(left_node)}) in "
                             f"{self.text(right_node)}")
         if left.values is not None and isinstance(right_node, ast.List | ast.Tuple | ast.Set):
@@ -387,7 +387,7 @@ class _Typer:
             if not given.kinds & wanted.kinds:
                 raise self.fail(argument, f"{name}() takes {wanted.named()}, and "
                                           f"{self.text(argument)} is {given.named()}: it "
-                                          "fails for every event",
+                                          "fails whenever it runs",
                                 f"e.g. {signature.example}")
         if name == "contains" and arguments and arguments[0].kinds <= {Kind.TEXT, Kind.NULL} \
                 and len(arguments) > 1 and Kind.TEXT not in arguments[1].kinds:

@@ -44,7 +44,8 @@ HAND_WRITTEN = [
     "'vip' in contact.tags", "contact.fields.age >= 18", "contact.fields['age'] + params.n",
     "round(hours_since(conversation.opened_at), 1)", "upper(channel) if conversation.is_open "
     "else 'closed'", "2 ** 10", "params.items", "params.n.real", "contact.fields.height > 3",
-    "len(message.text) + (message.text if params.n else 1)", "message.text[0:6]", "message.text[::-1]", "contact.tags[0]",
+    "len(message.text) + (message.text if params.n else 1)", "message.text[0:6]",
+    "message.text[::-1]", "contact.tags[0]",
     "contact.tags[5]", "1 < params.n < 10", "1 < params.n > 100", "not params.n",
     "params.n or 'default'", "params.n and 'set'", "-params.n", "~params.n", "+params.n",
     "[1, 2, params.n]", "(params.n,)", "{params.n, 1}", "{'a': params.n}", "params.n / 0",
