@@ -41,7 +41,7 @@ from rules_engine.domain.errors import ExpressionError, did_you_mean
 from rules_engine.domain.inputs import parse_flag
 from rules_engine.language.compiler import compile_tree
 from rules_engine.language.context import Free, Spec, field_type
-from rules_engine.language.types import ANY, SIGNATURES, Type, check_types
+from rules_engine.language.types import ANY, SIGNATURES, Type, check_types, rewrite
 
 _T = TypeVar("_T")
 
@@ -579,12 +579,15 @@ class _Checker(ast.NodeVisitor):
     def text(self, node: ast.AST) -> str:
         return ast.get_source_segment(self.source, node) or ast.unparse(node)
 
+    def rewritten(self, node: ast.AST, text: str) -> str:
+        return f"`{rewrite(self.source, node, text)}`"
+
     def visit_Call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name):
             method = node.func
             if isinstance(method, ast.Attribute) and method.attr in FUNCTION_NAMES:
                 arguments = [self.text(part) for part in (method.value, *node.args)]
-                hint = f"write {method.attr}({', '.join(arguments)})"
+                hint = "write " + self.rewritten(node, f"{method.attr}({', '.join(arguments)})")
             else:
                 hint = "call a whitelisted function instead, e.g. lower(message.text)"
             self.fail(node, "method calls are not allowed", hint)
@@ -598,8 +601,9 @@ class _Checker(ast.NodeVisitor):
                       f"known functions: {', '.join(sorted(FUNCTION_NAMES))}")
         if node.keywords:
             given = [self.text(part) for part in (*node.args, *(k.value for k in node.keywords))]
+            by_position = f"{name}({', '.join(given)})"
             self.fail(node, "keyword arguments are not allowed",
-                      f"pass the arguments by position: {name}({', '.join(given)})")
+                      f"pass the arguments by position: {self.rewritten(node, by_position)}")
         for argument in node.args:
             self.visit(argument)
 
@@ -633,7 +637,7 @@ class _Checker(ast.NodeVisitor):
         if root not in self.roots:
             if root in FUNCTION_NAMES:
                 self.fail(node, f"'{root}' is a function, not a value",
-                          f"call it, e.g. {SIGNATURES[root].example}")
+                          f"call it: {self.rewritten(node, SIGNATURES[root].example)}")
             self.fail(node, f"unknown name '{root}' for this trigger",
                       did_you_mean(root, self.roots) or
                       f"this trigger provides: {', '.join(sorted(self.roots))}")
@@ -743,8 +747,8 @@ def _syntax_hint(source: str) -> str:
     """How to write what was meant: ``a contains b`` is ``contains(a, b)``."""
     infix = _INFIX_CALL.match(source)
     if infix:
-        return (f"{infix['name']} is a function: write {infix['name']}({infix['left']}, "
-                f"{infix['right']})")
+        return (f"{infix['name']} is a function: write `{infix['name']}({infix['left']}, "
+                f"{infix['right']})`")
     return "conditions are Python-like expressions, e.g. message.text == 'hi'"
 
 

@@ -93,6 +93,7 @@ _BINARY: dict[type, Callable[[Kind, Kind], Kind | None]] = {
     ast.Mod: lambda a, b: (Kind.NUMBER if _numeric(a) and _numeric(b) else
                            Kind.TEXT if a == Kind.TEXT else None),
     **dict.fromkeys((ast.BitAnd, ast.BitOr, ast.BitXor), lambda a, b: (
+        Kind.BOOL if a == b == Kind.BOOL else  # True | False is a boolean
         Kind.NUMBER if _numeric(a) and _numeric(b) else
         a if a == b and a in (Kind.LIST, Kind.MAP) else None)),
 }
@@ -202,6 +203,17 @@ def chain_of(node: ast.AST) -> list[str] | None:
             return None
 
 
+def rewrite(source: str, node: ast.AST, text: str) -> str:
+    """``source`` with the part ``node`` was parsed from replaced by ``text`` (columns are
+    UTF-8 offsets, as ``ast`` gives them)."""
+    encoded = source.encode("utf-8")
+    start = getattr(node, "col_offset", 0)
+    end = getattr(node, "end_col_offset", None) or len(encoded)
+    if getattr(node, "lineno", 1) != 1 or getattr(node, "end_lineno", 1) != 1:
+        return text  # an expression over several lines: the part alone
+    return (encoded[:start] + text.encode("utf-8") + encoded[end:]).decode("utf-8")
+
+
 def _constant(node: ast.AST) -> Type | None:
     if not isinstance(node, ast.Constant):
         return None
@@ -224,6 +236,10 @@ class _Typer:
     def text(self, node: ast.AST) -> str:
         """A part of the expression as its author wrote it."""
         return ast.get_source_segment(self.source, node) or ast.unparse(node)
+
+    def rewritten(self, node: ast.AST, text: str) -> str:
+        """The whole expression with ``node`` written as ``text``: a fix to copy."""
+        return f"`{rewrite(self.source, node, text)}`"
 
     def fail(self, node: ast.AST, message: str, hint: str) -> ExpressionError:
         return ExpressionError(message, column=getattr(node, "col_offset", 0) + 1, hint=hint)
@@ -275,7 +291,8 @@ class _Typer:
             sign = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~"}[type(node.op)]
             raise self.fail(node, f"'{sign}' needs a number, and {self.text(node.operand)} "
                                   f"is {operand.named()}",
-                            f"convert it first, e.g. {sign}int({self.text(node.operand)})")
+                            "use its length: "
+                            + self.rewritten(node.operand, f"len({self.text(node.operand)})"))
         return NUMBER
 
     def _Subscript(self, node: ast.Subscript) -> Type:
@@ -338,8 +355,8 @@ class _Typer:
                 yes = "not " if negated == value else ""
                 self.warn(node, f"'{text}' is false when the value arrives as text: "
                                 f"{field_type.note}",
-                          f"write {yes}flag({self.text(field_node)}), which reads true, "
-                          "'true', 'yes', '1' and 'on' alike")
+                          f"write {self.rewritten(node, f'{yes}flag({self.text(field_node)})')}"
+                          ", which reads true, 'true', 'yes', '1' and 'on' alike")
                 return
             if field_type.values is not None and isinstance(value, str):
                 self._known_value(node, field_node, field_type, value)
@@ -363,12 +380,12 @@ class _Typer:
         if not right.kinds & {Kind.TEXT, Kind.LIST, Kind.MAP}:
             raise self.fail(node, f"'{text}': {self.text(right_node)} is {right.named()}, "
                                   "which holds nothing: it fails whenever it runs",
-                            "test membership in a text or a list, e.g. 'vip' in contact.tags")
+                            "test membership in a text or a list, e.g. `'vip' in contact.tags`")
         if right.kinds <= {Kind.TEXT, Kind.NULL} and Kind.TEXT not in left.kinds:
             raise self.fail(node, f"'{text}' looks for {left.named()} in a text: it fails "
                                   "whenever it runs",
-                            f"look for a text, e.g. str({self.text(left_node)}) in "
-                            f"{self.text(right_node)}")
+                            "look for a text: "
+                            + self.rewritten(left_node, f"str({self.text(left_node)})"))
         if left.values is not None and isinstance(right_node, ast.List | ast.Tuple | ast.Set):
             for item in right_node.elts:
                 if isinstance(item, ast.Constant) and isinstance(item.value, str):
@@ -381,21 +398,21 @@ class _Typer:
         name = node.func.id
         if not signature.accepts(len(arguments)):
             raise self.fail(node, f"{name}() takes {signature.arity()}, not {len(arguments)}",
-                            f"e.g. {signature.example}")
+                            f"e.g. `{signature.example}`")
         for index, (argument, given) in enumerate(zip(node.args, arguments)):
             wanted = signature.param(index)
             if not given.kinds & wanted.kinds:
                 raise self.fail(argument, f"{name}() takes {wanted.named()}, and "
                                           f"{self.text(argument)} is {given.named()}: it "
                                           "fails whenever it runs",
-                                f"e.g. {signature.example}")
+                                f"e.g. `{signature.example}`")
         if name == "contains" and arguments and arguments[0].kinds <= {Kind.TEXT, Kind.NULL} \
                 and len(arguments) > 1 and Kind.TEXT not in arguments[1].kinds:
             raise self.fail(node.args[1], f"contains() on a text looks for a text, and "
                                           f"{self.text(node.args[1])} is "
                                           f"{arguments[1].named()}",
-                            f"e.g. contains({self.text(node.args[0])}, "
-                            f"str({self.text(node.args[1])}))")
+                            "look for a text: "
+                            + self.rewritten(node.args[1], f"str({self.text(node.args[1])})"))
         if name in ("min", "max") and len(arguments) > 1:
             return union(arguments)
         return signature.returns
@@ -404,8 +421,8 @@ class _Typer:
         """A boolean literal compared with a text: the text it is written as."""
         if isinstance(right_node, ast.Constant) and isinstance(right_node.value, bool) \
                 and Kind.TEXT in left.kinds:
-            return f"compare with the text: {self.text(left_node)} == " \
-                   f"'{str(right_node.value).lower()}'"
+            return "compare with the text: " + self.rewritten(
+                right_node, f"'{str(right_node.value).lower()}'")
         return "compare values of one kind (str() makes text, int() a number)"
 
     def _convert_hint(self, node: ast.AST, left: Type, right: Type) -> str:
@@ -422,19 +439,12 @@ class _Typer:
         if texts and numbers and texts[0] is not numbers[0] \
                 and isinstance(node, ast.BinOp | ast.Compare):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-                return f"write the number as text: {self._replaced(node, numbers[0], 'str')}"
-            return (f"use the text's length: {self._replaced(node, texts[0], 'len')}, or int() "
-                    "when it holds digits")
+                return "write the number as text: " + self.rewritten(
+                    numbers[0], f"str({self.text(numbers[0])})")
+            return ("use the text's length: "
+                    + self.rewritten(texts[0], f"len({self.text(texts[0])})")
+                    + ", or int() when it holds digits")
         return "make both sides one kind (str() for text, int() for numbers, len() for a length)"
-
-    def _replaced(self, node: ast.BinOp | ast.Compare, side: ast.expr, function: str) -> str:
-        """``node`` written again with ``side`` wrapped in a call of ``function``."""
-        def text(part: ast.expr) -> str:
-            return f"{function}({self.text(part)})" if part is side else self.text(part)
-
-        if isinstance(node, ast.BinOp):
-            return f"{text(node.left)} {_SYMBOLS[type(node.op)]} {text(node.right)}"
-        return f"{text(node.left)} {_cmp_symbol(node.ops[0])} {text(node.comparators[0])}"
 
 
 def _cmp_symbol(operator: ast.cmpop) -> str:

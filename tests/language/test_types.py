@@ -39,7 +39,8 @@ def refusal(source: str, roots: Any = ROOTS) -> ExpressionError:
 
 
 def warnings(source: str, roots: Any = ROOTS) -> list[str]:
-    return [f"{w.message} | {w.hint}" for w in compile_expression(source, roots).warnings]
+    return [f"{w.message} | {(w.hint or '').replace('`', '')}"
+            for w in compile_expression(source, roots).warnings]
 
 
 def test_every_function_has_a_signature_and_its_example_compiles_clean():
@@ -62,7 +63,7 @@ def test_every_function_has_a_signature_and_its_example_compiles_clean():
      "write the number as text: str(len(message.text)) + 'x'"),
     ("message.text - 1", "'-' cannot join text", "use the text's length: len(message.text) - 1"),
     ("len(message.text) > 'x'", "compares number with text", "len(message.text) > len('x')"),
-    ("-message.text", "'-' needs a number", "-int(message.text)"),
+    ("-message.text", "'-' needs a number", "-len(message.text)"),
     ("1 in contact.id", "contact.id is number, which holds nothing", "'vip' in contact.tags"),
     ("contact.id in message.text", "looks for number in a text", "str(contact.id) in message.text"),
     ("contains(message.text, contact.id)", "contains() on a text looks for a text",
@@ -70,15 +71,15 @@ def test_every_function_has_a_signature_and_its_example_compiles_clean():
 ])
 def test_what_always_fails_is_refused_with_the_fix(source, message, hint):
     refused = refusal(source)
-    assert message in refused.message and hint in (refused.hint or ""), refused
+    assert message in refused.message and hint in (refused.hint or "").replace("`", ""), refused
 
 
 @pytest.mark.parametrize("source, roots, said", [
     ("message.text == true", ROOTS, "compare with the text: message.text == 'true'"),
-    ("conversation.status == 'opened'", ROOTS, "did you mean `open`?"),
+    ("conversation.status == 'opened'", ROOTS, "did you mean open?"),
     ("conversation.open_source == 'message'", ROOTS, "one of automation, incoming_message"),
     ("conversation.close_source in ['bot', 'user']", ROOTS, "compare with one of"),
-    ("event.type == 'message.recieved'", ROOTS, "did you mean `message.received`?"),
+    ("event.type == 'message.recieved'", ROOTS, "did you mean message.received?"),
     ("contact.id == 'vip'", ROOTS, "number never equals text"),
     ("params.RB_MARKDONE == true", DIALOGFLOW, "write flag(params.RB_MARKDONE)"),
     ("params.RB_MARKDONE != false", DIALOGFLOW, "write flag(params.RB_MARKDONE)"),
