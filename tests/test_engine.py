@@ -343,3 +343,26 @@ def test_a_message_on_a_known_contact_costs_at_most_9_statements(store):
     statements = [s for s in statements if not s.startswith("PRAGMA")]
     print("\n".join(statements))
     assert 2 <= len(statements) <= 9, "\n".join(statements)  # today: BEGIN, 7, COMMIT
+
+
+def test_a_second_assignment_in_one_event_says_what_it_overwrote(make_engine, store):
+    engine = make_engine("""
+        rules:
+          - id: refund
+            trigger: {event: message.received}
+            actions: [{assign: {team: billing}}, {set_field: {name: queue, value: refunds}}]
+          - id: route-new
+            trigger: {event: conversation.opened}
+            actions: [{assign: {team: support}}, {set_field: {name: queue, value: general}}]
+    """)
+    result = engine.process(message("psid-1", "refund please"))
+    details = {rule["rule_id"]: [a["detail"] for a in rule["actions"]]
+               for step in result.trace["steps"] for rule in step["rules"]}
+    assert details["refund"][0].endswith("to team billing")
+    assert details["route-new"] == [
+        f"assigned conversation {result.conversation_id} to team support (overwrites team "
+        "billing set by rule 'refund' in this event)",
+        "set queue (overwrites field queue refunds set by rule 'refund' in this event)"]
+    again = engine.process(message("psid-1", "and another thing"))  # a new event: no overwrite
+    assert not any("overwrites" in a["detail"] for step in again.trace["steps"]
+                   for rule in step["rules"] for a in rule["actions"])
