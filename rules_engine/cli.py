@@ -23,15 +23,21 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from rules_engine import outbox, people, queries
 from rules_engine.demo_data import generate_demo_data
-from rules_engine.domain.errors import RulesEngineError, RuleSetInvalid, RuleWarning
+from rules_engine.domain.errors import (
+    RuleFileError,
+    RulesEngineError,
+    RuleSetInvalid,
+    RuleWarning,
+)
 from rules_engine.domain.timers import duration_option
 from rules_engine.engine import DEFAULT_MAX_DEPTH, Engine, Result
 from rules_engine.formats.events import parse_event, parse_timestamp
 from rules_engine.formats.schema import load_schema
 from rules_engine.metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
 from rules_engine.report_format import to_csv, to_table
-from rules_engine.rule_tests import report, timed_run
+from rules_engine.rule_tests import check_test_files, report, rules_folder_of, timed_run
 from rules_engine.rules.loader import load_rule_set, rule_files
+from rules_engine.rules.ruleset import RuleSet
 from rules_engine.store import DEFAULT_DATABASE_URL, Store, StoreNotReady
 from rules_engine.trace.render import render_trace
 
@@ -91,13 +97,46 @@ def _progress(err: TextIO, what: str, total: int | None) -> Iterator[Callable[[i
         yield lambda n: progress.advance(task, n)
 
 
+def _rules_of_tests(args: argparse.Namespace, folders: set[str]) -> str:
+    """The rules tests are about: --rules; else the folder their ``tests/`` folder is in;
+    else the rules directory."""
+    if args.rules:
+        return str(args.rules)
+    if len(folders) > 1:
+        raise RuleFileError(f"these tests belong to different rule sets: {', '.join(sorted(folders))}",
+                            hint="test one rule set at a time, or name the rules with --rules")
+    return folders.pop() if folders else _rules_dir(args)
+
+
+def _validate_targets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The rule files and the test files ``validate`` checks: a ``tests/`` folder or a file
+    in one is tests (checked against the rules above it); any other path is rules, and a
+    rules folder's ``tests/`` is checked too."""
+    rule_paths, test_paths, folders = [], [], set()
+    for given in args.paths or [_rules_dir(args)]:
+        folder = rules_folder_of(given)
+        if folder is not None:
+            test_paths.append(given)
+            folders.add(folder)
+            continue
+        rule_paths.append(given)
+        if (Path(given) / "tests").is_dir():
+            test_paths.append(str(Path(given) / "tests"))
+    return rule_paths or [_rules_of_tests(args, folders)], test_paths
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    paths = args.paths or [_rules_dir(args)]
+    rule_paths, test_paths = _validate_targets(args)
+    rule_set: RuleSet | None = None
     try:
-        rule_set = load_rule_set(paths)
+        rule_set = load_rule_set(rule_paths)
+        errors, warnings = [], list(rule_set.warnings)
     except RuleSetInvalid as invalid:
         errors = [e for e in invalid.errors if not isinstance(e, RuleWarning)]
         warnings = [e for e in invalid.errors if isinstance(e, RuleWarning)]
+    tests = check_test_files(test_paths, {r.id for r in rule_set.rules} if rule_set else None)
+    errors.extend(tests.problems)
+    if errors or rule_set is None:
         if args.format == "json":
             _write_json(out, {"ok": False, "errors": [e.to_dict() for e in errors],
                               "warnings": [w.to_dict() for w in warnings]})
@@ -105,15 +144,18 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _write_problems(err, errors, warnings)
             err.write(f"{len(errors)} problem(s) found\n")
         return 1
-    files = len(rule_files(paths))
+    files = len(rule_files(rule_paths))
     if args.format == "json":
         _write_json(out, {"ok": True, "rules": len(rule_set), "files": files,
-                          "version": rule_set.version,
-                          "warnings": [w.to_dict() for w in rule_set.warnings]})
+                          "tests": tests.cases, "test_files": tests.files,
+                          "version": rule_set.version, "warnings": [w.to_dict() for w in warnings]})
     else:
-        _write_problems(err, [], rule_set.warnings)
-        out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s), version {rule_set.version}"
-                  + (f", {len(rule_set.warnings)} warning(s)" if rule_set.warnings else "") + "\n")
+        _write_problems(err, [], warnings)
+        checked = (f" and {tests.cases} test case(s) in {tests.files} test file(s)"
+                   if tests.files else "")
+        out.write(f"OK: {len(rule_set)} rule(s) in {files} file(s){checked}, version "
+                  f"{rule_set.version}" + (f", {len(warnings)} warning(s)" if warnings else "")
+                  + "\n")
     return 0
 
 
@@ -290,14 +332,18 @@ def cmd_demo_data(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rules_dir, paths = _rules_dir(args), []
+    paths, folders = [], set()
     for given in args.paths or [str(Path(_rules_dir(args)) / "tests")]:
-        if Path(given).is_dir() and (Path(given) / "tests").is_dir():
-            rules_dir = given  # a rules directory: its rules, and the tests beside them
-            paths.append(str(Path(given) / "tests"))
-        else:
-            paths.append(given)
-    results, seconds = timed_run(load_rule_set([rules_dir]), paths)
+        if (Path(given) / "tests").is_dir():
+            given = str(Path(given) / "tests")  # a rules directory: the tests beside its rules
+        paths.append(given)
+        folder = rules_folder_of(given)
+        if folder is not None:
+            folders.add(folder)
+    rules_dir = _rules_of_tests(args, folders)
+    rule_set = load_rule_set([rules_dir])
+    out.write(f"rule set: {rules_dir} ({len(rule_set)} rule(s), version {rule_set.version})\n")
+    results, seconds = timed_run(rule_set, paths)
     out.write(report(results, seconds))
     if not results:
         err.write(f"no test cases found in {', '.join(paths)}\n")
@@ -508,8 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
                                    formatter_class=_HelpFormatter, parents=[common], **options)
 
-    validate = command("validate", "check rule files; exit 1 on any problem")
-    validate.add_argument("paths", nargs="*", help="files or directories (default: the rules dir)")
+    validate = command("validate", "check rule files and their tests; exit 1 on any problem")
+    validate.add_argument("paths", nargs="*",
+                          help="rule files or directories (a directory's tests/ is checked too), "
+                               "or test files in a tests/ folder (checked against the rules "
+                               "above it); default: the rules dir")
     validate.add_argument("--format", choices=["text", "json"], default="text",
                           help="text for people, json for tools")
     validate.set_defaults(handler=cmd_validate)
@@ -560,8 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = command("test", "run the rules' YAML test cases")
     test.add_argument("paths", nargs="*",
-                      help="test files or folders, or a rules directory (its tests/ is run "
-                           "against its rules); default: <rules>/tests")
+                      help="test files or folders, or a rules directory (its tests/); tests in "
+                           "a tests/ folder run against the rules above it unless --rules is "
+                           "given; default: <rules>/tests")
     test.set_defaults(handler=cmd_test)
 
     explain = command("explain", "why an event did what it did (its trace)")

@@ -3,15 +3,17 @@
 Each case gives a starting state (contacts with tags, fields and an open conversation), one
 or more events, and what should happen: which rules fired (or that nothing fires), which
 actions ran with which arguments, and the resulting conversations and contacts. A failure
-shows a unified diff of the expected and the actual values.
+shows a unified diff of the expected and the actual values. Each case runs on its own
+``Clock``; ``check_test_files`` is what ``validate`` reads of test files.
 """
 from __future__ import annotations
 
 import difflib
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from rules_engine.domain.errors import (
+    EventError,
     RuleFileError,
     RulesEngineError,
     RuleValidationError,
@@ -28,16 +31,17 @@ from rules_engine.domain.lifecycle import Lifecycle
 from rules_engine.domain.model import OpenSource
 from rules_engine.domain.timers import parse_duration
 from rules_engine.engine import Engine, Result
-from rules_engine.formats.events import parse_event
+from rules_engine.formats.events import parse_event, parse_timestamp
 from rules_engine.formats.schema import load_schema
 from rules_engine.formats.schema_errors import explain
-from rules_engine.formats.yaml_source import load_yaml
+from rules_engine.formats.yaml_source import SourceMap, load_yaml
 from rules_engine.rules.loader import RULE_FILE_SUFFIXES
 from rules_engine.rules.ruleset import RuleSet
 from rules_engine.store import Store, StoreTx
 from rules_engine.trace.shapes import Step
 
-START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)  # a Monday: a case's default start
+STEP = timedelta(minutes=1)  # from the latest moment reached to an event given no time
 
 
 @dataclass
@@ -47,11 +51,11 @@ class CaseResult:
     file: str
     name: str
     failures: list[tuple[str, Any, Any]] = field(default_factory=list)
-    error: str | None = None
+    errors: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.failures and self.error is None
+        return not self.failures and not self.errors
 
     @property
     def title(self) -> str:
@@ -72,52 +76,180 @@ def case_files(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def rules_folder_of(path: str | Path) -> str | None:
+    """The rules folder a ``tests/`` folder or a file in one belongs to: the folder above
+    (written relative when ``path`` is); None for any other path."""
+    given = Path(path)
+    folder = (given if given.is_dir() else given.parent).absolute()
+    if folder.name != "tests":
+        return None
+    return str(folder.parent) if given.is_absolute() else os.path.relpath(folder.parent)
+
+
 @dataclass(frozen=True)
 class LoadedCase:
-    """A test case as written, where it starts, and its schema problem if any."""
+    """A test case as written, where it starts, and what is wrong with it (if anything)."""
 
     name: str
     line: int
     data: Any
-    problem: str | None = None
+    problems: list[RulesEngineError] = field(default_factory=list)
 
 
-def load_cases(path: Path) -> list[LoadedCase]:
-    """The cases in one test file. The file's shape is checked first (an error for the
-    whole file); then each case against ``rule-tests.schema.json`` on its own, so that one
-    broken case never hides the others."""
-    data, source_map = load_yaml(path.read_text("utf-8"), str(path))
-    schema = load_schema("rule-tests")
-    validator = Draft202012Validator(schema)
+def _as_written(value: Any) -> Any:
+    """The document with YAML's unquoted dates and times (``2026-03-30T09:30:00+02:00``)
+    as ISO 8601 text, as in the event JSON a case stands for."""
+    if isinstance(value, dict):
+        return {key: _as_written(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_written(item) for item in value]
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _case_validator() -> Draft202012Validator:
+    """``rule-tests.schema.json``, aimed at one case."""
+    schema = {**load_schema("rule-tests"), "$ref": "#/$defs/case"}
+    for key in ("properties", "required", "additionalProperties", "type"):
+        schema.pop(key, None)
+    return Draft202012Validator(schema)
+
+
+# a problem found in a case: its place in the case, the error, whether it is about the key
+Problem = tuple[tuple[str | int, ...], RulesEngineError, bool]
+
+
+def load_cases(path: Path, rule_ids: Collection[str] | None) -> list[LoadedCase]:
+    """The cases in one test file, each with its problems located (file:line:column).
+
+    The file's shape is checked first (an error for the whole file); then each case on its
+    own, so that one broken case never hides the others: against ``rule-tests.schema.json``,
+    then its times, then (given ``rule_ids``) the rules it names.
+    """
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as error:
+        raise RuleFileError(f"not UTF-8 text ({error.reason})", file=str(path),
+                            hint="save the file as UTF-8") from None
+    data, source_map = load_yaml(text, str(path))
+    data = _as_written(data)
     if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
         shape = {"tests": []} if isinstance(data, dict) and "tests" in data else data
-        errors = [e for e in validator.iter_errors(shape)]
+        errors = list(Draft202012Validator(load_schema("rule-tests")).iter_errors(shape))
         problem = explain(errors[0])[0] if errors else None
         hint = ("a test file starts with `tests:` and a list of cases; rule files (`rules:`) "
                 "are not test files")
         raise RuleValidationError(problem.message if problem else "no test cases",
                                   file=str(path), line=1, column=1, hint=hint)
-    case_schema = {**schema, "$ref": "#/$defs/case"}
-    case_schema.pop("properties", None), case_schema.pop("required", None)
-    case_schema.pop("additionalProperties", None), case_schema.pop("type", None)
-    case_validator = Draft202012Validator(case_schema)
+    validator = _case_validator()
     cases = []
     for index, case in enumerate(data["tests"]):
         where = source_map.value_at(("tests", index))
-        line = where.line if where else 1
         name = case.get("name") if isinstance(case, dict) else None
-        if not isinstance(name, str):
-            name = f"(case {index + 1})"
-        errors = list(case_validator.iter_errors(case))
-        refusal = None
-        if errors:
-            explained = explain(errors[0])[0]
-            at = source_map.value_at(("tests", index, *explained.path))
-            refusal = (f"{path}:{at.line if at else line}: "
-                       f"{'/'.join(map(str, explained.path)) or 'case'}: {explained.message}"
-                       + (f" (hint: {explained.hint})" if explained.hint else ""))
-        cases.append(LoadedCase(name, line, case, refusal))
+        found: list[Problem] = [
+            (problem.path, RuleValidationError(problem.message, hint=problem.hint), problem.at_key)
+            for error in validator.iter_errors(case) for problem in explain(error)]
+        broken = {place[:1] for place, _, _ in found}  # the parts the checks below cannot read
+        if not broken & {(), ("start",), ("events",)}:
+            found.extend(_time_problems(case))
+        if not broken & {(), ("expect",)} and rule_ids is not None:
+            found.extend(_unknown_rules(case, rule_ids))
+        problems = sorted((_located(error, path, source_map, ("tests", index, *place), at_key)
+                           for place, error, at_key in found),
+                          key=lambda error: (error.line or 0, error.column or 0))
+        cases.append(LoadedCase(name if isinstance(name, str) else f"(case {index + 1})",
+                                where.line if where else 1, case, problems))
     return cases
+
+
+def _located(error: RulesEngineError, file: Path, source_map: SourceMap,
+             place: tuple[str | int, ...], at_key: bool) -> RulesEngineError:
+    position = source_map.key_at(place) if at_key else source_map.value_at(place)
+    error.file, error.path = str(file), "/".join(map(str, place))
+    if position is not None:
+        error.line, error.column = position.line, position.column
+    return error
+
+
+def case_start(case: Mapping[str, Any]) -> datetime:
+    """When a case starts: its ``start``, else its first event's ``timestamp``, else
+    ``START``."""
+    first = case["events"][0]
+    if "start" in case:
+        return parse_timestamp(case["start"])
+    return parse_timestamp(first["timestamp"]) if "timestamp" in first else START
+
+
+def _time_problems(case: Mapping[str, Any]) -> Iterator[Problem]:
+    """A time that is no time, an event given two times, an event before the start."""
+    events = case["events"]
+    for index, raw in enumerate(events):
+        if "timestamp" in raw and "at" in raw:
+            yield ("events", index, "at"), RuleValidationError(
+                "an event has a `timestamp` or an `at`, not both",
+                hint="timestamp: is the event's time; at: is minutes after the case's start"), True
+    written: dict[tuple[str | int, ...], str] = {
+        ("events", index, "timestamp"): raw["timestamp"]
+        for index, raw in enumerate(events) if "timestamp" in raw}
+    if "start" in case:
+        written[("start",)] = case["start"]
+    moments: dict[tuple[str | int, ...], datetime] = {}
+    for place, text in written.items():
+        try:
+            moments[place] = parse_timestamp(text)
+        except EventError as error:
+            yield place, error, False
+    if len(moments) < len(written):
+        return  # without every time readable, the start may be unknown
+    start = case_start(case)
+    for place, moment in moments.items():
+        if moment < start:
+            yield place, RuleValidationError(
+                f"this event comes before the case starts ({start.isoformat()})",
+                hint="the given contacts exist from the start on: set the case's `start:` "
+                     "to this time or earlier"), False
+
+
+def _unknown_rules(case: Mapping[str, Any], rule_ids: Collection[str]) -> Iterator[Problem]:
+    """Each rule a case names that the rule set does not have: a test about it proves
+    nothing."""
+    expect = case["expect"]
+    named = [*((("fired", n), rule) for n, rule in enumerate(expect.get("fired", []))),
+             *((("not_fired", n), rule) for n, rule in enumerate(expect.get("not_fired", []))),
+             *((("actions", n, "rule"), wanted["rule"])
+               for n, wanted in enumerate(expect.get("actions", [])))]
+    for place, rule_id in named:
+        if rule_id not in rule_ids:
+            yield ("expect", *place), RuleValidationError(
+                f"unknown rule '{rule_id}'", hint=did_you_mean(rule_id, rule_ids)
+                or "no rule of the rule set has this id (is it the right rule set?)"), False
+
+
+@dataclass
+class Clock:
+    """A case's clock: when each step happens (docs/rules.md, "Time in rule tests")."""
+
+    start: datetime
+    latest: datetime | None = None  # the latest moment an event or an advance reached
+    advanced: timedelta = timedelta(0)  # what the advance steps so far added
+
+    def event_time(self, raw: Mapping[str, Any]) -> datetime:
+        """An event's time: its ``timestamp``; else ``at`` minutes after the start, moved on
+        by every advance before it; else a minute after the latest moment reached (the
+        first event: the start). An event may come late; the clock never goes back."""
+        if "timestamp" in raw:
+            moment = parse_timestamp(raw["timestamp"])
+        elif "at" in raw:
+            moment = self.start + timedelta(minutes=raw["at"]) + self.advanced
+        else:
+            moment = self.start if self.latest is None else self.latest + STEP
+        self.latest = moment if self.latest is None else max(self.latest, moment)
+        return moment
+
+    def advance(self, by: timedelta) -> datetime:
+        """Move on ``by`` from the latest moment reached (or the start); the new moment."""
+        self.advanced += by
+        self.latest = (self.latest or self.start) + by
+        return self.latest
 
 
 class _Case:
@@ -130,14 +262,13 @@ class _Case:
         self.refs: dict[str, int] = {}
         self.identities: dict[str, tuple[str, str]] = {}
         self.results: list[Result] = []
-        self.advanced = timedelta(0)  # how far `advance:` steps have moved the clock
-        self.latest = START  # the latest moment an event or an advance reached
+        self.clock = Clock(case_start(case))
 
     def seed(self) -> None:
         with self.store.transaction() as tx:
-            lifecycle = Lifecycle(tx, event_id="given", at=START - timedelta(minutes=1))
+            lifecycle = Lifecycle(tx, event_id="given", at=self.clock.start - STEP)
             for contact in self.case.get("given", {}).get("contacts", []):
-                created, _ = tx.create_contact(name=contact.get("name"), created_at=START,
+                created, _ = tx.create_contact(name=contact.get("name"), created_at=self.clock.start,
                                                channel=contact["channel"],
                                                external_id=contact["external_id"])
                 self.refs[contact["ref"]] = created.id
@@ -156,7 +287,7 @@ class _Case:
     def event(self, index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
         data = {key: value for key, value in raw.items() if key not in ("text", "at")}
         data.setdefault("id", f"test-event-{index + 1}")
-        data["timestamp"] = self.time(index, raw).isoformat()
+        data["timestamp"] = self.clock.event_time(raw).isoformat()
         contact = raw.get("contact")
         if isinstance(contact, str):
             if contact not in self.refs:
@@ -179,26 +310,17 @@ class _Case:
             return found.id if found else None
         return None
 
-    def time(self, index: int, raw: Mapping[str, Any]) -> datetime:
-        """An event's time: ``at`` (else its place) minutes from the start, plus every
-        ``advance`` before it."""
-        return START + timedelta(minutes=raw.get("at", index)) + self.advanced
-
     def run(self) -> list[tuple[str, Any, Any]]:
         self.seed()
         for index, raw in enumerate(self.case["events"]):
-            if "advance" in raw:  # the clock moves on from the latest moment; timers fire
-                here = self.time(index, {})
-                self.latest = max(self.latest, here) + parse_duration(raw["advance"])
-                self.advanced += self.latest - here  # later events follow on from there
-                for _, outcome in self.engine.fire_all_due(self.latest):
+            if "advance" in raw:  # the clock moves on; the timers due by then fire
+                now = self.clock.advance(parse_duration(raw["advance"]))
+                for _, outcome in self.engine.fire_all_due(now):
                     if isinstance(outcome, RulesEngineError):
                         raise outcome
                     self.results.append(outcome)
                 continue
-            event = parse_event(self.event(index, raw))
-            self.latest = max(self.latest, event.timestamp)
-            self.results.append(self.engine.process(event))
+            self.results.append(self.engine.process(parse_event(self.event(index, raw))))
         return list(self.check(self.case["expect"]))
 
     def actions(self) -> list[dict[str, Any]]:
@@ -208,12 +330,6 @@ class _Case:
                 for rule in step["rules"] for action in rule["actions"]]
 
     def check(self, expect: Mapping[str, Any]) -> Iterable[tuple[str, Any, Any]]:
-        named = [*expect.get("fired", []), *expect.get("not_fired", []),
-                 *(wanted.get("rule") for wanted in expect.get("actions", []))]
-        known = [rule.id for rule in self.engine.rules.rules]
-        for rule_id in dict.fromkeys(named):
-            if rule_id not in known:  # a test about a rule that does not exist proves nothing
-                yield "unknown rule", rule_id, did_you_mean(rule_id, known) or "not in the rules"
         fired = [rule for result in self.results for rule in result.fired]
         if "fired" in expect and expect["fired"] != fired:
             yield "fired", expect["fired"], fired
@@ -260,27 +376,53 @@ def _steps(result: Result) -> list[Step]:
 def run_tests(rules: RuleSet, paths: Iterable[str | Path]) -> list[CaseResult]:
     """Run every case of every test file under ``paths``."""
     results: list[CaseResult] = []
+    rule_ids = {rule.id for rule in rules.rules}
     for path in case_files(paths):
         try:
-            cases = load_cases(path)
+            cases = load_cases(path, rule_ids)
         except RulesEngineError as error:
-            results.append(CaseResult(str(path), "(file)", error=str(error)))
+            results.append(CaseResult(str(path), "(file)", errors=[str(error)]))
             continue
         for case in cases:
             outcome = CaseResult(str(path), case.name)
-            if case.problem:
-                outcome.error = case.problem
+            if case.problems:
+                outcome.errors = [str(problem) for problem in case.problems]
                 results.append(outcome)
                 continue
             runner = _Case(rules, case.data)
             try:
                 outcome.failures = runner.run()
             except RulesEngineError as error:
-                outcome.error = f"{path}:{case.line}: {error}"
+                outcome.errors = [f"{path}:{case.line}: {error}"]
             finally:
                 runner.store.dispose()
             results.append(outcome)
     return results
+
+
+@dataclass(frozen=True)
+class CheckedTestFiles:
+    """What ``validate`` found in test files: how many files and cases, and every problem."""
+
+    files: int
+    cases: int
+    problems: list[RulesEngineError]
+
+
+def check_test_files(paths: Iterable[str | Path],
+                     rule_ids: Collection[str] | None) -> CheckedTestFiles:
+    """Every problem of the test files under ``paths`` (their schema, their times, the rules
+    they name when ``rule_ids`` are known), without running them."""
+    files, cases, problems = case_files(paths), 0, []
+    for path in files:
+        try:
+            loaded = load_cases(path, rule_ids)
+        except RulesEngineError as error:
+            problems.append(error)
+            continue
+        cases += len(loaded)
+        problems.extend(problem for case in loaded for problem in case.problems)
+    return CheckedTestFiles(len(files), cases, problems)
 
 
 def _yaml(value: Any) -> list[str]:
@@ -296,8 +438,7 @@ def report(results: list[CaseResult], seconds: float) -> str:
         lines.append("=" * 30 + " FAILURES " + "=" * 30)
     for result in failed:
         lines.append(f"___ {result.title} ___")
-        if result.error:
-            lines.append(f"error: {result.error}")
+        lines.extend(f"error: {error}" for error in result.errors)
         for what, expected, actual in result.failures:
             lines.append(f"expect/{what}:")
             lines.extend(difflib.unified_diff(_yaml(expected), _yaml(actual), "expected",

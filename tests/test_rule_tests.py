@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import re
 import textwrap
+from datetime import datetime, timedelta, timezone
 
 import yaml
 
 from rules_engine import load_rule_set
+from rules_engine.rule_tests import Clock
 
 from .test_validation import REPO, run_cli
 
@@ -93,3 +95,16 @@ def test_an_unknown_contact_reference_is_an_error(tmp_path):
     """)
     status, output = run_cli("--rules", str(REPO / "rules"), "test", str(path))
     assert status == 1 and "no given contact 'nobody'" in output
+
+
+def test_a_cases_clock_follows_on_from_the_latest_moment_and_never_goes_back():
+    start = datetime(2026, 3, 27, 8, 0, tzinfo=timezone.utc)
+    clock = Clock(start)
+    assert clock.event_time({}) == start  # the first event given no time: the start
+    assert clock.event_time({}) == start + timedelta(minutes=1)
+    assert clock.advance(timedelta(hours=2)) == start + timedelta(hours=2, minutes=1)
+    assert clock.event_time({"at": 30}) == start + timedelta(hours=2, minutes=30)
+    late = clock.event_time({"timestamp": "2026-03-27T07:00:00Z"})
+    assert late == datetime(2026, 3, 27, 7, 0, tzinfo=timezone.utc)
+    assert clock.event_time({}) == start + timedelta(hours=2, minutes=31)
+    assert clock.advance(timedelta(minutes=10)) == start + timedelta(hours=2, minutes=41)
