@@ -161,3 +161,34 @@ def test_disabled_rules_are_left_out_of_the_checks(tmp_path):
     warnings = warnings_of(tmp_path, parked)
     assert warnings and not any("pong" in w for w in warnings)
     assert any("nothing emits contact.field_set" in w for w in warnings)  # pong set the field
+
+
+@pytest.mark.parametrize("condition", ["'VIP' in contact.tags", "contains(contact.tags, 'Vip')",
+                                       "not 'VIP' in contact.tags"])
+def test_a_tag_looked_for_in_another_case_than_the_rules_write_it(tmp_path, condition):
+    [warning] = warnings_of(tmp_path, f"""
+        rules:
+          - id: mark
+            trigger: {{event: message.received}}
+            conditions: ["contains(message.text, 'urgent')"]
+            actions: [{{add_tag: vip}}]
+          - id: route
+            trigger: {{event: message.received}}
+            conditions: [{condition!r}]
+            actions: [{{assign: {{user: susan}}}}]
+    """)
+    assert "[route] conditions/0:" in warning and "they add 'vip'" in warning
+    assert "(hint: write 'vip')" in warning
+
+
+def test_a_tag_in_the_case_the_rules_write_it_is_quiet(tmp_path):
+    assert warnings_of(tmp_path, """
+        rules:
+          - id: mark
+            trigger: {event: message.received}
+            actions: [{add_tag: [vip, VIP-Gold]}]
+          - id: route
+            trigger: {event: contact.tag_added}
+            conditions: ["params.tag == 'VIP-Gold' or 'vip' in contact.tags or 'other' in contact.tags"]
+            actions: [{assign: {user: susan}}]
+    """) == []

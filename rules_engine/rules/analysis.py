@@ -11,6 +11,8 @@
   (open_conversation on a message, close_conversation on ``RB_MARKDONE``);
 - two rules that set the same assignee, team or field in one event's chain (the later
   one wins);
+- a tag looked for in another case than the rules write it (``'VIP' in contact.tags``
+  when the rules add ``vip``);
 - idle rules: a ``wait`` in one (its conversation is the idle one: the wait outlives the
   point), one whose actions do nothing to the conversation (it fires once, then the
   conversation stays idle until the next message), one whose ``for`` is shorter than its
@@ -18,6 +20,7 @@
 """
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict
@@ -33,6 +36,7 @@ from rules_engine.domain.model import (
 )
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
 from rules_engine.language.expressions import ExpressionRuntimeError
+from rules_engine.language.types import chain_of
 from rules_engine.rules.actions import Action
 from rules_engine.rules.ruleset import Rule
 
@@ -433,12 +437,47 @@ def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                              "it in one of them", **_where(later, "actions"))
 
 
+def _tag_literals(tree: ast.AST) -> Iterable[str]:
+    """Tags an expression looks for: ``'x' in contact.tags``, ``contains(contact.tags, 'x')``,
+    ``params.tag == 'x'``."""
+    for node in ast.walk(tree):
+        pairs: list[tuple[ast.AST, ast.AST]] = []
+        if isinstance(node, ast.Compare):
+            pairs = [(node.left, node.comparators[0]), (node.comparators[0], node.left)]
+            if not isinstance(node.ops[0], ast.In | ast.NotIn | ast.Eq | ast.NotEq):
+                continue
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "contains" and len(node.args) == 2:
+            pairs = [(node.args[1], node.args[0])]
+        for literal, place in pairs:
+            if isinstance(literal, ast.Constant) and isinstance(literal.value, str) \
+                    and chain_of(place) in (["contact", "tags"], ["params", "tag"]):
+                yield literal.value
+
+
+def _tag_case(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """A tag looked for in a case no rule writes it in (tags are compared exactly)."""
+    added = {tag for rule in rules for action in rule.actions
+             if action.name == "add_tag" for tag in getattr(action, "tags", [])}
+    by_lower = {tag.lower(): tag for tag in added}
+    for rule in rules:
+        compiled = list(rule.condition.compiled()) if rule.condition is not None else []
+        for path, expression in compiled:
+            for tag in _tag_literals(expression.tree):
+                written = by_lower.get(tag.lower())
+                if tag not in added and written is not None:
+                    yield RuleWarning(
+                        f"'{tag}' is never a tag the rules add: they add '{written}' (tags "
+                        "are compared exactly)", hint=f"write '{written}'",
+                        **_where(rule, path))
+
+
 def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWarning]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
                 *_idle_rules(enabled), *_reply_windows(enabled), *_cannot_hold(enabled),
-                *_already_done(enabled), *_overwritten(enabled)]
+                *_already_done(enabled), *_overwritten(enabled), *_tag_case(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings
