@@ -127,6 +127,19 @@ def from_engine_error(error: RulesEngineError) -> ApiError:
     return ApiError(422, "rejected", error.message, path=error.path, hint=error.hint)
 
 
+def at_index(index: int, path: str | None) -> str:
+    """``path`` inside the event at ``index`` of a list of events."""
+    return f"{index}/{path or ''}".rstrip("/")
+
+
+def invalid_events(problems: Sequence[RulesEngineError]) -> ApiError:
+    """A 422 worded as the first problem, listing every one (``path``, ``message``, ``hint``)."""
+    first = problems[0]
+    return ApiError(422, "invalid_event", first.message, path=first.path, hint=first.hint,
+                    problems=[{"path": problem.path, "message": problem.message,
+                               "hint": problem.hint} for problem in problems])
+
+
 def run_events(events: Sequence[Event], *,
                refused: Callable[[Event, ApiError], None] | None = None) -> list[dict[str, Any]]:
     """Apply one body's events in order, in one transaction, so that a failure leaves
@@ -163,7 +176,7 @@ def run_events(events: Sequence[Event], *,
 def _refusal(error: RulesEngineError, index: int, count: int) -> ApiError:
     api_error = from_engine_error(error)
     if count > 1:
-        api_error.path = f"{index}/{api_error.path or ''}".rstrip("/")
+        api_error.path = at_index(index, api_error.path)
         api_error.message += f" (event {index} of the list; none of the list was applied)"
     return api_error
 

@@ -1,6 +1,7 @@
 """Every endpoint of the webhook app through Flask's test client, on a real SQLite store."""
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,43 @@ def test_a_batch_with_one_bad_event_applies_nothing(client):
     assert response.json["error"]["path"] == "1"
     assert "missing required key 'message'" in response.json["error"]["message"]
     lookup = client.get("/api/contacts?channel=webchat&external_id=visitor-3", headers=api_headers())
+    assert lookup.json == []
+
+
+THREE_MISTAKES = {"id": "t-1", "type": "message.recieved", "message": {"text": "hi"}}
+
+
+def test_every_problem_of_a_body_is_reported_at_once(client):
+    """An event-type typo, and the contact and channel the meant type needs: one answer
+    names all three, in the order of the body (the missing keys where they would be
+    written, after the keys that are there), the first as the error itself."""
+    response = post_events(client, THREE_MISTAKES)
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert [(p["path"], p["message"]) for p in error["problems"]] == [
+        ("type", "unknown value 'message.recieved'"),
+        (None, "missing required key 'contact'"),
+        (None, "missing required key 'channel'")]
+    assert error["problems"][0]["hint"] == "did you mean `message.received`?"
+    assert "message.received" in error["problems"][2]["hint"]  # needed by the meant type
+    assert (error["code"], error["path"], error["hint"]) == (
+        "invalid_event", "type", "did you mean `message.received`?")
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    Draft202012Validator(schemas["Error"]).validate(response.json)
+    documented = (REPO / "docs" / "api.md").read_text("utf-8").split('```json\n{"error"')[1]
+    assert json.loads('{"error"' + documented.split("```")[0]) == response.json
+
+
+def test_a_batch_reports_every_problem_of_every_event_by_index_and_applies_nothing(client):
+    good = {"id": "t-2", "type": "message.received", "channel": "webchat",
+            "contact": {"external_id": "visitor-9"}, "message": {"text": "hi"}}
+    late = {**good, "id": "t-3", "contact": {"external_id": 9}, "timestamp": "yesterday"}
+    response = post_events(client, [good, THREE_MISTAKES, late])
+    assert response.status_code == 422
+    assert [p["path"] for p in response.json["error"]["problems"]] == [
+        "1/type", "1", "1", "2/contact/external_id", "2/timestamp"]
+    assert response.json["error"]["path"] == "1/type"
+    lookup = client.get("/api/contacts?channel=webchat&external_id=visitor-9", headers=api_headers())
     assert lookup.json == []
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RulesEngineError(Exception):
@@ -88,7 +88,22 @@ class ActionError(RulesEngineError):
 
 
 class EventError(RulesEngineError):
-    """An incoming event is malformed: wrong types, missing fields, unknown type."""
+    """An incoming event is malformed: wrong types, missing fields, unknown type.
+
+    ``problems`` holds every problem found in the event, in the order of its body; the
+    error's own message, path and hint are the first one's (a lone problem: itself).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None,
+                 problems: Sequence[EventError] = ()) -> None:
+        super().__init__(message, path=path, hint=hint)
+        self.problems: tuple[EventError, ...] = tuple(problems) or (self,)
+
+    @classmethod
+    def of_all(cls, problems: Sequence[EventError]) -> EventError:
+        """One error for several problems (at least one), worded as the first."""
+        first = problems[0]
+        return cls(first.message, path=first.path, hint=first.hint, problems=problems)
 
 
 class NotFoundError(RulesEngineError):
@@ -106,7 +121,13 @@ class RuleSetInvalid(RulesEngineError):
         return "\n".join(str(e) for e in self.errors)
 
 
+def nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name nearest to ``name``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     """A hint naming the known name nearest to ``name``, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
+    match = nearest(name, known)
+    return f"did you mean `{match}`?" if match else None

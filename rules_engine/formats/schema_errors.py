@@ -101,12 +101,14 @@ def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class SchemaProblem:
-    """One schema violation: the document path it is about, and what to say."""
+    """One schema violation: the document path it is about, and what to say (``missing``:
+    the key the mapping at ``path`` lacks, when that is the violation)."""
 
     path: tuple[str | int, ...]
     message: str
     hint: str | None
     at_key: bool = False
+    missing: str | None = None
 
 
 def _most_specific(error: ValidationError) -> ValidationError:
@@ -142,7 +144,8 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         ]
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return [SchemaProblem(path, f"missing required key '{missing}'", f"add `{missing}: ...`")]
+        return [SchemaProblem(path, f"missing required key '{missing}'", f"add `{missing}: ...`",
+                              missing=missing)]
     if kind == "type":
         expected = _describe_type(error.validator_value)
         if not path and isinstance(error.instance, list):
