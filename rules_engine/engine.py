@@ -207,8 +207,9 @@ class _Run:
         event = self.event
         self.contact_id = contact_id
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
-        self.conversation_id = next(
-            (o.conversation_id for o in outcomes if o.conversation_id is not None), None)
+        self.conversation_id = next(  # else the one it names (a timer's firing)
+            (o.conversation_id for o in outcomes if o.conversation_id is not None),
+            event.conversation_id)
         builtin = self.record(outcomes, 0)
         self.builtin = builtin
         root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
@@ -513,7 +514,8 @@ class Engine:
         and the ledger fires each firing once."""
         rules = self.rules
         catalog = self.catalog(rules)
-        return self.store.run(lambda tx: self._fire(tx, now, limit, rules, catalog, "applied"))
+        return self.store.run(lambda tx: self._fire(
+            tx, lambda: tx.claim_due_timers(now, limit), rules, catalog, "applied"))
 
     def fire_all_due(self, now: datetime, *,
                      limit: int = 200) -> Iterator[tuple[Timer, Result | RulesEngineError]]:
@@ -521,11 +523,12 @@ class Engine:
         while batch := self.fire_due(now, limit=limit):
             yield from batch
 
-    def _fire(self, tx: StoreTx, now: datetime, limit: int, rules: RuleSet, catalog: Catalog,
-              status: str) -> list[tuple[Timer, Result | RulesEngineError]]:
+    def _fire(self, tx: StoreTx, claim: Callable[[], list[Timer]], rules: RuleSet,
+              catalog: Catalog, status: str) -> list[tuple[Timer, Result | RulesEngineError]]:
+        """Fire the timers ``claim`` finds (again until one fires, or it finds none)."""
         fired: list[tuple[Timer, Result | RulesEngineError]] = []
         # A batch whose every timer had moved on claims again: nothing fired means nothing due.
-        while not fired and (claimed := tx.claim_due_timers(now, limit)):
+        while not fired and (claimed := claim()):
             for timer in claimed:
                 if tx.delete_timer(timer):  # else moved on or dropped since the claim read it
                     fired.append((timer, self._fire_one(tx, timer, rules, catalog, status)))
@@ -546,16 +549,24 @@ class Engine:
             return RulesEngineError(f"timer {timer.id} cannot fire: {error!r}")
 
     def simulate_then_advance(self, event: Event, advance: timedelta) -> list[Result | RulesEngineError]:
-        """What ``process`` would do for ``event``, then what the timers it (or anything
-        before it) set would do over the following ``advance``; nothing is written."""
+        """What ``process`` would do for ``event``, then what the timers it set (and those
+        that their firings set in turn) would do over the following ``advance``; timers
+        already in the store fire only if the event moved them; nothing is written."""
         rules = self.rules
         catalog = self.catalog(rules, keep=False)
+        until = event.timestamp + advance
         with self.store.dry_run() as tx:
             results: list[Result | RulesEngineError] = [
                 self._process(tx, event, rules, catalog, status="simulated")]
-            while fired := self._fire(tx, event.timestamp + advance, 200, rules, catalog,
-                                      "simulated"):
-                results.extend(outcome for _, outcome in fired)
+            ours = {event.id}  # the events whose timers fire
+
+            def claim() -> list[Timer]:
+                return tx.due_timers_set_by(ours, until, 200)
+
+            while fired := self._fire(tx, claim, rules, catalog, "simulated"):
+                for timer, outcome in fired:
+                    ours.add(timer.event().id)
+                    results.append(outcome)
             return results
 
     def simulate(self, event: Event) -> Result:

@@ -395,6 +395,53 @@ def test_simulate_can_advance_the_clock_and_writes_nothing(tmp_path, write_rules
         assert tx.timers() == [] and not tx.is_event_processed("sim-1")
 
 
+CLOSED_THEN_LATER = IDLE_CLOSE + """
+  - id: follow-up-after-close
+    trigger: {event: conversation.closed}
+    actions:
+      - wait: 1h
+      - add_tag: followed-up
+"""
+
+
+def test_simulate_advance_fires_only_the_timers_its_event_led_to(tmp_path, make_engine,
+                                                                database_url):
+    """Another contact's idle clock is due in the store: simulating a new contact's first
+    message over 25 hours fires that contact's idle clock and the wait its close set, and
+    never the other contact's; and an idle firing has no built-in line."""
+    import json
+
+    from .test_cli_as_a_user import cli, no_traceback
+
+    engine = make_engine(CLOSED_THEN_LATER)
+    engine.process(message("someone-else", "hello"))  # idle clock due at T0 + 24h
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps({
+        "id": "sim-2", "type": "message.received", "channel": "facebook",
+        "timestamp": (T0 + timedelta(hours=1)).isoformat(),
+        "contact": {"external_id": "newcomer"}, "message": {"text": "hello"}}), "utf-8")
+    done = cli("--rules", str(tmp_path / "rules"), "--database-url", database_url,
+               "simulate", str(event_file), "--advance", "25h")
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    assert "2 timer(s) fire" in done.stdout
+    fired = [line for line in done.stdout.splitlines() if line.startswith("event timer:")]
+    assert len(fired) == 2 and all(", contact 2," in line for line in fired)  # the newcomer
+    assert "[FIRED] close-when-idle" in done.stdout and "[resumed] follow-up-after-close" in done.stdout
+    assert "built-in idle" not in done.stdout
+    [(timer, _)] = tick(engine, T0 + timedelta(hours=24))  # the other's clock is still there
+    assert timer.contact_id == 1
+
+
+def test_an_idle_firing_names_its_conversation_without_a_built_in_line(make_engine):
+    engine = make_engine(IDLE_CLOSE)
+    opened = engine.process(message("idle-7", "hello"))
+    [(_, result)] = tick(engine, T0 + timedelta(hours=24))
+    assert result.trace["steps"][0]["builtin"] == []
+    assert result.conversation_id == opened.conversation_id is not None
+    assert result.trace["conversation_id"] == opened.conversation_id
+
+
 def test_a_malformed_timer_is_dropped_and_never_blocks_the_others(make_engine, store):
     from rules_engine.domain.timers import Timer
 

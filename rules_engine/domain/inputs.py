@@ -93,12 +93,12 @@ def _message_sent(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[O
 
 
 def _idle(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
+    """An idle clock ran out: nothing happens before its rule runs (no built-in line in
+    the trace), unless its conversation is no longer open, which the trace then says."""
     conversation = lifecycle.state(contact_id).open_conversation
     if conversation is None or conversation.id != event.conversation_id:
         return [Outcome("idle", False, f"conversation {event.conversation_id} is no longer open")]
-    return [Outcome("idle", False, f"conversation {conversation.id} had no message "
-                    f"({event.params.get('of', 'any')}) for {event.params.get('for')}",
-                    conversation_id=conversation.id)]
+    return []
 
 
 def _no_built_in_effect(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:

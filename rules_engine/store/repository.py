@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -599,6 +599,16 @@ class StoreTx:
             .with_for_update(of=c, skip_locked=True)))
         return [_timer(row) for row in
                 statement.rows(self.connection, {"p_now": now, "p_limit": limit})]
+
+    def due_timers_set_by(self, events: Collection[str], now: datetime,
+                          limit: int) -> list[Timer]:
+        """Up to ``limit`` timers due at ``now`` that one of ``events`` set, earliest first
+        (for a simulation, which fires only what its own events set; nothing is locked)."""
+        m = t.timers
+        rows = self.connection.execute(
+            select(m).where(m.c.due_at <= now, m.c.set_by_event.in_(sorted(events)))
+            .order_by(m.c.due_at, m.c.id).limit(limit))
+        return [_timer(row) for row in rows.mappings()]
 
     def delete_timer(self, timer: Timer) -> bool:
         """Remove a timer that is about to fire, if its row is still as claimed; False when
