@@ -177,6 +177,9 @@ def _read_json(path: str) -> Any:
     return json.loads(text)
 
 
+IN_MEMORY = "sqlite://"  # an empty SQLite database that lives as long as the command
+
+
 def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         data = _read_json(args.event)
@@ -184,7 +187,15 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{args.event}: cannot read event JSON: {error}\n")
         return 2
     event = parse_event(data)
-    engine = _engine(args, existing=True)
+    missing = Store.missing_file(_database_url(args))
+    if missing is None:
+        engine = _engine(args, existing=True)
+    else:  # a first try needs no history: an empty state, in memory only
+        engine = Engine(Store(IN_MEMORY), load_rule_set([_rules_dir(args)]),
+                        max_depth=args.max_depth)
+        note = (f"No database at {missing}: simulating on an empty state in memory (no "
+                f"history; nothing is created on disk).\n")
+        (err if args.format == "json" else out).write(note)
     with engine.store.read() as tx:
         seen_before = tx.is_event_processed(event.id)
     if args.advance is None:

@@ -135,6 +135,23 @@ def test_simulating_a_recorded_event_uses_the_current_rules(database, tmp_path):
     assert f"rules version {version}" in done.stdout
 
 
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_first_simulation_needs_no_database_and_creates_none(tmp_path, output):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    event = (REPO / "rules" / "events" / "demo.jsonl").read_text("utf-8").splitlines()[0]
+    done = cli("--rules", str(REPO / "rules"), "simulate", "-", "--format", output,
+               "--advance", "25h", cwd=folder, stdin=event)
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    note = "No database at rules-engine.db: simulating on an empty state in memory"
+    if output == "text":
+        assert done.stdout.splitlines()[0].startswith(note) and "[FIRED]" in done.stdout
+    else:
+        assert note in done.stderr and json.loads(done.stdout)[0]["event_id"]
+    assert list(folder.iterdir()) == []
+
+
 def test_rule_tests_of_a_rules_directory_and_of_an_unknown_rule(tmp_path):
     assert cli("test", str(REPO / "rules")).returncode == 0
     rules = tmp_path / "rules"

@@ -157,15 +157,24 @@ class Store:
         elif verify:
             self.check_schema()
 
-    @classmethod
-    def open_existing(cls, url: str) -> Store:
-        """A store that must already exist (for commands that only read): a SQLite file that
-        is not there is an error, never a new empty database (or a new folder)."""
+    @staticmethod
+    def missing_file(url: str) -> str | None:
+        """The SQLite file ``url`` names, when it is not there (None when it is, or when
+        ``url`` names no SQLite file)."""
         parsed = make_url(url)
         database = parsed.database or ""
         if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
                 and not Path(database).is_file():
-            raise StoreNotReady(f"no database at {database}",
+            return database
+        return None
+
+    @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """A store that must already exist (for commands that only read): a SQLite file that
+        is not there is an error, never a new empty database (or a new folder)."""
+        missing = cls.missing_file(url)
+        if missing is not None:
+            raise StoreNotReady(f"no database at {missing}",
                                 hint="run this command where the database is, pass "
                                      "--database-url, or create it with `rules-engine ingest`")
         return cls(url)
