@@ -324,7 +324,7 @@ class OutboxWorker:
         if finish.failed is None or self.engine is None or row["target"] != "message":
             self.store.run(write)
             return
-        self.engine.process_after(write, failed_event(row, finish.failed, at))
+        self.engine.process_after(write, failed_event(row, finish.failed, at), counted_as="worker")
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""

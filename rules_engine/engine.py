@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -31,6 +31,7 @@ from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRunt
 from rules_engine.rules.actions import ActionRun, Wait
 from rules_engine.rules.ruleset import Rule, RuleSet
 from rules_engine.store import DATABASE_ERRORS, Store, StoreTx
+from rules_engine.trace.counts import CountKey, tally
 from rules_engine.trace.forms import (
     expand,
     outcome_line,
@@ -469,17 +470,22 @@ class Engine:
         catalog = self.catalog(rules)
         return self.store.run(lambda tx: self._process(tx, event, rules, catalog, status="applied"))
 
-    def process_after(self, write: Callable[[StoreTx], bool], event: Event) -> Result | None:
+    def process_after(self, write: Callable[[StoreTx], bool], event: Event, *,
+                      counted_as: str | None = None) -> Result | None:
         """Make ``write``, then apply ``event`` in the same transaction (so that neither is
         kept without the other); when ``write`` returns False, nothing more is done and the
-        result is None."""
+        result is None. With ``counted_as``, what the event did is counted in the database
+        under that source, in the same transaction (see ``trace.counts``)."""
         rules = self.rules
         catalog = self.catalog(rules)
 
         def work(tx: StoreTx) -> Result | None:
             if not write(tx):
                 return None
-            return self._process(tx, event, rules, catalog, status="applied")
+            result = self._process(tx, event, rules, catalog, status="applied")
+            if counted_as is not None:
+                _count(tx, counted_as, [(event, result)])
+            return result
 
         return self.store.run(work)
 
@@ -511,11 +517,19 @@ class Engine:
         each in its own savepoint; a timer fires only if it is still due, unchanged, once
         its contact is locked, and is removed in the same transaction. Call again until it
         returns nothing. Concurrent callers share the due timers (PostgreSQL: SKIP LOCKED)
-        and the ledger fires each firing once."""
+        and the ledger fires each firing once. What the firings did is counted in the
+        database (source ``timer``) in the same transaction, for whichever process serves
+        ``/metrics``."""
         rules = self.rules
         catalog = self.catalog(rules)
-        return self.store.run(lambda tx: self._fire(
-            tx, lambda: tx.claim_due_timers(now, limit), rules, catalog, "applied"))
+
+        def work(tx: StoreTx) -> list[tuple[Timer, Result | RulesEngineError]]:
+            fired = self._fire(tx, lambda: tx.claim_due_timers(now, limit), rules, catalog,
+                               "applied")
+            _count(tx, "timer", [(timer.event(), outcome) for timer, outcome in fired])
+            return fired
+
+        return self.store.run(work)
 
     def fire_all_due(self, now: datetime, *,
                      limit: int = 200) -> Iterator[tuple[Timer, Result | RulesEngineError]]:
@@ -606,6 +620,17 @@ class Engine:
             reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
                       run.conversation_id, reason, catalog)
+
+
+def _count(tx: StoreTx, source: str,
+           outcomes: Iterable[tuple[Event, Result | RulesEngineError]]) -> None:
+    """Add what the applied events did to ``source``'s counts in the database."""
+    counts: Counter[CountKey] = Counter()
+    for event, outcome in outcomes:
+        if isinstance(outcome, Result):
+            counts += tally(event, outcome.status, outcome.stored_trace)
+    if counts:
+        tx.add_counts(source, counts)
 
 
 def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Event,

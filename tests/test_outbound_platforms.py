@@ -121,6 +121,32 @@ def test_the_worker_does_what_each_published_answer_means(folder, name, make_eng
         assert due <= before + timedelta(seconds=max(wait * 1.1, BACKOFF) + 5)
 
 
+def test_metrics_count_what_the_worker_applied(make_engine, store, database_url, tmp_path,
+                                              clean_environment):
+    """The worker's message.failed runs its rule outside the web app: /metrics counts it
+    (source worker) from the database, beside what the web app counted itself."""
+    from connectors import create_app
+
+    engine = make_engine(REPLYING)
+    engine.process(message(RECIPIENT["viber"], "hi", channel="viber"))
+    with platform("viber", "error_3_bad_data.json", 200) as receiver:
+        assert worker(store, receiver.url, engine).run_once() == 1
+    app = create_app({**p.SECRETS, "rules_dir": str(tmp_path / "rules"),
+                      "database_url": database_url})
+    try:
+        scrape = app.test_client().get("/metrics", headers={
+            "Authorization": f"Bearer {p.SECRETS['api_token']}"}).data.decode()
+    finally:
+        app.extensions["rules_engine"].store.dispose()
+    assert 'rules_engine_rules_fired_total{rule_id="on-failure",source="worker"} 1.0' in scrape
+    assert ('rules_engine_events_received_total{channel="viber",source="worker",'
+            'status="applied",type="message.failed"} 1.0') in scrape
+    assert 'rules_engine_actions_total{action="add_tag",outcome="applied",source="worker"} 1.0' \
+        in scrape
+    assert scrape.count("# TYPE rules_engine_rules_fired_total counter") == 1
+    assert 'rule_id="reply"' not in scrape  # applied by engine.process: counted by no one
+
+
 def test_a_rate_limit_never_fails_a_row_however_old(make_engine, store):
     """WhatsApp 130429 after a day of trying: still deferred (a transient failure that old
     fails), and it goes out once the platform takes it."""

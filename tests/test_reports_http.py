@@ -92,10 +92,12 @@ def test_metrics_count_events_rules_and_rejections(client):  # noqa: F811
     post_facebook(client, p.messenger(p.fb_message("PSID-M", "m_metrics", "thanks")))
     client.post("/webhooks/facebook", json={}, headers={"X-Hub-Signature-256": "sha256=00"})
     text = client.get("/metrics", headers=api_headers()).data.decode()
-    assert re.search(r'rules_engine_events_received_total\{channel="facebook",status="duplicate",'
-                     r'type="message.received"\} [1-9]', text)
-    assert re.search(r'rules_engine_rules_fired_total\{rule_id="close-on-thanks"\} [1-9]', text)
-    assert re.search(r'rules_engine_actions_total\{action="close_conversation",outcome="applied"\}', text)
+    assert re.search(r'rules_engine_events_received_total\{channel="facebook",source="web",'
+                     r'status="duplicate",type="message.received"\} [1-9]', text)
+    assert re.search(r'rules_engine_rules_fired_total\{rule_id="close-on-thanks",source="web"\} [1-9]',
+                     text)
+    assert re.search(r'rules_engine_actions_total\{action="close_conversation",outcome="applied",'
+                     r'source="web"\}', text)
     assert re.search(r'rules_engine_requests_rejected_total\{reason="bad_signature"\} [1-9]', text)
     assert "rules_engine_event_processing_seconds_bucket" in text
 

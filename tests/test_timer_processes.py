@@ -34,6 +34,7 @@ from sqlalchemy import make_url, select, text
 
 from rules_engine.store import tables
 
+from . import webhook_payloads as p
 from .conftest import POSTGRES_URL
 from .test_server import post_signed_event, start_server, stop_server
 
@@ -117,6 +118,13 @@ def counts(store) -> dict[str, int]:
     with store.read() as tx:
         return {name: tx.connection.execute(text(sql)).scalar_one()
                 for name, sql in queries.items()}
+
+
+def fired_by_timers(store) -> int:
+    """How many times /metrics counts the idle rule fired by a timer (from the database)."""
+    with store.read() as tx:
+        return sum(count for source, metric, labels, count in tx.counts()
+                   if (source, metric, labels) == ("timer", "rules_fired", ("close-when-idle",)))
 
 
 def closed_by_their_own_clock(store) -> bool:
@@ -203,6 +211,48 @@ def test_clocks_set_by_a_server_killed_after_its_last_answer_fire_once(
     assert tick(database_url, rules) == (0, [])  # fired once, never again
 
 
+def scraped(base: str, metric: str) -> dict[str, float]:
+    """The samples of ``metric`` that /metrics shows now, by their labels."""
+    response = requests.get(f"{base}/metrics", timeout=10, headers={
+        "Authorization": f"Bearer {p.SECRETS['api_token']}"})
+    assert response.status_code == 200, response.text[:500]
+    return {line[len(metric):].rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in response.text.splitlines() if line.startswith(metric + "{")}
+
+
+def test_metrics_under_serve_count_the_rules_a_separate_tick_fired(
+        database_url, write_rules, tmp_path):
+    """``serve`` sets an idle clock; ``rules-engine tick``, another process, fires it; the
+    server's /metrics counts the firing (source timer) beside its own message (web), and
+    still after a restart."""
+    rules = write_rules(IDLE_RULE)
+    process, base = start_server(database_url, 2, tmp_path / "server.log", rules_dir=rules)
+    try:
+        response = post_signed_event(base, message(0, "visitor-m", 0))
+        assert response.json()["results"][0]["status"] == "applied", response.text[:500]
+        assert scraped(base, "rules_engine_rules_fired_total") == {}
+        assert tick(database_url, rules)[0] == 1
+        for _ in range(4):  # whichever worker answers the scrape
+            assert scraped(base, "rules_engine_rules_fired_total") == {
+                '{rule_id="close-when-idle",source="timer"}': 1.0}
+        events = scraped(base, "rules_engine_events_received_total")
+        assert events == {
+            '{channel="webchat",source="web",status="applied",type="message.received"}': 1.0,
+            '{channel="webchat",source="timer",status="applied",type="conversation.idle"}': 1.0}
+        assert scraped(base, "rules_engine_actions_total") == {
+            '{action="close_conversation",outcome="applied",source="timer"}': 1.0}
+    finally:
+        stop_server(process)
+    process, base = start_server(database_url, 1, tmp_path / "again.log", rules_dir=rules)
+    try:  # a new server: its own counts start again, the database's are still there
+        assert scraped(base, "rules_engine_rules_fired_total") == {
+            '{rule_id="close-when-idle",source="timer"}': 1.0}
+        assert all("source=\"web\"" not in labels
+                   for labels in scraped(base, "rules_engine_events_received_total"))
+    finally:
+        stop_server(process)
+
+
 def test_a_tick_killed_while_firing_loses_nothing_and_fires_nothing_twice(
         database_url, store, write_rules, tmp_path):
     rules = write_rules(IDLE_RULE)
@@ -236,6 +286,7 @@ def test_a_tick_killed_while_firing_loses_nothing_and_fires_nothing_twice(
     assert after_kill == {"timers left": 600 - done, "timer firings in the ledger": done,
                           "timer traces": done, "conversations": 600,
                           "closed by automation": done, "open": 600 - done}
+    assert fired_by_timers(store) == done  # what /metrics shows: the committed batches
 
     fired, lines = tick(database_url, rules)
     assert fired == 600 - done
@@ -246,6 +297,7 @@ def test_a_tick_killed_while_firing_loses_nothing_and_fires_nothing_twice(
                              "closed by automation": 600, "open": 0}
     assert closed_by_their_own_clock(store)
     assert tick(database_url, rules) == (0, [])
+    assert fired_by_timers(store) == 600
 
 
 # Imports the CLI first (the slow part), says it is ready, then waits for the go file.

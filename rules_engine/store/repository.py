@@ -624,6 +624,28 @@ class StoreTx:
         rows = self.connection.execute(select(m).order_by(m.c.due_at, m.c.id).limit(limit))
         return [_timer(row) for row in rows.mappings()]
 
+    # -- what /metrics shows of other processes ------------------------------------------
+
+    def add_counts(self, source: str,
+                   counts: Mapping[tuple[str, tuple[str, ...]], int]) -> None:
+        """Add ``counts`` (a metric and its label values -> how many) to ``source``'s, in
+        key order (so that two transactions never take the rows in opposite orders)."""
+        c = t.engine_counts
+        for (metric, labels), count in sorted(counts.items()):
+            statement = self._insert(c).values(source=source, metric=metric,
+                                               labels=json.dumps(labels), count=count)
+            self.connection.execute(statement.on_conflict_do_update(
+                index_elements=["source", "metric", "labels"],
+                set_={"count": c.c.count + statement.excluded.count}))
+
+    def counts(self) -> list[tuple[str, str, tuple[str, ...], int]]:
+        """(source, metric, label values, count) for everything counted so far."""
+        c = t.engine_counts
+        rows = self.connection.execute(select(c.c.source, c.c.metric, c.c.labels, c.c.count)
+                                       .order_by(c.c.source, c.c.metric, c.c.labels))
+        return [(source, metric, tuple(json.loads(labels)), count)
+                for source, metric, labels, count in rows]
+
     # -- run-once and cooldowns --------------------------------------------------------
 
     def claim_rule_runs(self, rule_id: str, scopes: dict[str, timedelta | None],

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -261,6 +262,18 @@ outbound_deliveries = Table(
     Column("channel", Str(40), primary_key=True),
     Column("outcome", Str(30), primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+# What the engine did outside the web app's processes (timer firings, the delivery
+# worker's message.failed: rules_engine.trace.counts), counted in the transaction that did
+# it, for /metrics: one row per source, metric and label values (a JSON list).
+engine_counts = Table(
+    "engine_counts",
+    metadata,
+    Column("source", Str(20), primary_key=True),
+    Column("metric", Str(40), primary_key=True),
+    Column("labels", Str(400), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
 
 # Run-once and cooldown bookkeeping: one row per rule and scope (a contact or a conversation).
