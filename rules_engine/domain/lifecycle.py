@@ -181,9 +181,10 @@ class Lifecycle:
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": updated.assignee, "team": updated.team})
-        return Outcome("assign", True,
-                       f"assigned conversation {updated.id} to user={updated.assignee} team={updated.team}",
-                       [fact], updated.id)
+        to = " and ".join(f"{kind} {name}" for kind, name in (("user", updated.assignee),
+                                                               ("team", updated.team)) if name)
+        return Outcome("assign", True, f"assigned conversation {updated.id} to {to}", [fact],
+                       updated.id)
 
     def add_tags(self, contact_id: int, tags: list[str], channel: str | None) -> Outcome:
         """Tag the contact; each new tag emits ``contact.tag_added``."""
