@@ -39,6 +39,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -48,12 +49,17 @@ from rules_engine import (
     Engine,
     Event,
     EventType,
+    Result,
     RulesEngineError,
+    RuleSet,
     Store,
     load_rule_set,
 )
+from rules_engine.cli import DATABASE_PROBLEMS, HelpFormatter, database_problem
 from rules_engine.domain.model import ContactRef, OutboxStatus
-from rules_engine.domain.timers import duration_option
+from rules_engine.domain.timers import Timer, duration_option
+from rules_engine.engine import counted, firings_summary
+from rules_engine.store import DEFAULT_DATABASE_URL, database_url
 
 from .address_guard import AddressGuard
 from .channels import adapter_for_channel
@@ -65,6 +71,9 @@ log = logging.getLogger("rules_engine.worker")
 DEFAULT_MAX_AGE = timedelta(hours=24)
 MAX_BACKOFF = 3600.0  # seconds between two attempts at most (unless the platform asks more)
 PACE_WAIT = 1.0  # seconds a delivery waits for its pacing turn before deferring the row
+# How a row's turn ends: its new status; ``deferred`` (due again later: backoff, rate limit,
+# pacing, a paused channel); ``taken over`` (the lease ran out and another worker has it).
+TURN_ENDS = ("sent", "failed", "suppressed", "deferred", "taken over")
 
 
 def utcnow() -> datetime:
@@ -100,10 +109,6 @@ def build_request(row: Mapping[str, Any], environ: Mapping[str, str]) -> Outboun
                      "text": content["text"]})
 
 
-def _attempts(count: int) -> str:
-    return f"{count} attempt" + ("" if count == 1 else "s")
-
-
 def reply_window(adapter: ChannelAdapter | None, content: Mapping[str, Any]) -> timedelta | None:
     """How long after the contact's latest message ``content`` may be sent (None: any time)."""
     if adapter is None or "template" in content:
@@ -136,20 +141,26 @@ class _Finish:
     pause: Verdict | None = None  # pauses the row's channel
 
 
+def check_lease(lease_seconds: float, timeout: float) -> None:
+    """ValueError unless a lease outlasts the HTTP call it is taken for."""
+    if lease_seconds <= timeout:
+        raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
+                         f"timeout ({timeout} s), or a slow call could be sent twice")
+
+
 class OutboxWorker:
     """Claims due rows in batches and delivers them; many may run side by side."""
 
     def __init__(self, store: Store, *, worker_id: str, engine: Engine | None = None,
                  lease_seconds: float = 30, max_age: timedelta = DEFAULT_MAX_AGE,
                  batch: int = 10, timeout: float = 10, backoff_seconds: float = 2,
-                 environ: Mapping[str, str] | None = None,
+                 environ: Mapping[str, str] | None = None, guard: AddressGuard | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         """ValueError for a lease not longer than the HTTP timeout, or a bad
-        ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``). ``engine``
-        runs the rules on ``message.failed``; without one, rows fail all the same."""
-        if lease_seconds <= timeout:
-            raise ValueError(f"the lease ({lease_seconds} s) must be longer than the HTTP "
-                             f"timeout ({timeout} s), or a slow call could be sent twice")
+        ``RULES_ENGINE_OUTBOUND_ALLOW`` in ``environ`` (default ``os.environ``) when no
+        ``guard`` is given. ``engine`` runs the rules on ``message.failed``; without one,
+        rows fail all the same."""
+        check_lease(lease_seconds, timeout)
         self.store = store
         self.engine = engine
         self.worker_id = worker_id
@@ -161,30 +172,37 @@ class OutboxWorker:
         self.backoff_seconds = backoff_seconds
         self.environ = os.environ if environ is None else environ
         self.clock = clock
-        self.transport = Transport(AddressGuard.from_environ(self.environ), timeout=timeout)
+        guard = guard or AddressGuard.from_environ(self.environ)
+        self.transport = Transport(guard, timeout=timeout)
 
     def run_once(self) -> int:
+        """Deliver up to ``batch`` due rows (``deliver_due``); how many rows were claimed."""
+        return len(self.deliver_due())
+
+    def deliver_due(self) -> dict[int, str]:
         """Deliver up to ``batch`` due rows, each claimed just before its own delivery (so a
-        lease always covers the call it was taken for); returns how many were claimed."""
-        claimed = 0
-        while claimed < self.batch:
+        lease always covers the call it was taken for); what became of each row, by id:
+        one of ``TURN_ENDS``."""
+        ends: dict[int, str] = {}
+        for _ in range(self.batch):
             now = self.clock()
             rows = self.store.run(lambda tx: tx.outbound.claim(worker=self.worker_id,
                 now=now, lease_until=now + self.lease, limit=1))  # noqa: B023 (called at once)
             if not rows:
                 break
-            self._deliver(rows[0])
-            claimed += 1
-        return claimed
+            ends[rows[0]["id"]] = self._deliver(rows[0])
+        return ends
 
-    def _deliver(self, row: Mapping[str, Any]) -> None:
+    def _deliver(self, row: Mapping[str, Any]) -> str:
         try:
             finish = self._turn(row)
         except Exception as error:  # a case nobody foresaw still ends the attempt, recorded
             log.exception("outbox #%s attempt %s failed unexpectedly", row["id"], row["attempts"])
             finish = self._retry(row, Verdict(AnswerKind.TRANSIENT,
                                               message=f"unexpected {type(error).__name__}"))
-        self._record(row, finish)
+        if not self._record(row, finish):
+            return "taken over"
+        return str(finish.values.get("status", "deferred"))
 
     def _turn(self, row: Mapping[str, Any]) -> _Finish:
         """What comes of the row's turn: refused before any call, deferred, or called."""
@@ -194,7 +212,7 @@ class OutboxWorker:
             # tried before, and never finished (a worker stopped mid-delivery) or still failing
             gave_up = Verdict(AnswerKind.TRANSIENT, row["error_code"], (
                 f"{row['error_message'] or 'an attempt never finished'} (gave up: not sent "
-                f"after {_attempts(row['attempts'] - 1)} over {age})"))
+                f"after {counted(row['attempts'] - 1, 'attempt')} over {age})"))
             values = {"status": OutboxStatus.FAILED, "attempts": row["attempts"] - 1,
                       **_error(gave_up)}
             return _Finish(values, None, failed=_failure(values))
@@ -299,16 +317,16 @@ class OutboxWorker:
         due = now + timedelta(seconds=delay)
         if verdict.kind is AnswerKind.TRANSIENT and due - row["queued_at"] > self.max_age:
             gave_up = replace(verdict, message=f"{verdict.message} (gave up after "
-                              f"{_attempts(row['attempts'])} over {now - row['queued_at']})")
+                              f"{counted(row['attempts'], 'attempt')} over {now - row['queued_at']})")
             values = {"status": OutboxStatus.FAILED, **_error(gave_up)}
             return _Finish(values, str(verdict.kind), failed=_failure(values))
         log.info("outbox #%s attempt %s: %s, again at %s", row["id"], row["attempts"],
                  verdict.kind, due.isoformat(timespec="seconds"))
         return _Finish({"next_attempt_at": due, **_error(verdict)}, str(verdict.kind))
 
-    def _record(self, row: Mapping[str, Any], finish: _Finish) -> None:
+    def _record(self, row: Mapping[str, Any], finish: _Finish) -> bool:
         """Write the turn's end: the row, the count, a pause, and ``message.failed`` for the
-        rules, all in one transaction."""
+        rules, all in one transaction; False when the lease was lost (nothing written)."""
         at = self.clock()
 
         def write(tx: Any) -> bool:
@@ -322,9 +340,9 @@ class OutboxWorker:
             return True
 
         if finish.failed is None or self.engine is None or row["target"] != "message":
-            self.store.run(write)
-            return
-        self.engine.process_after(write, failed_event(row, finish.failed, at), counted_as="worker")
+            return self.store.run(write)
+        return self.engine.process_after(write, failed_event(row, finish.failed, at),
+                                         counted_as="worker") is not None
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
@@ -353,7 +371,11 @@ class TimerFirer:
 
     def run_once(self) -> int:
         """Fire what is due now; how many timers fired."""
-        return sum(1 for _ in self.engine.fire_all_due(datetime.now(timezone.utc)))
+        return len(self.fire_due())
+
+    def fire_due(self) -> list[tuple[Timer, Result | RulesEngineError]]:
+        """Fire what is due now; each timer with what its firing did."""
+        return list(self.engine.fire_all_due(datetime.now(timezone.utc)))
 
     def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
         """Fire until ``stop`` is set, waiting ``poll_seconds`` when nothing is due."""
@@ -375,49 +397,120 @@ def _poll(run_once: Callable[[], int], stop: threading.Event, poll_seconds: floa
             stop.wait(poll_seconds)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``rules-engine worker``: deliver the outbox and fire due timers until SIGTERM /
-    SIGINT (or once)."""
-    parser = argparse.ArgumentParser(prog="rules-engine worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=os.environ.get("RULES_ENGINE_DATABASE_URL"))
-    parser.add_argument("--threads", type=int, default=4, help="deliveries in parallel")
-    parser.add_argument("--lease", type=float, default=30, help="seconds a claimed row is held")
-    parser.add_argument("--max-age", type=duration_option,
+def _above_zero(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a whole (``int``) or any (``float``) number above zero."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above zero")
+        return value
+
+    parse.__name__ = "number above zero"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``rules-engine worker``'s options (the environment's settings as their defaults)."""
+    parser = argparse.ArgumentParser(
+        prog="rules-engine worker", formatter_class=HelpFormatter,
+        description="Deliver the outbox (send_message, http_request) and fire due timers,\n"
+                    "until SIGTERM or SIGINT; with --once, what is due now, then exit.")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL, else "
+                             f"{DEFAULT_DATABASE_URL})")
+    parser.add_argument("--threads", type=_above_zero(int), default=4, metavar="N",
+                        help="deliveries in parallel")
+    parser.add_argument("--lease", type=_above_zero(float), default=30, metavar="SECONDS",
+                        help="how long a claimed row is held (longer than --timeout)")
+    parser.add_argument("--max-age", type=duration_option, metavar="DURATION",
                         default=os.environ.get("RULES_ENGINE_OUTBOX_MAX_AGE", "24h"),
                         help="how long a message that keeps failing for a transient reason is "
-                             "tried before it fails: 30m, 24h, 2d "
-                             "($RULES_ENGINE_OUTBOX_MAX_AGE, else 24h)")
-    parser.add_argument("--poll", type=float, default=1.0, help="seconds between idle polls")
-    parser.add_argument("--timeout", type=float, default=10, help="HTTP timeout, seconds")
-    parser.add_argument("--rules", default=os.environ.get("RULES_ENGINE_RULES_DIR", "rules"),
+                             "tried before it fails: 30m, 24h, 2d (default: "
+                             "$RULES_ENGINE_OUTBOX_MAX_AGE, else 24h)")
+    parser.add_argument("--poll", type=_above_zero(float), default=1.0, metavar="SECONDS",
+                        help="the wait between two looks at an idle outbox")
+    parser.add_argument("--timeout", type=_above_zero(float), default=10, metavar="SECONDS",
+                        help="HTTP timeout")
+    parser.add_argument("--rules", metavar="DIR",
+                        default=os.environ.get("RULES_ENGINE_RULES_DIR", "rules"),
                         help="the rules directory, for the timers' and message.failed's rules "
-                             "($RULES_ENGINE_RULES_DIR, else rules/)")
+                             "(default: $RULES_ENGINE_RULES_DIR, else rules/)")
     parser.add_argument("--once", action="store_true",
-                        help="deliver and fire what is due now, then exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store = Store(args.database_url) if args.database_url else Store()
-    engine: Engine | None = None
-    if os.path.isdir(args.rules):
-        try:
-            engine = Engine(store, load_rule_set([args.rules]))
-        except RulesEngineError as error:
-            parser.error(f"cannot load the rules for the timers: {error}")
-    else:
+                        help="deliver and fire what is due now, say what was done, then exit")
+    return parser
+
+
+def _rules_for_timers(parser: argparse.ArgumentParser, folder: str) -> RuleSet | None:
+    """The rules the timers and ``message.failed`` run (None: no such folder, said once)."""
+    if not os.path.isdir(folder):
         log.warning("no rules directory at %s: this worker delivers the outbox, fires no "
-                    "timers and runs no rules on message.failed (pass --rules)", args.rules)
-    firer = TimerFirer(engine) if engine is not None else None
-    name = f"{socket.gethostname()}:{os.getpid()}"
+                    "timers and runs no rules on message.failed (pass --rules)", folder)
+        return None
     try:
-        workers = [OutboxWorker(store, worker_id=f"{name}:{n}", engine=engine,
-                                lease_seconds=args.lease, max_age=args.max_age,
-                                timeout=args.timeout)
-                   for n in range(args.threads)]
+        return load_rule_set([folder])
+    except RulesEngineError as error:
+        parser.error(f"cannot load the rules for the timers: {error}")
+
+
+def _configure_logging() -> None:
+    """Our own lines from INFO up; other libraries' (Alembic's migration notes, ...) only
+    from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("rules_engine").setLevel(logging.INFO)
+
+
+def run_until_idle(workers: Sequence[OutboxWorker], firer: TimerFirer | None) -> str:
+    """Deliver and fire until nothing is due (``worker --once``); what was done, in one
+    line: what became of the rows due (each counted once, by how its last turn ended) and
+    the timers fired."""
+    ends: dict[int, str] = {}
+    firings: list[tuple[Timer, Result | RulesEngineError]] = []
+    while True:
+        delivered = [worker.deliver_due() for worker in workers]
+        fired = firer.fire_due() if firer else []
+        for each in delivered:
+            ends.update(each)
+        firings += fired
+        if not fired and not any(delivered):
+            break
+    counts = Counter(ends.values())
+    said = ", ".join(f"{counts[end]} {end}" for end in TURN_ENDS if counts[end])
+    rows = f"{counted(len(ends), 'outbox row')} due" + (f": {said}" if ends else "; nothing sent")
+    timers = firings_summary(firings) if firer else "timers not fired (no rules directory)"
+    return f"worker: {rows}; {timers}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rules-engine worker``: deliver the outbox and fire due timers until SIGTERM /
+    SIGINT (or once). Every option and setting is checked before the database is opened."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging()
+    try:
+        check_lease(args.lease, args.timeout)
+        guard = AddressGuard.from_environ(os.environ)
     except ValueError as error:
         parser.error(str(error))
+    rules = _rules_for_timers(parser, args.rules)
+    url = database_url(args.database_url)
+    try:
+        store = Store(url)
+    except DATABASE_PROBLEMS as error:
+        print(f"rules-engine worker: {database_problem(error, url)}", file=sys.stderr)
+        return 2
+    engine = Engine(store, rules) if rules is not None else None
+    firer = TimerFirer(engine) if engine is not None else None
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    workers = [OutboxWorker(store, worker_id=f"{name}:{n}", engine=engine,
+                            lease_seconds=args.lease, max_age=args.max_age,
+                            timeout=args.timeout, guard=guard)
+               for n in range(args.threads)]
     if args.once:
-        while sum(worker.run_once() for worker in workers) + (firer.run_once() if firer else 0):
-            pass
+        print(run_until_idle(workers, firer))
+        store.dispose()
         return 0
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

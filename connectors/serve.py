@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from rules_engine import RuleSet, RuleSetInvalid, Store, load_rule_set
+from rules_engine.cli import HelpFormatter
 
 from .config import APP_ENVIRONMENT, ConfigError, Settings
 
@@ -88,17 +89,21 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rules-engine serve", description="Serve the webhook app with gunicorn.",
+        formatter_class=HelpFormatter,
         epilog="In production, put a TLS-terminating reverse proxy in front (see "
                "docs/operations.md: production topology) and keep --host on loopback or a "
                "private address.")
-    parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=os.environ.get("RULES_ENGINE_PORT", "8000"))
+    parser.add_argument("--host", default=os.environ.get("RULES_ENGINE_HOST", "127.0.0.1"),
+                        help="the address to listen on ($RULES_ENGINE_HOST)")
+    parser.add_argument("--port", type=int, default=os.environ.get("RULES_ENGINE_PORT", "8000"),
+                        help="the port to listen on ($RULES_ENGINE_PORT)")
     parser.add_argument("--workers", type=int,
-                        default=os.environ.get("RULES_ENGINE_WORKERS", "2"))
+                        default=os.environ.get("RULES_ENGINE_WORKERS", "2"),
+                        help="worker processes ($RULES_ENGINE_WORKERS)")
     parser.add_argument("--threads", type=int,
                         default=os.environ.get("RULES_ENGINE_THREADS", "4"),
                         help="requests each worker runs at once (complete requests only: "
-                             "a slow client never holds one)")
+                             "a slow client never holds one; $RULES_ENGINE_THREADS)")
     parser.add_argument("--header-timeout", type=int, default=10,
                         help="seconds a client has to send a request's head (and an idle "
                              "kept-alive connection is kept)")

@@ -30,7 +30,7 @@ from rules_engine.domain.errors import (
     RuleWarning,
 )
 from rules_engine.domain.timers import duration_option
-from rules_engine.engine import DEFAULT_MAX_DEPTH, Engine, Result
+from rules_engine.engine import DEFAULT_MAX_DEPTH, Engine, Result, firings_summary
 from rules_engine.formats.events import parse_event, parse_timestamp
 from rules_engine.formats.schema import load_schema
 from rules_engine.metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
@@ -38,7 +38,7 @@ from rules_engine.report_format import to_csv, to_table
 from rules_engine.rule_tests import check_test_files, report, rules_folder_of, timed_run
 from rules_engine.rules.loader import load_rule_set, rule_files
 from rules_engine.rules.ruleset import RuleSet
-from rules_engine.store import DEFAULT_DATABASE_URL, Store, StoreNotReady
+from rules_engine.store import DEFAULT_DATABASE_URL, Store, StoreNotReady, database_url
 from rules_engine.trace.render import render_trace
 
 DESCRIPTION = "Validate, test and run automation rules for customer-messaging conversations."
@@ -57,7 +57,23 @@ def _rules_dir(args: argparse.Namespace) -> str:
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    return args.database_url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL
+    return database_url(args.database_url)
+
+
+# What keeps a command from using its database: a URL SQLAlchemy cannot use, a server it
+# cannot reach, a schema at another revision (exit status 2).
+DATABASE_PROBLEMS = (ArgumentError, NoSuchModuleError, OperationalError, StoreNotReady)
+
+
+def database_problem(error: Exception, url: str) -> str:
+    """What to tell the user about one of ``DATABASE_PROBLEMS`` met at ``url``."""
+    if isinstance(error, StoreNotReady):
+        return f"error: {error}"
+    if isinstance(error, OperationalError):
+        return (f"error: cannot reach the database: {str(error.orig).strip()[:300]}\n"
+                "(hint: check that it is running and that the URL is right)")
+    return (f"error: cannot use the database URL {url!r}: {error}\n"
+            "(hint: e.g. sqlite:///rules-engine.db or postgresql+psycopg://user@host/db)")
 
 
 def _write_json(out: TextIO, value: Any) -> None:
@@ -237,18 +253,33 @@ def _simulated_text(result: Result | RulesEngineError) -> str:
 
 
 def cmd_tick(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    now = parse_timestamp(args.now) if args.now else datetime.now(timezone.utc)
+    now = args.now or datetime.now(timezone.utc)
     engine = _engine(args, existing=True)
-    fired = 0
+    firings = []
     for timer, outcome in engine.fire_all_due(now):
-        fired += 1
+        firings.append((timer, outcome))
+        due = timer.due_at.isoformat(timespec="seconds")
         if isinstance(outcome, RulesEngineError):
-            out.write(f"{timer.id} (due {timer.due_at.isoformat()}): refused: {outcome}\n")
+            out.write(f"{timer.id} (due {due}): refused: {outcome}\n")
             continue
         rules = ", ".join(outcome.fired) or "no rule fired"
-        out.write(f"{timer.id} (due {timer.due_at.isoformat()}): {outcome.status}: {rules}\n")
-    out.write(f"fired {fired} timer(s) due at {now.isoformat()}\n")
+        out.write(f"{timer.id} (due {due}): {outcome.status}: {rules}\n")
+    with engine.store.read() as tx:
+        pending = tx.timers(limit=1)
+    following = (f"next due at {pending[0].due_at.isoformat(timespec='seconds')}" if pending
+                 else "no timer pending")
+    out.write(f"tick: {firings_summary(firings)} due by {now.isoformat(timespec='seconds')}; "
+              f"{following}\n")
     return 0
+
+
+def _timestamp_option(text: str) -> datetime:
+    """An argparse type: an ISO 8601 timestamp with a time zone."""
+    try:
+        return parse_timestamp(text)
+    except RulesEngineError as error:
+        hint = f" (hint: {error.hint})" if error.hint else ""
+        raise argparse.ArgumentTypeError(error.message + hint) from None
 
 
 INGEST_BATCH = 200  # events per transaction (each in its own savepoint)
@@ -528,9 +559,19 @@ def _at_least(least: int) -> Callable[[str], int]:
     return parse
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
-                     argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the epilog's layout and shows every option's default."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and adds each option's default to its help, unless there
+    is none to tell (None, a flag's False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default, text = action.default, action.help or ""
+        if default is None or default is False or default is argparse.SUPPRESS \
+                or "default" in text.lower():
+            return action.help
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL,
+                                                              argparse.ZERO_OR_MORE):
+            return action.help  # a positional that must be given
+        return f"{text} (default: %(default)s)"
 
 
 def _global_options(*, top: bool) -> argparse.ArgumentParser:
@@ -544,7 +585,8 @@ def _global_options(*, top: bool) -> argparse.ArgumentParser:
                          help="SQLAlchemy URL ($RULES_ENGINE_DATABASE_URL, else "
                               f"{DEFAULT_DATABASE_URL})")
     options.add_argument("--max-depth", type=_at_least(0), default=default(DEFAULT_MAX_DEPTH),
-                         metavar="N", help="how deep rules may chain through emitted events")
+                         metavar="N", help="how deep rules may chain through emitted events "
+                                           f"(default: {DEFAULT_MAX_DEPTH})")
     return options
 
 
@@ -556,14 +598,14 @@ def _outbox_filters(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rules-engine", description=DESCRIPTION, epilog=EXIT_CODES,
-                                     formatter_class=_HelpFormatter,
+                                     formatter_class=HelpFormatter,
                                      parents=[_global_options(top=True)])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _global_options(top=False)
 
     def command(name: str, help: str, **options: Any) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
-                                   formatter_class=_HelpFormatter, parents=[common], **options)
+                                   formatter_class=HelpFormatter, parents=[common], **options)
 
     validate = command("validate", "check rule files and their tests; exit 1 on any problem")
     validate.add_argument("paths", nargs="*",
@@ -589,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=cmd_simulate)
 
     tick = command("tick", "fire every timer (idle clocks, waits) due now, once, and exit")
-    tick.add_argument("--now", metavar="ISO-8601",
+    tick.add_argument("--now", type=_timestamp_option, metavar="ISO-8601",
                       help="fire what is due at this time instead (e.g. 2026-11-25T10:00:00Z)")
     tick.set_defaults(handler=cmd_tick)
 
@@ -653,14 +695,17 @@ def build_parser() -> argparse.ArgumentParser:
     users = command("users", "people who use the API and the dashboard: add (prints the new "
                              "token once), list, revoke")
     user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = user_actions.add_parser("add", help="add a user and print their token, alone on stdout")
+    add = user_actions.add_parser("add", help="add a user and print their token, alone on stdout",
+                                  formatter_class=HelpFormatter)
     add.add_argument("name", help="the user's name, as reports and traces show it")
     add.add_argument("--role", required=True, choices=[str(role) for role in people.Role],
                      help="viewer: reports and dashboard; agent: also open, close and reply "
                           "as themselves; admin: everything, and on behalf of others")
-    user_actions.add_parser("list", help="every user and role, revoked ones too").add_argument(
+    user_actions.add_parser("list", help="every user and role, revoked ones too",
+                            formatter_class=HelpFormatter).add_argument(
         "--format", choices=["table", "json"], default="table", help="output format")
-    user_actions.add_parser("revoke", help="revoke a user's token and sessions").add_argument(
+    user_actions.add_parser("revoke", help="revoke a user's token and sessions",
+                            formatter_class=HelpFormatter).add_argument(
         "name", help="the user's name")
     users.set_defaults(handler=cmd_users)
 
@@ -675,11 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
     box.set_defaults(handler=cmd_outbox, action="list")
     box_actions = box.add_subparsers(dest="action", metavar="ACTION")
     again = box_actions.add_parser("retry", help="queue failed (or suppressed) rows again, "
-                                                 "attempts and age starting over")
+                                                 "attempts and age starting over",
+                                   formatter_class=HelpFormatter)
     _outbox_filters(again)
     again.add_argument("--status", choices=[str(s) for s in outbox.RETRYABLE], default="failed",
                        help="which rows")
-    box_actions.add_parser("resume", help="call a paused channel again").add_argument(
+    box_actions.add_parser("resume", help="call a paused channel again",
+                           formatter_class=HelpFormatter).add_argument(
         "channel", help="the channel, e.g. whatsapp")
 
     serve = commands.add_parser(
@@ -709,21 +756,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except RuleSetInvalid as invalid:
         err.write(f"the rules are invalid:\n{invalid}\n")
         return 1
-    except StoreNotReady as error:
-        err.write(f"error: {error}\n")
+    except DATABASE_PROBLEMS as error:
+        err.write(database_problem(error, _database_url(args)) + "\n")
         return 2
     except RulesEngineError as error:
         err.write(f"error: {error}\n")
         return 1
-    except (ArgumentError, NoSuchModuleError) as error:
-        err.write(f"error: cannot use the database URL {_database_url(args)!r}: {error}\n"
-                  "(hint: e.g. sqlite:///rules-engine.db or "
-                  "postgresql+psycopg://user@host/db)\n")
-        return 2
-    except OperationalError as error:
-        err.write(f"error: cannot reach the database: {str(error.orig).strip()[:300]}\n"
-                  "(hint: check that it is running and that the URL is right)\n")
-        return 2
     except OSError as error:
         if isinstance(error, BrokenPipeError):  # e.g. `| head`: the reader has had enough
             _silence_stdout()

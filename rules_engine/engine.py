@@ -647,3 +647,18 @@ def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Eve
             for rule in rules
             if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
             and (rule.channels is None or conversation.channel in rule.channels)]
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 timer``, ``2 timers``: a count with its noun, for summaries people read."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def firings_summary(firings: Sequence[tuple[Timer, Result | RulesEngineError]]) -> str:
+    """What firing timers did, in a few words: ``fired 2 timers (3 rules fired, 1 refused)``."""
+    if not firings:
+        return "fired 0 timers"
+    rules = sum(len(outcome.fired) for _, outcome in firings if isinstance(outcome, Result))
+    refused = sum(1 for _, outcome in firings if isinstance(outcome, RulesEngineError))
+    details = counted(rules, "rule") + " fired" + (f", {refused} refused" if refused else "")
+    return f"fired {counted(len(firings), 'timer')} ({details})"

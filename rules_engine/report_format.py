@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from rules_engine.metrics import STATISTICS
@@ -36,31 +39,59 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return rows + [("TOTAL", report["totals"])]
 
 
-def to_table(report: dict[str, Any]) -> str:
-    """An aligned table (rich): one line per group and a total, durations as ``1h 02m``."""
+TABLE_WIDTH = 100  # the table fits a terminal this wide (a long group name wraps)
+
+
+def _moment(text: str) -> str:
+    """``2026-11-04T00:00:00+00:00`` -> ``2026-11-04 00:00`` (UTC; seconds when there are)."""
+    moment = datetime.fromisoformat(text).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second else "%Y-%m-%d %H:%M")
+
+
+def _section(report: dict[str, Any], heading: str, columns: Sequence[str],
+             cells: Callable[[dict[str, Any]], list[str]]) -> str:
+    """One block of the table: a heading, then a line per group and the total."""
     from rich import box  # only here: every other command starts without importing rich
     from rich.console import Console
     from rich.table import Table
 
-    title = f"Conversations closed (or first answered) {report['since']} .. {report['until']}"
-    if report["filters"]:
-        title += " where " + ", ".join(f"{k}={v}" for k, v in report["filters"].items())
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column(report["by"] if report["by"] != "none" else "", no_wrap=True)
-    for column in COLUMNS:
+    table.add_column(report["by"] if report["by"] != "none" else "", overflow="fold")
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     rows = _rows(report)
     for number, (key, figures) in enumerate(rows):
-        table.add_row(
-            key, str(figures["closed"]), *map(duration, _statistics(figures, "resolution_seconds")),
-            str(figures["responded"]),
-            *map(duration, _statistics(figures, "first_response_seconds")),
-            "-" if figures["open_now"] is None else str(figures["open_now"]),
-            duration(figures["open_age_seconds"]["max"]), end_section=number == len(rows) - 2)
+        table.add_row(key, *cells(figures), end_section=number == len(rows) - 2)
     buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None, force_terminal=False).print(table)
+    Console(file=buffer, width=TABLE_WIDTH, color_system=None, force_terminal=False).print(table)
     lines = [line.rstrip() for line in buffer.getvalue().splitlines() if line.strip()]
-    return title + "\n" + "\n".join(lines) + "\n"
+    return heading + "\n" + "\n".join(lines) + "\n"
+
+
+def _resolution(figures: dict[str, Any]) -> list[str]:
+    return [str(figures["closed"]), *map(duration, _statistics(figures, "resolution_seconds")),
+            "-" if figures["open_now"] is None else str(figures["open_now"]),
+            duration(figures["open_age_seconds"]["max"])]
+
+
+def _first_response(figures: dict[str, Any]) -> list[str]:
+    return [str(figures["responded"]),
+            *map(duration, _statistics(figures, "first_response_seconds"))]
+
+
+def to_table(report: dict[str, Any]) -> str:
+    """Aligned tables (rich) at most ``TABLE_WIDTH`` wide: resolution time (and the
+    conversations open now), then first response time; a line per group and a total,
+    durations as ``1h 02m``."""
+    title = f"Conversations, {_moment(report['since'])} .. {_moment(report['until'])} UTC"
+    if report["filters"]:
+        title += ", where " + ", ".join(f"{k}={v}" for k, v in report["filters"].items())
+    return "\n".join([
+        textwrap.fill(title, TABLE_WIDTH),
+        _section(report, "Resolution time of those closed, and those open now:",
+                 ["closed", *STATISTICS, "open now", "oldest open"], _resolution),
+        _section(report, "First response time of those first answered:",
+                 ["responded", *STATISTICS], _first_response)])
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

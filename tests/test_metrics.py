@@ -151,9 +151,11 @@ def test_report_command_table_and_csv(seeded, database_url):
                             "--since", "2026-09-01", "--until", "2026-11-25")
     assert status == 0
     lines = table.splitlines()
-    assert lines[1].split()[:3] == ["team", "closed", "mean"]
-    assert {line.split()[0] for line in lines[3:]} == {"billing", "onboarding", "support", "TOTAL"}
-    assert len({len(line) for line in lines[1:3]}) == 1  # header and rule have the same width
+    assert lines[1] == "Resolution time of those closed, and those open now:"
+    assert lines[2].split() == ["team", "closed", "mean", "median", "p90", "max", "open", "now",
+                                "oldest", "open"]
+    assert [line.split()[0] for line in lines[4:8]] == ["billing", "onboarding", "support", "TOTAL"]
+    assert len({len(line) for line in lines[2:4]}) == 1  # header and rule have the same width
     status, text = run_cli("--database-url", url, "report", "--by", "team", "--format", "csv",
                            "--since", "2026-09-01", "--until", "2026-11-25")
     parsed = list(csv.DictReader(io.StringIO(text)))

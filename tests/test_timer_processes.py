@@ -46,7 +46,7 @@ rules:
 """
 START = datetime(2026, 1, 1, tzinfo=UTC)  # the events' own time
 NOW = "2026-02-01T00:00:00+00:00"  # after every timer's due time
-FIRED = re.compile(r"^fired (\d+) timer\(s\) due at ")
+FIRED = re.compile(r"^tick: fired (\d+) timers? ")
 LINE = re.compile(r"^(idle:close-when-idle:\d+) \(due [^)]+\): (\w+): (.*)$")
 
 

@@ -34,6 +34,11 @@ SCHEMA_REVISION = "0009"
 T = TypeVar("T")
 
 
+def database_url(given: str | None = None) -> str:
+    """``given``, else ``$RULES_ENGINE_DATABASE_URL``, else the SQLite default."""
+    return given or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
 def _compact_json(value: Any) -> str:
     """JSON columns without the spaces after separators (traces are a tenth smaller),
     written by orjson (about ten times faster than ``json``); what orjson refuses but
@@ -181,8 +186,8 @@ class Store:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> Store:
-        """A store for ``url``, else ``$RULES_ENGINE_DATABASE_URL``, else the SQLite default."""
-        return cls(url or os.environ.get("RULES_ENGINE_DATABASE_URL") or DEFAULT_DATABASE_URL)
+        """A store for ``database_url(url)``."""
+        return cls(database_url(url))
 
     def _alembic(self, connection: Connection) -> Any:
         from alembic.config import Config as AlembicConfig
@@ -200,13 +205,19 @@ class Store:
             return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply the migrations up to ``revision`` (all of them by default)."""
-        if revision == "head" and self._current_revision() == SCHEMA_REVISION:
+        """Apply the migrations up to ``revision`` (all of them by default); one INFO line
+        says what changed."""
+        before = self._current_revision()
+        if revision == "head" and before == SCHEMA_REVISION:
             return
         from alembic import command
 
         with self.engine.begin() as connection:
             command.upgrade(self._alembic(connection), revision)
+        after = self._current_revision()
+        if after != before:
+            log.info("the database schema of %s went from revision %s to %s",
+                     self.url.render_as_string(hide_password=True), before or "none", after)
 
     def revisions(self) -> tuple[str | None, str]:
         """(the database's schema revision, the newest this code knows)."""

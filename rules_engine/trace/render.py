@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from rules_engine.domain.model import EventType
 from rules_engine.trace.shapes import RuleEntry, Trace
@@ -51,6 +51,17 @@ def _rule_lines(rule: RuleEntry) -> list[str]:
     return lines
 
 
+def _shown(value: Any) -> str:
+    """A value as a person reads it: ``{name=plan, value=gold}``, what is None (unset)
+    left out."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}={_shown(item)}" for key, item in value.items()
+                               if item is not None) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(item) for item in value if item is not None) + "]"
+    return str(value)
+
+
 def render_trace(trace: Trace, rules: ChannelFilters | None = None) -> str:
     """The trace of one event as indented text.
 
@@ -58,11 +69,14 @@ def render_trace(trace: Trace, rules: ChannelFilters | None = None) -> str:
     """
     if rules is not None and rules.version != trace["ruleset_version"]:
         rules = None  # the rules changed since: do not guess
-    lines = [f"event {trace['event_id']}: {trace['type']} on {trace['channel']}, "
-             f"contact {trace['contact_id']}, rules version {trace['ruleset_version']}"]
+    head = [f"{trace['type']}" + (f" on {trace['channel']}" if trace["channel"] else ""),
+            *([f"contact {trace['contact_id']}"] if trace["contact_id"] is not None else []),
+            f"rules version {trace['ruleset_version']}"]
+    lines = [f"event {trace['event_id']}: {', '.join(head)}"]
     for step in trace["steps"]:
+        params = _shown(step.get("params") or {})
         lines.append(f"  {step['event']} (depth {step['depth']})"
-                     + (f" {step['params']}" if step.get("params") else ""))
+                     + (f" {params}" if params != "{}" else ""))
         for builtin in step.get("builtin", []):
             lines.append(f"    built-in {builtin['operation']}: {builtin['outcome']} ({builtin['detail']})")
         if not step["rules"]:
