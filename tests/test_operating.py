@@ -20,6 +20,7 @@ import pytest
 from rules_engine.cli import build_parser
 from rules_engine.metrics import STATISTICS
 from rules_engine.report_format import duration
+from rules_engine.store.store import SCHEMA_REVISION
 from rules_engine.trace.render import render_trace
 
 from .conftest import T0, message
@@ -63,7 +64,7 @@ def test_worker_once_on_a_fresh_database_says_so_and_alembic_keeps_quiet(tmp_pat
     assert "alembic" not in done.stderr.lower()
     assert [line.split(" ", 2)[2] for line in done.stderr.splitlines()] == [
         "rules_engine.store.store the database schema of sqlite:///rules-engine.db went from "
-        "revision none to 0008"]
+        f"revision none to {SCHEMA_REVISION}"]
     without_rules = cli("worker", "--once", "--rules", str(tmp_path / "none"), cwd=tmp_path)
     assert without_rules.stdout == ("worker: 0 outbox rows due; nothing sent; timers not "
                                     "fired (no rules directory)\n")
