@@ -243,3 +243,20 @@ def test_a_comparison_called_never_true_is_never_true(source, samples):
         result, value = outcome(compiled, {**context, "params": {"x": "true"}})
         if result == "value":
             assert value is ("!=" in source), (source, context)
+
+
+_SCHEMA_KINDS = {"string": Kind.TEXT, "array": Kind.LIST, "boolean": Kind.BOOL,
+                 "number": Kind.NUMBER, "integer": Kind.NUMBER, "object": Kind.MAP}
+
+
+@pytest.mark.parametrize("part, spec", [("message", MESSAGE),
+                                        ("intent", roots_for(EventType.DIALOGFLOW_FULFILLMENT)["intent"])])
+def test_the_fields_an_event_brings_have_the_kinds_its_schema_gives(part, spec):
+    """The event schema (the single source of truth for what arrives) and the types the
+    conditions are checked against name the same fields with the same kinds."""
+    from rules_engine.formats.schema import load_schema
+
+    declared = load_schema("event")["properties"][part]["properties"]
+    assert set(declared) == set(spec)
+    for name, schema in declared.items():
+        assert spec[name].kinds - {Kind.NULL} == {_SCHEMA_KINDS[schema["type"]]}, name
