@@ -54,10 +54,10 @@ def test_expressions_evaluate(source, expected):
     "(2 ** 4000) ** 2",
 ])
 def test_huge_results_are_refused_quickly(source):
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises((ExpressionError, ExpressionRuntimeError)):  # at load time if constant
         evaluate(source)
-    assert time.process_time() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 @pytest.mark.parametrize("source, fragment", [

@@ -4,6 +4,7 @@ Times are this process's CPU time, so other work on the machine cannot make them
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import subprocess
 import sys
@@ -84,12 +85,12 @@ ATTACKS = [
 def measured(work):
     """Run ``work``; (its outcome, seconds, peak bytes allocated)."""
     tracemalloc.start()
-    started = time.process_time()
+    started = time.thread_time()
     try:
         outcome = work()
     except (RulesEngineError, ExpressionRuntimeError) as refusal:
         outcome = refusal
-    seconds = time.process_time() - started
+    seconds = time.thread_time() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return outcome, seconds, peak
@@ -105,10 +106,10 @@ def test_an_attack_written_as_a_constant_is_refused_at_load_time(constant, readi
 @pytest.mark.parametrize("constant, reading", ATTACKS)
 def test_an_attack_reading_the_event_is_refused_at_run_time(constant, reading):
     compiled = compile_expression(reading, ROOTS)
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(ExpressionRuntimeError):
         compiled.evaluate(CONTEXT, now=NOW)
-    assert time.process_time() - started < LIMIT_SECONDS
+    assert time.thread_time() - started < LIMIT_SECONDS
     _, _, peak = measured(lambda: compiled.evaluate(CONTEXT, now=NOW))
     assert peak < LIMIT_BYTES
 
@@ -118,10 +119,10 @@ def test_a_rule_file_with_an_attack_fails_validation_quickly(tmp_path):
         "rules:\n  - id: hang\n    trigger: {event: message.received}\n"
         "    conditions: [\"len(str([[0]*100000]*100000)) > 0\"]\n"
         "    actions: [{add_tag: {tag: x}}]\n", "utf-8")
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(RuleSetInvalid) as invalid:
         load_rule_set([tmp_path])
-    assert time.process_time() - started < 1
+    assert time.thread_time() - started < 1
     assert "always fails" in str(invalid.value) and "[hang]" in str(invalid.value)
 
 
@@ -144,10 +145,10 @@ def test_the_work_budget_stops_slow_work():
     """30 renderings of a 15,000-item list: each allowed, together over the budget."""
     context = {**CONTEXT, "params": {"items": list(range(15_000))}}
     compiled = compile_expression(" + ".join(["len(str(params.items))"] * 30), ROOTS)
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(ExpressionRuntimeError, match="work budget of 1,000,000"):
         compiled.evaluate(context, now=NOW)
-    assert time.process_time() - started < LIMIT_SECONDS
+    assert time.thread_time() - started < LIMIT_SECONDS
     fewer = compile_expression(" + ".join(["len(str(params.items))"] * 3), ROOTS)
     assert fewer.evaluate(context, now=NOW) == 3 * len(str(list(range(15_000))))
 
@@ -172,9 +173,9 @@ def test_an_evaluation_within_the_work_budget_takes_at_most_about_25_ms(term):
 
 
 def _cpu_seconds(work) -> float:
-    started = time.process_time()
+    started = time.thread_time()
     work()
-    return time.process_time() - started
+    return time.thread_time() - started
 
 
 def test_the_reference_evaluator_keeps_to_its_time_budget(monkeypatch):
@@ -188,9 +189,9 @@ def test_the_reference_evaluator_keeps_to_its_time_budget(monkeypatch):
 def test_the_trace_preview_is_bounded_before_it_is_built():
     shared = ["x" * 1000] * 100
     huge = [shared] * 10_000  # 10^9 characters if rendered whole
-    started = time.process_time()
+    started = time.thread_time()
     text = preview(huge)
-    assert time.process_time() - started < 0.01 and len(text) <= 80
+    assert time.thread_time() - started < 0.01 and len(text) <= 80
     assert preview(10**5000) == "<an integer of 16610 bits>"
 
 
@@ -206,13 +207,19 @@ FUNCTIONS = ["str", "len", "round", "min", "max", "abs", "int", "float", "lower"
           suppress_health_check=[HealthCheck.too_slow])
 @given(generated_expressions(ATOMS, OPERATORS, FUNCTIONS, 4))
 def test_any_generated_expression_is_refused_or_evaluated_within_bounds(source):
-    started = time.process_time()
+    # this thread's CPU only (other tests' server threads may still run), and no collection
+    # of the whole test process's heap counted against the expression
+    gc.disable()
+    started = time.thread_time()
     try:
         compiled = compile_expression(source, ROOTS)
         compiled.evaluate(CONTEXT, now=NOW)
     except (ExpressionError, ExpressionRuntimeError):
         pass
-    assert time.process_time() - started < 0.25  # compile (with folding) plus evaluate
+    finally:
+        seconds = time.thread_time() - started
+        gc.enable()
+    assert seconds < 0.25  # compile (with folding) plus evaluate
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
@@ -306,10 +313,10 @@ def test_int_reads_no_text_longer_than_the_largest_integer():
     sys.set_int_max_str_digits(0)  # the interpreter's own limit off: ours still holds
     try:
         compiled = compile_expression("int(message.text * 99999)", ROOTS)
-        started = time.process_time()
+        started = time.thread_time()
         with pytest.raises(ExpressionRuntimeError, match="int\\(\\) of a text over 1,234"):
             compiled.evaluate({**CONTEXT, "message": {"text": "9"}}, now=NOW)
-        assert time.process_time() - started < LIMIT_SECONDS
+        assert time.thread_time() - started < LIMIT_SECONDS
     finally:
         sys.set_int_max_str_digits(before)  # as other tests (the fuzzer's) left it
     assert compile_expression("int(message.text * 1233)", ROOTS).evaluate(
@@ -355,13 +362,13 @@ def test_str_checks_the_escapes_of_the_text_it_made():
 
 
 def test_a_template_is_bounded_before_it_is_made():
-    started = time.process_time()
+    started = time.thread_time()
     for template in ({"a": "{{ message.text * 60000 }}", "b": "{{ message.text * 60000 }}"},
                      "{{ message.text * 60000 }} and {{ message.text * 60000 }}",
                      "{{ [params.big ** 137] * 49999 }}", "x{{ [params.big ** 137] * 49999 }}"):
         with pytest.raises(ExpressionRuntimeError, match=str(MAX_VALUE_SIZE)):
             compile_template(template, ROOTS).render(CONTEXT, now=NOW)
-    assert time.process_time() - started < LIMIT_SECONDS * 4
+    assert time.thread_time() - started < LIMIT_SECONDS * 4
 
 
 def test_a_value_json_cannot_hold_fails_the_action_not_the_event(make_engine, store):
