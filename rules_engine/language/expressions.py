@@ -41,7 +41,7 @@ from rules_engine.domain.errors import ExpressionError, did_you_mean
 from rules_engine.domain.inputs import parse_flag
 from rules_engine.language.compiler import compile_tree
 from rules_engine.language.context import Free, Spec, field_type
-from rules_engine.language.types import ANY, SIGNATURES, Type, check_types, rewrite
+from rules_engine.language.types import ANY, SIGNATURES, Type, chain_of, check_types, rewrite
 
 _T = TypeVar("_T")
 
@@ -535,27 +535,6 @@ def _describe(node: ast.AST) -> str:
     return names.get(type(node), f"'{type(node).__name__}'")
 
 
-def _field_chain(node: ast.AST) -> list[str] | None:
-    """``message.text`` / ``params['x']`` -> ['message', 'text']; None for other shapes."""
-    parts: list[str] = []
-    while True:
-        if isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        elif (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.slice, ast.Constant)
-            and isinstance(node.slice.value, str)
-        ):
-            parts.append(node.slice.value)
-            node = node.value
-        elif isinstance(node, ast.Name):
-            parts.append(node.id)
-            return parts[::-1]
-        else:
-            return None
-
-
 # Names other platforms and tools give our fields (a spelling match would miss them).
 _SYNONYMS = {"body": "text", "content": "text", "message": "text", "msg": "text",
              "state": "status", "open": "is_open", "agent": "assignee", "owner": "assignee",
@@ -611,7 +590,7 @@ class _Checker(ast.NodeVisitor):
         self._check_chain(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        if _field_chain(node) is not None:
+        if chain_of(node) is not None:
             self._check_chain(node)
         else:
             self.generic_visit(node)
@@ -625,7 +604,7 @@ class _Checker(ast.NodeVisitor):
                       "keep long texts in a contact field and compare with it")
 
     def _check_chain(self, node: ast.AST) -> None:
-        chain = _field_chain(node)
+        chain = chain_of(node)
         if chain is None:
             self.generic_visit(node)
             return
