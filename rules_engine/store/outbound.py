@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, or_, select, update
 
 from rules_engine.domain.model import MOVES_FROM, RETRYABLE_STATUSES, OutboxStatus
 from rules_engine.store import tables as t
+from rules_engine.store.statements import Statements
 
 EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 
@@ -25,15 +25,8 @@ def _filters(*, status: str | None = None, channel: str | None = None,
                                          (o.c.error_kind == kind, kind)) if given is not None]
 
 
-class OutboundTx:
+class OutboundTx(Statements):
     """Reads and writes of the outbox, on the unit of work's connection."""
-
-    def __init__(self, connection: Connection, dialect: str) -> None:
-        self.connection = connection
-        self._dialect = dialect
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
 
     # -- rows ------------------------------------------------------------------------
 
@@ -41,11 +34,11 @@ class OutboundTx:
         """Add a pending row, due at once (``values``: the outbox's columns that describe
         the call; ``at``: the event's time); returns its id. Its age, which ends its
         retries, runs from now."""
-        row = self.connection.execute(t.outbox.insert().values(
-            **values, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at,
-            created_at=at, queued_at=datetime.now(timezone.utc)).returning(t.outbox.c.id)).first()
+        row = self._insert_row(t.outbox, {
+            **values, "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": at,
+            "created_at": at, "queued_at": datetime.now(timezone.utc)}, "id")
         assert row is not None
-        return int(row[0])
+        return int(row["id"])
 
     def claim(self, *, worker: str, now: datetime, lease_until: datetime,
               limit: int) -> list[dict[str, Any]]:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
     Text,
     bindparam,
     case,
@@ -23,15 +22,14 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from rules_engine.domain.model import CloseSource, Contact, Conversation, OpenSource
 from rules_engine.domain.timers import Timer
 from rules_engine.store import tables as t
 from rules_engine.store.outbound import OutboundTx
-from rules_engine.store.prepared import Prepared, execute_on_driver
+from rules_engine.store.prepared import execute_on_driver
+from rules_engine.store.statements import Statements
 
-_PREPARED: dict[tuple[str, str], Prepared] = {}  # (dialect, name) -> statement
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
 
 
@@ -74,12 +72,11 @@ class _Refused(Exception):
         self.scope = scope
 
 
-class StoreTx:
+class StoreTx(Statements):
     """Reads and writes within one transaction; the ``Store`` commits or rolls it back."""
 
     def __init__(self, connection: Connection, dialect: str) -> None:
-        self.connection = connection
-        self._dialect = dialect
+        super().__init__(connection, dialect)
         self._savepoints = 0
         self.outbound = OutboundTx(connection, dialect)
 
@@ -97,52 +94,6 @@ class StoreTx:
             execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
             raise
         execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
-
-    # -- helpers ---------------------------------------------------------------
-
-    def _prepared(self, name: str, build: Callable[[], Any]) -> Prepared:
-        """A statement of the hot path, compiled once per dialect (its values are bound
-        parameters), so that a call costs only its execution on the driver."""
-        key = (self._dialect, name)
-        statement = _PREPARED.get(key)
-        if statement is None:
-            statement = _PREPARED[key] = Prepared(build(), self.connection.dialect)
-        return statement
-
-    def _insert(self, table: Table) -> Any:
-        """The dialect's INSERT, which knows ON CONFLICT."""
-        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
-
-    def _insert_or_nothing(self, table: Table, values: dict[str, Any], *,
-                           on: tuple[str, ...]) -> bool:
-        """INSERT ... ON CONFLICT (``on``) DO NOTHING; whether the row was inserted."""
-        return self._inserted_row(table, values, on=on, whole_row=False) is not None
-
-    def _inserted_row(self, table: Table, values: dict[str, Any], *, on: tuple[str, ...],
-                      where: Callable[[], Any] | None = None,
-                      whole_row: bool = True) -> dict[str, Any] | None:
-        """INSERT ... ON CONFLICT (``on``, for the rows matching ``where``) DO NOTHING
-        RETURNING the row (or only its first key column); None when nothing was inserted
-        (rowcount is not reliable here on every driver)."""
-        def build() -> Any:
-            bound = {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values}
-            statement = self._insert(table).values(**bound).on_conflict_do_nothing(
-                index_elements=list(on), index_where=where() if where is not None else None)
-            return statement.returning(*(table.c if whole_row else [table.c[on[0]]]))
-
-        statement = self._prepared(
-            f"insert-or-nothing:{table.name}:{','.join(values)}:{whole_row}", build)
-        return statement.first(self.connection, {f"p_{name}": value for name, value in values.items()})
-
-    def _insert_row(self, table: Table, values: dict[str, Any], *returning: str) -> dict[str, Any] | None:
-        """INSERT one row (``returning`` those of its columns)."""
-        def build() -> Any:
-            statement = table.insert().values(
-                {name: bindparam(f"p_{name}", type_=table.c[name].type) for name in values})
-            return statement.returning(*(table.c[name] for name in returning)) if returning else statement
-
-        statement = self._prepared(f"insert:{table.name}:{','.join(values)}:{','.join(returning)}", build)
-        return statement.first(self.connection, {f"p_{name}": value for name, value in values.items()})
 
     # -- processed events and traces --------------------------------------------
 

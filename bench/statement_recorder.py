@@ -1,0 +1,87 @@
+"""Runs ``rules-engine`` with every statement it sends to SQLite recorded, for the replay floor.
+
+    python bench/statement_recorder.py RECORD_FILE -- [rules-engine arguments]
+
+Python's ``sqlite3`` is wrapped before anything imports it: each connection records, in
+order, every ``execute`` / ``executemany`` (its SQL and parameters, on the connection or
+on one of its cursors) and every ``commit`` / ``rollback``; at exit the recording of every
+connection is pickled to RECORD_FILE as ``[(connection number, [(sql, parameters, many),
+...]), ...]``. ``bench/ingest_floor.py`` replays it with ``sqlite3`` alone.
+"""
+from __future__ import annotations
+
+import atexit
+import pickle
+import sqlite3
+import sys
+from typing import Any
+
+Step = tuple[str, Any, bool]
+RECORDINGS: list[list[Step]] = []
+
+
+class RecordingCursor(sqlite3.Cursor):
+    """A cursor whose statements land in its connection's recording."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+        self.connection.steps.append((sql, parameters, False))  # type: ignore[attr-defined]
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+        rows = list(parameters)
+        self.connection.steps.append((sql, rows, True))  # type: ignore[attr-defined]
+        return super().executemany(sql, rows)
+
+
+class RecordingConnection(sqlite3.Connection):
+    """A connection that records its statements, commits and rollbacks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: list[Step] = []
+        RECORDINGS.append(self.steps)
+
+    def cursor(self, factory: Any = RecordingCursor) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().executemany(sql, parameters)
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self.steps.append(("COMMIT", (), False))
+        super().commit()
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self.steps.append(("ROLLBACK", (), False))
+        super().rollback()
+
+
+def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+    kwargs["factory"] = RecordingConnection
+    return _original_connect(*args, **kwargs)
+
+
+_original_connect = sqlite3.connect
+
+
+def main() -> int:
+    record_file, separator, *arguments = sys.argv[1:]
+    assert separator == "--", __doc__
+    sqlite3.connect = sqlite3.dbapi2.connect = _connect  # type: ignore[assignment]
+
+    def save() -> None:
+        with open(record_file, "wb") as out:
+            pickle.dump(list(enumerate(RECORDINGS)), out)
+
+    atexit.register(save)
+    from rules_engine.cli import main as cli_main
+    return cli_main(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
