@@ -83,7 +83,9 @@ class StoreTx(Statements):
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """A part of the transaction that an error undoes alone (``SAVEPOINT``), issued on
-        the driver's cursor: SQLAlchemy's nested transactions cost ten times as much."""
+        the driver's cursor: SQLAlchemy's nested transactions cost ten times as much. Named
+        by its depth (a released name is free again), so that a batch sends the same few
+        statements, which the driver's statement cache keeps prepared."""
         self._savepoints += 1
         name = f"part_{self._savepoints}"
         execute_on_driver(self.connection, f"SAVEPOINT {name}")
@@ -91,9 +93,10 @@ class StoreTx(Statements):
             yield
         except BaseException:
             execute_on_driver(self.connection, f"ROLLBACK TO SAVEPOINT {name}")
-            execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
             raise
-        execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._savepoints -= 1
+            execute_on_driver(self.connection, f"RELEASE SAVEPOINT {name}")
 
     # -- processed events and traces --------------------------------------------
 
