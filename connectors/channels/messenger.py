@@ -21,8 +21,8 @@ Each ``entry[].messaging[]`` item is one thing that happened:
   ``params.emoji``, ``params.reaction`` (``like``, ``love``...) and ``params.message_id``
   (the mid reacted to; the event's id is the person and the time, as it has none of its
   own); ``unreact`` is skipped;
-- other opt-ins, thread handovers and unknown items are skipped with a reason; so are ``standby`` entries (another app owns the thread) and
-  ``changes`` entries.
+- other opt-ins, thread handovers and unknown items are skipped with a reason; so are
+  ``standby`` entries (another app owns the thread) and ``changes`` entries.
 
 Sending: text, with an optional message ``tag`` (``messaging_type: MESSAGE_TAG``) for
 messages outside the 24-hour standard messaging window; the Send API's answers are read by

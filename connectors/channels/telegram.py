@@ -283,7 +283,7 @@ def _message_event(event_id: str, message: dict[str, Any], path: str) -> Event:
     connection = message.get("business_connection_id")
     params["business_connection_id"] = connection
     customer = _business_contact(connection, message.get("chat"), path, contact.name)
-    if customer.external_id.rpartition(":")[2] == contact.external_id:
+    if str(params["chat"]["id"]) == contact.external_id:  # the chat's own user wrote it
         return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
                      contact=customer, timestamp=at, params=params, message=content)
     bot = message.get("sender_business_bot")

@@ -48,12 +48,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.decoding import decode_json
-from connectors.errors import ApiError
-
 from rules_engine import Event, EventType
 from rules_engine.domain.model import ContactRef, Message
 
+from ..decoding import decode_json
+from ..errors import ApiError
 from .base import (
     SEND,
     AnswerKind,
