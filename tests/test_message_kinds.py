@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from connectors import create_app
+from connectors.channels import adapters
 from connectors.outbox import OutboxWorker
-from rules_engine import outbox, queries
+from rules_engine import EventType, outbox, queries
 
 from . import webhook_payloads as p
 from .receiver import receiving
@@ -281,3 +282,48 @@ def test_a_flow_and_a_list_reply_keep_their_answers_for_conditions(tmp_path, cle
             assert tx.fields(picked["contact_id"])["picked"] == "size-m"
     finally:
         app.extensions["rules_engine"].store.dispose()
+
+
+# -- what the adapters read, alone --------------------------------------------------------------
+
+
+def parse(channel: str, data: dict[str, Any]):
+    adapter = adapters()[channel]
+    config = {s.name: p.SECRETS.get(s.name, s.default) for s in adapter.settings}
+    return adapter.parse(p.encode(data), {}, config=config, received_at=SUNDAY)
+
+
+@pytest.mark.parametrize("channel, data", [
+    ("whatsapp", whatsapp(SUNDAY, {"from": WA_USER, "id": "wamid.J", "type": "reaction",
+                                   "reaction": {"message_id": "wamid.OURS"}})),
+    ("telegram", {"update_id": 900, "message_reaction": {
+        "chat": {"id": 42, "type": "private"}, "message_id": 8, "date": int(SUNDAY.timestamp()),
+        "user": {"id": 42, "is_bot": False, "first_name": "Ada"},
+        "old_reaction": [{"type": "emoji", "emoji": "👍"}], "new_reaction": []}}),
+    ("facebook", p.messenger({"sender": {"id": "PSID-9"}, "recipient": {"id": "PAGE_1"},
+                              "timestamp": 1_764_061_200_000, "reaction": {
+                                  "reaction": "like", "emoji": "👍", "action": "unreact",
+                                  "mid": "m_ours"}})),
+])
+def test_a_reaction_taken_back_is_skipped_on_every_platform(channel, data):
+    parsed = parse(channel, data)
+    assert parsed.events == () and [s.reason for s in parsed.skipped] == ["reaction_removed"]
+
+
+def test_what_each_kind_carries():
+    [messenger] = parse("facebook", _reaction_bodies(SUNDAY)["facebook"][2]).events
+    assert messenger.id == f"facebook:reaction:PSID-9:{int(SUNDAY.timestamp() * 1000) + 3_600_000}"
+    assert dict(messenger.params) == {"emoji": "👍", "message_id": "m_ours", "reaction": "like"}
+    call = {"from": WA_USER, "id": "wamid.K", "type": "interactive", "interactive": {
+        "type": "call_permission_reply", "call_permission_reply": {
+            "response": "accept", "expiration_timestamp": 1_753_186_982,
+            "response_source": "user_action"}}}
+    [permission] = parse("whatsapp", whatsapp(SUNDAY, call)).events
+    assert permission.params["answers"] == {"response": "accept", "expiration_timestamp": 1_753_186_982,
+                                            "response_source": "user_action"}
+    by_bot = telegram_business(901, SUNDAY, text="On it!", sender=1000)
+    by_bot["business_message"]["sender_business_bot"] = {"id": 77, "is_bot": True,
+                                                         "username": "shop_bot"}
+    [reply] = parse("telegram", by_bot).events
+    assert (reply.type, reply.actor, reply.contact.external_id) == (
+        EventType.MESSAGE_SENT, "bot:shop_bot", "business:BC-1:42")
