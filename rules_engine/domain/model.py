@@ -67,6 +67,10 @@ class EventType(StrEnum):
     WELCOME = "welcome"
     DIALOGFLOW_FULFILLMENT = "dialogflow.fulfillment"
     CONTACT_UNSUBSCRIBED = "contact.unsubscribed"  # the contact opted out / blocked the bot
+    # the contact reacted to a message (params.emoji, params.message_id), or a message was
+    # deleted (params.message_id): neither opens a conversation nor restarts an idle clock
+    MESSAGE_REACTION = "message.reaction"
+    MESSAGE_DELETED = "message.deleted"
     # what became of a message we sent (a platform's status callback, or the outbox worker):
     # params name the platform's message id (or a watermark), the outbox row, and the error
     MESSAGE_DELIVERED = "message.delivered"
@@ -96,7 +100,8 @@ COMMAND_TYPES = frozenset(
 )
 CHANNEL_INPUT_TYPES = frozenset(
     {EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.WELCOME,
-     EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED}
+     EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED,
+     EventType.MESSAGE_REACTION, EventType.MESSAGE_DELETED}
 )
 MESSAGE_STATUS_TYPES = frozenset(
     {EventType.MESSAGE_DELIVERED, EventType.MESSAGE_READ, EventType.MESSAGE_FAILED})
