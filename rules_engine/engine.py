@@ -28,7 +28,7 @@ from rules_engine.domain.timers import Timer, idle_timer
 from rules_engine.language.conditions import ConditionFailed
 from rules_engine.language.context import build_context
 from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
-from rules_engine.rules.actions import ActionRun, Wait
+from rules_engine.rules.actions import ActionRun, Choose, Frame, Wait, frames_at
 from rules_engine.rules.ruleset import Rule, RuleSet
 from rules_engine.store import DATABASE_ERRORS, Store, StoreTx
 from rules_engine.trace.counts import CountKey, tally
@@ -300,35 +300,70 @@ class _Run:
             entry["result"], entry["detail"] = refused
             return entry
         self.fired.append(rule.id)  # compact: a rule with actions and no result fired
-        entry["actions"] = self.run_actions(rule, fact, context, depth, start=0)
+        self.run_actions(rule, fact, context, depth, entry,
+                         [Frame(rule.actions, "actions", 0)])
         return entry
 
-    def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int, *,
-                    start: int) -> list[StoredOutcome]:
-        """Run the rule's actions from ``start`` on, up to and including a wait (which
-        leaves the rest to its timer); their trace lines."""
-        lines: list[StoredOutcome] = []
-        for index in range(start, len(rule.actions)):
-            action = rule.actions[index]
+    def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                    entry: StoredRule, frames: Sequence[Frame]) -> None:
+        """Run each frame's actions from its start (innermost first: a branch's rest, then
+        what follows its choose), up to and including a wait (which leaves the rest to its
+        timer); their lines go to ``entry``."""
+        entry["actions"] = []
+        for frame in frames:
+            if self.run_frame(rule, fact, context, depth, entry, frame):
+                return
+
+    def run_frame(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                  entry: StoredRule, frame: Frame) -> bool:
+        """Run ``frame``'s actions from its start; True when a wait deferred the rest."""
+        for index in range(frame.start, len(frame.actions)):
+            action, path = frame.actions[index], f"{frame.base}/{index}"
+            if isinstance(action, Choose):
+                deferred = self.run_choice(rule, fact, context, depth, entry, action, path)
+                if deferred:
+                    return True
+                continue
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
-                rule_id=rule.id, path=f"actions/{index}", context=context,
+                rule_id=rule.id, path=path, context=context,
                 now=self.event.timestamp, rule_digest=rule.digest,
             ))
-            lines.extend(self.record([outcome], depth, action.name))
+            entry["actions"].extend(_placed(line, path)
+                                    for line in self.record([outcome], depth, action.name))
             if outcome.defers:
-                break
-        return lines
+                return True
+        return False
+
+    def run_choice(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                   entry: StoredRule, choose: Choose, path: str) -> bool:
+        """Pick the branch of ``choose`` (at ``path``) and run it: its conditions go with
+        the rule's in the trace, its line says which branch ran and why the others did
+        not; True when a wait in it deferred the rest."""
+        choice = choose.pick(context, self.event.timestamp)
+        entry.setdefault("conditions", {}).update(
+            (f"{path}/choose/{place}", logged) for place, logged in choice.log.items())
+        line: StoredOutcome = {"outcome": "noop" if choice.place is None else "chosen",
+                               "detail": choice.detail, "action": choose.name}
+        if choice.branch is not None:
+            line["branch"] = choice.branch
+        entry["actions"].append(_placed(line, path))
+        if choice.place is None:
+            return False
+        return self.run_frame(rule, fact, context, depth, entry,
+                              Frame(choice.actions, f"{path}/choose/{choice.place}", 0))
 
     def resume(self, fact: Fact, depth: int) -> StoredRule:
-        """A rule's wait is over: check its ``if`` now, then run the rest of its actions."""
+        """A rule's wait is over: check its ``if`` now, then run the rest of its actions
+        (those after the wait in its branch, then those after each enclosing choose)."""
         wait = fact.params
         rule = self.rules.get(str(wait.get("rule_id")))
-        start = wait.get("resume")
-        entry: StoredRule = {"rule_id": str(wait.get("rule_id")),
-                             "from": start if isinstance(start, int) else 0}
+        resume = wait.get("resume")
+        start = f"actions/{resume}" if isinstance(resume, int) else str(resume)  # old: an index
+        entry: StoredRule = {"rule_id": str(wait.get("rule_id")), "from": _from(start)}
+        frames = frames_at(rule.actions, start) if rule is not None else None
         if rule is None or not rule.enabled or rule.digest != wait.get("digest") \
-                or not isinstance(start, int) or not 0 < start <= len(rule.actions):
+                or not frames or frames[0].start == 0:
             why = ("the rule no longer exists" if rule is None else "the rule is disabled"
                    if not rule.enabled else "the rule's actions changed since the wait began")
             entry["result"], entry["detail"] = "wait_dropped", why
@@ -339,9 +374,10 @@ class _Run:
                                depth, is_root=False, as_type=EventType(wait["trigger"]))
         if message is not None:
             context["message"] = message
-        waited = rule.actions[start - 1]
+        inner = frames[0]
+        waited = inner.actions[inner.start - 1]
         if isinstance(waited, Wait) and waited.condition is not None:
-            path = f"actions/{start - 1}/wait/if"
+            path = f"{inner.base}/{inner.start - 1}/wait/if"
             try:
                 holds = bool(waited.condition.evaluate(context, now=self.event.timestamp))
             except ExpressionRuntimeError as error:
@@ -355,7 +391,7 @@ class _Run:
                 return entry
         entry["result"] = "resumed"
         self.fired.append(rule.id)
-        entry["actions"] = self.run_actions(rule, fact, context, depth, start=start)
+        self.run_actions(rule, fact, context, depth, entry, frames)
         return entry
 
     def claim_run(self, rule: Rule, fact: Fact, context: dict[str, Any]) -> tuple[str, str] | None:
@@ -620,6 +656,21 @@ class Engine:
             reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
                       run.conversation_id, reason, catalog)
+
+
+def _placed(line: StoredOutcome, path: str) -> StoredOutcome:
+    """An action's trace line, with its ``path`` when it is inside a choose (a line
+    without one is the rule's next top-level action: see trace.shapes)."""
+    if "/choose/" in path:
+        line["path"] = path
+    return line
+
+
+def _from(start: str) -> int | str:
+    """Where a resumed rule's actions start, as its trace keeps it: the index of a
+    top-level action (as before branches existed), or the path inside a choose."""
+    top, _, rest = start.removeprefix("actions/").partition("/")
+    return int(top) if not rest and top.isdigit() else start
 
 
 def _count(tx: StoreTx, source: str,

@@ -325,7 +325,8 @@ class _Case:
 
     def actions(self) -> list[dict[str, Any]]:
         return [{"rule": rule["rule_id"], "action": action["action"], "args": action["args"],
-                 "outcome": action["outcome"]}
+                 "outcome": action["outcome"], "path": action["path"],
+                 **({"branch": action["branch"]} if "branch" in action else {})}
                 for result in self.results for step in _steps(result)
                 for rule in step["rules"] for action in rule["actions"]]
 

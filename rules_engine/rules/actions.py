@@ -6,16 +6,21 @@ Adding an action is one class here plus its argument schema in ``schema/rules.sc
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from rules_engine.domain.errors import ExpressionError, RuleValidationError
+from rules_engine.domain.errors import (
+    ExpressionError,
+    RulesEngineError,
+    RuleValidationError,
+)
 from rules_engine.domain.lifecycle import Lifecycle, Outcome
 from rules_engine.domain.model import CloseSource, EventType, OpenSource
 from rules_engine.domain.redaction import CREDENTIAL_HEADERS, redact_headers, redact_url
 from rules_engine.domain.timers import parse_duration
+from rules_engine.language.conditions import Condition, ConditionFailed, build_condition
 from rules_engine.language.context import Spec
 from rules_engine.language.expressions import (
     CompiledExpression,
@@ -291,7 +296,8 @@ class Wait(Action):
                 raise
 
     def run(self, run: ActionRun) -> Outcome:
-        resume = int(run.path.rsplit("/", 1)[1]) + 1
+        sequence, index = run.path.rsplit("/", 1)
+        resume = f"{sequence}/{int(index) + 1}"  # the next action, in the wait's own branch
         return run.lifecycle.wait(
             run.contact_id, rule_id=run.rule_id, due_at=run.now + self.duration, payload={
                 "resume": resume, "if": self.arguments.get("if"), "digest": run.rule_digest,
@@ -300,10 +306,142 @@ class Wait(Action):
                 "for": self.arguments["for"]})
 
 
+MAX_CHOOSE_DEPTH = 3  # a choose inside a choose inside a choose, and no deeper
+
+
+class ActionProblems(RuleValidationError):
+    """Every problem found in one action's arguments, each with its ``path`` (a choose
+    reports those of all its branches at once); worded as the first."""
+
+    def __init__(self, problems: Sequence[RulesEngineError]) -> None:
+        first = problems[0]
+        super().__init__(first.message, path=first.path, hint=first.hint)
+        self.problems: list[RulesEngineError] = list(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One branch of a ``choose``: its conditions and the actions they run."""
+
+    condition: Condition
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a ``choose`` decided: the branch that runs (its index, ``"default"``, or None
+    when none held and there is no default), the place of its actions under the choose
+    (``branches/1/actions``, ``default``), the condition results it logged (by path under
+    the choose, as a rule's are logged) and why, in words."""
+
+    branch: int | str | None
+    place: str | None
+    actions: tuple[Action, ...]
+    log: dict[str, Any]
+    detail: str
+
+
+class Choose(Action):
+    """Run the actions of the first branch whose conditions hold, else the ``default``
+    ones (``- choose: {branches: [{conditions, actions}, ...], default: [...]}``); the
+    engine runs what ``pick`` chose, then the actions after the choose."""
+
+    name = "choose"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        problems: list[RulesEngineError] = []
+        self.branches = tuple(self._branch(index, raw, roots, problems)
+                              for index, raw in enumerate(self.arguments["branches"]))
+        self.default: tuple[Action, ...] | None = None
+        if "default" in self.arguments:
+            self.default = _compile_sequence(self.arguments["default"], roots, "default", problems)
+        problems.extend(self._emptiness())
+        if self.depth() > MAX_CHOOSE_DEPTH:
+            problems.append(RuleValidationError(
+                f"choose is nested {self.depth()} deep; at most {MAX_CHOOSE_DEPTH}",
+                path="branches", hint="flatten it: join nested conditions with `all:`, or move "
+                "the innermost choice into a rule of its own"))
+        if problems:
+            raise ActionProblems(problems)
+
+    @staticmethod
+    def _branch(index: int, raw: Mapping[str, Any], roots: Mapping[str, Spec],
+                problems: list[RulesEngineError]) -> Branch:
+        place = f"branches/{index}"
+        broken: list[ExpressionError] = []
+        condition = build_condition(raw["conditions"], roots, f"{place}/conditions", broken)
+        problems.extend(broken)
+        return Branch(condition, _compile_sequence(raw["actions"], roots, f"{place}/actions",
+                                                   problems))
+
+    def _emptiness(self) -> Iterator[RuleValidationError]:
+        if not self.branches:
+            yield RuleValidationError(
+                "a choose with no branches: there is nothing to choose from", path="branches",
+                hint="add a branch `{conditions: ..., actions: [...]}`, or write the default's "
+                     "actions in place of the choose")
+        for index, branch in enumerate(self.branches):
+            if not branch.actions:
+                yield RuleValidationError(
+                    f"branch {index} has no actions", path=f"branches/{index}/actions",
+                    hint="give it an action, or drop the branch")
+        if self.default == ():
+            yield RuleValidationError("the default has no actions", path="default",
+                                      hint="drop `default:` (when no branch holds, nothing "
+                                           "runs) or give it an action")
+
+    def sequences(self) -> Iterator[tuple[str, tuple[Action, ...]]]:
+        """(place under the choose, actions) of each branch, then of the default."""
+        for index, branch in enumerate(self.branches):
+            yield f"branches/{index}/actions", branch.actions
+        if self.default is not None:
+            yield "default", self.default
+
+    def depth(self) -> int:
+        """How many choose deep this one is: 1, or more with a choose in a branch."""
+        return 1 + max((action.depth() for _, actions in self.sequences()
+                        for action in actions if isinstance(action, Choose)), default=0)
+
+    def pick(self, context: Mapping[str, Any], now: datetime) -> Choice:
+        """The branch that runs: the first whose conditions hold (a condition that fails
+        counts as false, its error logged), else the default."""
+        log: dict[str, Any] = {}
+        notes: list[str] = []
+        for index, branch in enumerate(self.branches):
+            try:
+                held = branch.condition.holds(context, now, log)
+            except ConditionFailed as failure:
+                notes.append(f"branch {index} failed, counted false: {failure.message}")
+                continue
+            if held:
+                notes.extend(f"branch {later} not tried"
+                             for later in range(index + 1, len(self.branches)))
+                return Choice(index, f"branches/{index}/actions", branch.actions, log,
+                              _said(f"branch {index} ran", notes))
+            notes.append(f"branch {index} false")
+        if self.default is not None:
+            return Choice("default", "default", self.default, log, _said("default ran", notes))
+        return Choice(None, None, (), log, _said("no branch held and there is no default", notes))
+
+    def shown_arguments(self) -> dict[str, Any]:
+        """The branches and default with each action's arguments as traces show them."""
+        def shown(actions: tuple[Action, ...]) -> list[dict[str, Any]]:
+            return [{action.name: action.shown_arguments()} for action in actions]
+        return {"branches": [{"conditions": raw["conditions"], "actions": shown(branch.actions)}
+                             for raw, branch in zip(self.arguments["branches"], self.branches,
+                                                    strict=True)],
+                **({"default": shown(self.default)} if self.default is not None else {})}
+
+
+def _said(head: str, notes: list[str]) -> str:
+    return "; ".join([head, *notes])
+
+
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
     for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, SendTemplate, HttpRequest, Wait)
+                   SendMessage, SendTemplate, HttpRequest, Wait, Choose)
 }
 
 
@@ -312,11 +450,75 @@ def compile_action(
 ) -> Action:
     """Build the registry's action ``name`` from schema-checked arguments.
 
-    Raises ExpressionError when an argument expression does not compile, RuleValidationError
-    when an argument breaks a rule the schema cannot state; either with ``path`` set.
+    Raises ActionProblems listing every problem (an expression that does not compile, an
+    argument that breaks a rule the schema cannot state), each with its ``path`` set.
     """
     try:
         return ACTIONS[name](arguments, roots)
+    except ActionProblems as failed:
+        problems = failed.problems
     except (ExpressionError, RuleValidationError) as error:
-        error.path = f"{path}/{name}/{error.path or 'expr'}"
-        raise
+        problems = [error]
+    for problem in problems:
+        problem.path = f"{path}/{name}/{problem.path or 'expr'}"
+    raise ActionProblems(problems)
+
+
+def _compile_sequence(raw: Sequence[Mapping[str, Any]], roots: Mapping[str, Spec], path: str,
+                      problems: list[RulesEngineError]) -> tuple[Action, ...]:
+    """The actions of a list (at ``path``); every problem goes to ``problems``."""
+    actions = []
+    for index, item in enumerate(raw):
+        (name, arguments), = item.items()
+        try:
+            actions.append(compile_action(name, arguments, roots, f"{path}/{index}"))
+        except ActionProblems as failed:
+            problems.extend(failed.problems)
+    return tuple(actions)
+
+
+def walk(actions: Sequence[Action], base: str = "actions") -> Iterator[tuple[str, Action]]:
+    """Every action with its path, those in a choose's branches included (in order, each
+    choose before its branches' actions)."""
+    for index, action in enumerate(actions):
+        path = f"{base}/{index}"
+        yield path, action
+        if isinstance(action, Choose):
+            for place, sequence in action.sequences():
+                yield from walk(sequence, f"{path}/choose/{place}")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A list of actions being run: the list, its path, and where the run starts in it."""
+
+    actions: tuple[Action, ...]
+    base: str  # e.g. actions, or actions/2/choose/branches/0/actions
+    start: int
+
+
+_STEP = re.compile(r"/choose/(branches/\d+/actions|default)/(\d+)")
+
+
+def frames_at(actions: tuple[Action, ...], path: str) -> list[Frame] | None:
+    """Where a run that resumes at ``path`` (the action after a wait: ``actions/3``, or
+    ``actions/2/choose/branches/0/actions/1`` inside a branch) goes: the list the path is
+    in from there on, then each enclosing list from just after its choose, innermost
+    first. None when ``path`` names no such place in ``actions``."""
+    top = re.fullmatch(r"actions/(\d+)((?:/choose/(?:branches/\d+/actions|default)/\d+)*)",
+                       path)
+    if top is None:
+        return None
+    frames: list[Frame] = []
+    sequence, base, index = actions, "actions", int(top.group(1))
+    for place, inner in _STEP.findall(top.group(2)):
+        chooser = sequence[index] if index < len(sequence) else None
+        found = dict(chooser.sequences()).get(place) if isinstance(chooser, Choose) else None
+        if found is None:
+            return None
+        frames.append(Frame(sequence, base, index + 1))
+        sequence, base, index = found, f"{base}/{index}/choose/{place}", int(inner)
+    if index > len(sequence):
+        return None
+    frames.append(Frame(sequence, base, index))
+    return frames[::-1]

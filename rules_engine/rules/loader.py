@@ -32,7 +32,7 @@ from rules_engine.formats.yaml_source import SourceMap, load_yaml
 from rules_engine.language.business_hours import BusinessHours, parse_business_hours
 from rules_engine.language.conditions import build_condition
 from rules_engine.language.context import every_root, roots_for
-from rules_engine.rules.actions import compile_action
+from rules_engine.rules.actions import ActionProblems, compile_action
 from rules_engine.rules.analysis import analyse
 from rules_engine.rules.ruleset import Rule, RuleSet
 
@@ -159,9 +159,9 @@ class _Validator:
             (name, arguments), = item.items()
             try:
                 actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
-            except (ExpressionError, RuleValidationError) as error:
-                problems += 1
-                self.errors.append(self.in_rule(file, base, error))
+            except ActionProblems as failed:
+                problems += len(failed.problems)
+                self.errors.extend(self.in_rule(file, base, error) for error in failed.problems)
         if problems:
             return None
         assert event is not None  # the schema accepts the known events only

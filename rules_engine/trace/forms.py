@@ -17,6 +17,7 @@ the API and rule tests read. The shapes of both forms are in ``shapes``.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
@@ -90,19 +91,57 @@ def _condition(path: str, logged: StoredCondition, sources: Mapping[str, str]) -
     return {"path": path, "expr": sources.get(path, "?"), **logged}
 
 
+# a step into a choose's branch in an action's path, e.g. /choose/branches/0/actions/1
+_INTO_BRANCH = re.compile(r"/choose/(?:branches/(\d+)/actions|(default))/(\d+)")
+
+
+def _arguments_at(arguments: list[dict[str, Any]], path: str) -> dict[str, Any]:
+    """The catalog's arguments of the action at ``path``: ``actions/2``, or inside a
+    choose (whose arguments list each branch's actions as ``{name: arguments}``);
+    {} when the catalog does not have it."""
+    top, _, inside = path.removeprefix("actions/").partition("/")
+    try:
+        found: Any = arguments[int(top)]
+        for branch, default, index in _INTO_BRANCH.findall(f"/{inside}"):
+            actions = found["default"] if default else found["branches"][int(branch)]["actions"]
+            (found,) = actions[int(index)].values()
+    except (LookupError, TypeError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _top_level(start: int | str) -> int:
+    """The index of the first top-level action a rule's lines without a ``path`` begin
+    at: ``from`` itself, or for a rule resumed inside a choose, the action after it."""
+    if isinstance(start, int):
+        return start
+    top = start.removeprefix("actions/").partition("/")[0]
+    return int(top) + 1 if top.isdigit() else 0
+
+
+def _action_lines(entry: StoredRule, arguments: list[dict[str, Any]]) -> list[ActionLine]:
+    lines: list[ActionLine] = []
+    index = _top_level(entry.get("from", 0))
+    for line in entry.get("actions", ()):
+        path = line.get("path")
+        if path is None:
+            path, index = f"actions/{index}", index + 1
+        expanded: ActionLine = {"path": path, "action": line.get("action", "?"),
+                                "args": _arguments_at(arguments, path), **_outcome(line)}
+        if "branch" in line:
+            expanded["branch"] = line["branch"]
+        lines.append(expanded)
+    return lines
+
+
 def _expand_rule(entry: StoredRule, known: CatalogEntry | None,
                  changes: list[Outcome]) -> RuleEntry:
     sources = known["conditions"] if known else {}
     conditions = [_condition(_condition_path(key), logged, sources)
                   for key, logged in entry.get("conditions", {}).items()]
-    arguments = known["args"] if known else []
-    actions: list[ActionLine] = []
-    for index, line in enumerate(entry.get("actions", ()), start=entry.get("from", 0)):
-        outcome = _outcome(line)
-        actions.append({"path": f"actions/{index}", "action": line.get("action", "?"),
-                        "args": arguments[index] if index < len(arguments) else {}, **outcome})
-        if outcome["outcome"] == "applied":
-            changes.append(outcome)
+    actions = _action_lines(entry, known["args"] if known else [])
+    changes.extend(_outcome(line) for line in entry.get("actions", ())
+                   if line["outcome"] == "applied")
     result = result_of(entry)
     expanded: RuleEntry = {
         "rule_id": entry["rule_id"], "file": known["file"] if known else "?",

@@ -33,24 +33,31 @@ StoredCondition = bool | LoggedValue
 
 class StoredOutcome(TypedDict):
     """What an action (``action`` set) or a built-in operation did. ``operation`` is left
-    out when it is the action's name; ``conversation_id`` when there was none."""
+    out when it is the action's name; ``conversation_id`` when there was none; ``path``
+    when the action is the rule's next top-level one (it is set inside a choose's
+    branches). A choose's line has outcome ``chosen`` (or ``noop`` when nothing ran) and
+    ``branch``: the index of the branch that ran, or ``default``."""
 
     outcome: str
     detail: str
     action: NotRequired[str]
     operation: NotRequired[str | None]
     conversation_id: NotRequired[int]
+    path: NotRequired[str]
+    branch: NotRequired[int | str]
 
 
 # One rule's entry. ``result`` is left out when implied (conditions and no actions: they
-# were false; actions: it fired); ``from`` is where a resumed rule's actions start.
+# were false; actions: it fired); ``from`` is where a resumed rule's actions start (the
+# index of a top-level action, or the path of one inside a choose). ``conditions`` also
+# holds the results of choose branches' conditions and of a wait's ``if``, by full path.
 StoredRule = TypedDict("StoredRule", {
     "rule_id": str,
     "result": NotRequired[str],
     "detail": NotRequired[str],
     "conditions": NotRequired[dict[str, StoredCondition]],  # path (under conditions) -> line
     "actions": NotRequired[list[StoredOutcome]],
-    "from": NotRequired[int],
+    "from": NotRequired[int | str],
 })
 
 
@@ -133,11 +140,13 @@ class ConditionLine(TypedDict):
 
 
 class ActionLine(Outcome):
-    """One action: its path, its name and arguments, and what it did."""
+    """One action: its path, its name and arguments, and what it did (a choose: which
+    ``branch`` ran, an index or ``default``)."""
 
     path: str
     action: str
     args: dict[str, Any]
+    branch: NotRequired[int | str]
 
 
 class RuleEntry(TypedDict):
