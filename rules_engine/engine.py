@@ -37,6 +37,7 @@ from rules_engine.trace.forms import (
     outcome_line,
     read_trace,
     result_of,
+    stored_choice,
     stored_conditions,
     to_store,
 )
@@ -337,14 +338,12 @@ class _Run:
 
     def run_choice(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
                    entry: StoredRule, choose: Choose, path: str) -> bool:
-        """Pick the branch of ``choose`` (at ``path``) and run it: its conditions go with
-        the rule's in the trace, its line says which branch ran and why the others did
-        not; True when a wait in it deferred the rest."""
+        """Pick the branch of ``choose`` (at ``path``) and run it; its line keeps which
+        branch ran and each condition tried (see trace.shapes); True when a wait in it
+        deferred the rest."""
         choice = choose.pick(context, self.event.timestamp)
-        entry.setdefault("conditions", {}).update(
-            (f"{path}/choose/{place}", logged) for place, logged in choice.log.items())
         line: StoredOutcome = {"outcome": "noop" if choice.place is None else "chosen",
-                               "detail": choice.detail, "action": choose.name}
+                               "action": choose.name, "conditions": stored_choice(choice.log)}
         if choice.branch is not None:
             line["branch"] = choice.branch
         entry["actions"].append(_placed(line, path))

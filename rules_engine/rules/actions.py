@@ -331,14 +331,13 @@ class Branch:
 class Choice:
     """What a ``choose`` decided: the branch that runs (its index, ``"default"``, or None
     when none held and there is no default), the place of its actions under the choose
-    (``branches/1/actions``, ``default``), the condition results it logged (by path under
-    the choose, as a rule's are logged) and why, in words."""
+    (``branches/1/actions``, ``default``), and each condition it evaluated, logged by path
+    under the choose as a rule's are (a failed one with its error)."""
 
     branch: int | str | None
     place: str | None
     actions: tuple[Action, ...]
     log: dict[str, Any]
-    detail: str
 
 
 class Choose(Action):
@@ -405,24 +404,17 @@ class Choose(Action):
 
     def pick(self, context: Mapping[str, Any], now: datetime) -> Choice:
         """The branch that runs: the first whose conditions hold (a condition that fails
-        counts as false, its error logged), else the default."""
+        counts as false), else the default; the later branches are not tried."""
         log: dict[str, Any] = {}
-        notes: list[str] = []
         for index, branch in enumerate(self.branches):
             try:
-                held = branch.condition.holds(context, now, log)
-            except ConditionFailed as failure:
-                notes.append(f"branch {index} failed, counted false: {failure.message}")
-                continue
-            if held:
-                notes.extend(f"branch {later} not tried"
-                             for later in range(index + 1, len(self.branches)))
-                return Choice(index, f"branches/{index}/actions", branch.actions, log,
-                              _said(f"branch {index} ran", notes))
-            notes.append(f"branch {index} false")
+                if branch.condition.holds(context, now, log):
+                    return Choice(index, f"branches/{index}/actions", branch.actions, log)
+            except ConditionFailed:
+                continue  # logged with its error
         if self.default is not None:
-            return Choice("default", "default", self.default, log, _said("default ran", notes))
-        return Choice(None, None, (), log, _said("no branch held and there is no default", notes))
+            return Choice("default", "default", self.default, log)
+        return Choice(None, None, (), log)
 
     def shown_arguments(self) -> dict[str, Any]:
         """The branches and default with each action's arguments as traces show them."""
@@ -432,10 +424,6 @@ class Choose(Action):
                              for raw, branch in zip(self.arguments["branches"], self.branches,
                                                     strict=True)],
                 **({"default": shown(self.default)} if self.default is not None else {})}
-
-
-def _said(head: str, notes: list[str]) -> str:
-    return "; ".join([head, *notes])
 
 
 ACTIONS: dict[str, type[Action]] = {
