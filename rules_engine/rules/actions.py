@@ -380,12 +380,12 @@ class Choose(Action):
                 "a choose with no branches: there is nothing to choose from", path="branches",
                 hint="add a branch `{conditions: ..., actions: [...]}`, or write the default's "
                      "actions in place of the choose")
-        for index, branch in enumerate(self.branches):
-            if not branch.actions:
+        for index, raw in enumerate(self.arguments["branches"]):
+            if not raw["actions"]:
                 yield RuleValidationError(
                     f"branch {index} has no actions", path=f"branches/{index}/actions",
                     hint="give it an action, or drop the branch")
-        if self.default == ():
+        if self.arguments.get("default") == []:
             yield RuleValidationError("the default has no actions", path="default",
                                       hint="drop `default:` (when no branch holds, nothing "
                                            "runs) or give it an action")

@@ -163,9 +163,11 @@ def _action_lines(entry: StoredRule, known: CatalogEntry | None,
         path = line.get("path")
         if path is None:
             path, index = f"actions/{index}", index + 1
-        args = _arguments_at(arguments, path)
-        expanded: ActionLine = {"path": path, "action": line.get("action", "?"), "args": args,
-                                **_outcome(line)}
+        args, outcome = _arguments_at(arguments, path), _outcome(line)
+        expanded: ActionLine = {
+            "path": path, "action": line.get("action", "?"), "args": args,
+            "operation": outcome["operation"], "outcome": outcome["outcome"],
+            "detail": outcome["detail"], "conversation_id": outcome["conversation_id"]}
         if "conditions" in line:  # a choose
             branches = args.get("branches")
             expanded["detail"] = _choice_detail(
