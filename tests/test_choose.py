@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ from rules_engine import Engine, RuleSetInvalid, load_rule_set
 from rules_engine.domain.model import EventType
 from rules_engine.domain.timers import Timer
 from rules_engine.language.context import roots_for
+from rules_engine.rule_tests import run_tests
 from rules_engine.rules.actions import compile_action, frames_at, walk
 from rules_engine.trace import shapes
 from rules_engine.trace.forms import _arguments_at, read_trace
+from rules_engine.trace.render import render_trace
 
 from .conftest import T0, message
 from .trace.test_trace_shapes import as_json, mismatches
@@ -405,3 +408,61 @@ def test_every_path_inside_branches_leads_back_to_its_action(raw, noise):
         end = f"{inner.base}/{len(inner.actions)}"  # after a sequence's last action
         assert frames_at(actions, end) is not None
     assert frames_at(actions, noise) is None or noise.startswith("actions/")
+
+
+# -- the rule reference's example -----------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _docs_block(containing: str) -> str:
+    """The code block of docs/rules.md that holds ``containing`` (without its fences)."""
+    blocks = (REPO / "docs" / "rules.md").read_text().split("```")[1::2]
+    return next(block.split("\n", 1)[1].rstrip("\n") for block in blocks if containing in block)
+
+
+def test_the_rule_references_choose_is_the_example_rules():
+    example = (REPO / "rules" / "branches.yaml").read_text()
+    block = _docs_block("- choose:")
+    for line in block.splitlines():
+        assert line.split("  #")[0].rstrip() in example, line
+
+
+def test_the_rule_references_trace_is_what_explain_prints(store, monkeypatch):
+    monkeypatch.chdir(REPO)  # the rules named as the docs name them
+    engine = Engine(store, load_rule_set(["rules"]))
+    with store.transaction() as tx:
+        contact, _ = tx.create_contact(name=None, created_at=T0, channel="telegram",
+                                       external_id="tg-fr")
+        tx.set_field(contact.id, "language", "fr")
+    result = engine.process(message("tg-fr", "bonjour", channel="telegram"))
+    assert result.trace is not None
+    shown = render_trace(result.trace).splitlines()
+    start = next(i for i, line in enumerate(shown) if "[FIRED] greet-in-their-language" in line)
+    expected = _docs_block("actions/0 choose:").splitlines()
+    assert len(shown) > start + len(expected)
+    for wanted, line in zip(expected, shown[start:], strict=False):
+        assert line.startswith(wanted.removesuffix("...)")), (wanted, line)
+
+
+def test_a_rule_test_naming_another_branch_fails(tmp_path):
+    case = tmp_path / "tests" / "branch.yaml"
+    case.parent.mkdir()
+    case.write_text(textwrap.dedent("""
+        tests:
+          - name: the French branch
+            given:
+              contacts:
+                - {ref: en, channel: telegram, external_id: tg-en, fields: {language: en}}
+            events:
+              - {type: message.received, contact: en, text: "hello"}
+            expect:
+              actions:
+                - {rule: greet-in-their-language, action: choose, branch: 1}
+    """), "utf-8")
+    [failed] = run_tests(load_rule_set([REPO / "rules"]), [case])
+    assert not failed.passed
+    [(what, _, actual)] = failed.failures
+    assert what == "actions"
+    assert [(ran["path"], ran["branch"]) for ran in actual
+            if ran["action"] == "choose"] == [("actions/0", "default")]
