@@ -321,8 +321,7 @@ class _Run:
         for index in range(frame.start, len(frame.actions)):
             action, path = frame.actions[index], f"{frame.base}/{index}"
             if isinstance(action, Choose):
-                deferred = self.run_choice(rule, fact, context, depth, entry, action, path)
-                if deferred:
+                if self.run_choice(rule, fact, context, depth, entry, action, path):
                     return True
                 continue
             outcome = action.run(ActionRun(
@@ -358,7 +357,8 @@ class _Run:
         wait = fact.params
         rule = self.rules.get(str(wait.get("rule_id")))
         resume = wait.get("resume")
-        start = f"actions/{resume}" if isinstance(resume, int) else str(resume)  # old: an index
+        start = (f"actions/{resume}" if isinstance(resume, int)  # timers before branches
+                 else resume if isinstance(resume, str) else "")
         entry: StoredRule = {"rule_id": str(wait.get("rule_id")), "from": _from(start)}
         frames = frames_at(rule.actions, start) if rule is not None else None
         if rule is None or not rule.enabled or rule.digest != wait.get("digest") \
@@ -669,7 +669,7 @@ def _from(start: str) -> int | str:
     """Where a resumed rule's actions start, as its trace keeps it: the index of a
     top-level action (as before branches existed), or the path inside a choose."""
     top, _, rest = start.removeprefix("actions/").partition("/")
-    return int(top) if not rest and top.isdigit() else start
+    return int(top) if not rest and top.isdigit() else start or 0
 
 
 def _count(tx: StoreTx, source: str,

@@ -39,7 +39,7 @@ class ActionRun:
     contact_id: int
     channel: str | None
     rule_id: str
-    path: str  # the action's place in its rule, e.g. actions/2
+    path: str  # the action's place in its rule, e.g. actions/2 or actions/0/choose/default/1
     context: Mapping[str, Any]
     now: datetime
     rule_digest: str = ""  # the rule's actions' fingerprint (a wait keeps it to resume)
@@ -356,9 +356,10 @@ class Choose(Action):
         if "default" in self.arguments:
             self.default = _compile_sequence(self.arguments["default"], roots, "default", problems)
         problems.extend(self._emptiness())
-        if self.depth() > MAX_CHOOSE_DEPTH:
+        depth = self.depth()
+        if depth > MAX_CHOOSE_DEPTH:
             problems.append(RuleValidationError(
-                f"choose is nested {self.depth()} deep; at most {MAX_CHOOSE_DEPTH}",
+                f"choose is nested {depth} deep; at most {MAX_CHOOSE_DEPTH}",
                 path="branches", hint="flatten it: join nested conditions with `all:`, or move "
                 "the innermost choice into a rule of its own"))
         if problems:
