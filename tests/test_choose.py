@@ -435,10 +435,10 @@ def test_the_rule_references_trace_is_what_explain_prints(store, monkeypatch):
         contact, _ = tx.create_contact(name=None, created_at=T0, channel="telegram",
                                        external_id="tg-fr")
         tx.set_field(contact.id, "language", "fr")
-    result = engine.process(message("tg-fr", "bonjour", channel="telegram"))
+    result = engine.process(message("tg-fr", "aide", channel="telegram"))
     assert result.trace is not None
     shown = render_trace(result.trace).splitlines()
-    start = next(i for i, line in enumerate(shown) if "[FIRED] greet-in-their-language" in line)
+    start = next(i for i, line in enumerate(shown) if "[FIRED] answer-help-in-their-language" in line)
     expected = _docs_block("actions/0 choose:").splitlines()
     assert len(shown) > start + len(expected)
     for wanted, line in zip(expected, shown[start:], strict=False):
@@ -455,10 +455,10 @@ def test_a_rule_test_naming_another_branch_fails(tmp_path):
               contacts:
                 - {ref: en, channel: telegram, external_id: tg-en, fields: {language: en}}
             events:
-              - {type: message.received, contact: en, text: "hello"}
+              - {type: message.received, contact: en, text: "help"}
             expect:
               actions:
-                - {rule: greet-in-their-language, action: choose, branch: 1}
+                - {rule: answer-help-in-their-language, action: choose, branch: 1}
     """), "utf-8")
     [failed] = run_tests(load_rule_set([REPO / "rules"]), [case])
     assert not failed.passed
