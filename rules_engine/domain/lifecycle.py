@@ -193,6 +193,28 @@ class Lifecycle:
         return Outcome("assign", True, detail + self._overwrites(f"conversation {updated.id}", changes, by),
                        [fact], updated.id)
 
+    def unassign(self, contact_id: int, *, team: bool, by: str | None = None) -> Outcome:
+        """Take the open conversation from its user (and, with ``team``, from its team)."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("unassign", False, "no open conversation to unassign")
+        cleared = tuple(column for column, had in (("assignee", conversation.assignee),
+                                                   ("team", conversation.team if team else None))
+                        if had is not None)
+        if not cleared:
+            return Outcome("unassign", False, "not assigned", [], conversation.id)
+        updated = self.tx.assign(conversation.id, assignee=None, team=None, clear=cleared)
+        self._remember(updated, still_open=True)
+        fact = Fact(EventType.CONVERSATION_UNASSIGNED, contact_id, updated.channel, updated.id,
+                    {"assignee": conversation.assignee if "assignee" in cleared else None,
+                     "team": conversation.team if "team" in cleared else None})
+        changes = [(("user" if column == "assignee" else column), getattr(conversation, column), None)
+                   for column in cleared]
+        detail = f"unassigned conversation {updated.id} from " + " and ".join(
+            f"{what} {old}" for what, old, _ in changes)
+        return Outcome("unassign", True, detail + self._overwrites(f"conversation {updated.id}", changes, by),
+                       [fact], updated.id)
+
     def _overwrites(self, key: str, changes: list[tuple[str, Any, Any]],
                     by: str | None) -> str:
         """Note what this event set before and now replaces (``explain`` shows it), and

@@ -84,6 +84,7 @@ class EventType(StrEnum):
     CONVERSATION_OPENED = "conversation.opened"
     CONVERSATION_CLOSED = "conversation.closed"
     CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_UNASSIGNED = "conversation.unassigned"  # params: who and which team it had
     CONTACT_CREATED = "contact.created"
     CONTACTS_MERGED = "contacts.merged"
     CONTACT_TAG_ADDED = "contact.tag_added"

@@ -92,6 +92,33 @@ class Assign(Action):
                                     team=self.arguments.get("team"), by=f"rule '{run.rule_id}'")
 
 
+class Unassign(Action):
+    """Take the open conversation from its user (``unassign: {}``), and from its team too
+    with ``team: true``."""
+
+    name = "unassign"
+    emits = (EventType.CONVERSATION_UNASSIGNED,)
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.unassign(run.contact_id, team=bool(self.arguments.get("team")),
+                                      by=f"rule '{run.rule_id}'")
+
+
+class SetBotStatus(Action):
+    """Hand the open conversation to a human (``paused``) or back to the bot (``active``):
+    the state Dialogflow's ``RB_BOTSTATUS`` sets."""
+
+    name = "set_bot_status"
+    emits = (EventType.BOT_STATUS_CHANGED,)
+
+    def __init__(self, arguments: Any, roots: Mapping[str, Spec]) -> None:
+        super().__init__({"status": arguments}, roots)
+        self.active = arguments == "active"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.set_bot_status(run.contact_id, self.active, run.channel)
+
+
 class _TagAction(Action):
     """Takes one tag or several, in any of the schema's forms (``vip``, ``[a, b]``,
     ``{tag: vip}``, ``{tags: [a, b]}``)."""
@@ -302,8 +329,8 @@ class Wait(Action):
 
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
-    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, SendTemplate, HttpRequest, Wait)
+    for action in (OpenConversation, CloseConversation, Assign, Unassign, SetBotStatus, AddTag,
+                   RemoveTag, SetField, SendMessage, SendTemplate, HttpRequest, Wait)
 }
 
 

@@ -465,10 +465,14 @@ class StoreTx(Statements):
         return _conversation(row) if row is not None else None
 
     def assign(
-        self, conversation_id: int, *, assignee: str | None, team: str | None
+        self, conversation_id: int, *, assignee: str | None, team: str | None,
+        clear: tuple[str, ...] = (),
     ) -> Conversation:
-        """Set the assignee and/or team (a None leaves that one as it is)."""
-        values = {k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        """Set the assignee and/or team (a None leaves that one as it is); the columns named
+        in ``clear`` (``assignee``, ``team``) become empty."""
+        values: dict[str, str | None] = {
+            k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        values.update(dict.fromkeys(clear))
         if not values:
             conversation = self.get_conversation(conversation_id)
             assert conversation is not None
