@@ -1,4 +1,5 @@
-"""The users' API (bearer token): open and close conversations by hand, merge contacts, read."""
+"""The users' API (bearer token): open and close conversations by hand, merge contacts, run
+rules by hand, read."""
 from __future__ import annotations
 
 import uuid
@@ -29,7 +30,9 @@ _BODY_KEYS = {
     "close": {"user", "note"},
     "merge": {"user", "secondary_id"},
     "reply": {"user", "text"},
+    "run": {"user", "contact_id", "params"},
 }
+_TEXT_KEYS = {"assignee", "team", "channel", "note", "text"}
 
 
 def _command_body(kind: str) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def _command_body(kind: str) -> dict[str, Any]:
     if user is not None and (not isinstance(user, str) or not user or len(user) > 200):
         raise ApiError(400, "invalid_body", "`user` must be a user's id (1 to 200 characters)",
                        path="user")
-    for key in _BODY_KEYS[kind] - {"user", "secondary_id"}:
+    for key in _BODY_KEYS[kind] & _TEXT_KEYS:
         if key in body and not isinstance(body[key], str):
             raise ApiError(400, "invalid_body", f"`{key}` must be a string", path=key)
     body["actor"], via = principal().acting_as(user)
@@ -124,6 +127,24 @@ def merge_contacts(primary_id: int) -> Any:
     result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
                            "secondary_contact_id": secondary}, body)
     return jsonify(result)
+
+
+@blueprint.post("/rules/<rule_id>/run")
+@access(Role.AGENT)
+def run_rule(rule_id: str) -> Any:
+    """Run a rule whose trigger is ``manual`` on one contact, recorded as the caller (the
+    trace names who ran it); ``params`` reach its conditions and actions."""
+    body = _command_body("run")
+    contact_id = body.get("contact_id")
+    if not isinstance(contact_id, int) or isinstance(contact_id, bool) \
+            or not 1 <= contact_id <= MAX_ID:
+        raise ApiError(400, "invalid_body", "`contact_id` must be a contact id", path="contact_id")
+    params = body.get("params", {})
+    if not isinstance(params, dict) or "rule_id" in params:
+        raise ApiError(400, "invalid_body", "`params` must be an object (without rule_id: the "
+                       "path names the rule)", path="params")
+    return jsonify(_run_command({"type": "manual", "contact": {"id": contact_id},
+                                 "params": {**params, "rule_id": rule_id}}, body))
 
 
 @blueprint.get("/contacts")

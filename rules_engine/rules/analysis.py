@@ -29,9 +29,7 @@ from rules_engine.domain.channels import reply_windows, welcome_channels
 from rules_engine.domain.errors import RulesEngineError, RuleValidationError, RuleWarning
 from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
 from rules_engine.domain.model import (
-    CHANNEL_INPUT_TYPES,
     INPUT_TYPES,
-    MESSAGE_STATUS_TYPES,
     EventType,
 )
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
@@ -141,8 +139,7 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     f"{what}: {', '.join(without)} send no welcome event",
                     hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
-        if (rule.event not in CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES
-                and rule.event not in emitted):
+        if rule.event not in INPUT_TYPES and rule.event not in emitted:
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
                               **_where(rule, "trigger/event"))
