@@ -2,14 +2,11 @@
 (``POST /api/rules/{id}/run``) or ``rules-engine run``, recorded as the person who ran it."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from connectors.app import create_app
 
 from . import webhook_payloads as p
 
@@ -17,11 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def app(clean_environment, database_url):
-    application = create_app({**p.SECRETS, "rules_dir": str(REPO / "rules"),
-                              "database_url": database_url})
-    yield application
-    application.extensions["rules_engine"].store.dispose()
+def app(example_app):
+    return example_app
 
 
 @pytest.fixture
@@ -35,11 +29,9 @@ def api(client, path: str, body: dict, **headers: str):
 
 
 def contact_with_conversation(client) -> int:
-    body = json.dumps(p.messenger(p.fb_message("PSID-M", "m_m", "hi"))).encode()
-    answer = client.post("/webhooks/facebook", data=body,
-                         headers={"Content-Type": "application/json",
-                                  "X-Hub-Signature-256": "sha256=" + p.hmac_hex(
-                                      p.SECRETS["facebook_app_secret"], body)})
+    body = p.encode(p.messenger(p.fb_message("PSID-M", "m_m", "hi")))
+    answer = client.post("/webhooks/facebook", data=body, content_type="application/json",
+                         headers=p.signed_headers("/webhooks/facebook", body))
     assert answer.status_code == 200, answer.json
     return int(answer.json["results"][0]["contact_id"])
 
