@@ -3,9 +3,9 @@
 Each case gives a starting state (contacts with tags, fields and an open conversation; users
 on teams, available or away), one or more events, and what should happen: which rules fired
 (or that nothing fires), which actions ran with which arguments, and the resulting
-conversations and contacts. A failure
-shows a unified diff of the expected and the actual values. Each case runs on its own
-``Clock``; ``check_test_files`` is what ``validate`` reads of test files.
+conversations and contacts. A failure shows a unified diff of the expected and the actual
+values. Each case runs on its own ``Clock``; ``check_test_files`` is what ``validate``
+reads of test files.
 """
 from __future__ import annotations
 

@@ -54,9 +54,10 @@ class AccountsTx:
         insert = postgresql.insert if self.connection.dialect.name == "postgresql" else sqlite.insert
         self.connection.execute(insert(t.team_rotations).values(team=team, last_user=None)
                                 .on_conflict_do_nothing(index_elements=["team"]))
-        return bool(self.connection.execute(
+        return self.connection.execute(  # RETURNING: rowcount is not reliable here
             insert(t.team_members).values(team=team, user_id=user_id)
-            .on_conflict_do_nothing(index_elements=["team", "user_id"])).rowcount)
+            .on_conflict_do_nothing(index_elements=["team", "user_id"])
+            .returning(t.team_members.c.team)).first() is not None
 
     def leave_team(self, team: str, user_id: int) -> bool:
         m = t.team_members
