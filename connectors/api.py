@@ -1,5 +1,5 @@
 """The users' API (bearer token): open and close conversations by hand, merge contacts, run
-rules by hand, read."""
+rules by hand, set who is on which team and available, read."""
 from __future__ import annotations
 
 import uuid
@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from rules_engine import RulesEngineError, outbox, queries
+from rules_engine import RulesEngineError, outbox, people, queries
 from rules_engine.domain.model import MAX_ID
 from rules_engine.formats.events import parse_event
 from rules_engine.people import Role
@@ -230,3 +230,51 @@ def resume_channel(channel: str) -> Any:
     except RulesEngineError as error:
         raise from_engine_error(error) from None
     return jsonify({"channel": channel, "paused": False})
+
+
+@blueprint.get("/teams")
+@access(Role.AGENT)
+def list_teams() -> Any:
+    """Every team with members: each member's availability, capacity and open conversations."""
+    return jsonify({team: [member.to_dict() for member in members]
+                    for team, members in people.teams(engine().store).items()})
+
+
+@blueprint.patch("/users/<name>")
+@access(Role.AGENT)
+def set_presence(name: str) -> Any:
+    """Set a user's ``availability`` (``available`` or ``away``; an agent sets their own)
+    and ``max_open`` (their capacity, null for none; admins only)."""
+    body = json_body()
+    caller = principal()
+    if caller.role is not Role.ADMIN:
+        if name != caller.name:
+            raise ApiError(403, "forbidden", f"'{caller.name}' sets only their own availability",
+                           hint="an admin sets others' availability")
+        if "max_open" in body:
+            raise ApiError(403, "forbidden", "an agent sets their availability, not their "
+                           "capacity", path="max_open", hint="an admin sets max_open")
+    try:
+        user = people.set_presence(engine().store, name, body)
+    except people.PeopleError as error:
+        raise ApiError(400, "invalid_body", error.message, path=error.path,
+                       hint=error.hint) from None
+    return jsonify(user.to_dict())
+
+
+@blueprint.put("/teams/<team>/members/<name>")
+@access(Role.ADMIN)
+def join_team(team: str, name: str) -> Any:
+    """Put a user on a team (201 when new, 200 when already on it)."""
+    added = people.join_team(engine().store, team, [name])
+    return jsonify({"team": team, "user": name, "member": True}), 201 if added else 200
+
+
+@blueprint.delete("/teams/<team>/members/<name>")
+@access(Role.ADMIN)
+def leave_team(team: str, name: str) -> Any:
+    """Take a user off a team (404 when they were not on it)."""
+    if not people.leave_team(engine().store, team, [name]):
+        raise ApiError(404, "not_found", f"'{name}' is not on team {team}",
+                       hint="GET /api/teams lists the members")
+    return jsonify({"team": team, "user": name, "member": False})

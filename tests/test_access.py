@@ -32,6 +32,8 @@ POLICY = {
     "api.merge_contacts": Role.ADMIN, "api.outbox_rows": Role.ADMIN,
     "api.retry_outbound": Role.ADMIN, "api.retry_outbound_rows": Role.ADMIN,
     "api.paused_channels": Role.ADMIN, "api.resume_channel": Role.ADMIN,
+    "api.list_teams": Role.AGENT, "api.set_presence": Role.AGENT,
+    "api.join_team": Role.ADMIN, "api.leave_team": Role.ADMIN,
     "reload.reload_rules": Role.ADMIN,
 }
 

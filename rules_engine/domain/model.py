@@ -88,6 +88,8 @@ class EventType(StrEnum):
     CONVERSATION_CLOSED = "conversation.closed"
     CONVERSATION_ASSIGNED = "conversation.assigned"
     CONVERSATION_UNASSIGNED = "conversation.unassigned"  # params: who and which team it had
+    # a balanced assign found nobody free: it stays with params.team (params.reason says why)
+    CONVERSATION_UNASSIGNABLE = "conversation.unassignable"
     CONTACT_CREATED = "contact.created"
     CONTACTS_MERGED = "contacts.merged"
     CONTACT_TAG_ADDED = "contact.tag_added"

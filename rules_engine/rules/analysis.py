@@ -344,6 +344,8 @@ def _sets(rule: Rule) -> dict[str, str]:
         if action.name == "assign":
             found.update({what: f"{what} {arguments[what]}"
                           for what in ("user", "team") if what in arguments})
+            if "strategy" in arguments:
+                found["user"] = f"user a member of team {arguments['team']}"
         elif action.name == "set_field":
             found[f"field {arguments['name']}"] = f"field {arguments['name']}"
     return found
@@ -413,6 +415,11 @@ def _add_and_remove_one_tag(first: Rule, second: Rule) -> bool:
     return bool(sources(first) & sources(second))
 
 
+def _run_by_name(first: Rule, second: Rule) -> bool:
+    """Two rules run by hand: a manual run runs the one rule it names, never both."""
+    return first.event is second.event is EventType.MANUAL
+
+
 def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     """Two rules that set the same thing in one event's chain: the later one wins."""
     seen: set[tuple[str, str, str]] = set()
@@ -420,7 +427,8 @@ def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
         for position, (_, later) in enumerate(chain):
             for _, earlier in chain[:position]:
                 if not _channels_meet(earlier.channels, later.channels) \
-                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later):
+                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later) \
+                        or _run_by_name(earlier, later):
                     continue
                 for what in _sets(earlier).keys() & _sets(later).keys():
                     if (earlier.id, later.id, what) in seen:

@@ -29,6 +29,7 @@ from rules_engine.store import tables as t
 from rules_engine.store.outbound import OutboundTx
 from rules_engine.store.prepared import execute_on_driver
 from rules_engine.store.statements import Statements
+from rules_engine.store.teams import TeamsTx
 
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
 
@@ -79,6 +80,7 @@ class StoreTx(Statements):
         super().__init__(connection, dialect)
         self._savepoints = 0
         self.outbound = OutboundTx(connection, dialect)
+        self.teams = TeamsTx(connection, dialect)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
