@@ -16,6 +16,7 @@ from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
 from rules_engine.domain.message_status import aimed
 from rules_engine.domain.model import (
     COMMAND_TYPES,
+    ISSUED_TYPES,
     MESSAGE_STATUS_TYPES,
     TRIGGER_TYPES,
     Contact,
@@ -151,7 +152,7 @@ class _Run:
             found = self.tx.find_contact_by_identity(event.channel, ref.external_id, lock=True)
             if found is not None:
                 return self.lifecycle.seed(self.follow_merges(found)).contact.id
-            if event.type in COMMAND_TYPES:
+            if event.type in ISSUED_TYPES:
                 raise NotFoundError(
                     f"no contact has {event.channel} id '{ref.external_id}'",
                     path="contact/external_id", hint="users' commands name existing contacts",
@@ -208,13 +209,17 @@ class _Run:
         """Apply the event to its (resolved, locked) contact: built-in lifecycle, then rules."""
         event = self.event
         self.contact_id = contact_id
+        if event.type is EventType.MANUAL:
+            run_by_hand(self.rules, event.params.get("rule_id"))
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
         self.conversation_id = next(  # else the one it names (a timer's firing)
             (o.conversation_id for o in outcomes if o.conversation_id is not None),
-            event.conversation_id)
+            self.open_conversation_id(contact_id) if event.type is EventType.MANUAL
+            else event.conversation_id)
         builtin = self.record(outcomes, 0)
         self.builtin = builtin
-        root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
+        channel = self.contacts_channel(contact_id) if event.type is EventType.MANUAL else event.channel
+        root = Fact(event.type, contact_id, channel, None, dict(event.params))
         self.queue.appendleft(_Pending(root, 0))
         first = True
         while self.queue:
@@ -228,6 +233,18 @@ class _Run:
                 step["builtin"] = builtin
                 first = False
             self.steps.append(step)
+
+    def open_conversation_id(self, contact_id: int) -> int | None:
+        conversation = self.lifecycle.state(contact_id).open_conversation
+        return None if conversation is None else conversation.id
+
+    def contacts_channel(self, contact_id: int) -> str | None:
+        """Where a rule run by hand acts (its sends go there): the channel of the contact's
+        open conversation, else of the contact's first identity."""
+        state = self.lifecycle.state(contact_id)
+        if state.open_conversation is not None and state.open_conversation.channel:
+            return state.open_conversation.channel
+        return next((str(identity["channel"]) for identity in state.identities), None)
 
     def process(self, pending: _Pending, *, is_root: bool) -> StoredStep:
         fact, event = pending.fact, self.event
@@ -244,7 +261,8 @@ class _Run:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
-        if fact.type is EventType.CONVERSATION_IDLE:  # a clock belongs to one rule
+        if fact.type is EventType.CONVERSATION_IDLE or fact.type is EventType.MANUAL:
+            # a clock belongs to one rule; a person runs one rule
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
             return step
@@ -442,6 +460,8 @@ class _Run:
         }
         if event.via is not None:
             trace["actor"], trace["via"] = event.actor, event.via
+        elif event.type is EventType.MANUAL:  # who ran the rule
+            trace["actor"] = event.actor
         if self.new_contacts:
             trace["created_contact"] = next(iter(self.new_contacts))
         if self.dropped:
@@ -697,6 +717,19 @@ def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Eve
             for rule in rules
             if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
             and (rule.channels is None or conversation.channel in rule.channels)]
+
+
+def run_by_hand(rules: RuleSet, rule_id: object) -> Rule:
+    """The rule a person asks to run: it exists and its trigger is ``manual``."""
+    rule = rules.get(str(rule_id))
+    if rule is None:
+        raise NotFoundError(f"no rule '{rule_id}'", path="params/rule_id",
+                            hint="`rules-engine validate` lists the rules")
+    if rule.event is not EventType.MANUAL:
+        raise EventError(f"rule '{rule.id}' is not run by hand (its trigger is {rule.event})",
+                         path="params/rule_id",
+                         hint="give the rule `trigger: {event: manual}` to run it by hand")
+    return rule
 
 
 def counted(count: int, noun: str) -> str:

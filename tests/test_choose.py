@@ -466,3 +466,17 @@ def test_a_rule_test_naming_another_branch_fails(tmp_path):
     assert what == "actions"
     assert [(ran["path"], ran["branch"]) for ran in actual
             if ran["action"] == "choose"] == [("actions/0", "default")]
+
+
+def test_a_team_named_inside_a_branch_is_checked_like_any_other(write_rules):
+    with pytest.raises(RuleSetInvalid) as raised:
+        load_rule_set([write_rules("teams: [support]\n" + rules_with("""\
+            - choose:
+                branches:
+                  - conditions: "message.text == 'a'"
+                    actions: [{assign: {team: suport, strategy: round_robin}}]
+            """))])
+    [error] = raised.value.errors
+    assert error.path == "actions/0/choose/branches/0/actions/0/assign/team"
+    assert error.message == "unknown team 'suport'" and error.line == 9
+    assert error.hint == "did you mean `support`?"

@@ -34,11 +34,8 @@ WA_USER = "16505551234"
 
 
 @pytest.fixture
-def app(clean_environment, database_url):
-    application = create_app({**p.SECRETS, "rules_dir": str(REPO / "rules"),
-                              "database_url": database_url})
-    yield application
-    application.extensions["rules_engine"].store.dispose()
+def app(example_app):
+    return example_app
 
 
 def post(app, route: str, data: dict[str, Any]) -> dict[str, Any]:

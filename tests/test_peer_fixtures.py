@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from connectors import create_app
 from connectors.channels import adapters
 from rules_engine import EventType
 from rules_engine.domain.model import MESSAGE_STATUS_TYPES
@@ -39,12 +38,8 @@ pytestmark = pytest.mark.skipif(not PEERS.is_dir(), reason="../shared/peer-fixtu
 
 
 @pytest.fixture
-def app(clean_environment, database_url):
-    """The app with the example rules, as a server on ``main`` runs them."""
-    application = create_app({**p.SECRETS, "rules_dir": str(REPO / "rules"),
-                              "database_url": database_url})
-    yield application
-    application.extensions["rules_engine"].store.dispose()
+def app(example_app):
+    return example_app
 
 
 def test_the_table_names_every_body_and_only_those():

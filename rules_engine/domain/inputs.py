@@ -189,6 +189,7 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.CONTACT_UNSUBSCRIBED: _unsubscribed,
     EventType.MESSAGE_REACTION: _no_built_in_effect,
     EventType.MESSAGE_DELETED: _no_built_in_effect,
+    EventType.MANUAL: _no_built_in_effect,
     EventType.MESSAGE_DELIVERED: move_status,
     EventType.MESSAGE_READ: move_status,
     EventType.MESSAGE_FAILED: move_status,

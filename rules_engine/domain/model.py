@@ -76,6 +76,9 @@ class EventType(StrEnum):
     MESSAGE_DELIVERED = "message.delivered"
     MESSAGE_READ = "message.read"
     MESSAGE_FAILED = "message.failed"
+    # a person runs a rule whose trigger is ``manual`` on one contact (params.rule_id; actor:
+    # who ran it): an input from the users' API or the command line, and that rule's trigger
+    MANUAL = "manual"
     # the users' commands (inputs, not triggers)
     OPEN_CONVERSATION = "conversation.open"
     CLOSE_CONVERSATION = "conversation.close"
@@ -84,6 +87,9 @@ class EventType(StrEnum):
     CONVERSATION_OPENED = "conversation.opened"
     CONVERSATION_CLOSED = "conversation.closed"
     CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_UNASSIGNED = "conversation.unassigned"  # params: who and which team it had
+    # a balanced assign found nobody free: it stays with params.team (params.reason says why)
+    CONVERSATION_UNASSIGNABLE = "conversation.unassignable"
     CONTACT_CREATED = "contact.created"
     CONTACTS_MERGED = "contacts.merged"
     CONTACT_TAG_ADDED = "contact.tag_added"
@@ -105,7 +111,9 @@ CHANNEL_INPUT_TYPES = frozenset(
 )
 MESSAGE_STATUS_TYPES = frozenset(
     {EventType.MESSAGE_DELIVERED, EventType.MESSAGE_READ, EventType.MESSAGE_FAILED})
-INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES
+INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES | {EventType.MANUAL}
+# inputs that people issue: they name contacts that exist, and say who issued them (actor)
+ISSUED_TYPES = COMMAND_TYPES | {EventType.MANUAL}
 TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
 
 

@@ -174,6 +174,10 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
         noun = "trigger event" if path and path[-1] == "event" else "value"
+        if isinstance(error.instance, bool):  # YAML reads on/off/yes/no as true/false
+            return [SchemaProblem(path, f"unknown {noun} {str(error.instance).lower()} (YAML reads "
+                                  "on, off, yes and no as true or false)",
+                                  f"one of: {', '.join(options)}")]
         return [SchemaProblem(path, f"unknown {noun} '{error.instance}'", hint)]
     if kind == "pattern":
         if len(path) >= 2 and path[-2] == "channels":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from rules_engine.domain.balancing import Strategy
 from rules_engine.domain.errors import (
     ExpressionError,
     RulesEngineError,
@@ -86,15 +87,73 @@ class CloseConversation(Action):
                                    actor=run.rule_id, note=self.arguments.get("note"))
 
 
+# the options of a balanced assign, which only a strategy reads
+_BALANCING_OPTIONS = ("available_only", "max_open")
+
+
 class Assign(Action):
-    """Assign the open conversation to a user and/or a team."""
+    """Assign the open conversation to a user and/or a team; with a ``strategy``, to a free
+    member of the team (``round_robin`` or ``least_open``, ``available_only``, ``max_open``),
+    or, when nobody is free, to the team alone (``conversation.unassignable``)."""
 
     name = "assign"
-    emits = (EventType.CONVERSATION_ASSIGNED,)
+    emits = (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNABLE)
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        strategy = self.arguments.get("strategy")
+        self.strategy = Strategy(strategy) if strategy is not None else None
+        if self.strategy is None:
+            for option in _BALANCING_OPTIONS:
+                if option in self.arguments:
+                    raise RuleValidationError(
+                        f"{option} only applies with a strategy", path=option,
+                        hint="add strategy: round_robin (or least_open), or remove "
+                             f"{option}")
+        elif "user" in self.arguments:
+            raise RuleValidationError(
+                "a strategy chooses a member of a team, but `user` names the assignee",
+                path="strategy", hint="give team: instead of user: (or remove strategy)")
+        elif "team" not in self.arguments:
+            raise RuleValidationError("a strategy needs the team to choose from",
+                                      path="strategy", hint="add team: support")
 
     def run(self, run: ActionRun) -> Outcome:
+        by = f"rule '{run.rule_id}'"
+        if self.strategy is not None:
+            return run.lifecycle.assign_balanced(
+                run.contact_id, team=self.arguments["team"], strategy=self.strategy,
+                available_only=bool(self.arguments.get("available_only", False)),
+                max_open=self.arguments.get("max_open"), by=by)
         return run.lifecycle.assign(run.contact_id, user=self.arguments.get("user"),
-                                    team=self.arguments.get("team"), by=f"rule '{run.rule_id}'")
+                                    team=self.arguments.get("team"), by=by)
+
+
+class Unassign(Action):
+    """Take the open conversation from its user (``unassign: {}``), and from its team too
+    with ``team: true``."""
+
+    name = "unassign"
+    emits = (EventType.CONVERSATION_UNASSIGNED,)
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.unassign(run.contact_id, team=bool(self.arguments.get("team")),
+                                      by=f"rule '{run.rule_id}'")
+
+
+class SetBotStatus(Action):
+    """Hand the open conversation to a human (``paused``) or back to the bot (``active``):
+    the state Dialogflow's ``RB_BOTSTATUS`` sets."""
+
+    name = "set_bot_status"
+    emits = (EventType.BOT_STATUS_CHANGED,)
+
+    def __init__(self, arguments: Any, roots: Mapping[str, Spec]) -> None:
+        super().__init__({"status": arguments}, roots)
+        self.active = arguments == "active"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.set_bot_status(run.contact_id, self.active, run.channel)
 
 
 class _TagAction(Action):
@@ -429,8 +488,8 @@ class Choose(Action):
 
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
-    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, SendTemplate, HttpRequest, Wait, Choose)
+    for action in (OpenConversation, CloseConversation, Assign, Unassign, SetBotStatus, AddTag,
+                   RemoveTag, SetField, SendMessage, SendTemplate, HttpRequest, Wait, Choose)
 }
 
 

@@ -33,9 +33,7 @@ from rules_engine.domain.channels import reply_windows, welcome_channels
 from rules_engine.domain.errors import RulesEngineError, RuleValidationError, RuleWarning
 from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
 from rules_engine.domain.model import (
-    CHANNEL_INPUT_TYPES,
     INPUT_TYPES,
-    MESSAGE_STATUS_TYPES,
     EventType,
 )
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
@@ -146,8 +144,7 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     f"{what}: {', '.join(without)} send no welcome event",
                     hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
-        if (rule.event not in CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES
-                and rule.event not in emitted):
+        if rule.event not in INPUT_TYPES and rule.event not in emitted:
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
                               **_where(rule, "trigger/event"))
@@ -352,6 +349,8 @@ def _sets(rule: Rule) -> dict[str, str]:
         if action.name == "assign":
             found.update({what: f"{what} {arguments[what]}"
                           for what in ("user", "team") if what in arguments})
+            if "strategy" in arguments:
+                found["user"] = f"user a member of team {arguments['team']}"
         elif action.name == "set_field":
             found[f"field {arguments['name']}"] = f"field {arguments['name']}"
     return found
@@ -421,6 +420,11 @@ def _add_and_remove_one_tag(first: Rule, second: Rule) -> bool:
     return bool(sources(first) & sources(second))
 
 
+def _run_by_name(first: Rule, second: Rule) -> bool:
+    """Two rules run by hand: a manual run runs the one rule it names, never both."""
+    return first.event is second.event is EventType.MANUAL
+
+
 def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     """Two rules that set the same thing in one event's chain: the later one wins."""
     seen: set[tuple[str, str, str]] = set()
@@ -428,7 +432,8 @@ def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
         for position, (_, later) in enumerate(chain):
             for _, earlier in chain[:position]:
                 if not _channels_meet(earlier.channels, later.channels) \
-                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later):
+                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later) \
+                        or _run_by_name(earlier, later):
                     continue
                 for what in _sets(earlier).keys() & _sets(later).keys():
                     if (earlier.id, later.id, what) in seen:

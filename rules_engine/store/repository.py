@@ -29,6 +29,7 @@ from rules_engine.store import tables as t
 from rules_engine.store.outbound import OutboundTx
 from rules_engine.store.prepared import execute_on_driver
 from rules_engine.store.statements import Statements
+from rules_engine.store.teams import TeamsTx
 
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
 
@@ -79,6 +80,7 @@ class StoreTx(Statements):
         super().__init__(connection, dialect)
         self._savepoints = 0
         self.outbound = OutboundTx(connection, dialect)
+        self.teams = TeamsTx(connection, dialect)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -465,10 +467,14 @@ class StoreTx(Statements):
         return _conversation(row) if row is not None else None
 
     def assign(
-        self, conversation_id: int, *, assignee: str | None, team: str | None
+        self, conversation_id: int, *, assignee: str | None, team: str | None,
+        clear: tuple[str, ...] = (),
     ) -> Conversation:
-        """Set the assignee and/or team (a None leaves that one as it is)."""
-        values = {k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        """Set the assignee and/or team (a None leaves that one as it is); the columns named
+        in ``clear`` (``assignee``, ``team``) become empty."""
+        values: dict[str, str | None] = {
+            k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        values.update(dict.fromkeys(clear))
         if not values:
             conversation = self.get_conversation(conversation_id)
             assert conversation is not None
