@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rules_engine.domain.errors import EventError, NotFoundError, RulesEngineError
 from rules_engine.domain.inputs import HANDLERS
@@ -25,7 +26,7 @@ from rules_engine.domain.model import (
     EventType,
     sent_by_bot,
 )
-from rules_engine.domain.timers import Timer, idle_timer
+from rules_engine.domain.timers import Timer, date_timer, date_timer_id, idle_timer
 from rules_engine.language.conditions import ConditionFailed
 from rules_engine.language.context import build_context
 from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
@@ -133,6 +134,7 @@ class _Run:
         self.conversation_id: int | None = None
         self.contact_id: int | None = None  # the event's contact, once resolved
         self.builtin: list[StoredOutcome] = []
+        self.fields_changed: set[int] = set()  # contacts whose fields this event changed
 
     def resolve_contact(self) -> int:
         """The event's contact id, its row locked for the transaction (so events for one
@@ -203,6 +205,9 @@ class _Run:
                 self.changes.append(done)
             for fact in outcome.facts:
                 self.queue.append(_Pending(fact, depth + 1))
+                if fact.type in _FIELDS_CHANGED_BY:
+                    self.fields_changed.add(fact.contact_id)
+                    self.fields_changed.update(_merged_away(fact))
         return lines
 
     def run(self, contact_id: int) -> None:
@@ -211,14 +216,14 @@ class _Run:
         self.contact_id = contact_id
         if event.type is EventType.MANUAL:
             run_by_hand(self.rules, event.params.get("rule_id"))
+        by_contact = event.type in _FOR_A_CONTACT
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
         self.conversation_id = next(  # else the one it names (a timer's firing)
             (o.conversation_id for o in outcomes if o.conversation_id is not None),
-            self.open_conversation_id(contact_id) if event.type is EventType.MANUAL
-            else event.conversation_id)
+            self.open_conversation_id(contact_id) if by_contact else event.conversation_id)
         builtin = self.record(outcomes, 0)
         self.builtin = builtin
-        channel = self.contacts_channel(contact_id) if event.type is EventType.MANUAL else event.channel
+        channel = self.contacts_channel(contact_id) if by_contact else event.channel
         root = Fact(event.type, contact_id, channel, None, dict(event.params))
         self.queue.appendleft(_Pending(root, 0))
         first = True
@@ -261,8 +266,8 @@ class _Run:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
-        if fact.type is EventType.CONVERSATION_IDLE or fact.type is EventType.MANUAL:
-            # a clock belongs to one rule; a person runs one rule
+        if fact.type in _ONE_RULE:
+            # a clock or a date belongs to one rule; a person runs one rule
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
             return step
@@ -447,6 +452,29 @@ class _Run:
                              opened_now=opened_now)
         if clocks:
             self.tx.set_timers(clocks)
+
+    def arm_date_timers(self) -> None:
+        """Set, move or drop the date timers of the contacts whose fields this event changed
+        (rules_engine.domain.timers), in this event's transaction; a contact merged away
+        keeps none (its fields live on the contact it was merged into)."""
+        if not self.rules.date_rules:
+            return
+        hours = self.rules.business_hours
+        zone = hours.zone if hours is not None else ZoneInfo("UTC")
+        timers = []
+        for contact_id in sorted(self.fields_changed):
+            state = self.lifecycle.state(contact_id)
+            for rule in self.rules.date_rules:
+                assert rule.date is not None  # date_rules hold date rules only
+                self.tx.drop_timer(date_timer_id(rule.id, contact_id))
+                timer = None if state.contact.merged_into is not None else date_timer(
+                    rule.id, rule.date, contact_id=contact_id, zone=zone,
+                    value=state.fields.get(rule.date.field), after=self.event.timestamp,
+                    event_id=self.event.id)
+                if timer is not None:
+                    timers.append(timer)
+        if timers:
+            self.tx.set_timers(timers)
 
     def trace(self, received_at: datetime) -> StoredTrace:
         """The compact trace (see trace.shapes)."""
@@ -666,6 +694,7 @@ class Engine:
                           [], first["conversation_id"], first_trace=first)
         run.run(contact_id)
         run.arm_idle_clocks()
+        run.arm_date_timers()
         trace = run.trace(received_at)
         if first_time:
             tx.save_trace(event.id, to_store(trace), received_at)
@@ -675,6 +704,21 @@ class Engine:
             reason = "; ".join(line["detail"] for line in run.builtin) or "nothing to change"
         return Result(event.id, status, contact_id, trace, run.fired, run.changes,
                       run.conversation_id, reason, catalog)
+
+
+# Facts after which a contact's fields may hold another date: its date timers are set again.
+_FIELDS_CHANGED_BY = frozenset({EventType.CONTACT_FIELD_SET, EventType.CONTACTS_MERGED})
+# Events for a contact rather than a conversation: their rules act on the contact's open
+# conversation, if any, on its channel (else the channel of its first identity).
+_FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE})
+# Events that run one named rule (params.rule_id), not every rule on their type.
+_ONE_RULE = frozenset({EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE})
+
+
+def _merged_away(fact: Fact) -> list[int]:
+    """The contact a ``contacts.merged`` fact merged away (none for other facts)."""
+    secondary = fact.params.get("secondary_contact_id")
+    return [int(secondary)] if isinstance(secondary, int) else []
 
 
 def _placed(line: StoredOutcome, path: str) -> StoredOutcome:

@@ -99,6 +99,8 @@ class EventType(StrEnum):
     # fired by durable timers (``rules-engine tick`` / ``worker``)
     CONVERSATION_IDLE = "conversation.idle"  # an idle rule's clock ran out; rules trigger on it
     WAIT_ENDED = "wait.ended"  # a rule's ``wait`` is over: the rest of its actions run
+    # a date rule's day and time came for one contact (params.field, params.date)
+    DATE = "date"
 
 
 COMMAND_TYPES = frozenset(

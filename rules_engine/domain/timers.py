@@ -8,7 +8,10 @@ restarts and are never lost or set twice), both fired by ``Engine.fire_due``:
   dropped when the conversation closes; when it runs out the rule's ``conversation.idle``
   event fires, once;
 - a **wait**, one per ``wait`` action run: the rest of the rule's actions run when it is
-  over; it belongs to the conversation open when it began and is dropped when that closes.
+  over; it belongs to the conversation open when it began and is dropped when that closes;
+- a **date**, one per (``date`` rule, contact whose field holds a date): set, moved or
+  dropped in the transaction that changes the field; when it comes the rule's ``date``
+  event fires, once.
 
 Times follow the events' timestamps (a clock only ever moves forward), so replaying
 history or ingesting old events sets the same timers. A timer fires only if it is still due
@@ -24,8 +27,9 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rules_engine.domain.model import ContactRef, Conversation, Event, EventType
 
@@ -61,11 +65,50 @@ class IdleClock:
 
 
 @dataclass(frozen=True, slots=True)
+class DateTrigger:
+    """A ``date`` trigger: fire ``offset`` days from the date in the contact's ``field``, at
+    the local time ``at``."""
+
+    field: str  # the name under contact.fields
+    offset: int  # days, e.g. -3
+    at: time
+
+    def due(self, value: object, zone: ZoneInfo) -> datetime | None:
+        """When the trigger fires for a field holding ``value``, in UTC; None when the value
+        is not a date (``2027-01-31``, or the date part of an ISO date-time).
+
+        The local time is read with ``zone``'s offset before any change that day (fold 0):
+        an ambiguous time (the hour clocks repeat in autumn) is its first occurrence, and a
+        nonexistent one (the hour clocks skip in spring) falls an hour later, as many
+        clocks show it (02:30 becomes 03:30)."""
+        day = as_date(value)
+        if day is None:
+            return None
+        local = datetime.combine(day + timedelta(days=self.offset), self.at, tzinfo=zone)
+        return local.astimezone(timezone.utc)
+
+
+def as_date(value: object) -> date | None:
+    """The date ``value`` holds (a date, or text in ISO form: ``2027-01-31``, or the date
+    part of ``2027-01-31T10:00:00``); None for anything else."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T.*)?", value):
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:  # 2027-02-30
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """One timer row."""
 
     id: str
-    kind: str  # "idle" or "wait"
+    kind: str  # "idle", "wait" or "date"
     contact_id: int
     conversation_id: int | None
     rule_id: str
@@ -75,12 +118,33 @@ class Timer:
 
     def event(self) -> Event:
         """The engine event of this timer's firing (the same id whoever fires it)."""
-        kind = EventType.CONVERSATION_IDLE if self.kind == "idle" else EventType.WAIT_ENDED
+        kind = _FIRES[self.kind]
         return Event(id=f"timer:{self.id}@{self.due_at.isoformat()}", type=kind,
                      channel=self.payload.get("channel"), timestamp=self.due_at,
                      contact=ContactRef(id=self.contact_id),
                      conversation_id=self.conversation_id,
                      params={"timer": self.id, "rule_id": self.rule_id, **self.payload})
+
+
+_FIRES = {"idle": EventType.CONVERSATION_IDLE, "wait": EventType.WAIT_ENDED,
+          "date": EventType.DATE}
+
+
+def date_timer_id(rule_id: str, contact_id: int) -> str:
+    """A date timer's id: one per (rule, contact)."""
+    return f"date:{rule_id}:{contact_id}"
+
+
+def date_timer(rule_id: str, trigger: DateTrigger, *, contact_id: int, value: object,
+               zone: ZoneInfo, after: datetime, event_id: str) -> Timer | None:
+    """The date timer of ``rule_id`` for a contact whose field now holds ``value``; None
+    when the value is not a date, or its moment is not after ``after`` (a date already
+    past sets nothing: a reminder never fires late)."""
+    due = trigger.due(value, zone)
+    if due is None or due <= after:
+        return None
+    return Timer(date_timer_id(rule_id, contact_id), "date", contact_id, None, rule_id, due,
+                 event_id, {"field": trigger.field, "date": str(value)})
 
 
 def idle_timer(rule_id: str, clock: IdleClock, *, contact_id: int, conversation: Conversation,

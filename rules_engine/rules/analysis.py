@@ -44,7 +44,8 @@ from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
 # what its timers fire.
-ENGINE_FACTS = frozenset().union(*BUILT_IN_FACTS.values()) | {EventType.CONVERSATION_IDLE}
+TIMER_FACTS = frozenset({EventType.CONVERSATION_IDLE, EventType.DATE})
+ENGINE_FACTS = frozenset().union(*BUILT_IN_FACTS.values()) | TIMER_FACTS
 # Actions that act on the conversation itself (close it, route it, write in it).
 _ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message",
                                    "send_template"})
@@ -391,7 +392,7 @@ def _chains(rules: Sequence[Rule]) -> Iterable[tuple[EventType, list[tuple[int, 
     """For each input, the rules one event of it can run, with the depth each runs at, in
     the order the engine runs them (by depth, then priority, then place)."""
     order = {rule.id: position for position, rule in enumerate(rules)}
-    for start in sorted(INPUT_TYPES | {EventType.CONVERSATION_IDLE}):
+    for start in sorted(INPUT_TYPES | TIMER_FACTS):
         depth_of: dict[str, int] = {}
         facts: set[_Fact] = {(start, ())}
         depth = 0

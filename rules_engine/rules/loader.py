@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from rules_engine.domain.errors import (
     did_you_mean,
 )
 from rules_engine.domain.model import EventType
-from rules_engine.domain.timers import IdleClock, actions_digest, parse_duration
+from rules_engine.domain.timers import DateTrigger, IdleClock, actions_digest, parse_duration
 from rules_engine.formats.schema import rules_schema
 from rules_engine.formats.schema_errors import explain
 from rules_engine.formats.yaml_source import SourceMap, load_yaml
@@ -193,6 +194,7 @@ class _Validator:
             cooldown=parse_duration(raw["cooldown"]) if "cooldown" in raw else None,
             idle=IdleClock(parse_duration(trigger["for"]), trigger.get("of", "any"), trigger["for"])
             if event is EventType.CONVERSATION_IDLE else None,
+            date=date_trigger(trigger) if event is EventType.DATE else None,
             digest=actions_digest([(action.name, action.arguments) for action in actions]),
         )
 
@@ -371,3 +373,11 @@ def _mapping(value: Any) -> dict[str, Any]:
     """``value`` when the schema let a mapping through, else an empty one (the schema has
     already reported what is wrong with it)."""
     return value if isinstance(value, dict) else {}
+
+
+def date_trigger(trigger: dict[str, Any]) -> DateTrigger:
+    """A ``date`` trigger the schema accepted: ``field: contact.fields.NAME``, ``offset``
+    in days (``-3d``, default none), ``at`` a local time (``09:00``, default midnight)."""
+    hour, minute = trigger.get("at", "00:00").split(":")
+    return DateTrigger(trigger["field"].removeprefix("contact.fields."),
+                       int(trigger.get("offset", "0d")[:-1]), time(int(hour), int(minute)))

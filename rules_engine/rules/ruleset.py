@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rules_engine.domain.errors import RulesEngineError, RuleWarning
 from rules_engine.domain.model import EventType
-from rules_engine.domain.timers import IdleClock
+from rules_engine.domain.timers import DateTrigger, IdleClock
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
 from rules_engine.rules.actions import Action, Choose, Wait, walk
@@ -39,6 +39,7 @@ class Rule:
     once_per: str | None = None  # "contact" or "conversation"
     cooldown: timedelta | None = None  # per contact
     idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
+    date: DateTrigger | None = None  # date rules: the trigger's field / offset / at
     digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
 
     def catalog_entry(self) -> CatalogEntry:
@@ -98,6 +99,9 @@ class RuleSet:
         # the enabled conversation.idle rules: every open conversation keeps a clock for each
         self.idle_rules: tuple[Rule, ...] = tuple(
             rule for rule in self.rules if rule.idle is not None and rule.enabled)
+        # the enabled date rules: every contact whose field holds a date keeps a timer for each
+        self.date_rules: tuple[Rule, ...] = tuple(
+            rule for rule in self.rules if rule.date is not None and rule.enabled)
         position = {rule.id: index for index, rule in enumerate(self.rules)}
         self._by_id = {rule.id: rule for rule in self.rules}
 

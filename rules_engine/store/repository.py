@@ -540,6 +540,12 @@ class StoreTx(Statements):
             t.timers.c.conversation_id == bindparam("p_id")))
         return statement.count(self.connection, {"p_id": conversation_id})
 
+    def drop_timer(self, timer_id: str) -> int:
+        """Drop one timer by its id (a date timer about to be set again); 1 if it was set."""
+        statement = self._prepared("drop-timer", lambda: delete(t.timers).where(
+            t.timers.c.id == bindparam("p_id")))
+        return statement.count(self.connection, {"p_id": timer_id})
+
     def claim_due_timers(self, now: datetime, limit: int) -> list[Timer]:
         """Up to ``limit`` timers due at ``now``, earliest first, with their contacts' rows
         locked for this transaction. The contact is locked, not the timer row: an incoming
