@@ -26,6 +26,7 @@ from rules_engine.domain.model import (
     EventType,
     sent_by_bot,
 )
+from rules_engine.domain.schedules import schedule_event, schedule_timer
 from rules_engine.domain.timers import Timer, date_timer, date_timer_id, idle_timer
 from rules_engine.language.conditions import ConditionFailed
 from rules_engine.language.context import build_context
@@ -459,8 +460,7 @@ class _Run:
         keeps none (its fields live on the contact it was merged into)."""
         if not self.rules.date_rules:
             return
-        hours = self.rules.business_hours
-        zone = hours.zone if hours is not None else ZoneInfo("UTC")
+        zone = _zone(self.rules)
         timers = []
         for contact_id in sorted(self.fields_changed):
             state = self.lifecycle.state(contact_id)
@@ -616,9 +616,69 @@ class Engine:
 
     def fire_all_due(self, now: datetime, *,
                      limit: int = 200) -> Iterator[tuple[Timer, Result | RulesEngineError]]:
-        """Fire every timer due at ``now``, a batch (one transaction) at a time."""
+        """Arm the schedules (``arm_schedules``), then run every schedule and fire every
+        timer due at ``now``, a batch (one transaction) at a time."""
+        self.arm_schedules(now)
+        while (batch := self.run_schedule_batch(now, limit=limit)) is not None:
+            yield from batch
         while batch := self.fire_due(now, limit=limit):
             yield from batch
+
+    def arm_schedules(self, now: datetime) -> None:
+        """Give each enabled schedule rule its timer, due at its cron's next time after
+        ``now`` (a schedule counts from the first tick that sees it), and set it again when
+        its cron or applies_to changed; drop the timers of schedules no longer in the rules."""
+        rules = self.rules
+        zone = _zone(rules)
+
+        def work(tx: StoreTx) -> None:
+            unarmed = {rule.id: rule.schedule for rule in rules.schedule_rules
+                       if rule.schedule is not None}
+            for timer in tx.schedule_timers():
+                schedule = unarmed.get(timer.rule_id)
+                if schedule is not None and timer.payload.get("cron") == schedule.cron \
+                        and timer.payload.get("applies_to") == schedule.applies_to:
+                    del unarmed[timer.rule_id]
+                else:
+                    tx.drop_timer(timer.id)
+            if unarmed:
+                tx.set_timers([schedule_timer(rule_id, schedule, schedule.next_after(now, zone))
+                               for rule_id, schedule in unarmed.items()])
+
+        self.store.run(work)
+
+    def run_schedule_batch(self, now: datetime, *,
+                           limit: int = 200) -> list[tuple[Timer, Result | RulesEngineError]] | None:
+        """One batch (one transaction) of the earliest schedule due at ``now``: its rule run
+        for up to ``limit`` more of the contacts it applies to, by contact id, its progress
+        kept in its timer; once every contact has had its run, the timer moves to the
+        cron's next time after ``now`` (times missed while no tick ran fire once, late).
+        None when no schedule is due."""
+        rules = self.rules
+        catalog = self.catalog(rules)
+
+        def work(tx: StoreTx) -> list[tuple[Timer, Result | RulesEngineError]] | None:
+            timer = tx.claim_due_schedule(now)
+            if timer is None:
+                return None
+            rule = rules.get(timer.rule_id)
+            if rule is None or rule.schedule is None or not rule.enabled:
+                tx.drop_timer(timer.id)  # the rule went since the last tick armed it
+                return []
+            zone = _zone(rules)
+            targets = tx.schedule_targets(rule.schedule.applies_to,
+                                          after=int(timer.payload.get("after", 0)), limit=limit)
+            events = [schedule_event(timer, contact_id, conversation_id)
+                      for contact_id, conversation_id in targets]
+            ran = [(event, self._run_one(tx, event, rules, catalog, "timer")) for event in events]
+            _count(tx, "timer", ran)
+            tx.move_timer(
+                schedule_timer(rule.id, rule.schedule, timer.due_at, after=targets[-1][0])
+                if len(targets) == limit else  # else every contact had its run: the next time
+                schedule_timer(rule.id, rule.schedule, rule.schedule.next_after(now, zone)))
+            return [(timer, outcome) for _, outcome in ran]
+
+        return self.store.run(work)
 
     def _fire(self, tx: StoreTx, claim: Callable[[], list[Timer]], rules: RuleSet,
               catalog: Catalog, status: str) -> list[tuple[Timer, Result | RulesEngineError]]:
@@ -634,16 +694,22 @@ class Engine:
     def _fire_one(self, tx: StoreTx, timer: Timer, rules: RuleSet, catalog: Catalog,
                   status: str) -> Result | RulesEngineError:
         """A claimed timer's firing, in its own savepoint; what it did, or why it could not."""
+        return self._run_one(tx, timer.event(), rules, catalog, status)
+
+    def _run_one(self, tx: StoreTx, event: Event, rules: RuleSet, catalog: Catalog,
+                 status: str) -> Result | RulesEngineError:
+        """A timer's or a schedule's firing (``event``), in its own savepoint; what it did,
+        or why it could not."""
         try:
             with tx.savepoint():
-                return self._process(tx, timer.event(), rules, catalog, status=status)
+                return self._process(tx, event, rules, catalog, status=status)
         except RulesEngineError as error:  # e.g. its contact is gone: never retried
             return error
         except DATABASE_ERRORS:
             raise  # the database's: the batch runs again (Store.run) or fails whole
         except Exception as error:  # a malformed timer must not block every later one
-            log.exception("timer %s cannot fire; it is dropped", timer.id)
-            return RulesEngineError(f"timer {timer.id} cannot fire: {error!r}")
+            log.exception("%s cannot fire; it is dropped", event.id)
+            return RulesEngineError(f"{event.id} cannot fire: {error!r}")
 
     def simulate_then_advance(self, event: Event, advance: timedelta) -> list[Result | RulesEngineError]:
         """What ``process`` would do for ``event``, then what the timers it set (and those
@@ -710,9 +776,16 @@ class Engine:
 _FIELDS_CHANGED_BY = frozenset({EventType.CONTACT_FIELD_SET, EventType.CONTACTS_MERGED})
 # Events for a contact rather than a conversation: their rules act on the contact's open
 # conversation, if any, on its channel (else the channel of its first identity).
-_FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE})
+_FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
 # Events that run one named rule (params.rule_id), not every rule on their type.
-_ONE_RULE = frozenset({EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE})
+_ONE_RULE = frozenset({EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE,
+                       EventType.SCHEDULE})
+
+
+def _zone(rules: RuleSet) -> ZoneInfo:
+    """The time zone dates and schedules are read in: the business hours', else UTC."""
+    hours = rules.business_hours
+    return hours.zone if hours is not None else ZoneInfo("UTC")
 
 
 def _merged_away(fact: Fact) -> list[int]:

@@ -267,6 +267,7 @@ class _Case:
         self.clock = Clock(case_start(case))
 
     def seed(self) -> None:
+        self.engine.arm_schedules(self.clock.start)  # the schedules count from the case's start
         for user in self.case.get("given", {}).get("users", []):
             self.seed_user(user)
         with self.store.transaction() as tx:

@@ -8,8 +8,8 @@
   before rules run: it never opens or reopens a conversation, and (not being a message)
   restarts no idle clock;
 - a timer's firing: ``conversation.idle`` (its rule runs if the conversation is still
-  open), ``wait.ended`` (the engine resumes the waiting rule), ``date`` (nothing before
-  its one rule runs);
+  open), ``wait.ended`` (the engine resumes the waiting rule), ``date`` and
+  ``schedule`` (nothing before their one rule runs);
 - a contact's message, welcome or fulfillment notes when they last wrote on that identity
   (the platforms' reply windows run from it); their opt-out (``contact.unsubscribed``)
   notes it too, so that no message is sent to them there until they write again; rules
@@ -201,4 +201,5 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.CONVERSATION_IDLE: _idle,
     EventType.WAIT_ENDED: _no_built_in_effect,  # the engine resumes the rule itself
     EventType.DATE: _no_built_in_effect,
+    EventType.SCHEDULE: _no_built_in_effect,
 }

@@ -101,6 +101,8 @@ class EventType(StrEnum):
     WAIT_ENDED = "wait.ended"  # a rule's ``wait`` is over: the rest of its actions run
     # a date rule's day and time came for one contact (params.field, params.date)
     DATE = "date"
+    # a schedule rule's cron time came: it runs for each contact it applies to (params.due)
+    SCHEDULE = "schedule"
 
 
 COMMAND_TYPES = frozenset(

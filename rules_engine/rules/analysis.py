@@ -44,7 +44,7 @@ from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
 # what its timers fire.
-TIMER_FACTS = frozenset({EventType.CONVERSATION_IDLE, EventType.DATE})
+TIMER_FACTS = frozenset({EventType.CONVERSATION_IDLE, EventType.DATE, EventType.SCHEDULE})
 ENGINE_FACTS = frozenset().union(*BUILT_IN_FACTS.values()) | TIMER_FACTS
 # Actions that act on the conversation itself (close it, route it, write in it).
 _ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message",

@@ -26,6 +26,7 @@ from rules_engine.domain.errors import (
     did_you_mean,
 )
 from rules_engine.domain.model import EventType
+from rules_engine.domain.schedules import Schedule, cron_problem
 from rules_engine.domain.timers import DateTrigger, IdleClock, actions_digest, parse_duration
 from rules_engine.formats.schema import rules_schema
 from rules_engine.formats.schema_errors import explain
@@ -195,6 +196,8 @@ class _Validator:
             idle=IdleClock(parse_duration(trigger["for"]), trigger.get("of", "any"), trigger["for"])
             if event is EventType.CONVERSATION_IDLE else None,
             date=date_trigger(trigger) if event is EventType.DATE else None,
+            schedule=Schedule(trigger["cron"], trigger["applies_to"])
+            if event is EventType.SCHEDULE else None,
             digest=actions_digest([(action.name, action.arguments) for action in actions]),
         )
 
@@ -274,6 +277,17 @@ class _Validator:
                     RuleValidationError(f"unknown channel '{name}': the rule would never fire "
                                         "on it", hint=suggestion)))
 
+    def check_cron(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """A schedule's cron must name moments that exist."""
+        cron = _mapping(raw.get("trigger")).get("cron")
+        problem = cron_problem(cron) if isinstance(cron, str) else None
+        if problem is not None:
+            self.errors.append(self.located(file, ("rules", index, "trigger", "cron"),
+                                            RuleValidationError(
+                f"this rule can never fire: {problem}",
+                hint="five fields: minute hour day-of-month month day-of-week, e.g. "
+                     "0 8 * * mon; a day of the month must exist in one of its months")))
+
     def in_rule(self, file: RuleFile, base: tuple[str | int, ...],
                     error: _Located) -> _Located:
         """An error whose ``path`` is relative to the rule at ``base``, located in the file."""
@@ -327,6 +341,7 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
                 continue
             validator.check_duplicate_ids(file, index, raw)
             validator.check_channels(file, index, raw)
+            validator.check_cron(file, index, raw)
             validator.note_team_uses(file, index, raw)
             rule = validator.build_rule(file, index, raw, broken.get(index, []))
             if rule is not None:

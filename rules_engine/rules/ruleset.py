@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rules_engine.domain.errors import RulesEngineError, RuleWarning
 from rules_engine.domain.model import EventType
+from rules_engine.domain.schedules import Schedule
 from rules_engine.domain.timers import DateTrigger, IdleClock
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
@@ -40,6 +41,7 @@ class Rule:
     cooldown: timedelta | None = None  # per contact
     idle: IdleClock | None = None  # conversation.idle rules: the trigger's for / of
     date: DateTrigger | None = None  # date rules: the trigger's field / offset / at
+    schedule: Schedule | None = None  # schedule rules: the trigger's cron / applies_to
     digest: str = ""  # its actions' fingerprint (timers.actions_digest): a wait resumes only it
 
     def catalog_entry(self) -> CatalogEntry:
@@ -102,6 +104,9 @@ class RuleSet:
         # the enabled date rules: every contact whose field holds a date keeps a timer for each
         self.date_rules: tuple[Rule, ...] = tuple(
             rule for rule in self.rules if rule.date is not None and rule.enabled)
+        # the enabled schedule rules: each keeps one timer, at its next cron time
+        self.schedule_rules: tuple[Rule, ...] = tuple(
+            rule for rule in self.rules if rule.schedule is not None and rule.enabled)
         position = {rule.id: index for index, rule in enumerate(self.rules)}
         self._by_id = {rule.id: rule for rule in self.rules}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     Text,
     bindparam,
     case,
@@ -583,6 +584,44 @@ class StoreTx(Statements):
         statement = self._prepared("delete-timer", lambda: delete(m).where(
             m.c.id == bindparam("p_id"), m.c.due_at == bindparam("p_due", type_=m.c.due_at.type)))
         return statement.count(self.connection, {"p_id": timer.id, "p_due": timer.due_at}) == 1
+
+    def schedule_timers(self) -> list[Timer]:
+        """The schedules' timers (one per schedule rule), by id."""
+        m = t.timers
+        rows = self.connection.execute(select(m).where(m.c.kind == "schedule").order_by(m.c.id))
+        return [_timer(row) for row in rows.mappings()]
+
+    def claim_due_schedule(self, now: datetime) -> Timer | None:
+        """The earliest schedule due at ``now``, its row locked for this transaction; on
+        PostgreSQL one another transaction holds is skipped (SKIP LOCKED), so concurrent
+        tick processes never run the same batch."""
+        m = t.timers
+        row = self.connection.execute(
+            select(m).where(m.c.kind == "schedule", m.c.due_at <= now)
+            .order_by(m.c.due_at, m.c.id).limit(1)
+            .with_for_update(skip_locked=True)).mappings().first()
+        return None if row is None else _timer(row)
+
+    def move_timer(self, timer: Timer) -> None:
+        """Write a timer's new due time and payload (a schedule's progress or next firing)."""
+        m = t.timers
+        self.connection.execute(update(m).where(m.c.id == timer.id)
+                                .values(due_at=timer.due_at, payload=timer.payload))
+
+    def schedule_targets(self, applies_to: str, *, after: int,
+                         limit: int) -> list[tuple[int, int | None]]:
+        """Up to ``limit`` (contact id, open conversation id or None) past contact ``after``,
+        by contact id: every contact not merged away (``contacts``), or every contact with
+        an open conversation (``open_conversations``)."""
+        c, v = t.contacts, t.conversations
+        if applies_to == "contacts":
+            query = select(c.c.id, literal(None, Integer)).where(
+                c.c.id > after, c.c.merged_into.is_(None)).order_by(c.c.id)
+        else:
+            query = select(v.c.contact_id, v.c.id).where(
+                v.c.contact_id > after, v.c.closed_at.is_(None)).order_by(v.c.contact_id)
+        return [(contact_id, conversation_id) for contact_id, conversation_id
+                in self.connection.execute(query.limit(limit))]
 
     def timers(self, *, limit: int = 1000) -> list[Timer]:
         """Pending timers, earliest first."""
