@@ -36,6 +36,7 @@ from rules_engine.domain.model import (
     INPUT_TYPES,
     EventType,
 )
+from rules_engine.domain.timers import as_date
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
 from rules_engine.language.expressions import ExpressionRuntimeError
 from rules_engine.language.types import chain_of
@@ -212,6 +213,23 @@ def _idle_rules(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                 f"({rule.idle.text}): firings in between are skipped",
                 hint="shorten the cooldown or drop it (an idle rule fires once per quiet spell)",
                 **_where(rule, "cooldown"))
+
+
+def _dates_set_to_non_dates(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """A rule that sets a date rule's field to a literal that is not a date drops that
+    contact's date timer: the date rule never fires for them."""
+    dated = {rule.date.field: rule for rule in rules if rule.date is not None}
+    for rule in rules:
+        for path, action in walk(rule.actions):
+            arguments = action.arguments
+            if action.name != "set_field" or arguments["name"] not in dated \
+                    or "value" not in arguments or as_date(arguments["value"]) is not None:
+                continue
+            yield RuleWarning(
+                f"this sets {arguments['name']} to {arguments['value']!r}, which is not a date, "
+                f"but rule '{dated[arguments['name']].id}' fires on the date in that field: "
+                "for this contact it will not fire", hint="set an ISO date such as 2027-01-31, "
+                "or keep the date in a field of its own", **_where(rule, f"{path}/set_field/value"))
 
 
 def _reply_windows(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
@@ -512,9 +530,9 @@ def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWar
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
-                *_idle_rules(enabled), *_reply_windows(enabled), *_cannot_hold(enabled),
-                *_already_done(enabled), *_overwritten(enabled), *_tag_case(enabled),
-                *_unreachable_branches(enabled)]
+                *_idle_rules(enabled), *_dates_set_to_non_dates(enabled),
+                *_reply_windows(enabled), *_cannot_hold(enabled), *_already_done(enabled),
+                *_overwritten(enabled), *_tag_case(enabled), *_unreachable_branches(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings
