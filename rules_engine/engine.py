@@ -135,7 +135,8 @@ class _Run:
         self.conversation_id: int | None = None
         self.contact_id: int | None = None  # the event's contact, once resolved
         self.builtin: list[StoredOutcome] = []
-        self.fields_changed: set[int] = set()  # contacts whose fields this event changed
+        # (contact, field) this event changed; field None: all of them (a merge moved them)
+        self.fields_changed: set[tuple[int, str | None]] = set()
 
     def resolve_contact(self) -> int:
         """The event's contact id, its row locked for the transaction (so events for one
@@ -206,9 +207,7 @@ class _Run:
                 self.changes.append(done)
             for fact in outcome.facts:
                 self.queue.append(_Pending(fact, depth + 1))
-                if fact.type in _FIELDS_CHANGED_BY:
-                    self.fields_changed.add(fact.contact_id)
-                    self.fields_changed.update(_merged_away(fact))
+                self.fields_changed.update(_fields_changed(fact))
         return lines
 
     def run(self, contact_id: int) -> None:
@@ -455,17 +454,20 @@ class _Run:
             self.tx.set_timers(clocks)
 
     def arm_date_timers(self) -> None:
-        """Set, move or drop the date timers of the contacts whose fields this event changed
+        """Set, move or drop the date timers whose fields this event changed
         (rules_engine.domain.timers), in this event's transaction; a contact merged away
-        keeps none (its fields live on the contact it was merged into)."""
-        if not self.rules.date_rules:
+        keeps none (its fields live on the contact it was merged into). A timer whose field
+        did not change stays as it is (a date that fired is not set again)."""
+        if not self.rules.date_rules or not self.fields_changed:
             return
         zone = _zone(self.rules)
         timers = []
-        for contact_id in sorted(self.fields_changed):
+        for contact_id, name in sorted(self.fields_changed, key=str):
             state = self.lifecycle.state(contact_id)
             for rule in self.rules.date_rules:
                 assert rule.date is not None  # date_rules hold date rules only
+                if name is not None and name != rule.date.field:
+                    continue
                 self.tx.drop_timer(date_timer_id(rule.id, contact_id))
                 timer = None if state.contact.merged_into is not None else date_timer(
                     rule.id, rule.date, contact_id=contact_id, zone=zone,
@@ -670,7 +672,7 @@ class Engine:
                                           after=int(timer.payload.get("after", 0)), limit=limit)
             events = [schedule_event(timer, contact_id, conversation_id)
                       for contact_id, conversation_id in targets]
-            ran = [(event, self._run_one(tx, event, rules, catalog, "timer")) for event in events]
+            ran = [(event, self._run_one(tx, event, rules, catalog, "applied")) for event in events]
             _count(tx, "timer", ran)
             tx.move_timer(
                 schedule_timer(rule.id, rule.schedule, timer.due_at, after=targets[-1][0])
@@ -772,8 +774,6 @@ class Engine:
                       run.conversation_id, reason, catalog)
 
 
-# Facts after which a contact's fields may hold another date: its date timers are set again.
-_FIELDS_CHANGED_BY = frozenset({EventType.CONTACT_FIELD_SET, EventType.CONTACTS_MERGED})
 # Events for a contact rather than a conversation: their rules act on the contact's open
 # conversation, if any, on its channel (else the channel of its first identity).
 _FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
@@ -788,10 +788,14 @@ def _zone(rules: RuleSet) -> ZoneInfo:
     return hours.zone if hours is not None else ZoneInfo("UTC")
 
 
-def _merged_away(fact: Fact) -> list[int]:
-    """The contact a ``contacts.merged`` fact merged away (none for other facts)."""
-    secondary = fact.params.get("secondary_contact_id")
-    return [int(secondary)] if isinstance(secondary, int) else []
+def _fields_changed(fact: Fact) -> list[tuple[int, str | None]]:
+    """The (contact, field) ``fact`` changed: the field set, or every field of both
+    contacts of a merge (None); nothing for other facts."""
+    if fact.type is EventType.CONTACT_FIELD_SET:
+        return [(fact.contact_id, str(fact.params["name"]))]
+    if fact.type is EventType.CONTACTS_MERGED:
+        return [(fact.contact_id, None), (int(fact.params["secondary_contact_id"]), None)]
+    return []
 
 
 def _placed(line: StoredOutcome, path: str) -> StoredOutcome:

@@ -160,6 +160,21 @@ def test_a_date_timer_is_set_moved_and_dropped_with_its_field_and_fires_once(mak
     assert list(engine.fire_all_due(utc(2028, 1, 1))) == []  # once
 
 
+def test_a_date_that_fired_is_not_set_again_when_another_field_changes(make_engine):
+    engine = make_engine(DATED % "09:00" + """
+  - id: note-plan
+    trigger: {event: message.received}
+    conditions: ["message.text == 'gold'"]
+    actions: [{set_field: {name: plan, value: gold}}]
+""")
+    engine.process(message("d-5", "renewal 2027-04-02"))
+    [(_, result)] = engine.fire_all_due(utc(2027, 3, 30, 7))
+    assert result.fired == ["remind"]
+    engine.process(message("d-5", "gold", minutes=5))  # before the date: it could be set again
+    assert date_timers(engine) == {}
+    assert list(engine.fire_all_due(utc(2027, 4, 1))) == []
+
+
 def test_a_date_already_past_sets_no_timer(make_engine):
     engine = make_engine(DATED % "09:00")
     engine.process(message("d-2", "renewal 2026-11-04"))  # 3 days before is before T0
