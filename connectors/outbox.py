@@ -363,8 +363,8 @@ def failed_event(row: Mapping[str, Any], error: Mapping[str, Any], at: datetime)
 
 
 class TimerFirer:
-    """Fires due timers (idle clocks, waits) with its engine's rules; any number may run on
-    any hosts: each firing happens once (see rules_engine.domain.timers)."""
+    """Fires due timers (idle clocks, waits, dates, schedules) with its engine's rules; any
+    number may run on any hosts: each firing happens once (see rules_engine.domain.timers)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="then move the clock on (e.g. 25h) and fire the timers due by then")
     simulate.set_defaults(handler=cmd_simulate)
 
-    tick = command("tick", "fire every timer (idle clocks, waits) due now, once, and exit")
+    tick = command("tick", "fire every timer (idle clocks, waits, dates, schedules) due now, once, and exit")
     tick.add_argument("--now", type=_timestamp_option, metavar="ISO-8601",
                       help="fire what is due at this time instead (e.g. 2026-11-25T10:00:00Z)")
     tick.set_defaults(handler=cmd_tick)

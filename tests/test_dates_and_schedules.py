@@ -248,6 +248,20 @@ rules:
     assert result.conversation_id is not None and result.fired == ["nudge-open"]
 
 
+def test_a_schedule_skips_contacts_merged_away_and_fires_missed_times_once(make_engine):
+    engine = make_engine(SCHEDULED)
+    engine.process(message("m-1", "vip"))
+    engine.process(message("m-2", "vip"))
+    kept, gone = contact_of(engine, "m-1").id, contact_of(engine, "m-2").id
+    engine.process(event("contacts.merge", contact={"id": kept}, actor="u",
+                         secondary_contact_id=gone, minutes=1))
+    engine.arm_schedules(T0)
+    late = utc(2026, 12, 1)  # four Mondays were missed
+    [(_, result)] = engine.fire_all_due(late)
+    assert result.contact_id == kept and result.fired == ["monday-vip-check"]
+    assert schedule_timer(engine).due_at == utc(2026, 12, 7, 7)
+
+
 def test_a_schedule_whose_cron_changed_is_set_again_and_one_removed_is_dropped(
         make_engine):
     engine = make_engine(SCHEDULED)
@@ -255,6 +269,9 @@ def test_a_schedule_whose_cron_changed_is_set_again_and_one_removed_is_dropped(
     assert schedule_timer(engine).due_at == utc(2026, 11, 9, 7)
     make_engine(SCHEDULED.replace("0 8 * * mon", "0 8 * * tue")).arm_schedules(T0)
     assert schedule_timer(engine).due_at == utc(2026, 11, 3, 7)
+    make_engine(SCHEDULED.replace("0 8 * * mon", "0 8 * * tue").replace(
+        "applies_to: contacts", "applies_to: open_conversations")).arm_schedules(T0)
+    assert schedule_timer(engine).payload["applies_to"] == "open_conversations"
     make_engine(HOURS + "rules: []\n").arm_schedules(T0)
     with engine.store.read() as tx:
         assert tx.schedule_timers() == []
