@@ -160,12 +160,14 @@ Index("ix_conversations_first_response", conversations.c.first_response_at,
       conversations.c.channel, conversations.c.open_source, conversations.c.close_source)
 
 # Durable timers: an idle clock per (idle rule, conversation), a wait per (event, rule,
-# action); written in the transaction of the event that set them, fired by `tick`/`worker`.
+# action), a date per (date rule, contact), written in the transaction of the event that set
+# them; a schedule per schedule rule (contact 0: none), set by the first tick that sees it;
+# all fired by `tick`/`worker`.
 timers = Table(
     "timers",
     metadata,
     Column("id", Str(300), primary_key=True),  # deterministic, see rules_engine.domain.timers
-    Column("kind", Str(10), nullable=False),  # "idle" or "wait"
+    Column("kind", Str(10), nullable=False),  # "idle", "wait", "date" or "schedule"
     Column("contact_id", Integer, nullable=False),
     Column("conversation_id", Integer),  # closing it drops the timer
     Column("rule_id", Str(100), nullable=False),
