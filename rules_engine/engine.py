@@ -19,6 +19,7 @@ from rules_engine.domain.model import (
     COMMAND_TYPES,
     ISSUED_TYPES,
     MESSAGE_STATUS_TYPES,
+    ONE_RULE_TYPES,
     TRIGGER_TYPES,
     Contact,
     Conversation,
@@ -266,8 +267,7 @@ class _Run:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
-        if fact.type in _ONE_RULE:
-            # a clock or a date belongs to one rule; a person runs one rule
+        if fact.type in ONE_RULE_TYPES:
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
             return step
@@ -777,9 +777,6 @@ class Engine:
 # Events for a contact rather than a conversation: their rules act on the contact's open
 # conversation, if any, on its channel (else the channel of its first identity).
 _FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
-# Events that run one named rule (params.rule_id), not every rule on their type.
-_ONE_RULE = frozenset({EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE,
-                       EventType.SCHEDULE})
 
 
 def _zone(rules: RuleSet) -> ZoneInfo:

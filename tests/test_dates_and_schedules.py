@@ -319,6 +319,25 @@ def test_a_date_field_set_elsewhere_to_a_value_that_is_not_a_date_is_a_warning(w
     assert "'remind'" in warning.message and warning.hint
 
 
+def test_two_date_rules_or_two_schedules_never_run_in_one_firing(write_rules):
+    rules = load_rule_set([write_rules(HOURS + """
+rules:
+  - id: first-date
+    trigger: {event: date, field: contact.fields.renewal_date}
+    actions: [{set_field: {name: stage, value: renewal}}]
+  - id: second-date
+    trigger: {event: date, field: contact.fields.birthday}
+    actions: [{set_field: {name: stage, value: birthday}}]
+  - id: first-schedule
+    trigger: {event: schedule, cron: "0 8 * * *", applies_to: contacts}
+    actions: [{set_field: {name: stage, value: morning}}]
+  - id: second-schedule
+    trigger: {event: schedule, cron: "0 20 * * *", applies_to: contacts}
+    actions: [{set_field: {name: stage, value: evening}}]
+""")])
+    assert not [w for w in rules.warnings if "the later one wins" in w.message], rules.warnings
+
+
 @pytest.mark.parametrize(("trigger", "wrong"), [
     ("{event: message.received, cron: '0 8 * * *'}", "cron"),
     ("{event: schedule, cron: '0 8 * * *'}", "applies_to"),

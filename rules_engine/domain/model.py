@@ -119,6 +119,10 @@ INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES | {Even
 # inputs that people issue: they name contacts that exist, and say who issued them (actor)
 ISSUED_TYPES = COMMAND_TYPES | {EventType.MANUAL}
 TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
+# events that run the one rule they name (params.rule_id), never every rule on their type:
+# an idle clock, a date or a schedule belongs to one rule; a person runs one rule
+ONE_RULE_TYPES = frozenset(
+    {EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
 
 
 def sent_by_bot(actor: str | None) -> bool:

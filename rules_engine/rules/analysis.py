@@ -34,6 +34,7 @@ from rules_engine.domain.errors import RulesEngineError, RuleValidationError, Ru
 from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
 from rules_engine.domain.model import (
     INPUT_TYPES,
+    ONE_RULE_TYPES,
     EventType,
 )
 from rules_engine.domain.timers import as_date
@@ -440,8 +441,9 @@ def _add_and_remove_one_tag(first: Rule, second: Rule) -> bool:
 
 
 def _run_by_name(first: Rule, second: Rule) -> bool:
-    """Two rules run by hand: a manual run runs the one rule it names, never both."""
-    return first.event is second.event is EventType.MANUAL
+    """Two rules run by hand, two idle rules, two date rules or two schedules: a manual
+    run, a clock's, a date's or a schedule's firing runs the one rule it names, never both."""
+    return first.event is second.event and first.event in ONE_RULE_TYPES
 
 
 def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
