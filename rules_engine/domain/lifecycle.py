@@ -181,7 +181,7 @@ class Lifecycle:
             return Outcome("assign", False, "no open conversation to assign")
         if (user is None or user == conversation.assignee) and (team is None or team == conversation.team):
             return Outcome("assign", False, "already assigned so", [], conversation.id)
-        updated = self.tx.assign(conversation.id, assignee=user, team=team)
+        updated = self.tx.assign(conversation, assignee=user, team=team)
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": updated.assignee, "team": updated.team})
