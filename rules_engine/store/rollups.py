@@ -238,8 +238,10 @@ def _update_statement() -> Any:
 
 @dataclass(frozen=True)
 class StoredRollup:
-    """One rollup row as read: its day and key, and its summary as kept."""
+    """One rollup row as read: what it counts, and its summary as kept."""
 
+    measure: str
+    dimension: str
     day: str
     key: str | None
     count: int
@@ -249,24 +251,25 @@ class StoredRollup:
     sketch: bytes
 
     def add_to(self, summary: Summary) -> None:
+        """Add this row's durations to ``summary``."""
         summary.merge_stored(self.count, self.seconds, self.buckets, self.sketch_offset,
                              self.sketch)
 
 
-def read_rollups(connection: Connection, measure: Measure, dimension: str, *,
+def read_rollups(connection: Connection, measures: list[str], dimensions: list[str], *,
                  first_day: str, end_day: str, key: tuple[str | None] | None = None
                  ) -> list[StoredRollup]:
-    """A measure's rollup rows for the days ``first_day`` <= day < ``end_day`` under one
-    dimension (only ``key``'s when given)."""
-    statement = select(r.c.day, r.c.keyed, r.c.key, r.c.count, r.c.seconds, r.c.buckets,
-                       r.c.sketch_offset, r.c.sketch).where(
-        r.c.measure == measure.name, r.c.dimension == dimension, r.c.day >= first_day,
+    """The rollup rows of ``measures`` and ``dimensions`` for the days ``first_day`` <= day
+    < ``end_day`` (only those of ``key`` when given), in one statement."""
+    statement = select(r.c.measure, r.c.dimension, r.c.day, r.c.keyed, r.c.key, r.c.count,
+                       r.c.seconds, r.c.buckets, r.c.sketch_offset, r.c.sketch).where(
+        r.c.measure.in_(measures), r.c.dimension.in_(dimensions), r.c.day >= first_day,
         r.c.day < end_day)
     if key is not None:
-        statement = statement.where(r.c.keyed == (key[0] is not None),
-                                    r.c.key == (key[0] or ""))
-    return [StoredRollup(day, key_ if keyed else None, count, seconds, buckets, offset, sketch)
-            for day, keyed, key_, count, seconds, buckets, offset, sketch
+        statement = statement.where(r.c.keyed == (key[0] is not None), r.c.key == (key[0] or ""))
+    return [StoredRollup(measure, dimension, day, key_ if keyed else None, count, seconds,
+                         buckets, offset, sketch)
+            for measure, dimension, day, keyed, key_, count, seconds, buckets, offset, sketch
             in connection.execute(statement)]
 
 
