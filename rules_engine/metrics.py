@@ -50,7 +50,7 @@ from rules_engine.store.tables import conversations as c
 
 __all__ = ["BUCKETS", "FIRST_RESPONSE_BUCKETS", "RELATIVE_ERROR", "GroupBy", "ReportQuery",
            "closed_per_day", "conversation_report", "dashboard_reports", "default_range",
-           "exact_report", "parse_report_query"]
+           "exact_report", "parse_report_query", "rebuild_rollups"]
 
 
 class GroupBy(StrEnum):
@@ -222,12 +222,13 @@ def _open_now(tx: StoreTx, query: ReportQuery, dialect: _Dialect,
     """Open conversations now, per user, team, channel and open source together: how many,
     and their total and largest age (``_open_by`` sums them up for any slice)."""
     age = cast(dialect.seconds_between(c.c.opened_at, literal(now, type_=c.c.opened_at.type)), Float)
-    columns = [_group_column(by, dialect, RESOLUTION.at).label(by.value) for by in _OPEN_SLICES]
+    columns = [_group_column(by, dialect, RESOLUTION.at) for by in _OPEN_SLICES]
     statement = (
-        select(*columns, func.count().label("open"), func.sum(age).label("age"),
+        select(*(column.label(by.value) for by, column in zip(_OPEN_SLICES, columns)),
+               func.count().label("open"), func.sum(age).label("age"),
                func.max(age).label("max_age"))
         .where(c.c.closed_at.is_(None), *_filters(query))
-        .group_by(*(literal_column(by.value) for by in _OPEN_SLICES))
+        .group_by(*columns)
     )
     return [dict(row) for row in tx.connection.execute(statement).mappings()]
 
@@ -508,6 +509,13 @@ def dashboard_reports(store: Store, query: ReportQuery, *, now: datetime
     per_day = _days_of(query, {group["key"]: group["closed"]
                                for group in reports[GroupBy.DAY]["groups"]})
     return reports[GroupBy.NONE], {by: reports[by] for by in DASHBOARD_SLICES}, per_day
+
+
+def rebuild_rollups(store: Store) -> dict[str, int]:
+    """Recompute the report rollups from the conversations, in one transaction: how many
+    conversations each measure counted (``resolution``, ``first_response``) and how many
+    rollup rows were written (``rows``)."""
+    return store.run(lambda tx: tx.rebuild_rollups())
 
 
 def _parse_bound(value: str, name: str, *, end_of_day: bool) -> datetime:

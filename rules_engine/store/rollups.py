@@ -260,11 +260,12 @@ def read_rollups(connection: Connection, measures: list[str], dimensions: list[s
                  first_day: str, end_day: str, key: tuple[str | None] | None = None
                  ) -> list[StoredRollup]:
     """The rollup rows of ``measures`` and ``dimensions`` for the days ``first_day`` <= day
-    < ``end_day`` (only those of ``key`` when given), in one statement."""
+    < ``end_day`` (only those of ``key`` when given), in one statement; rows whose
+    conversations all moved to other values (a count of 0) are left out."""
     statement = select(r.c.measure, r.c.dimension, r.c.day, r.c.keyed, r.c.key, r.c.count,
                        r.c.seconds, r.c.buckets, r.c.sketch_offset, r.c.sketch).where(
         r.c.measure.in_(measures), r.c.dimension.in_(dimensions), r.c.day >= first_day,
-        r.c.day < end_day)
+        r.c.day < end_day, r.c.count != 0)
     if key is not None:
         statement = statement.where(r.c.keyed == (key[0] is not None), r.c.key == (key[0] or ""))
     return [StoredRollup(measure, dimension, day, key_ if keyed else None, count, seconds,
@@ -279,7 +280,7 @@ def _history(connection: Connection, dialect: str, measure: Measure) -> Iterator
     columns = [c.c[column] for column in DIMENSIONS.values() if column]
     statement = (select(utc_day(c.c[measure.at], dialect), c.c[measure.seconds], *columns)
                  .where(c.c[measure.at].is_not(None), c.c[measure.seconds].is_not(None)))
-    return iter(connection.execution_options(yield_per=50_000).execute(statement))
+    return iter(connection.execute(statement.execution_options(yield_per=50_000)))
 
 
 def rebuild(connection: Connection, dialect: str) -> dict[str, int]:
