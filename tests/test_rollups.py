@@ -10,11 +10,12 @@ import random
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from rules_engine import Engine, RulesEngineError, Store
 from rules_engine.domain.model import CloseSource
@@ -296,3 +297,48 @@ def test_the_rollups_days_are_utc_days(make_engine, store):
                         datetime(2026, 11, 5, tzinfo=timezone.utc), GroupBy.DAY)
     groups = conversation_report(store, query, now=late + timedelta(days=1))["groups"]
     assert [(g["key"], g["closed"]) for g in groups] == [("2026-11-02", 1)]
+
+
+def test_concurrent_batches_keep_the_rollups_exact_without_a_deadlock(make_engine, store):
+    """Four threads apply batches (one transaction each) that open, answer, reassign and
+    close conversations counted in the same rollup rows; on PostgreSQL they really run side
+    by side, and the server counts no deadlock (the rows are locked in one order)."""
+    engine = make_engine(RULES)
+
+    def deadlocks() -> int:
+        if store.dialect != "postgresql":
+            return 0
+        with store.read() as tx:
+            return tx.connection.execute(select(text(
+                "deadlocks FROM pg_stat_database WHERE datname = current_database()"))).scalar_one()
+
+    def batches(worker: int) -> list[str]:
+        failures = []
+        for round_ in range(8):
+            events = []
+            for n in range(6):
+                person = {"external_id": f"w{worker}-{round_}-{n}"}
+                channel = CHANNELS[n % 3]
+                events += [
+                    event("message.received", channel=channel, contact=person,
+                          message={"text": "support"}, minutes=round_),
+                    event("message.sent", channel=channel, contact=person, actor="susan",
+                          message={"text": "hello"}, minutes=round_ + 1 + n),
+                    event("message.received", channel=channel, contact=person,
+                          message={"text": "billing"}, minutes=round_ + 20),
+                    event("message.received", channel=channel, contact=person,
+                          message={"text": "bye"}, minutes=round_ + 30 + n)]
+            failures += [str(result) for result in engine.process_many(events)
+                         if isinstance(result, RulesEngineError)]
+        return failures
+
+    before = deadlocks()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(batches, range(4))) == [[]] * 4
+    assert deadlocks() == before
+    day = ReportQuery(T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1), GroupBy.TEAM)
+    groups = conversation_report(store, day, now=T0 + timedelta(days=1))["groups"]
+    assert [(g["key"], g["closed"], g["responded"]) for g in groups] == [("billing", 192, 192)]
+    kept = stored_rollups(store)
+    store.run(lambda tx: tx.rebuild_rollups())
+    assert kept == stored_rollups(store)

@@ -12,6 +12,7 @@ subtract the same way), so a report over many days merges per-day summaries.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import operator
@@ -63,9 +64,14 @@ def sketch_index(seconds: int) -> int:
     return bisect.bisect_left(_UPPERS, max(0, seconds))
 
 
+@functools.cache
+def _bounds(buckets: Buckets) -> list[float]:
+    return [bound for _, bound in buckets[:-1]]
+
+
 def bucket_index(seconds: int, buckets: Buckets) -> int:
     """The distribution bucket of a duration (the first whose bound exceeds it)."""
-    return next(index for index, (_, bound) in enumerate(buckets) if seconds < bound)
+    return bisect.bisect_right(_bounds(buckets), seconds)
 
 
 def _encode(counts: list[int]) -> bytes:
@@ -83,46 +89,90 @@ def _decode(data: bytes) -> array[int]:
     return packed
 
 
+def _unpack(packed: int, size: int) -> array[int]:
+    """Counts packed by ``int.from_bytes`` of stored little-endian 32-bit counts."""
+    return _decode(packed.to_bytes(4 * size, "little"))
+
+
 @dataclass
 class Summary:
-    """Durations summarised: count, sum, per distribution bucket, per sketch bucket."""
+    """Durations summarised: count, sum, per distribution bucket, per sketch bucket. Only the
+    sketch's buckets in [``low``, ``high``) may be non-zero.
+
+    Stored summaries are merged as integers: their little-endian 32-bit counts read as one
+    number each (``int.from_bytes``), shifted to their offset and added, which adds every
+    bucket at once (a bucket's count never reaches 2**32, so none carries into the next);
+    the counts are unpacked once, when read."""
 
     size: int  # how many distribution buckets
     count: int = 0
     seconds: int = 0
-    buckets: list[int] = field(default_factory=list)
-    sketch: list[int] = field(default_factory=lambda: [0] * SKETCH_SIZE)
+    low: int = SKETCH_SIZE
+    high: int = 0
+    _buckets: list[int] = field(default_factory=list)
+    _sketch: list[int] = field(default_factory=lambda: [0] * SKETCH_SIZE)
+    _packed_buckets: int = 0
+    _packed_sketch: int = 0
 
     def __post_init__(self) -> None:
-        if not self.buckets:
-            self.buckets = [0] * self.size
+        self._buckets = [0] * self.size
 
     def add(self, seconds: int, distribution: Buckets, times: int = 1) -> None:
-        """Count a duration ``times`` times (a negative ``times`` takes it out)."""
+        """Count a duration ``times`` times."""
+        self.add_indexed(seconds, bucket_index(seconds, distribution), sketch_index(seconds),
+                         times)
+
+    def add_indexed(self, seconds: int, bucket: int, index: int, times: int = 1) -> None:
+        """``add`` for a duration whose distribution bucket and sketch bucket are known."""
         self.count += times
         self.seconds += seconds * times
-        self.buckets[bucket_index(seconds, distribution)] += times
-        self.sketch[sketch_index(seconds)] += times
+        self._buckets[bucket] += times
+        self._sketch[index] += times
+        if index < self.low:
+            self.low = index
+        if index >= self.high:
+            self.high = index + 1
 
     def merge_stored(self, count: int, seconds: int, buckets: bytes, offset: int,
                      sketch: bytes) -> None:
-        """Add a summary kept by ``stored()`` (added at C speed, not per item in Python)."""
+        """Add a summary kept by ``stored_summary``."""
         self.count += count
         self.seconds += seconds
-        self.buckets[:] = map(operator.add, self.buckets, _decode(buckets))
-        run = _decode(sketch)
-        end = offset + len(run)
-        self.sketch[offset:end] = map(operator.add, self.sketch[offset:end], run)
+        self._packed_buckets += int.from_bytes(buckets, "little")
+        if sketch:
+            self._packed_sketch += int.from_bytes(sketch, "little") << (32 * offset)
+            self.low, self.high = min(self.low, offset), max(self.high, offset + len(sketch) // 4)
 
     def merge(self, other: Summary) -> None:
         """Add another summary to this one."""
         self.count += other.count
         self.seconds += other.seconds
-        self.buckets[:] = map(operator.add, self.buckets, other.buckets)
-        self.sketch[:] = map(operator.add, self.sketch, other.sketch)
+        self._buckets[:] = map(operator.add, self.buckets, other.buckets)
+        sketch = other.sketch
+        self._sketch[:] = map(operator.add, self.sketch, sketch)
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+
+    @property
+    def buckets(self) -> list[int]:
+        """How many durations fall in each distribution bucket."""
+        if self._packed_buckets:
+            self._buckets[:] = map(operator.add, self._buckets,
+                                   _unpack(self._packed_buckets, self.size))
+            self._packed_buckets = 0
+        return self._buckets
+
+    @property
+    def sketch(self) -> list[int]:
+        """How many durations fall in each sketch bucket."""
+        if self._packed_sketch:
+            self._sketch[:] = map(operator.add, self._sketch,
+                                  _unpack(self._packed_sketch, SKETCH_SIZE))
+            self._packed_sketch = 0
+        return self._sketch
 
     @property
     def mean(self) -> float | None:
+        """The mean duration; None when empty."""
         return self.seconds / self.count if self.count else None
 
     def quantile(self, p: float) -> float | None:
@@ -130,24 +180,26 @@ class Summary:
         ``RELATIVE_ERROR``; None when empty."""
         if self.count <= 0:
             return None
-        ranks = list(itertools.accumulate(self.sketch))
-        return _VALUES[min(bisect.bisect_left(ranks, p * self.count), SKETCH_SIZE - 1)]
+        ranks = list(itertools.accumulate(self.sketch[self.low:self.high]))
+        return _VALUES[min(self.low + bisect.bisect_left(ranks, p * self.count), self.high - 1)]
 
     @property
     def maximum(self) -> float | None:
         """The largest duration, within ``RELATIVE_ERROR``; None when empty."""
         if self.count <= 0:
             return None
-        last = next(index for index in range(SKETCH_SIZE - 1, -1, -1) if self.sketch[index])
+        sketch = self.sketch
+        last = next(index for index in range(self.high - 1, self.low - 1, -1) if sketch[index])
         return _VALUES[last]
 
 
 def stored_summary(summary: Summary) -> tuple[bytes, int, bytes]:
     """(distribution counts, the first sketch bucket kept, the sketch's counts from there up
     to the last non-empty one): a summary as a rollup row keeps it."""
-    nonzero = [index for index, count in enumerate(summary.sketch) if count]
+    sketch = summary.sketch
+    nonzero = [index for index in range(summary.low, summary.high) if sketch[index]]
     first, last = (nonzero[0], nonzero[-1] + 1) if nonzero else (0, 0)
-    return _encode(summary.buckets), first, _encode(summary.sketch[first:last])
+    return _encode(summary.buckets), first, _encode(sketch[first:last])
 
 
 def add_to_stored(buckets: bytes, offset: int, sketch: bytes, bucket_changes: list[int],

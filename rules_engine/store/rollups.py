@@ -295,12 +295,13 @@ def rebuild(connection: Connection, dialect: str) -> dict[str, int]:
         counted = 0
         for day, seconds, *values in _history(connection, dialect, measure):
             counted += 1
+            bucket, index = bucket_index(seconds, measure.buckets), sketch_index(seconds)
             for dimension, key in itertools.chain((("none", None),), zip(names, values)):
                 slot = (measure.name, day, dimension, key)
                 summary = summaries.get(slot)
                 if summary is None:
                     summary = summaries[slot] = Summary(len(measure.buckets))
-                summary.add(seconds, measure.buckets)
+                summary.add_indexed(seconds, bucket, index)
         written[measure.name] = counted
         rows = []
         for slot, summary in sorted(summaries.items(), key=lambda item: _order(item[0])):
