@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 
 from rules_engine import RulesEngineError, people
 from rules_engine.metrics import (
+    RELATIVE_ERROR,
     GroupBy,
     conversation_report,
     dashboard_reports,
@@ -121,6 +122,6 @@ def dashboard() -> Any:
     return render_template(
         "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
         distribution_chart=distribution_chart, first_response_chart=first_response_chart,
-        duration=duration, presets=presets,
+        duration=duration, presets=presets, relative_error=f"{RELATIVE_ERROR:.0%}",
         signed_in=None if principal().integration else f"{principal().name} ({principal().role})",
         since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)

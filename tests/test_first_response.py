@@ -212,6 +212,7 @@ def test_the_report_api_and_the_dashboard(app, client):  # noqa: F811 - fixtures
     html = page.data.decode()
     median = re.search(r'data-testid="median-first-response" data-value="([^"]*)"', html)
     assert median and float(median.group(1)) == pytest.approx(180.0, rel=metrics.RELATIVE_ERROR)
+    assert "Medians, 90th percentiles and maxima are within 1% of the exact values" in html
     chart = html.split('data-testid="chart-first-response"')[1].split("</svg>")[0]
     assert re.findall(r'data-value="(\d+)"', chart) == ["0", "3", "1", "0", "0", "1", "0", "0",
                                                         "0", "0"]
