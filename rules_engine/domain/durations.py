@@ -147,10 +147,12 @@ class Summary:
         """Add another summary to this one."""
         self.count += other.count
         self.seconds += other.seconds
-        self._buckets[:] = map(operator.add, self.buckets, other.buckets)
-        sketch = other.sketch
-        self._sketch[:] = map(operator.add, self.sketch, sketch)
-        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        self._buckets[:] = map(operator.add, self._buckets, other.buckets)
+        low, high = other.low, other.high
+        if low < high:
+            self._sketch[low:high] = map(operator.add, self._sketch[low:high],
+                                         other.sketch[low:high])
+            self.low, self.high = min(self.low, low), max(self.high, high)
 
     @property
     def buckets(self) -> list[int]:
@@ -164,9 +166,10 @@ class Summary:
     @property
     def sketch(self) -> list[int]:
         """How many durations fall in each sketch bucket."""
-        if self._packed_sketch:
-            self._sketch[:] = map(operator.add, self._sketch,
-                                  _unpack(self._packed_sketch, SKETCH_SIZE))
+        if self._packed_sketch:  # every packed count lies in [low, high)
+            low, high = self.low, self.high
+            self._sketch[low:high] = map(operator.add, self._sketch[low:high],
+                                         _unpack(self._packed_sketch >> (32 * low), high - low))
             self._packed_sketch = 0
         return self._sketch
 
