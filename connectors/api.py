@@ -1,4 +1,5 @@
-"""The users' API (bearer token): open and close conversations by hand, merge contacts, read."""
+"""The users' API (bearer token): open and close conversations by hand, merge contacts, run
+rules by hand, set who is on which team and available, read."""
 from __future__ import annotations
 
 import uuid
@@ -7,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from rules_engine import RulesEngineError, outbox, queries
+from rules_engine import RulesEngineError, outbox, people, queries
 from rules_engine.domain.model import MAX_ID
 from rules_engine.formats.events import parse_event
 from rules_engine.people import Role
@@ -29,7 +30,9 @@ _BODY_KEYS = {
     "close": {"user", "note"},
     "merge": {"user", "secondary_id"},
     "reply": {"user", "text"},
+    "run": {"user", "contact_id", "params"},
 }
+_TEXT_KEYS = {"assignee", "team", "channel", "note", "text"}
 
 
 def _command_body(kind: str) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def _command_body(kind: str) -> dict[str, Any]:
     if user is not None and (not isinstance(user, str) or not user or len(user) > 200):
         raise ApiError(400, "invalid_body", "`user` must be a user's id (1 to 200 characters)",
                        path="user")
-    for key in _BODY_KEYS[kind] - {"user", "secondary_id"}:
+    for key in _BODY_KEYS[kind] & _TEXT_KEYS:
         if key in body and not isinstance(body[key], str):
             raise ApiError(400, "invalid_body", f"`{key}` must be a string", path=key)
     body["actor"], via = principal().acting_as(user)
@@ -124,6 +127,24 @@ def merge_contacts(primary_id: int) -> Any:
     result = _run_command({"type": "contacts.merge", "contact": {"id": primary_id},
                            "secondary_contact_id": secondary}, body)
     return jsonify(result)
+
+
+@blueprint.post("/rules/<rule_id>/run")
+@access(Role.AGENT)
+def run_rule(rule_id: str) -> Any:
+    """Run a rule whose trigger is ``manual`` on one contact, recorded as the caller (the
+    trace names who ran it); ``params`` reach its conditions and actions."""
+    body = _command_body("run")
+    contact_id = body.get("contact_id")
+    if not isinstance(contact_id, int) or isinstance(contact_id, bool) \
+            or not 1 <= contact_id <= MAX_ID:
+        raise ApiError(400, "invalid_body", "`contact_id` must be a contact id", path="contact_id")
+    params = body.get("params", {})
+    if not isinstance(params, dict) or "rule_id" in params:
+        raise ApiError(400, "invalid_body", "`params` must be an object (without rule_id: the "
+                       "path names the rule)", path="params")
+    return jsonify(_run_command({"type": "manual", "contact": {"id": contact_id},
+                                 "params": {**params, "rule_id": rule_id}}, body))
 
 
 @blueprint.get("/contacts")
@@ -209,3 +230,51 @@ def resume_channel(channel: str) -> Any:
     except RulesEngineError as error:
         raise from_engine_error(error) from None
     return jsonify({"channel": channel, "paused": False})
+
+
+@blueprint.get("/teams")
+@access(Role.AGENT)
+def list_teams() -> Any:
+    """Every team with members: each member's availability, capacity and open conversations."""
+    return jsonify({team: [member.to_dict() for member in members]
+                    for team, members in people.teams(engine().store).items()})
+
+
+@blueprint.patch("/users/<name>")
+@access(Role.AGENT)
+def set_presence(name: str) -> Any:
+    """Set a user's ``availability`` (``available`` or ``away``; an agent sets their own)
+    and ``max_open`` (their capacity, null for none; admins only)."""
+    body = json_body()
+    caller = principal()
+    if caller.role is not Role.ADMIN:
+        if name != caller.name:
+            raise ApiError(403, "forbidden", f"'{caller.name}' sets only their own availability",
+                           hint="an admin sets others' availability")
+        if "max_open" in body:
+            raise ApiError(403, "forbidden", "an agent sets their availability, not their "
+                           "capacity", path="max_open", hint="an admin sets max_open")
+    try:
+        user = people.set_presence(engine().store, name, body)
+    except people.PeopleError as error:
+        raise ApiError(400, "invalid_body", error.message, path=error.path,
+                       hint=error.hint) from None
+    return jsonify(user.to_dict())
+
+
+@blueprint.put("/teams/<team>/members/<name>")
+@access(Role.ADMIN)
+def join_team(team: str, name: str) -> Any:
+    """Put a user on a team (201 when new, 200 when already on it)."""
+    added = people.join_team(engine().store, team, [name])
+    return jsonify({"team": team, "user": name, "member": True}), 201 if added else 200
+
+
+@blueprint.delete("/teams/<team>/members/<name>")
+@access(Role.ADMIN)
+def leave_team(team: str, name: str) -> Any:
+    """Take a user off a team (404 when they were not on it)."""
+    if not people.leave_team(engine().store, team, [name]):
+        raise ApiError(404, "not_found", f"'{name}' is not on team {team}",
+                       hint="GET /api/teams lists the members")
+    return jsonify({"team": team, "user": name, "member": False})

@@ -8,10 +8,12 @@ database, an unreadable file).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -279,6 +281,34 @@ def cmd_tick(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    engine = _engine(args, existing=True)
+    event = parse_event({
+        "id": f"cli:{uuid.uuid4()}", "type": "manual", "contact": {"id": args.contact},
+        "timestamp": datetime.now(timezone.utc).isoformat(), "actor": args.actor or _login(),
+        "params": {**dict(args.param or ()), "rule_id": args.rule}})
+    result = engine.process(event)
+    assert result.trace is not None
+    out.write(render_trace(result.trace))
+    return 0
+
+
+def _login() -> str:
+    """Who runs a command here: ``cli:<login name>`` (``cli`` when the system knows none)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _param_option(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=VALUE``."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=VALUE")
+    return name, value
+
+
 def _timestamp_option(text: str) -> datetime:
     """An argparse type: an ISO 8601 timestamp with a time zone."""
     try:
@@ -530,6 +560,10 @@ def cmd_users(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             user = people.revoke_user(store, args.name, now=now)
             err.write(f"revoked '{user.name}': their token and dashboard sessions no longer "
                       "work\n")
+        elif args.action == "set":
+            user = people.set_presence(store, args.name, _presence(args))
+            cap = "no cap" if user.max_open is None else f"at most {user.max_open} open"
+            err.write(f"'{user.name}' is {user.availability} ({cap})\n")
         elif args.format == "json":
             _write_json(out, [user.to_dict() for user in people.list_users(store)])
         else:
@@ -537,13 +571,61 @@ def cmd_users(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             width = max([len(u.name) for u in users] + [4])
             for user in users:
                 revoked = f"  revoked {user.revoked_at:%Y-%m-%d %H:%M}" if user.revoked_at else ""
-                out.write(f"{user.name:<{width}}  {user.role:<6}  added "
-                          f"{user.created_at:%Y-%m-%d %H:%M}{revoked}\n")
+                cap = "" if user.max_open is None else f"  max {user.max_open} open"
+                out.write(f"{user.name:<{width}}  {user.role:<6}  {user.availability:<9}  added "
+                          f"{user.created_at:%Y-%m-%d %H:%M}{cap}{revoked}\n")
             if not users:
                 err.write("no users yet: rules-engine users add NAME --role admin|agent|viewer\n")
     finally:
         store.dispose()
     return 0
+
+
+def _presence(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``users set`` changes: availability and/or max_open (None: no cap)."""
+    changes: dict[str, Any] = {}
+    if args.availability is not None:
+        changes["availability"] = args.availability
+    if args.no_max_open:
+        changes["max_open"] = None
+    elif args.max_open is not None:
+        changes["max_open"] = args.max_open
+    if not changes:
+        raise people.PeopleError("nothing to change",
+                                 hint="--available or --away, --max-open N or --no-max-open")
+    return changes
+
+
+def cmd_teams(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = Store(_database_url(args))
+    try:
+        if args.action == "add":
+            added = people.join_team(store, args.team, args.names)
+            err.write(f"team {args.team}: added {', '.join(added) or 'nobody new'}\n")
+        elif args.action == "remove":
+            removed = people.leave_team(store, args.team, args.names)
+            err.write(f"team {args.team}: removed {', '.join(removed) or 'nobody (not on it)'}\n")
+        else:
+            _list_teams(args, store, out, err)
+    finally:
+        store.dispose()
+    return 0
+
+
+def _list_teams(args: argparse.Namespace, store: Store, out: TextIO, err: TextIO) -> None:
+    found = people.teams(store)
+    if args.format == "json":
+        _write_json(out, {team: [member.to_dict() for member in members]
+                          for team, members in found.items()})
+        return
+    for team, members in found.items():
+        out.write(f"{team}\n")
+        for member in members:
+            cap = "" if member.max_open is None else f" of {member.max_open}"
+            out.write(f"  {member.name:<20} {member.availability:<9}  "
+                      f"{member.open_conversations}{cap} open\n")
+    if not found:
+        err.write("no teams yet: rules-engine teams add TEAM USER...\n")
 
 
 def _hand_over(module: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
@@ -656,6 +738,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fire what is due at this time instead (e.g. 2026-11-25T10:00:00Z)")
     tick.set_defaults(handler=cmd_tick)
 
+    run = command("run", "run a rule whose trigger is manual on one contact, as a person would "
+                         "from the inbox; prints its trace")
+    run.add_argument("rule", help="the rule's id")
+    run.add_argument("--contact", type=int, required=True, metavar="ID", help="the contact's id")
+    run.add_argument("--as", dest="actor", metavar="NAME",
+                     help="who runs it, as the trace records it (default: cli:<login name>)")
+    run.add_argument("--param", type=_param_option, action="append", metavar="NAME=VALUE",
+                     help="a detail the rule reads as params.NAME (repeatable)")
+    run.set_defaults(handler=cmd_run)
+
     ingest = command("ingest", "apply events from a JSON Lines file (progress on a terminal)")
     ingest.add_argument("events", help="a .jsonl file (one event per line), or - for stdin")
     ingest.set_defaults(handler=cmd_ingest)
@@ -716,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     database.set_defaults(handler=cmd_db)
 
     users = command("users", "people who use the API and the dashboard: add (prints the new "
-                             "token once), list, revoke")
+                             "token once), list, revoke, set (availability, capacity)")
     user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = user_actions.add_parser("add", help="add a user and print their token, alone on stdout",
                                   formatter_class=HelpFormatter)
@@ -730,7 +822,31 @@ def build_parser() -> argparse.ArgumentParser:
     user_actions.add_parser("revoke", help="revoke a user's token and sessions",
                             formatter_class=HelpFormatter).add_argument(
         "name", help="the user's name")
+    presence = user_actions.add_parser(
+        "set", help="a user's availability (balanced assignment gives the away no new "
+                    "conversations) and capacity", formatter_class=HelpFormatter)
+    presence.add_argument("name", help="the user's name")
+    present = presence.add_mutually_exclusive_group()
+    present.add_argument("--available", dest="availability", action="store_const",
+                         const="available", help="takes new conversations")
+    present.add_argument("--away", dest="availability", action="store_const", const="away",
+                         help="takes none")
+    capacity = presence.add_mutually_exclusive_group()
+    capacity.add_argument("--max-open", type=_at_least(0), metavar="N",
+                          help="holds at most N open conversations")
+    capacity.add_argument("--no-max-open", action="store_true", help="no cap of their own")
     users.set_defaults(handler=cmd_users)
+
+    teams = command("teams", "who is on which team, for assign {team, strategy}: list (with "
+                             "no ACTION), add, remove")
+    teams.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text for people, json for tools")
+    teams.set_defaults(handler=cmd_teams, action="list")
+    team_actions = teams.add_subparsers(dest="action", metavar="ACTION")
+    for action, what in (("add", "put users on a team"), ("remove", "take users off a team")):
+        change = team_actions.add_parser(action, help=what, formatter_class=HelpFormatter)
+        change.add_argument("team", help="the team, as rules name it")
+        change.add_argument("names", nargs="+", metavar="USER", help="users' names")
 
     box = command("outbox", "the outbox: list rows (with no ACTION), retry failed ones, "
                             "resume a paused channel")

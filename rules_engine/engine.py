@@ -16,6 +16,7 @@ from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
 from rules_engine.domain.message_status import aimed
 from rules_engine.domain.model import (
     COMMAND_TYPES,
+    ISSUED_TYPES,
     MESSAGE_STATUS_TYPES,
     TRIGGER_TYPES,
     Contact,
@@ -28,7 +29,7 @@ from rules_engine.domain.timers import Timer, idle_timer
 from rules_engine.language.conditions import ConditionFailed
 from rules_engine.language.context import build_context
 from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
-from rules_engine.rules.actions import ActionRun, Wait
+from rules_engine.rules.actions import ActionRun, Choose, Frame, Wait, frames_at
 from rules_engine.rules.ruleset import Rule, RuleSet
 from rules_engine.store import DATABASE_ERRORS, Store, StoreTx
 from rules_engine.trace.counts import CountKey, tally
@@ -37,6 +38,7 @@ from rules_engine.trace.forms import (
     outcome_line,
     read_trace,
     result_of,
+    stored_choice,
     stored_conditions,
     to_store,
 )
@@ -150,7 +152,7 @@ class _Run:
             found = self.tx.find_contact_by_identity(event.channel, ref.external_id, lock=True)
             if found is not None:
                 return self.lifecycle.seed(self.follow_merges(found)).contact.id
-            if event.type in COMMAND_TYPES:
+            if event.type in ISSUED_TYPES:
                 raise NotFoundError(
                     f"no contact has {event.channel} id '{ref.external_id}'",
                     path="contact/external_id", hint="users' commands name existing contacts",
@@ -207,13 +209,17 @@ class _Run:
         """Apply the event to its (resolved, locked) contact: built-in lifecycle, then rules."""
         event = self.event
         self.contact_id = contact_id
+        if event.type is EventType.MANUAL:
+            run_by_hand(self.rules, event.params.get("rule_id"))
         outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
         self.conversation_id = next(  # else the one it names (a timer's firing)
             (o.conversation_id for o in outcomes if o.conversation_id is not None),
-            event.conversation_id)
+            self.open_conversation_id(contact_id) if event.type is EventType.MANUAL
+            else event.conversation_id)
         builtin = self.record(outcomes, 0)
         self.builtin = builtin
-        root = Fact(event.type, contact_id, event.channel, None, dict(event.params))
+        channel = self.contacts_channel(contact_id) if event.type is EventType.MANUAL else event.channel
+        root = Fact(event.type, contact_id, channel, None, dict(event.params))
         self.queue.appendleft(_Pending(root, 0))
         first = True
         while self.queue:
@@ -227,6 +233,18 @@ class _Run:
                 step["builtin"] = builtin
                 first = False
             self.steps.append(step)
+
+    def open_conversation_id(self, contact_id: int) -> int | None:
+        conversation = self.lifecycle.state(contact_id).open_conversation
+        return None if conversation is None else conversation.id
+
+    def contacts_channel(self, contact_id: int) -> str | None:
+        """Where a rule run by hand acts (its sends go there): the channel of the contact's
+        open conversation, else of the contact's first identity."""
+        state = self.lifecycle.state(contact_id)
+        if state.open_conversation is not None and state.open_conversation.channel:
+            return state.open_conversation.channel
+        return next((str(identity["channel"]) for identity in state.identities), None)
 
     def process(self, pending: _Pending, *, is_root: bool) -> StoredStep:
         fact, event = pending.fact, self.event
@@ -243,7 +261,8 @@ class _Run:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
         candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
-        if fact.type is EventType.CONVERSATION_IDLE:  # a clock belongs to one rule
+        if fact.type is EventType.CONVERSATION_IDLE or fact.type is EventType.MANUAL:
+            # a clock belongs to one rule; a person runs one rule
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
             return step
@@ -300,35 +319,68 @@ class _Run:
             entry["result"], entry["detail"] = refused
             return entry
         self.fired.append(rule.id)  # compact: a rule with actions and no result fired
-        entry["actions"] = self.run_actions(rule, fact, context, depth, start=0)
+        self.run_actions(rule, fact, context, depth, entry,
+                         [Frame(rule.actions, "actions", 0)])
         return entry
 
-    def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int, *,
-                    start: int) -> list[StoredOutcome]:
-        """Run the rule's actions from ``start`` on, up to and including a wait (which
-        leaves the rest to its timer); their trace lines."""
-        lines: list[StoredOutcome] = []
-        for index in range(start, len(rule.actions)):
-            action = rule.actions[index]
+    def run_actions(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                    entry: StoredRule, frames: Sequence[Frame]) -> None:
+        """Run each frame's actions from its start (innermost first: a branch's rest, then
+        what follows its choose), up to and including a wait (which leaves the rest to its
+        timer); their lines go to ``entry``."""
+        entry["actions"] = []
+        for frame in frames:
+            if self.run_frame(rule, fact, context, depth, entry, frame):
+                return
+
+    def run_frame(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                  entry: StoredRule, frame: Frame) -> bool:
+        """Run ``frame``'s actions from its start; True when a wait deferred the rest."""
+        for index in range(frame.start, len(frame.actions)):
+            action, path = frame.actions[index], f"{frame.base}/{index}"
+            if isinstance(action, Choose):
+                if self.run_choice(rule, fact, context, depth, entry, action, path):
+                    return True
+                continue
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
-                rule_id=rule.id, path=f"actions/{index}", context=context,
+                rule_id=rule.id, path=path, context=context,
                 now=self.event.timestamp, rule_digest=rule.digest,
             ))
-            lines.extend(self.record([outcome], depth, action.name))
+            entry["actions"].extend(_placed(line, path)
+                                    for line in self.record([outcome], depth, action.name))
             if outcome.defers:
-                break
-        return lines
+                return True
+        return False
+
+    def run_choice(self, rule: Rule, fact: Fact, context: dict[str, Any], depth: int,
+                   entry: StoredRule, choose: Choose, path: str) -> bool:
+        """Pick the branch of ``choose`` (at ``path``) and run it; its line keeps which
+        branch ran and each condition tried (see trace.shapes); True when a wait in it
+        deferred the rest."""
+        choice = choose.pick(context, self.event.timestamp)
+        line: StoredOutcome = {"outcome": "noop" if choice.place is None else "chosen",
+                               "action": choose.name, "conditions": stored_choice(choice.log)}
+        if choice.branch is not None:
+            line["branch"] = choice.branch
+        entry["actions"].append(_placed(line, path))
+        if choice.place is None:
+            return False
+        return self.run_frame(rule, fact, context, depth, entry,
+                              Frame(choice.actions, f"{path}/choose/{choice.place}", 0))
 
     def resume(self, fact: Fact, depth: int) -> StoredRule:
-        """A rule's wait is over: check its ``if`` now, then run the rest of its actions."""
+        """A rule's wait is over: check its ``if`` now, then run the rest of its actions
+        (those after the wait in its branch, then those after each enclosing choose)."""
         wait = fact.params
         rule = self.rules.get(str(wait.get("rule_id")))
-        start = wait.get("resume")
-        entry: StoredRule = {"rule_id": str(wait.get("rule_id")),
-                             "from": start if isinstance(start, int) else 0}
+        resume = wait.get("resume")
+        start = (f"actions/{resume}" if isinstance(resume, int)  # timers before branches
+                 else resume if isinstance(resume, str) else "")
+        entry: StoredRule = {"rule_id": str(wait.get("rule_id")), "from": _from(start)}
+        frames = frames_at(rule.actions, start) if rule is not None else None
         if rule is None or not rule.enabled or rule.digest != wait.get("digest") \
-                or not isinstance(start, int) or not 0 < start <= len(rule.actions):
+                or not frames or frames[0].start == 0:
             why = ("the rule no longer exists" if rule is None else "the rule is disabled"
                    if not rule.enabled else "the rule's actions changed since the wait began")
             entry["result"], entry["detail"] = "wait_dropped", why
@@ -339,9 +391,10 @@ class _Run:
                                depth, is_root=False, as_type=EventType(wait["trigger"]))
         if message is not None:
             context["message"] = message
-        waited = rule.actions[start - 1]
+        inner = frames[0]
+        waited = inner.actions[inner.start - 1]
         if isinstance(waited, Wait) and waited.condition is not None:
-            path = f"actions/{start - 1}/wait/if"
+            path = f"{inner.base}/{inner.start - 1}/wait/if"
             try:
                 holds = bool(waited.condition.evaluate(context, now=self.event.timestamp))
             except ExpressionRuntimeError as error:
@@ -355,7 +408,7 @@ class _Run:
                 return entry
         entry["result"] = "resumed"
         self.fired.append(rule.id)
-        entry["actions"] = self.run_actions(rule, fact, context, depth, start=start)
+        self.run_actions(rule, fact, context, depth, entry, frames)
         return entry
 
     def claim_run(self, rule: Rule, fact: Fact, context: dict[str, Any]) -> tuple[str, str] | None:
@@ -407,6 +460,8 @@ class _Run:
         }
         if event.via is not None:
             trace["actor"], trace["via"] = event.actor, event.via
+        elif event.type is EventType.MANUAL:  # who ran the rule
+            trace["actor"] = event.actor
         if self.new_contacts:
             trace["created_contact"] = next(iter(self.new_contacts))
         if self.dropped:
@@ -622,6 +677,21 @@ class Engine:
                       run.conversation_id, reason, catalog)
 
 
+def _placed(line: StoredOutcome, path: str) -> StoredOutcome:
+    """An action's trace line, with its ``path`` when it is inside a choose (a line
+    without one is the rule's next top-level action: see trace.shapes)."""
+    if "/choose/" in path:
+        line["path"] = path
+    return line
+
+
+def _from(start: str) -> int | str:
+    """Where a resumed rule's actions start, as its trace keeps it: the index of a
+    top-level action (as before branches existed), or the path inside a choose."""
+    top, _, rest = start.removeprefix("actions/").partition("/")
+    return int(top) if not rest and top.isdigit() else start or 0
+
+
 def _count(tx: StoreTx, source: str,
            outcomes: Iterable[tuple[Event, Result | RulesEngineError]]) -> None:
     """Add what the applied events did to ``source``'s counts in the database."""
@@ -647,6 +717,19 @@ def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Eve
             for rule in rules
             if rule.idle and (opened_now or rule.idle.restarted_by(sender or ""))
             and (rule.channels is None or conversation.channel in rule.channels)]
+
+
+def run_by_hand(rules: RuleSet, rule_id: object) -> Rule:
+    """The rule a person asks to run: it exists and its trigger is ``manual``."""
+    rule = rules.get(str(rule_id))
+    if rule is None:
+        raise NotFoundError(f"no rule '{rule_id}'", path="params/rule_id",
+                            hint="`rules-engine validate` lists the rules")
+    if rule.event is not EventType.MANUAL:
+        raise EventError(f"rule '{rule.id}' is not run by hand (its trigger is {rule.event})",
+                         path="params/rule_id",
+                         hint="give the rule `trigger: {event: manual}` to run it by hand")
+    return rule
 
 
 def counted(count: int, noun: str) -> str:

@@ -9,6 +9,9 @@ and stored only as their SHA-256 digest (a token is a 256-bit secret, so a fast 
 as strong as a slow one, and lets a request find its user by one indexed read). Dashboard
 sessions are random values likewise kept as digests, each with an expiry; failed sign-ins
 are counted per client address.
+
+For balanced assignment (``assign: {team, strategy}``) a user is on teams, is available or
+away, and may have a capacity (``max_open``: open conversations at most).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from rules_engine.domain.balancing import Availability
 from rules_engine.domain.errors import NotFoundError, RulesEngineError
 from rules_engine.store import Store
 from rules_engine.store.accounts import AccountsTx
@@ -59,15 +63,33 @@ class User:
     role: Role
     created_at: datetime
     revoked_at: datetime | None = None
+    availability: Availability = Availability.AVAILABLE
+    max_open: int | None = None  # open conversations at most (None: no cap of their own)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> User:
-        return cls(row["id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"])
+        return cls(row["id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"],
+                   Availability(row["availability"]), row["max_open"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "role": str(self.role),
                 "created_at": self.created_at.isoformat(),
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+                "availability": str(self.availability), "max_open": self.max_open}
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMember:
+    """A member of a team, with what balanced assignment reads of them."""
+
+    name: str
+    availability: Availability
+    max_open: int | None
+    open_conversations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "availability": str(self.availability),
+                "max_open": self.max_open, "open_conversations": self.open_conversations}
 
 
 def digest(secret: str) -> str:
@@ -129,6 +151,93 @@ def revoke_user(store: Store, name: str, *, now: datetime) -> User:
         return User.from_row({**row, "revoked_at": now})
 
     return _in(store, work)
+
+
+def _active(accounts: AccountsTx, name: str) -> dict[str, Any]:
+    row = accounts.user_by_name(name)
+    if row is None or row["revoked_at"] is not None:
+        raise NotFoundError(f"no active user '{name}'", hint="rules-engine users list")
+    return row
+
+
+MAX_OPEN_LIMIT = 10_000
+
+
+def _presence_values(changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` (``availability``, ``max_open``: a whole number, or None for no cap)
+    checked, as column values."""
+    unknown = set(changes) - {"availability", "max_open"}
+    if unknown or not changes:
+        raise PeopleError(f"unknown field(s): {', '.join(sorted(unknown))}" if unknown
+                          else "nothing to change", hint="give availability and/or max_open")
+    values = dict(changes)
+    if "availability" in values:
+        if values["availability"] not in set(Availability):
+            raise PeopleError(f"availability must be available or away, not "
+                              f"{values['availability']!r}", path="availability",
+                              hint="available or away")
+        values["availability"] = str(values["availability"])
+    cap = values.get("max_open")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
+                            or not 0 <= cap <= MAX_OPEN_LIMIT):
+        raise PeopleError(f"max_open must be a whole number from 0 to {MAX_OPEN_LIMIT}, or "
+                          "null for no cap", path="max_open", hint="e.g. 5")
+    return values
+
+
+def set_presence(store: Store, name: str, changes: dict[str, Any]) -> User:
+    """Set a user's availability (``available`` or ``away``) and/or capacity (``max_open``,
+    None for no cap of their own); the user as now stored."""
+    values = _presence_values(changes)
+
+    def work(accounts: AccountsTx) -> User:
+        row = _active(accounts, name)
+        accounts.set_presence(row["id"], values)
+        return User.from_row({**row, **values})
+
+    return _in(store, work)
+
+
+def join_team(store: Store, team: str, names: list[str]) -> list[str]:
+    """Put users on a team; the names that were not on it yet."""
+    _check_team_name(team)
+
+    def work(accounts: AccountsTx) -> list[str]:
+        return [name for name in names if accounts.join_team(team, _active(accounts, name)["id"])]
+
+    return _in(store, work)
+
+
+def leave_team(store: Store, team: str, names: list[str]) -> list[str]:
+    """Take users off a team; the names that were on it."""
+    def work(accounts: AccountsTx) -> list[str]:
+        return [name for name in names if accounts.leave_team(team, _active(accounts, name)["id"])]
+
+    return _in(store, work)
+
+
+def teams(store: Store) -> dict[str, list[TeamMember]]:
+    """Every team with members, each member with their availability, capacity and open
+    conversations (revoked users are left out: they get no conversations)."""
+    def work(accounts: AccountsTx) -> dict[str, list[TeamMember]]:
+        users = {row["name"]: User.from_row(row) for row in accounts.users()}
+        counts = accounts.open_counts()
+        found: dict[str, list[TeamMember]] = {}
+        for team, name in accounts.team_members():
+            user = users[name]
+            if user.revoked_at is None:
+                found.setdefault(team, []).append(TeamMember(
+                    name, user.availability, user.max_open, counts.get(name, 0)))
+        return found
+
+    return _read(store, work)
+
+
+def _check_team_name(team: str) -> None:
+    if not NAME.fullmatch(team):
+        raise PeopleError(f"'{team}' is not a team name",
+                          hint="1 to 100 letters, digits, '.', '_', '@' or '-', starting "
+                               "with a letter or a digit")
 
 
 def user_for_token(store: Store, token: str) -> User | None:

@@ -1,10 +1,11 @@
 """``rules-engine test``: YAML test cases for rules, run in a throw-away store.
 
-Each case gives a starting state (contacts with tags, fields and an open conversation), one
-or more events, and what should happen: which rules fired (or that nothing fires), which
-actions ran with which arguments, and the resulting conversations and contacts. A failure
-shows a unified diff of the expected and the actual values. Each case runs on its own
-``Clock``; ``check_test_files`` is what ``validate`` reads of test files.
+Each case gives a starting state (contacts with tags, fields and an open conversation; users
+on teams, available or away), one or more events, and what should happen: which rules fired
+(or that nothing fires), which actions ran with which arguments, and the resulting
+conversations and contacts. A failure shows a unified diff of the expected and the actual
+values. Each case runs on its own ``Clock``; ``check_test_files`` is what ``validate``
+reads of test files.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from rules_engine import people
 from rules_engine.domain.errors import (
     EventError,
     RuleFileError,
@@ -265,6 +267,8 @@ class _Case:
         self.clock = Clock(case_start(case))
 
     def seed(self) -> None:
+        for user in self.case.get("given", {}).get("users", []):
+            self.seed_user(user)
         with self.store.transaction() as tx:
             lifecycle = Lifecycle(tx, event_id="given", at=self.clock.start - STEP)
             for contact in self.case.get("given", {}).get("contacts", []):
@@ -283,6 +287,16 @@ class _Case:
                                    source=OpenSource(given.get("open_source", "incoming_message")),
                                    actor=None, assignee=given.get("assignee"),
                                    team=given.get("team"))
+
+    def seed_user(self, user: Mapping[str, Any]) -> None:
+        """A given user (an agent), their teams, availability and capacity."""
+        name = user["name"]
+        people.add_user(self.store, name, people.Role.AGENT, now=self.clock.start - STEP)
+        presence = {key: user[key] for key in ("availability", "max_open") if key in user}
+        if presence:
+            people.set_presence(self.store, name, presence)
+        for team in user.get("teams", []):
+            people.join_team(self.store, team, [name])
 
     def event(self, index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
         data = {key: value for key, value in raw.items() if key not in ("text", "at")}
@@ -325,7 +339,8 @@ class _Case:
 
     def actions(self) -> list[dict[str, Any]]:
         return [{"rule": rule["rule_id"], "action": action["action"], "args": action["args"],
-                 "outcome": action["outcome"]}
+                 "outcome": action["outcome"], "path": action["path"],
+                 **({"branch": action["branch"]} if "branch" in action else {})}
                 for result in self.results for step in _steps(result)
                 for rule in step["rules"] for action in rule["actions"]]
 

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from rules_engine import Engine, Event, Store, load_rule_set, parse_event
 from rules_engine.store.tables import metadata
 
+REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 _ids = itertools.count(1)
 
@@ -49,6 +50,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for variable in environment().values():
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def example_app(clean_environment: None, database_url: str) -> Iterator[Any]:
+    """The app with the example rules (``rules/``) and every secret set, as a server on
+    ``main`` runs them."""
+    from connectors.app import create_app
+
+    from . import webhook_payloads as payloads
+
+    application = create_app({**payloads.SECRETS, "rules_dir": str(REPO / "rules"),
+                              "database_url": database_url})
+    yield application
+    application.extensions["rules_engine"].store.dispose()
 
 
 @pytest.fixture

@@ -28,10 +28,12 @@ POLICY = {
     "api.open_conversation": Role.AGENT, "api.close_conversation": Role.AGENT,
     "api.record_reply": Role.AGENT, "api.find_contacts": Role.AGENT,
     "api.contact_conversations": Role.AGENT, "api.get_conversation": Role.AGENT,
-    "api.event_trace": Role.AGENT,
+    "api.event_trace": Role.AGENT, "api.run_rule": Role.AGENT,
     "api.merge_contacts": Role.ADMIN, "api.outbox_rows": Role.ADMIN,
     "api.retry_outbound": Role.ADMIN, "api.retry_outbound_rows": Role.ADMIN,
     "api.paused_channels": Role.ADMIN, "api.resume_channel": Role.ADMIN,
+    "api.list_teams": Role.AGENT, "api.set_presence": Role.AGENT,
+    "api.join_team": Role.ADMIN, "api.leave_team": Role.ADMIN,
     "reload.reload_rules": Role.ADMIN,
 }
 

@@ -82,3 +82,15 @@ def test_the_tours_rule_validates_and_its_event_parses(tmp_path):
     assert [rule.id for rule in rules.rules] == ["refunds-to-billing"]
     event = parse_event(json.loads(_heredoc(tour, "refund.json")))
     assert event.id == "tour-1"
+
+
+def test_the_rule_references_counts_are_the_example_rules_and_their_tests():
+    from rules_engine.rule_tests import check_test_files
+    from rules_engine.rules.loader import rule_files
+
+    docs = (DOCS / "rules.md").read_text()
+    rules = load_rule_set([ROOT / "rules"])
+    checked = check_test_files([ROOT / "rules" / "tests"], None)
+    assert f"rule set: rules ({len(rules)} rule(s), version " in docs
+    assert (f"OK: {len(rules)} rule(s) in {len(rule_files(ROOT / 'rules'))} file(s) and "
+            f"{checked.cases} test case(s) in {checked.files} test file(s), version") in docs

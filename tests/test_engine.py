@@ -271,7 +271,7 @@ def test_welcome_on_a_channel_without_one_is_refused():
 
 @pytest.mark.parametrize("data, fragment", [
     ({"type": "message.received"}, "missing required key 'id'"),
-    ({"id": "1", "type": "message.deleted", "contact": {"id": 1}}, "unknown value 'message.deleted'"),
+    ({"id": "1", "type": "message.erased", "contact": {"id": 1}}, "unknown value 'message.erased'"),
     ({"id": "1", "type": "message.received", "channel": "facebook",
       "contact": {"external_id": "x"}}, "missing required key 'message'"),
     ({"id": "1", "type": "message.received", "channel": "facebook", "contact": {"id": "7"},

@@ -233,7 +233,7 @@ def sqlite_url(tmp_path, name: str) -> str:
 def test_the_migration_fills_the_rollups_of_an_existing_database(tmp_path):
     url = sqlite_url(tmp_path, "old.db")
     old = Store(url, migrate=False, verify=False)
-    old.upgrade("0009")
+    old.upgrade("0010")
     with old.engine.begin() as connection:  # conversations written before rollups existed
         connection.execute(tables.contacts.insert().values(id=1, name="a", created_at=T0))
         connection.execute(tables.conversations.insert(), [

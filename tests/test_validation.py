@@ -68,6 +68,10 @@ BROKEN = [
      "exactly one action name", None),
     ("bad-action-argument", "rules:\n  - id: a\n    trigger: {event: welcome}\n    actions:\n"
      "      - assign: {usr: susan}\n", 5, "a", "unknown key 'usr'", "`user`"),
+    ("bot-status-not-a-status", "rules:\n  - id: a\n    trigger: {event: welcome}\n"
+     "    actions:\n      - set_bot_status: off\n", 5, "a", "YAML reads on, off", "paused"),
+    ("unassign-team-not-a-flag", "rules:\n  - id: a\n    trigger: {event: welcome}\n"
+     "    actions:\n      - unassign: {team: support}\n", 5, "a", "expected true or false", None),
     ("action-argument-wrong-type", "rules:\n  - id: a\n    trigger: {event: welcome}\n"
      "    actions:\n      - add_tag: {tags: vip}\n", 5, "a", "expected a list, got text", None),
     ("empty-actions", "rules:\n  - id: a\n    trigger: {event: welcome}\n    actions: []\n", 4, "a",

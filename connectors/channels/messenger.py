@@ -17,9 +17,12 @@ Each ``entry[].messaging[]`` item is one thing that happened:
   that person before it); ``read`` -> ``message.read`` for its watermark (id
   ``facebook:read:<psid>:<watermark>``, ``params.watermark``); the contact is the person
   (``sender``), and a receipt never opens anything;
-- reactions (``message_reactions``), other opt-ins, thread handovers and unknown items are
-  skipped with a reason; so are ``standby`` entries (another app owns the thread) and
-  ``changes`` entries.
+- ``reaction`` (``message_reactions``) ``react`` -> ``message.reaction`` with
+  ``params.emoji``, ``params.reaction`` (``like``, ``love``...) and ``params.message_id``
+  (the mid reacted to; the event's id is the person and the time, as it has none of its
+  own); ``unreact`` is skipped;
+- other opt-ins, thread handovers and unknown items are skipped with a reason; so are
+  ``standby`` entries (another app owns the thread) and ``changes`` entries.
 
 Sending: text, with an optional message ``tag`` (``messaging_type: MESSAGE_TAG``) for
 messages outside the 24-hour standard messaging window; the Send API's answers are read by
@@ -197,8 +200,7 @@ class _Items:
         if isinstance(item.get("referral"), dict):
             return self.referral(item, item["referral"], path)
         if isinstance(item.get("reaction"), dict):
-            reaction = item["reaction"]
-            return self.found.skip(path, "reaction", f"{reaction.get('action')} {reaction.get('emoji')}")
+            return self.reaction(item, item["reaction"], path)
         if isinstance(item.get("optin"), dict):
             return self.optin(item, item["optin"], path)
         known = [key for key in item if key not in ("sender", "recipient", "timestamp")]
@@ -299,6 +301,21 @@ class _Items:
         self.event(EventType.MESSAGE_RECEIVED, event_id, person, at, params=params,
                    message=Message(text=title or "", id=mid if mid else None,
                                    postback=payload))
+
+    def reaction(self, item: dict[str, Any], reaction: dict[str, Any], path: str) -> None:
+        """``message_reactions``: ``react`` -> ``message.reaction`` (the emoji, and the mid
+        of the message reacted to); ``unreact`` (taken back) is skipped."""
+        if reaction.get("action") == "unreact":
+            return self.found.skip(path, "reaction_removed", str(reaction.get("emoji"))[:40])
+        person, at = self.person(item, path), self.at(item, path)
+        self.event(EventType.MESSAGE_REACTION, f"reaction:{person}:{_moment(item, _ms(at))}",
+                   person, at, params={
+                       "emoji": optional_text(reaction.get("emoji"), f"{path}/reaction/emoji",
+                                              limit=40),
+                       "message_id": optional_text(reaction.get("mid"), f"{path}/reaction/mid",
+                                                   limit=200),
+                       "reaction": optional_text(reaction.get("reaction"),
+                                                 f"{path}/reaction/reaction", limit=40)})
 
     def referral(self, item: dict[str, Any], referral: dict[str, Any], path: str) -> None:
         person, at = self.person(item, path), self.at(item, path)

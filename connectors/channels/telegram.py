@@ -9,9 +9,23 @@ acted (``from.id``):
   which chat (private or a group) it was written in;
 - ``/start`` (with or without a deep-link parameter, ``params.start_parameter``) ->
   ``welcome``;
-- ``edited_message`` -> ``message.received`` with ``message.edited`` true;
+- ``edited_message`` -> ``message.received`` with ``message.edited`` true (``message.id``
+  is the edited message's, which an edit keeps);
 - ``callback_query`` (an inline button pressed) -> ``message.received`` with
   ``message.postback`` = the button's data;
+- ``message_reaction`` (a user changed their reaction) -> ``message.reaction`` with
+  ``params.emoji`` (the first of ``new_reaction``) and ``params.message_id``; a reaction
+  taken back (no ``new_reaction``) and anonymous counts (``message_reaction_count``) are
+  skipped;
+- Telegram Business (a business account connected to the bot): ``business_message`` and
+  ``edited_business_message`` are the customer's messages, as ``message`` and
+  ``edited_message`` (no welcome: ``/start`` there is written to the business, not the
+  bot), unless the business account or its bot wrote them (``from`` is not the chat's
+  user): then ``message.sent`` (``actor`` ``business_account``, or ``bot:<username>`` for
+  ``sender_business_bot``); ``deleted_business_messages`` -> ``message.deleted``, one per
+  message id (id ``telegram:<update_id>:<message_id>``). The contact's identity there is
+  ``business:<business_connection_id>:<chat id>``, so that replies go back through the
+  connection; ``business_connection`` (the connection itself changing) is skipped;
 - ``my_chat_member`` with the bot ``kicked`` in a private chat (the user blocked the bot)
   -> ``contact.unsubscribed``;
 - channel posts, other member changes and every other kind of update are skipped with a
@@ -20,7 +34,8 @@ acted (``from.id``):
 Authenticity: the ``X-Telegram-Bot-Api-Secret-Token`` header must equal the
 ``secret_token`` given to ``setWebhook`` (``TELEGRAM_SECRET_TOKEN``).
 
-Sending: ``sendMessage`` with free text. Its answer (``{"ok", "result"}`` or ``{"ok": false,
+Sending: ``sendMessage`` with free text (with ``business_connection_id`` to a business
+chat's contact). Its answer (``{"ok", "result"}`` or ``{"ok": false,
 "error_code", "description", "parameters"}``) is read by ``classify``. The Bot API sends no
 delivery or read receipts to bots, so a Telegram row never goes past ``sent``.
 """
@@ -29,6 +44,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -72,13 +88,16 @@ MEDIA = {"photo": "image", "video": "video", "video_note": "video", "animation":
          "document": "file", "audio": "audio", "voice": "audio", "sticker": "sticker"}
 SKIPPED_UPDATES = ("channel_post", "edited_channel_post", "inline_query",
                    "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll",
-                   "poll_answer", "chat_member", "chat_join_request", "message_reaction",
-                   "message_reaction_count", "business_connection", "business_message",
-                   "edited_business_message", "deleted_business_messages")
+                   "poll_answer", "chat_member", "chat_join_request",
+                   "message_reaction_count", "business_connection")
+BUSINESS = "business:"  # a business chat's identity: business:<connection id>:<chat id>
 # The wait in a description written before ``parameters`` existed: "Too Many Requests:
 # retry after 3".
 RETRY_AFTER_TEXT = re.compile(r"retry after (\d{1,7})\b")
 LONGEST_WAIT = 7 * 86400.0  # seconds: a longer wait than this is not taken at its word
+# The updates that carry a Message, and whether it is an edit.
+MESSAGES = {"message": False, "edited_message": True, "business_message": False,
+            "edited_business_message": True}
 
 
 class Telegram(ChannelAdapter):
@@ -118,13 +137,15 @@ class Telegram(ChannelAdapter):
         found = Collector()
         event_id = f"telegram:{update_id}"
         with found.item(""):
-            if isinstance(update.get("message"), dict):
-                found.add(_message_event(event_id, update["message"], "message", edited=False))
-            elif isinstance(update.get("edited_message"), dict):
-                found.add(_message_event(event_id, update["edited_message"], "edited_message",
-                                         edited=True))
+            kind = next((k for k in MESSAGES if isinstance(update.get(k), dict)), None)
+            if kind is not None:
+                found.add(_message_event(event_id, update[kind], kind))
             elif isinstance(update.get("callback_query"), dict):
                 found.add(_callback(event_id, update["callback_query"], received_at))
+            elif isinstance(update.get("message_reaction"), dict):
+                _reaction(found, event_id, update["message_reaction"])
+            elif isinstance(update.get("deleted_business_messages"), dict):
+                _deleted(found, event_id, update["deleted_business_messages"], received_at)
             elif isinstance(update.get("my_chat_member"), dict):
                 _member_change(found, event_id, update["my_chat_member"])
             else:
@@ -143,9 +164,7 @@ class Telegram(ChannelAdapter):
         base = environ.get("TELEGRAM_API_URL", "https://api.telegram.org")
         return Outbound("POST", f"{base}/bot{token}/sendMessage",
                         {"Content-Type": "application/json"},
-                        {"chat_id": int(recipient) if recipient.lstrip("-").isdigit() else recipient,
-                         "text": text},
-                        classify=self.classify)
+                        {**_addressed_to(recipient), "text": text}, classify=self.classify)
 
     def classify(self, answer: Answer) -> Verdict:
         """What a Bot API answer means. The server answers with the HTTP status equal to
@@ -215,15 +234,37 @@ def _start_parameter(text: str) -> str | None:
     return rest.strip()
 
 
-def _message_event(event_id: str, message: dict[str, Any], path: str, *, edited: bool) -> Event:
+def _addressed_to(recipient: str) -> dict[str, Any]:
+    """Where ``sendMessage`` goes: the chat, and for a business chat's contact
+    (``business:<connection id>:<chat id>``) the business connection it goes through."""
+    if recipient.startswith(BUSINESS):
+        connection, _, chat = recipient.removeprefix(BUSINESS).rpartition(":")
+        return {"business_connection_id": connection, **_addressed_to(chat)}
+    return {"chat_id": int(recipient) if recipient.lstrip("-").isdigit() else recipient}
+
+
+def _business_contact(connection: Any, chat: Any, path: str, name: str | None = None) -> ContactRef:
+    """The contact of a business chat: ``business:<connection id>:<chat id>`` (the chat's id
+    alone when the update names no connection)."""
+    chat_id = identifier(chat.get("id") if isinstance(chat, dict) else None, f"{path}/chat/id")
+    if connection is None:
+        return ContactRef(external_id=chat_id, name=name)
+    connection = identifier(connection, f"{path}/business_connection_id")
+    return ContactRef(external_id=identifier(f"{BUSINESS}{connection}:{chat_id}", path), name=name)
+
+
+def _message_event(event_id: str, message: dict[str, Any], path: str) -> Event:
+    """A Message update: the contact's message (or /start, a welcome), or in a business
+    chat the business's own reply (``message.sent``)."""
     if "from" not in message:
         raise ItemError(f"{path}/from", "a message without a sender (a channel's post)")
+    edited, business = MESSAGES[path], path.endswith("business_message")
     contact = _user(message["from"], f"{path}/from")
     at = epoch_time(message.get("edit_date") if edited and "edit_date" in message
                     else message.get("date"), f"{path}/date", unit=1)
     text = optional_text(message.get("text"), f"{path}/text")
     params: dict[str, Any] = {"chat": _chat(message)}
-    start = _start_parameter(text) if text and not edited else None
+    start = _start_parameter(text) if text and not edited and not business else None
     if start is not None:
         params["start_parameter"] = start or None
         return Event(id=event_id, type=EventType.WELCOME, channel="telegram", contact=contact,
@@ -231,13 +272,61 @@ def _message_event(event_id: str, message: dict[str, Any], path: str, *, edited:
     caption = optional_text(message.get("caption"), f"{path}/caption")
     reply = message.get("reply_to_message")
     message_id = message.get("message_id")
-    return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
-                 contact=contact, timestamp=at, params=params, message=Message(
-                     text=text or caption or "",
-                     id=str(message_id) if isinstance(message_id, int) else None,
-                     attachments=_attachments(message),
-                     reply_to=str(reply.get("message_id")) if isinstance(reply, dict) else None,
-                     edited=edited))
+    content = Message(text=text or caption or "",
+                      id=str(message_id) if isinstance(message_id, int) else None,
+                      attachments=_attachments(message),
+                      reply_to=str(reply.get("message_id")) if isinstance(reply, dict) else None,
+                      edited=edited)
+    if not business:
+        return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
+                     contact=contact, timestamp=at, params=params, message=content)
+    connection = message.get("business_connection_id")
+    params["business_connection_id"] = connection
+    customer = _business_contact(connection, message.get("chat"), path, contact.name)
+    if str(params["chat"]["id"]) == contact.external_id:  # the chat's own user wrote it
+        return Event(id=event_id, type=EventType.MESSAGE_RECEIVED, channel="telegram",
+                     contact=customer, timestamp=at, params=params, message=content)
+    bot = message.get("sender_business_bot")
+    actor = (f"bot:{display_name(bot.get('username')) or bot.get('id')}"
+             if isinstance(bot, dict) else "business_account")
+    return Event(id=event_id, type=EventType.MESSAGE_SENT, channel="telegram",
+                 contact=replace(customer, name=None), timestamp=at, params=params,
+                 message=content, actor=actor)
+
+
+def _reaction(found: Collector, event_id: str, change: dict[str, Any]) -> None:
+    """A user's reaction to a message changed: the first emoji of ``new_reaction`` (a
+    custom emoji by its id, a paid reaction as ``paid``); none left is a reaction taken
+    back, and a reaction by an anonymous chat names nobody: both are skipped."""
+    if not isinstance(change.get("user"), dict):
+        return found.skip("message_reaction", "anonymous_reaction", "no user: a chat reacted")
+    new = change.get("new_reaction")
+    first = new[0] if isinstance(new, list) and new and isinstance(new[0], dict) else None
+    if first is None:
+        return found.skip("message_reaction", "reaction_removed")
+    emoji = first.get("emoji") or first.get("custom_emoji_id") or first.get("type")
+    message_id = change.get("message_id")
+    found.add(Event(id=event_id, type=EventType.MESSAGE_REACTION, channel="telegram",
+                    contact=_user(change["user"], "message_reaction/user"),
+                    timestamp=epoch_time(change.get("date"), "message_reaction/date", unit=1),
+                    params={"emoji": optional_text(emoji, "message_reaction/new_reaction",
+                                                   limit=100),
+                            "message_id": str(message_id) if isinstance(message_id, int) else None,
+                            "chat": _chat(change)}))
+
+
+def _deleted(found: Collector, event_id: str, deleted: dict[str, Any],
+             received_at: datetime) -> None:
+    """Messages deleted from a business chat: one ``message.deleted`` each (the update
+    carries no time: it is the time of receipt)."""
+    path = "deleted_business_messages"
+    contact = _business_contact(deleted.get("business_connection_id"), deleted.get("chat"), path)
+    ids = deleted.get("message_ids")
+    for n, message_id in enumerate(ids if isinstance(ids, list) else ()):
+        message_id = identifier(message_id, f"{path}/message_ids/{n}")
+        found.add(Event(id=f"{event_id}:{message_id}", type=EventType.MESSAGE_DELETED,
+                        channel="telegram", contact=contact, timestamp=received_at,
+                        params={"message_id": message_id, "chat": _chat(deleted)}))
 
 
 def _attachments(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:

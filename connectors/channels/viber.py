@@ -7,7 +7,8 @@ the body keyed with the bot's auth token):
   with ``params.context`` (the deep-link context) and ``params.subscribed``;
 - ``message`` -> ``message.received``: text, and media (``picture``, ``video``, ``file``,
   ``sticker``, ``url``, ``contact``, ``location``) as ``message.attachments``;
-- ``unsubscribed`` -> ``contact.unsubscribed``;
+- ``unsubscribed`` -> ``contact.unsubscribed`` (a callback without ``message_token`` is
+  named by a digest of its body: see ``_event_id``);
 - the status of a message the bot sent: ``delivered`` -> ``message.delivered``, ``seen`` ->
   ``message.read``, ``failed`` -> ``message.failed`` (Viber's ``desc`` as the error). The
   contact is the person messaged (``user_id``); ``params.platform_message_id`` is the
@@ -43,6 +44,7 @@ from .base import (
     Setting,
     Verdict,
     answer_object,
+    content_digest,
     display_name,
     epoch_time,
     http_verdict,
@@ -202,6 +204,11 @@ def _status_event(kind: str, data: dict[str, Any]) -> Event:
 
 
 def _event_id(data: dict[str, Any]) -> str:
+    """``viber:<message_token>``; a callback sent without one (an ``unsubscribed`` as
+    Viber's own Python SDK tests it) is named by its event and a digest of the whole body,
+    so that the same callback delivered again is still a repeat."""
+    if data.get("message_token") is None:
+        return f"viber:{str(data.get('event'))[:40]}:{content_digest(data)}"
     return f"viber:{identifier(data.get('message_token'), 'message_token')}"
 
 

@@ -6,11 +6,18 @@ A body is ``{"object": "whatsapp_business_account", "entry": [{"changes": [{"fie
 - ``messages[]`` -> ``message.received`` (one each, deduplicated on the ``wamid``): text;
   a caption with image / video / audio / document / sticker as ``message.attachments``;
   location and shared contacts as attachments; interactive button and list replies and
-  template quick-reply buttons as ``message.postback`` (the title as text); a reaction
-  with ``params.reaction`` (the emoji) and ``reply_to`` the message it reacts to (a removed
-  reaction is skipped); ``context`` as ``reply_to``; an ad
-  click as ``params.referral``; a message type the Cloud API cannot show (``unsupported``)
-  still counts as the contact writing, with an ``other`` attachment;
+  template quick-reply buttons as ``message.postback`` (the title as text); every
+  structured reply (button, list, a WhatsApp Flow's ``nfm_reply``, a call-permission
+  reply) with its answers in ``params.answers`` and its kind in ``params.reply_type``;
+  ``context`` as ``reply_to``; an ad click as ``params.referral``; a message type the Cloud
+  API cannot show (``unsupported``) still counts as the contact writing, with an ``other``
+  attachment;
+- an ``edit`` -> ``message.received`` with ``message.edited`` true, the new text or
+  caption, and ``message.id`` the edited message's id (``original_message_id``);
+- a ``revoke`` (the contact deleted a message) -> ``message.deleted`` with
+  ``params.message_id`` (id ``whatsapp:deleted:<wamid>``); a ``reaction`` ->
+  ``message.reaction`` with ``params.emoji`` and ``params.message_id`` (a removed reaction,
+  one without an emoji, is skipped); neither opens a conversation;
 - a ``request_welcome`` message (the person opened the chat for the first time) ->
   ``welcome``;
 - ``statuses[]`` of a message we sent: ``delivered`` -> ``message.delivered``, ``read`` ->
@@ -19,7 +26,12 @@ A body is ``{"object": "whatsapp_business_account", "entry": [{"changes": [{"fie
   ``params.error``: ``{kind, code, message}`` from ``errors[0]``, read with the same table
   as a send's answer); ``sent`` is skipped (the send's answer already said so), and so is
   any other status; a status never opens anything;
-- ``errors[]`` are skipped with their reason.
+- ``errors[]`` are skipped with their reason;
+- the ``smb_message_echoes`` field (a reply typed in the WhatsApp Business app, on a
+  number that also uses the Cloud API): each of ``message_echoes[]`` -> ``message.sent`` to
+  the contact (``to``, else ``to_user_id``) with ``actor`` ``business_app``, an agent's
+  reply (an echoed ``edit`` with ``message.edited``), or for a ``revoke``
+  ``message.deleted``. Every other field is skipped (``other_field``).
 
 Sending: text (``{"text"}``), or a template message (``{"template": {"name", "language",
 "parameters"}}``, the only kind WhatsApp carries outside the 24-hour customer service
@@ -32,12 +44,15 @@ is then the identity. The profile name comes from ``contacts[]``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from rules_engine import Event, EventType
 from rules_engine.domain.model import ContactRef, Message
 
+from ..decoding import decode_json
+from ..errors import ApiError
 from .base import (
     SEND,
     AnswerKind,
@@ -66,6 +81,8 @@ MEDIA = {"image": "image", "video": "video", "audio": "audio", "document": "file
          "sticker": "sticker"}
 STATUS_EVENTS = {"delivered": EventType.MESSAGE_DELIVERED, "read": EventType.MESSAGE_READ,
                  "failed": EventType.MESSAGE_FAILED}
+ECHOES = "smb_message_echoes"
+BUSINESS_APP = "business_app"  # the actor of a reply typed in the WhatsApp Business app
 
 _T, _R, _P, _A = (AnswerKind.TRANSIENT, AnswerKind.RATE_LIMITED, AnswerKind.PERMANENT,
                   AnswerKind.AUTH)
@@ -129,11 +146,14 @@ class WhatsApp(MetaWebhook):
                 path = f"entry/{e}/changes/{c}"
                 with found.item(path):
                     change = mapping(change, path)
-                    if change.get("field") != "messages":
+                    if change.get("field") not in ("messages", ECHOES):
                         found.skip(path, "other_field", str(change.get("field"))[:100])
                         continue
-                    _read_value(found, mapping(change.get("value"), f"{path}/value"),
-                                f"{path}/value")
+                    value = mapping(change.get("value"), f"{path}/value")
+                    if change["field"] == ECHOES:
+                        _read_echoes(found, value, f"{path}/value")
+                    else:
+                        _read_value(found, value, f"{path}/value")
         return found.parsed()
 
     def outbound(self, recipient: str, content: Mapping[str, Any],
@@ -205,6 +225,33 @@ def _read_value(found: Collector, value: dict[str, Any], path: str) -> None:
     for n, error in enumerate(_list(value, "errors")):
         title = error.get("title") if isinstance(error, dict) else None
         found.skip(f"{path}/errors/{n}", "error", str(title)[:200])
+
+
+def _read_echoes(found: Collector, value: dict[str, Any], path: str) -> None:
+    """Replies typed in the WhatsApp Business app (``smb_message_echoes``)."""
+    for n, echo in enumerate(_list(value, "message_echoes")):
+        with found.item(f"{path}/message_echoes/{n}"):
+            _echo(found, mapping(echo, f"{path}/message_echoes/{n}"), f"{path}/message_echoes/{n}")
+
+
+def _echo(found: Collector, echo: dict[str, Any], path: str) -> None:
+    """One reply from the Business app: ``message.sent`` (an agent's reply) to the person it
+    was sent to, or ``message.deleted`` for a revoke; the business's own reaction is skipped."""
+    kind = echo.get("type")
+    if not isinstance(kind, str):
+        raise ItemError(f"{path}/type", "expected the message type")
+    if kind == "reaction":
+        return found.skip(path, "reaction", "the business's own reaction")
+    key = "to" if echo.get("to") is not None else "to_user_id"
+    contact = ContactRef(external_id=identifier(echo.get(key), f"{path}/{key}"))
+    wamid = identifier(echo.get("id"), f"{path}/id")
+    at = epoch_time(echo.get("timestamp"), f"{path}/timestamp", unit=1)
+    if kind == "revoke":
+        return found.add(_about_a_message(echo, wamid, path, contact, at, actor=BUSINESS_APP))
+    found.add(Event(id=f"whatsapp:{wamid}", type=EventType.MESSAGE_SENT, channel="whatsapp",
+                    contact=contact, timestamp=at, actor=BUSINESS_APP,
+                    message=_content_message(echo, wamid, path),
+                    params={"message_type": kind[:40]}))
 
 
 def _status(found: Collector, status: dict[str, Any], path: str) -> None:
@@ -286,8 +333,9 @@ def _message(found: Collector, message: dict[str, Any], path: str, names: dict[s
     if kind == "request_welcome":
         return found.add(Event(id=f"whatsapp:{wamid}", type=EventType.WELCOME, channel="whatsapp",
                                contact=contact, timestamp=at, params=params))
-    if kind == "reaction":
-        params["reaction"] = _content(message, "reaction").get("emoji")
+    if kind in ("reaction", "revoke"):
+        return found.add(_about_a_message(message, wamid, path, contact, at))
+    params.update(_answers(message, path))
     if isinstance(message.get("errors"), list):
         params["errors"] = [e.get("title") for e in message["errors"] if isinstance(e, dict)]
         for n, title in enumerate(params["errors"]):
@@ -302,7 +350,70 @@ def _content(message: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _about_a_message(message: dict[str, Any], wamid: str, path: str, contact: ContactRef,
+                     at: datetime, actor: str | None = None) -> Event:
+    """A reaction (``message.reaction``) or a revoke (``message.deleted``): the message it is
+    about in ``params.message_id``, the emoji in ``params.emoji``."""
+    if message["type"] == "revoke":
+        original = _content(message, "revoke").get("original_message_id")
+        return Event(id=f"whatsapp:deleted:{wamid}", type=EventType.MESSAGE_DELETED,
+                     channel="whatsapp", contact=contact, timestamp=at, actor=actor,
+                     params={"message_id": optional_text(original, f"{path}/revoke", limit=200)})
+    reaction = _content(message, "reaction")
+    return Event(id=f"whatsapp:{wamid}", type=EventType.MESSAGE_REACTION, channel="whatsapp",
+                 contact=contact, timestamp=at, params={
+                     "emoji": optional_text(reaction.get("emoji"), f"{path}/reaction", limit=40),
+                     "message_id": optional_text(reaction.get("message_id"),
+                                                 f"{path}/reaction", limit=200)})
+
+
+def _answers(message: dict[str, Any], path: str) -> dict[str, Any]:
+    """A structured reply's answers, for conditions: ``params.reply_type`` (``button_reply``,
+    ``list_reply``, ``nfm_reply``, ``call_permission_reply``, ``button``) and
+    ``params.answers`` (a Flow's ``response_json``, decoded; else the reply's own fields)."""
+    if message.get("type") == "button":
+        button = _content(message, "button")
+        return {"reply_type": "button",
+                "answers": _scalars({"id": button.get("payload"), "title": button.get("text")})}
+    interactive = _content(message, "interactive")
+    reply_type = interactive.get("type")
+    if message.get("type") != "interactive" or not isinstance(reply_type, str):
+        return {}
+    reply = _content(interactive, reply_type)
+    answers = (_flow_answers(reply.get("response_json"), f"{path}/interactive/nfm_reply")
+               if reply_type == "nfm_reply" else _scalars(reply))
+    return {"reply_type": reply_type[:40], "answers": answers}
+
+
+def _flow_answers(response_json: Any, path: str) -> dict[str, Any]:
+    """The answers a WhatsApp Flow sent back: ``response_json``, a JSON object as text."""
+    text = optional_text(response_json, f"{path}/response_json")
+    try:
+        answers = decode_json(text.encode()) if text else {}
+    except ApiError as error:
+        raise ItemError(f"{path}/response_json", f"not a JSON object: {error.message}") from None
+    if not isinstance(answers, dict):
+        raise ItemError(f"{path}/response_json", "not a JSON object")
+    return answers
+
+
+def _scalars(reply: Mapping[str, Any]) -> dict[str, Any]:
+    """A reply object's plain fields (text, numbers, booleans)."""
+    return {key: value for key, value in reply.items()
+            if isinstance(value, (str, int, float, bool)) and len(str(value)) <= 2000}
+
+
 def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
+    """The message a ``messages[]`` (or ``message_echoes[]``) item carries; an ``edit``
+    carries the new content, as the edited message (its id, ``edited`` true)."""
+    if message["type"] == "edit":
+        edit = _content(message, "edit")
+        new = _content(edit, "message")
+        original = optional_text(edit.get("original_message_id"), f"{path}/edit", limit=200)
+        if not isinstance(new.get("type"), str):
+            raise ItemError(f"{path}/edit/message/type", "expected the new message's type")
+        return replace(_content_message(new, original or wamid, f"{path}/edit/message"),
+                       edited=True)
     kind = message["type"]
     attachments = Attachments()
     text: Any = None
@@ -330,11 +441,10 @@ def _content_message(message: dict[str, Any], wamid: str, path: str) -> Message:
         interactive = _content(message, "interactive")
         reply = _content(interactive, "button_reply") or _content(interactive, "list_reply")
         text, postback = reply.get("title"), reply.get("id")
+        text = text or _content(interactive, "nfm_reply").get("body")
     elif kind == "button":
         button = _content(message, "button")
         text, postback = button.get("text"), button.get("payload")
-    elif kind == "reaction":
-        reply_to = _content(message, "reaction").get("message_id")
     elif kind == "order":
         text = _content(message, "order").get("text")
         attachments.add("other", title="order")

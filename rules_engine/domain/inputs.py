@@ -4,6 +4,9 @@
 - a welcome event (channels that send one) opens one if none is open (``welcome_event``);
 - a reply sent by an agent or a bot (``message.sent``) never opens one: it is recorded on
   the open conversation, if any (the first agent's reply as its first response);
+- a reaction (``message.reaction``) or a deletion (``message.deleted``) changes nothing
+  before rules run: it never opens or reopens a conversation, and (not being a message)
+  restarts no idle clock;
 - a timer's firing: ``conversation.idle`` (its rule runs if the conversation is still
   open), ``wait.ended`` (the engine resumes the waiting rule);
 - a contact's message, welcome or fulfillment notes when they last wrote on that identity
@@ -169,6 +172,8 @@ def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]
 BUILT_IN_FACTS: dict[EventType, frozenset[EventType]] = {
     EventType.MESSAGE_RECEIVED: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
     EventType.WELCOME: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
+    EventType.MESSAGE_REACTION: frozenset({EventType.CONTACT_CREATED}),
+    EventType.MESSAGE_DELETED: frozenset({EventType.CONTACT_CREATED}),
     EventType.DIALOGFLOW_FULFILLMENT: frozenset({
         EventType.CONVERSATION_OPENED, EventType.CONVERSATION_CLOSED, EventType.CONTACT_CREATED,
         EventType.CONTACT_TAG_ADDED, EventType.CONTACT_TAG_REMOVED, EventType.BOT_STATUS_CHANGED}),
@@ -182,6 +187,9 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.MESSAGE_SENT: _message_sent,
     EventType.WELCOME: _welcome,
     EventType.CONTACT_UNSUBSCRIBED: _unsubscribed,
+    EventType.MESSAGE_REACTION: _no_built_in_effect,
+    EventType.MESSAGE_DELETED: _no_built_in_effect,
+    EventType.MANUAL: _no_built_in_effect,
     EventType.MESSAGE_DELIVERED: move_status,
     EventType.MESSAGE_READ: move_status,
     EventType.MESSAGE_FAILED: move_status,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rules_engine.domain.aggregate import ContactState, load_state
+from rules_engine.domain.balancing import Strategy, choose
 from rules_engine.domain.errors import EventError, NotFoundError
 from rules_engine.domain.model import CloseSource, Contact, Conversation, EventType, OpenSource
 from rules_engine.domain.redaction import redact_url
@@ -191,6 +192,56 @@ class Lifecycle:
         detail = f"assigned conversation {updated.id} to " + " and ".join(
             f"{what} {new}" for what, _, new in changes)
         return Outcome("assign", True, detail + self._overwrites(f"conversation {updated.id}", changes, by),
+                       [fact], updated.id)
+
+    def assign_balanced(self, contact_id: int, *, team: str, strategy: Strategy,
+                        available_only: bool, max_open: int | None,
+                        by: str | None = None) -> Outcome:
+        """Assign the open conversation to a free member of ``team`` (see
+        ``balancing.choose``). When nobody is free it stays with the team, unassigned, and
+        ``conversation.unassignable`` says why."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("assign", False, "no open conversation to assign")
+        roster = self.tx.teams.lock_roster(team)  # after the contact: the engine's lock order
+        if conversation.team == team and conversation.assignee in {m.name for m in roster.members}:
+            return Outcome("assign", False, f"already assigned to {conversation.assignee} "
+                           f"of team {team}", [], conversation.id)
+        choice = choose(roster, strategy, available_only=available_only, max_open=max_open)
+        if choice.member is not None:
+            self.tx.teams.gave(team, choice.member)
+            outcome = self.assign(contact_id, user=choice.member, team=team, by=by)
+            outcome.detail += f" ({strategy}: {choice.reason})"
+            return outcome
+        clear = ("assignee",) if conversation.assignee is not None else ()
+        updated = self.tx.assign(conversation, assignee=None, team=team, clear=clear)
+        self._remember(updated, still_open=True)
+        fact = Fact(EventType.CONVERSATION_UNASSIGNABLE, contact_id, updated.channel, updated.id,
+                    {"team": team, "strategy": str(strategy), "reason": choice.reason})
+        return Outcome("assign", updated != conversation,
+                       f"{choice.reason}: conversation {updated.id} stays with team {team}, "
+                       "unassigned", [fact], updated.id)
+
+    def unassign(self, contact_id: int, *, team: bool, by: str | None = None) -> Outcome:
+        """Take the open conversation from its user (and, with ``team``, from its team)."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("unassign", False, "no open conversation to unassign")
+        cleared = tuple(column for column, had in (("assignee", conversation.assignee),
+                                                   ("team", conversation.team if team else None))
+                        if had is not None)
+        if not cleared:
+            return Outcome("unassign", False, "not assigned", [], conversation.id)
+        updated = self.tx.assign(conversation, assignee=None, team=None, clear=cleared)
+        self._remember(updated, still_open=True)
+        fact = Fact(EventType.CONVERSATION_UNASSIGNED, contact_id, updated.channel, updated.id,
+                    {"assignee": conversation.assignee if "assignee" in cleared else None,
+                     "team": conversation.team if "team" in cleared else None})
+        changes = [(("user" if column == "assignee" else column), getattr(conversation, column), None)
+                   for column in cleared]
+        detail = f"unassigned conversation {updated.id} from " + " and ".join(
+            f"{what} {old}" for what, old, _ in changes)
+        return Outcome("unassign", True, detail + self._overwrites(f"conversation {updated.id}", changes, by),
                        [fact], updated.id)
 
     def _overwrites(self, key: str, changes: list[tuple[str, Any, Any]],

@@ -67,11 +67,18 @@ class EventType(StrEnum):
     WELCOME = "welcome"
     DIALOGFLOW_FULFILLMENT = "dialogflow.fulfillment"
     CONTACT_UNSUBSCRIBED = "contact.unsubscribed"  # the contact opted out / blocked the bot
+    # the contact reacted to a message (params.emoji, params.message_id), or a message was
+    # deleted (params.message_id): neither opens a conversation nor restarts an idle clock
+    MESSAGE_REACTION = "message.reaction"
+    MESSAGE_DELETED = "message.deleted"
     # what became of a message we sent (a platform's status callback, or the outbox worker):
     # params name the platform's message id (or a watermark), the outbox row, and the error
     MESSAGE_DELIVERED = "message.delivered"
     MESSAGE_READ = "message.read"
     MESSAGE_FAILED = "message.failed"
+    # a person runs a rule whose trigger is ``manual`` on one contact (params.rule_id; actor:
+    # who ran it): an input from the users' API or the command line, and that rule's trigger
+    MANUAL = "manual"
     # the users' commands (inputs, not triggers)
     OPEN_CONVERSATION = "conversation.open"
     CLOSE_CONVERSATION = "conversation.close"
@@ -80,6 +87,9 @@ class EventType(StrEnum):
     CONVERSATION_OPENED = "conversation.opened"
     CONVERSATION_CLOSED = "conversation.closed"
     CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_UNASSIGNED = "conversation.unassigned"  # params: who and which team it had
+    # a balanced assign found nobody free: it stays with params.team (params.reason says why)
+    CONVERSATION_UNASSIGNABLE = "conversation.unassignable"
     CONTACT_CREATED = "contact.created"
     CONTACTS_MERGED = "contacts.merged"
     CONTACT_TAG_ADDED = "contact.tag_added"
@@ -96,11 +106,14 @@ COMMAND_TYPES = frozenset(
 )
 CHANNEL_INPUT_TYPES = frozenset(
     {EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.WELCOME,
-     EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED}
+     EventType.DIALOGFLOW_FULFILLMENT, EventType.CONTACT_UNSUBSCRIBED,
+     EventType.MESSAGE_REACTION, EventType.MESSAGE_DELETED}
 )
 MESSAGE_STATUS_TYPES = frozenset(
     {EventType.MESSAGE_DELIVERED, EventType.MESSAGE_READ, EventType.MESSAGE_FAILED})
-INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES
+INPUT_TYPES = CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES | COMMAND_TYPES | {EventType.MANUAL}
+# inputs that people issue: they name contacts that exist, and say who issued them (actor)
+ISSUED_TYPES = COMMAND_TYPES | {EventType.MANUAL}
 TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rules_engine.domain.model import CloseSource, Contact, Conversation, OpenSource, OutboxStatus
 
 if TYPE_CHECKING:
+    from rules_engine.domain.balancing import Roster
     from rules_engine.domain.timers import Timer
 
 
@@ -31,11 +32,27 @@ class OutboxPort(Protocol):
              error: Mapping[str, Any] | None = None) -> bool: ...
 
 
+class TeamsPort(Protocol):
+    """Teams as balanced assignment sees them."""
+
+    def lock_roster(self, team: str) -> Roster:
+        """The team's members with their open counts, its rotation locked until the unit of
+        work ends (no members: nobody was ever added to it)."""
+        ...
+
+    def gave(self, team: str, user: str) -> None:
+        """Note that the team gave its latest conversation to ``user`` (the rotation)."""
+        ...
+
+
 class DomainStore(Protocol):
     """The reads and writes of one unit of work that the domain makes."""
 
     @property
     def outbound(self) -> OutboxPort: ...
+
+    @property
+    def teams(self) -> TeamsPort: ...
 
     # contacts
     def get_contact(self, contact_id: int, *, lock: bool = False) -> Contact | None: ...
@@ -75,7 +92,7 @@ class DomainStore(Protocol):
                            note: str | None = None) -> Conversation | None: ...
 
     def assign(self, conversation: Conversation, *, assignee: str | None,
-               team: str | None) -> Conversation: ...
+               team: str | None, clear: tuple[str, ...] = ()) -> Conversation: ...
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool: ...
 

@@ -99,6 +99,16 @@ def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
+_CHOOSE_SHAPE = ("write `choose: {branches: [{conditions: ..., actions: [...]}, ...], "
+                 "default: [...]}`: the branches go under `branches:`, and the default "
+                 "beside them")
+
+
+def _misplaced(key: Any, known: list[str]) -> str | None:
+    """A hint for a key written one level too deep: a choose's default among its branches."""
+    return _CHOOSE_SHAPE if key == "default" and known == ["conditions", "actions"] else None
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaProblem:
     """One schema violation: the document path it is about, and what to say (``missing``:
@@ -139,7 +149,8 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         what = "action" if is_action else "key"
         return [
             SchemaProblem(path + (key,), f"unknown {what} '{key}'",
-                          did_you_mean(str(key), known) or f"allowed: {', '.join(known)}", True)
+                          did_you_mean(str(key), known) or _misplaced(key, known)
+                          or f"allowed: {', '.join(known)}", True)
             for key in extras
         ]
     if kind == "required":
@@ -152,6 +163,9 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
             return [SchemaProblem(path, "a rule file is a mapping with `rules:` and a list of "
                                   "rules under it, not a bare list",
                                   "add a first line `rules:` and indent the list under it")]
+        if path and path[-1] == "choose" and isinstance(error.instance, list):
+            return [SchemaProblem(path, "choose takes a mapping of `branches:` and "
+                                  "`default:`, not a list", _CHOOSE_SHAPE)]
         where = f"`{path[-1]}`" if path and isinstance(path[-1], str) else "this place"
         return [SchemaProblem(path, f"expected {expected}, got {_actual(error.instance)}",
                               _scalar_for_mapping(path, schema, error.instance)
@@ -160,6 +174,10 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
         noun = "trigger event" if path and path[-1] == "event" else "value"
+        if isinstance(error.instance, bool):  # YAML reads on/off/yes/no as true/false
+            return [SchemaProblem(path, f"unknown {noun} {str(error.instance).lower()} (YAML reads "
+                                  "on, off, yes and no as true or false)",
+                                  f"one of: {', '.join(options)}")]
         return [SchemaProblem(path, f"unknown {noun} '{error.instance}'", hint)]
     if kind == "pattern":
         if len(path) >= 2 and path[-2] == "channels":

@@ -92,6 +92,7 @@ _COMMON: dict[str, Spec] = {
 ROOTS_BY_EVENT: dict[EventType, dict[str, Spec]] = {
     EventType.MESSAGE_RECEIVED: {**_COMMON, "message": MESSAGE},
     EventType.MESSAGE_SENT: {**_COMMON, "message": MESSAGE, "actor": NULLABLE_TEXT},
+    EventType.MANUAL: {**_COMMON, "actor": NULLABLE_TEXT},  # actor: who ran the rule
     EventType.DIALOGFLOW_FULFILLMENT: {**_COMMON, "message": MESSAGE, "intent": INTENT,
                                        "params": DIALOGFLOW_PARAMS},
     # params.for and params.of: the idle rule's own trigger
@@ -179,7 +180,7 @@ def build_context(
     }
     if message is not None:
         context["message"] = message.to_dict()
-    if event_type is EventType.MESSAGE_SENT:
+    if event_type is EventType.MESSAGE_SENT or event_type is EventType.MANUAL:
         context["actor"] = actor
     if event_type is EventType.DIALOGFLOW_FULFILLMENT:
         context["intent"] = {"name": None, "display_name": None, "confidence": None,

@@ -6,16 +6,22 @@ Adding an action is one class here plus its argument schema in ``schema/rules.sc
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from rules_engine.domain.errors import ExpressionError, RuleValidationError
+from rules_engine.domain.balancing import Strategy
+from rules_engine.domain.errors import (
+    ExpressionError,
+    RulesEngineError,
+    RuleValidationError,
+)
 from rules_engine.domain.lifecycle import Lifecycle, Outcome
 from rules_engine.domain.model import CloseSource, EventType, OpenSource
 from rules_engine.domain.redaction import CREDENTIAL_HEADERS, redact_headers, redact_url
 from rules_engine.domain.timers import parse_duration
+from rules_engine.language.conditions import Condition, ConditionFailed, build_condition
 from rules_engine.language.context import Spec
 from rules_engine.language.expressions import (
     CompiledExpression,
@@ -34,7 +40,7 @@ class ActionRun:
     contact_id: int
     channel: str | None
     rule_id: str
-    path: str  # the action's place in its rule, e.g. actions/2
+    path: str  # the action's place in its rule, e.g. actions/2 or actions/0/choose/default/1
     context: Mapping[str, Any]
     now: datetime
     rule_digest: str = ""  # the rule's actions' fingerprint (a wait keeps it to resume)
@@ -81,15 +87,73 @@ class CloseConversation(Action):
                                    actor=run.rule_id, note=self.arguments.get("note"))
 
 
+# the options of a balanced assign, which only a strategy reads
+_BALANCING_OPTIONS = ("available_only", "max_open")
+
+
 class Assign(Action):
-    """Assign the open conversation to a user and/or a team."""
+    """Assign the open conversation to a user and/or a team; with a ``strategy``, to a free
+    member of the team (``round_robin`` or ``least_open``, ``available_only``, ``max_open``),
+    or, when nobody is free, to the team alone (``conversation.unassignable``)."""
 
     name = "assign"
-    emits = (EventType.CONVERSATION_ASSIGNED,)
+    emits = (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNABLE)
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        strategy = self.arguments.get("strategy")
+        self.strategy = Strategy(strategy) if strategy is not None else None
+        if self.strategy is None:
+            for option in _BALANCING_OPTIONS:
+                if option in self.arguments:
+                    raise RuleValidationError(
+                        f"{option} only applies with a strategy", path=option,
+                        hint="add strategy: round_robin (or least_open), or remove "
+                             f"{option}")
+        elif "user" in self.arguments:
+            raise RuleValidationError(
+                "a strategy chooses a member of a team, but `user` names the assignee",
+                path="strategy", hint="give team: instead of user: (or remove strategy)")
+        elif "team" not in self.arguments:
+            raise RuleValidationError("a strategy needs the team to choose from",
+                                      path="strategy", hint="add team: support")
 
     def run(self, run: ActionRun) -> Outcome:
+        by = f"rule '{run.rule_id}'"
+        if self.strategy is not None:
+            return run.lifecycle.assign_balanced(
+                run.contact_id, team=self.arguments["team"], strategy=self.strategy,
+                available_only=bool(self.arguments.get("available_only", False)),
+                max_open=self.arguments.get("max_open"), by=by)
         return run.lifecycle.assign(run.contact_id, user=self.arguments.get("user"),
-                                    team=self.arguments.get("team"), by=f"rule '{run.rule_id}'")
+                                    team=self.arguments.get("team"), by=by)
+
+
+class Unassign(Action):
+    """Take the open conversation from its user (``unassign: {}``), and from its team too
+    with ``team: true``."""
+
+    name = "unassign"
+    emits = (EventType.CONVERSATION_UNASSIGNED,)
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.unassign(run.contact_id, team=bool(self.arguments.get("team")),
+                                      by=f"rule '{run.rule_id}'")
+
+
+class SetBotStatus(Action):
+    """Hand the open conversation to a human (``paused``) or back to the bot (``active``):
+    the state Dialogflow's ``RB_BOTSTATUS`` sets."""
+
+    name = "set_bot_status"
+    emits = (EventType.BOT_STATUS_CHANGED,)
+
+    def __init__(self, arguments: Any, roots: Mapping[str, Spec]) -> None:
+        super().__init__({"status": arguments}, roots)
+        self.active = arguments == "active"
+
+    def run(self, run: ActionRun) -> Outcome:
+        return run.lifecycle.set_bot_status(run.contact_id, self.active, run.channel)
 
 
 class _TagAction(Action):
@@ -291,7 +355,8 @@ class Wait(Action):
                 raise
 
     def run(self, run: ActionRun) -> Outcome:
-        resume = int(run.path.rsplit("/", 1)[1]) + 1
+        sequence, index = run.path.rsplit("/", 1)
+        resume = f"{sequence}/{int(index) + 1}"  # the next action, in the wait's own branch
         return run.lifecycle.wait(
             run.contact_id, rule_id=run.rule_id, due_at=run.now + self.duration, payload={
                 "resume": resume, "if": self.arguments.get("if"), "digest": run.rule_digest,
@@ -300,10 +365,131 @@ class Wait(Action):
                 "for": self.arguments["for"]})
 
 
+MAX_CHOOSE_DEPTH = 3  # a choose inside a choose inside a choose, and no deeper
+
+
+class ActionProblems(RuleValidationError):
+    """Every problem found in one action's arguments, each with its ``path`` (a choose
+    reports those of all its branches at once); worded as the first."""
+
+    def __init__(self, problems: Sequence[RulesEngineError]) -> None:
+        first = problems[0]
+        super().__init__(first.message, path=first.path, hint=first.hint)
+        self.problems: list[RulesEngineError] = list(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One branch of a ``choose``: its conditions and the actions they run."""
+
+    condition: Condition
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a ``choose`` decided: the branch that runs (its index, ``"default"``, or None
+    when none held and there is no default), the place of its actions under the choose
+    (``branches/1/actions``, ``default``), and each condition it evaluated, logged by path
+    under the choose as a rule's are (a failed one with its error)."""
+
+    branch: int | str | None
+    place: str | None
+    actions: tuple[Action, ...]
+    log: dict[str, Any]
+
+
+class Choose(Action):
+    """Run the actions of the first branch whose conditions hold, else the ``default``
+    ones (``- choose: {branches: [{conditions, actions}, ...], default: [...]}``); the
+    engine runs what ``pick`` chose, then the actions after the choose."""
+
+    name = "choose"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        problems: list[RulesEngineError] = []
+        self.branches = tuple(self._branch(index, raw, roots, problems)
+                              for index, raw in enumerate(self.arguments["branches"]))
+        self.default: tuple[Action, ...] | None = None
+        if "default" in self.arguments:
+            self.default = _compile_sequence(self.arguments["default"], roots, "default", problems)
+        problems.extend(self._emptiness())
+        depth = self.depth()
+        if depth > MAX_CHOOSE_DEPTH:
+            problems.append(RuleValidationError(
+                f"choose is nested {depth} deep; at most {MAX_CHOOSE_DEPTH}",
+                path="branches", hint="flatten it: join nested conditions with `all:`, or move "
+                "the innermost choice into a rule of its own"))
+        if problems:
+            raise ActionProblems(problems)
+
+    @staticmethod
+    def _branch(index: int, raw: Mapping[str, Any], roots: Mapping[str, Spec],
+                problems: list[RulesEngineError]) -> Branch:
+        place = f"branches/{index}"
+        broken: list[ExpressionError] = []
+        condition = build_condition(raw["conditions"], roots, f"{place}/conditions", broken)
+        problems.extend(broken)
+        return Branch(condition, _compile_sequence(raw["actions"], roots, f"{place}/actions",
+                                                   problems))
+
+    def _emptiness(self) -> Iterator[RuleValidationError]:
+        if not self.branches:
+            yield RuleValidationError(
+                "a choose with no branches: there is nothing to choose from", path="branches",
+                hint="add a branch `{conditions: ..., actions: [...]}`, or write the default's "
+                     "actions in place of the choose")
+        for index, raw in enumerate(self.arguments["branches"]):
+            if not raw["actions"]:
+                yield RuleValidationError(
+                    f"branch {index} has no actions", path=f"branches/{index}/actions",
+                    hint="give it an action, or drop the branch")
+        if self.arguments.get("default") == []:
+            yield RuleValidationError("the default has no actions", path="default",
+                                      hint="drop `default:` (when no branch holds, nothing "
+                                           "runs) or give it an action")
+
+    def sequences(self) -> Iterator[tuple[str, tuple[Action, ...]]]:
+        """(place under the choose, actions) of each branch, then of the default."""
+        for index, branch in enumerate(self.branches):
+            yield f"branches/{index}/actions", branch.actions
+        if self.default is not None:
+            yield "default", self.default
+
+    def depth(self) -> int:
+        """How many choose deep this one is: 1, or more with a choose in a branch."""
+        return 1 + max((action.depth() for _, actions in self.sequences()
+                        for action in actions if isinstance(action, Choose)), default=0)
+
+    def pick(self, context: Mapping[str, Any], now: datetime) -> Choice:
+        """The branch that runs: the first whose conditions hold (a condition that fails
+        counts as false), else the default; the later branches are not tried."""
+        log: dict[str, Any] = {}
+        for index, branch in enumerate(self.branches):
+            try:
+                if branch.condition.holds(context, now, log):
+                    return Choice(index, f"branches/{index}/actions", branch.actions, log)
+            except ConditionFailed:
+                continue  # logged with its error
+        if self.default is not None:
+            return Choice("default", "default", self.default, log)
+        return Choice(None, None, (), log)
+
+    def shown_arguments(self) -> dict[str, Any]:
+        """The branches and default with each action's arguments as traces show them."""
+        def shown(actions: tuple[Action, ...]) -> list[dict[str, Any]]:
+            return [{action.name: action.shown_arguments()} for action in actions]
+        return {"branches": [{"conditions": raw["conditions"], "actions": shown(branch.actions)}
+                             for raw, branch in zip(self.arguments["branches"], self.branches,
+                                                    strict=True)],
+                **({"default": shown(self.default)} if self.default is not None else {})}
+
+
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
-    for action in (OpenConversation, CloseConversation, Assign, AddTag, RemoveTag, SetField,
-                   SendMessage, SendTemplate, HttpRequest, Wait)
+    for action in (OpenConversation, CloseConversation, Assign, Unassign, SetBotStatus, AddTag,
+                   RemoveTag, SetField, SendMessage, SendTemplate, HttpRequest, Wait, Choose)
 }
 
 
@@ -312,11 +498,75 @@ def compile_action(
 ) -> Action:
     """Build the registry's action ``name`` from schema-checked arguments.
 
-    Raises ExpressionError when an argument expression does not compile, RuleValidationError
-    when an argument breaks a rule the schema cannot state; either with ``path`` set.
+    Raises ActionProblems listing every problem (an expression that does not compile, an
+    argument that breaks a rule the schema cannot state), each with its ``path`` set.
     """
     try:
         return ACTIONS[name](arguments, roots)
+    except ActionProblems as failed:
+        problems = failed.problems
     except (ExpressionError, RuleValidationError) as error:
-        error.path = f"{path}/{name}/{error.path or 'expr'}"
-        raise
+        problems = [error]
+    for problem in problems:
+        problem.path = f"{path}/{name}/{problem.path or 'expr'}"
+    raise ActionProblems(problems)
+
+
+def _compile_sequence(raw: Sequence[Mapping[str, Any]], roots: Mapping[str, Spec], path: str,
+                      problems: list[RulesEngineError]) -> tuple[Action, ...]:
+    """The actions of a list (at ``path``); every problem goes to ``problems``."""
+    actions = []
+    for index, item in enumerate(raw):
+        (name, arguments), = item.items()
+        try:
+            actions.append(compile_action(name, arguments, roots, f"{path}/{index}"))
+        except ActionProblems as failed:
+            problems.extend(failed.problems)
+    return tuple(actions)
+
+
+def walk(actions: Sequence[Action], base: str = "actions") -> Iterator[tuple[str, Action]]:
+    """Every action with its path, those in a choose's branches included (in order, each
+    choose before its branches' actions)."""
+    for index, action in enumerate(actions):
+        path = f"{base}/{index}"
+        yield path, action
+        if isinstance(action, Choose):
+            for place, sequence in action.sequences():
+                yield from walk(sequence, f"{path}/choose/{place}")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A list of actions being run: the list, its path, and where the run starts in it."""
+
+    actions: tuple[Action, ...]
+    base: str  # e.g. actions, or actions/2/choose/branches/0/actions
+    start: int
+
+
+_STEP = re.compile(r"/choose/(branches/\d+/actions|default)/(\d+)")
+
+
+def frames_at(actions: tuple[Action, ...], path: str) -> list[Frame] | None:
+    """Where a run that resumes at ``path`` (the action after a wait: ``actions/3``, or
+    ``actions/2/choose/branches/0/actions/1`` inside a branch) goes: the list the path is
+    in from there on, then each enclosing list from just after its choose, innermost
+    first. None when ``path`` names no such place in ``actions``."""
+    top = re.fullmatch(r"actions/(\d+)((?:/choose/(?:branches/\d+/actions|default)/\d+)*)",
+                       path)
+    if top is None:
+        return None
+    frames: list[Frame] = []
+    sequence, base, index = actions, "actions", int(top.group(1))
+    for place, inner in _STEP.findall(top.group(2)):
+        chooser = sequence[index] if index < len(sequence) else None
+        found = dict(chooser.sequences()).get(place) if isinstance(chooser, Choose) else None
+        if found is None:
+            return None
+        frames.append(Frame(sequence, base, index + 1))
+        sequence, base, index = found, f"{base}/{index}/choose/{place}", int(inner)
+    if index > len(sequence):
+        return None
+    frames.append(Frame(sequence, base, index))
+    return frames[::-1]

@@ -16,7 +16,11 @@
 - idle rules: a ``wait`` in one (its conversation is the idle one: the wait outlives the
   point), one whose actions do nothing to the conversation (it fires once, then the
   conversation stays idle until the next message), one whose ``for`` is shorter than its
-  ``cooldown`` (the cooldown swallows firings).
+  ``cooldown`` (the cooldown swallows firings);
+- ``choose`` branches that never run: after a branch whose conditions always hold (the
+  later branches and the default), or whose own conditions are always false.
+
+What a rule's actions emit, add or wait for counts the actions inside its choose branches.
 """
 from __future__ import annotations
 
@@ -29,15 +33,13 @@ from rules_engine.domain.channels import reply_windows, welcome_channels
 from rules_engine.domain.errors import RulesEngineError, RuleValidationError, RuleWarning
 from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
 from rules_engine.domain.model import (
-    CHANNEL_INPUT_TYPES,
     INPUT_TYPES,
-    MESSAGE_STATUS_TYPES,
     EventType,
 )
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
 from rules_engine.language.expressions import ExpressionRuntimeError
 from rules_engine.language.types import chain_of
-from rules_engine.rules.actions import Action
+from rules_engine.rules.actions import Action, Choose, walk
 from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
@@ -49,7 +51,8 @@ _ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message
 
 
 def _emits(rule: Rule) -> set[EventType]:
-    return {event for action in rule.actions for event in action.emits}
+    """What the rule's actions may emit (in any branch)."""
+    return {event for _, action in walk(rule.actions) for event in action.emits}
 
 
 def _channels_meet(first: frozenset[str] | None, second: frozenset[str] | None) -> bool:
@@ -141,8 +144,7 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     f"{what}: {', '.join(without)} send no welcome event",
                     hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
-        if (rule.event not in CHANNEL_INPUT_TYPES | MESSAGE_STATUS_TYPES
-                and rule.event not in emitted):
+        if rule.event not in INPUT_TYPES and rule.event not in emitted:
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
                               **_where(rule, "trigger/event"))
@@ -190,14 +192,14 @@ def _idle_rules(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     for rule in rules:
         if rule.idle is None:
             continue
-        for index, action in enumerate(rule.actions):
+        for path, action in walk(rule.actions):
             if action.name == "wait":
                 yield RuleWarning(
                     "a wait in an idle rule: the conversation is already idle, and a message "
                     "that ends the idleness does not stop the wait",
                     hint="use a longer `for` instead, or a second idle rule",
-                    **_where(rule, f"actions/{index}"))
-        if not any(action.name in _ACTS_ON_CONVERSATION for action in rule.actions):
+                    **_where(rule, path))
+        if not any(action.name in _ACTS_ON_CONVERSATION for _, action in walk(rule.actions)):
             yield RuleWarning(
                 "this idle rule does nothing to the conversation: it fires once, and the "
                 "conversation stays idle until someone writes",
@@ -309,14 +311,14 @@ def _cannot_hold(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
 def _already_done(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     """Actions the engine's built-in handling of the trigger has already done."""
     for rule in rules:
-        for index, action in enumerate(rule.actions):
+        for path, action in walk(rule.actions):
             if action.name == "open_conversation" and rule.event in (
                     EventType.MESSAGE_RECEIVED, EventType.WELCOME):
                 yield RuleWarning(
                     f"open_conversation does nothing here: on {rule.event} the engine has "
                     "opened the conversation before rules run",
                     hint="route it with assign, or trigger on conversation.opened to act "
-                         "when one opens", **_where(rule, f"actions/{index}"))
+                         "when one opens", **_where(rule, path))
             if action.name == "close_conversation" and rule.event is \
                     EventType.DIALOGFLOW_FULFILLMENT and any(
                     MARKDONE in text for _, text in rule.expressions()):
@@ -325,7 +327,7 @@ def _already_done(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     "engine has already closed the conversation (close source dialogflow)",
                     hint="drop the rule; to act after such a close, trigger on "
                          "conversation.closed with conditions: [\"conversation.close_source "
-                         "== 'dialogflow'\"]", **_where(rule, f"actions/{index}"))
+                         "== 'dialogflow'\"]", **_where(rule, path))
 
 
 def _before_a_wait(rule: Rule) -> list[Action]:
@@ -347,6 +349,8 @@ def _sets(rule: Rule) -> dict[str, str]:
         if action.name == "assign":
             found.update({what: f"{what} {arguments[what]}"
                           for what in ("user", "team") if what in arguments})
+            if "strategy" in arguments:
+                found["user"] = f"user a member of team {arguments['team']}"
         elif action.name == "set_field":
             found[f"field {arguments['name']}"] = f"field {arguments['name']}"
     return found
@@ -416,6 +420,11 @@ def _add_and_remove_one_tag(first: Rule, second: Rule) -> bool:
     return bool(sources(first) & sources(second))
 
 
+def _run_by_name(first: Rule, second: Rule) -> bool:
+    """Two rules run by hand: a manual run runs the one rule it names, never both."""
+    return first.event is second.event is EventType.MANUAL
+
+
 def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     """Two rules that set the same thing in one event's chain: the later one wins."""
     seen: set[tuple[str, str, str]] = set()
@@ -423,7 +432,8 @@ def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
         for position, (_, later) in enumerate(chain):
             for _, earlier in chain[:position]:
                 if not _channels_meet(earlier.channels, later.channels) \
-                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later):
+                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later) \
+                        or _run_by_name(earlier, later):
                     continue
                 for what in _sets(earlier).keys() & _sets(later).keys():
                     if (earlier.id, later.id, what) in seen:
@@ -457,12 +467,11 @@ def _tag_literals(tree: ast.AST) -> Iterable[str]:
 
 def _tag_case(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     """A tag looked for in a case no rule writes it in (tags are compared exactly)."""
-    added = {tag for rule in rules for action in rule.actions
+    added = {tag for rule in rules for _, action in walk(rule.actions)
              if action.name == "add_tag" for tag in getattr(action, "tags", [])}
     by_lower = {tag.lower(): tag for tag in added}
     for rule in rules:
-        compiled = list(rule.condition.compiled()) if rule.condition is not None else []
-        for path, expression in compiled:
+        for path, expression in rule.compiled():
             for tag in _tag_literals(expression.tree):
                 written = by_lower.get(tag.lower())
                 if tag not in added and written is not None:
@@ -472,12 +481,39 @@ def _tag_case(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                         **_where(rule, path))
 
 
+def _unreachable_branches(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+    """Choose branches that never run: their conditions are always false, or an earlier
+    branch's always hold (which also leaves the default unused)."""
+    for rule in rules:
+        for path, action in walk(rule.actions):
+            if not isinstance(action, Choose):
+                continue
+            for index, branch in enumerate(action.branches):
+                place = f"{path}/choose/branches/{index}"
+                if branch.condition.constant() is False:
+                    yield RuleWarning(
+                        f"branch {index} never runs: its conditions are always false",
+                        hint="fix its conditions, or drop the branch",
+                        **_where(rule, f"{place}/conditions"))
+                if branch.condition.constant() is not True:
+                    continue
+                later = [f"branch {n}" for n in range(index + 1, len(action.branches))]
+                later += ["the default"] if action.default is not None else []
+                if later:
+                    yield RuleWarning(
+                        f"what follows branch {index} never runs (its conditions always "
+                        f"hold): {', '.join(later)}", hint=f"fix the conditions of branch "
+                        f"{index}, or drop what follows it", **_where(rule, place))
+                break
+
+
 def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWarning]]:
     """(errors, warnings) about how the enabled rules work together."""
     enabled = [rule for rule in rules if rule.enabled]
     findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
                 *_idle_rules(enabled), *_reply_windows(enabled), *_cannot_hold(enabled),
-                *_already_done(enabled), *_overwritten(enabled), *_tag_case(enabled)]
+                *_already_done(enabled), *_overwritten(enabled), *_tag_case(enabled),
+                *_unreachable_branches(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]
     warnings = [f for f in findings if isinstance(f, RuleWarning)]
     return errors, warnings

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +32,7 @@ from rules_engine.formats.yaml_source import SourceMap, load_yaml
 from rules_engine.language.business_hours import BusinessHours, parse_business_hours
 from rules_engine.language.conditions import build_condition
 from rules_engine.language.context import every_root, roots_for
-from rules_engine.rules.actions import compile_action
+from rules_engine.rules.actions import ActionProblems, compile_action
 from rules_engine.rules.analysis import analyse
 from rules_engine.rules.ruleset import Rule, RuleSet
 
@@ -40,6 +40,10 @@ _Located = TypeVar("_Located", bound=RulesEngineError)
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 _USES_BUSINESS_HOURS = re.compile(r"\bin_business_hours\s*\(")
+
+
+# the actions whose ``team`` argument names a team
+_NAMES_A_TEAM = ("assign", "open_conversation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,16 @@ class RuleFile:
     text: str
     data: Any
     source_map: SourceMap
+
+
+@dataclass(frozen=True, slots=True)
+class _TeamUse:
+    """A team an action names, and where."""
+
+    file: RuleFile
+    place: tuple[str | int, ...]
+    team: str
+    balanced: bool  # a strategy chooses among its members
 
 
 def rule_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -97,6 +111,8 @@ class _Validator:
         self.business_hours: BusinessHours | None = None
         self.business_hours_file: str | None = None
         self.uses_business_hours: list[tuple[RuleFile, int]] = []  # rules calling it
+        self.teams: set[str] = set()  # the teams the files declare
+        self.team_uses: list[_TeamUse] = []
 
     def located(self, file: RuleFile, path: tuple[str | int, ...], error: _Located,
                 *, at_key: bool = False) -> _Located:
@@ -159,9 +175,9 @@ class _Validator:
             (name, arguments), = item.items()
             try:
                 actions.append(compile_action(name, arguments, roots, f"actions/{position}"))
-            except (ExpressionError, RuleValidationError) as error:
-                problems += 1
-                self.errors.append(self.in_rule(file, base, error))
+            except ActionProblems as failed:
+                problems += len(failed.problems)
+                self.errors.extend(self.in_rule(file, base, error) for error in failed.problems)
         if problems:
             return None
         assert event is not None  # the schema accepts the known events only
@@ -213,6 +229,33 @@ class _Validator:
                 "in_business_hours() is used but no rule file defines business_hours",
                 hint="add a top-level business_hours: {timezone: Europe/Paris, weekly: "
                      "{mon: [\"09:00-18:00\"], ...}} to one rule file")))
+
+    def note_teams(self, file: RuleFile, broken: list[tuple[str | int, ...]]) -> None:
+        """The teams a file declares (``teams: [support, billing]``)."""
+        declared = file.data.get("teams") if isinstance(file.data, dict) else None
+        if isinstance(declared, list) and not any(path[:1] == ("teams",) for path in broken):
+            self.teams.update(declared)
+
+    def note_team_uses(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
+        """Remember each team an action names (``assign``, ``open_conversation``)."""
+        for place, name, arguments in _written_actions(raw.get("actions"), ("actions",)):
+            if name in _NAMES_A_TEAM and isinstance(arguments, dict) \
+                    and isinstance(arguments.get("team"), str):
+                self.team_uses.append(_TeamUse(file, ("rules", index, *place, name, "team"),
+                                               arguments["team"], "strategy" in arguments))
+
+    def check_teams_declared(self) -> None:
+        """Once teams are declared, every team named is one of them; a balanced assign's
+        team is always declared."""
+        for use in self.team_uses:
+            if use.team in self.teams or not (self.teams or use.balanced):
+                continue
+            hint = did_you_mean(use.team, sorted(self.teams)) or (
+                f"declare it in a rule file: teams: [{', '.join(sorted({*self.teams, use.team}))}]")
+            self.errors.append(self.located(use.file, use.place, RuleValidationError(
+                f"unknown team '{use.team}'" + ("" if self.teams else
+                                                 ": a strategy chooses among a declared team"),
+                hint=hint)))
 
     def check_channels(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
         """A channel that no adapter registers but is a near miss of one is a typo."""
@@ -275,12 +318,14 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
         digest.update(file.name.encode() + b"\0" + file.text.encode() + b"\0")
         broken = validator.check_schema(file)
         validator.check_business_hours(file, broken.get(-1, []))
+        validator.note_teams(file, broken.get(-1, []))
         raw_rules = file.data.get("rules") if isinstance(file.data, dict) else None
         for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
             if not isinstance(raw, dict):
                 continue
             validator.check_duplicate_ids(file, index, raw)
             validator.check_channels(file, index, raw)
+            validator.note_team_uses(file, index, raw)
             rule = validator.build_rule(file, index, raw, broken.get(index, []))
             if rule is not None:
                 validator.note_business_hours_use(file, index, rule)
@@ -288,6 +333,7 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
                                           for warning in rule.expression_warnings())
                 rules.append(rule)
     validator.check_business_hours_defined()
+    validator.check_teams_declared()
     errors, found = analyse(rules)  # the static checks run on every rule that is valid
     warnings = sorted([*validator.warnings, *found], key=_where)
     problems = validator.errors + errors
@@ -300,6 +346,25 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
 def _where(problem: RulesEngineError) -> tuple[str, int, int]:
     """Sort key: by file, line and column."""
     return problem.file or "", problem.line or 0, problem.column or 0
+
+
+def _written_actions(items: Any, place: tuple[str | int, ...]
+                     ) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+    """Each action as written in the list at ``place``, those in choose branches included:
+    (its place, its name, its arguments); what is not an action is skipped (the schema
+    reports it)."""
+    for position, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        (name, arguments), = item.items()
+        yield (*place, position), name, arguments
+        if name == "choose" and isinstance(arguments, dict):
+            inside = (*place, position, "choose")
+            branches = arguments.get("branches")
+            for index, branch in enumerate(branches if isinstance(branches, list) else []):
+                yield from _written_actions(_mapping(branch).get("actions"),
+                                            (*inside, "branches", index, "actions"))
+            yield from _written_actions(arguments.get("default"), (*inside, "default"))
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from rules_engine.domain.errors import RulesEngineError, RuleWarning
 from rules_engine.domain.model import EventType
 from rules_engine.domain.timers import IdleClock
 from rules_engine.language.conditions import Condition
-from rules_engine.rules.actions import Action, Wait
+from rules_engine.language.expressions import CompiledExpression
+from rules_engine.rules.actions import Action, Choose, Wait, walk
 from rules_engine.trace.shapes import Catalog, CatalogEntry
 
 if TYPE_CHECKING:
@@ -47,25 +48,38 @@ class Rule:
                 "args": [action.shown_arguments() for action in self.actions]}
 
     def expression_warnings(self) -> Iterator[RuleWarning]:
-        """What the rule's conditions (and waits' ``if``) evaluate but can never make true,
-        each at its path, with the column inside the expression."""
-        compiled = list(self.condition.compiled()) if self.condition is not None else []
-        compiled += [(f"actions/{index}/wait/if", action.condition)
-                     for index, action in enumerate(self.actions)
-                     if isinstance(action, Wait) and action.condition is not None]
-        for path, expression in compiled:
+        """What the rule's conditions (its own, its choose branches', its waits' ``if``)
+        evaluate but can never make true, each at its path, with the column inside the
+        expression."""
+        for path, expression in self.compiled():
             for warning in expression.warnings:
                 yield RuleWarning(warning.message, column=warning.column, path=path,
                                   hint=warning.hint)
 
+    def compiled(self) -> Iterator[tuple[str, CompiledExpression]]:
+        """(path, expression) of every expression the rule evaluates as a condition."""
+        if self.condition is not None:
+            yield from self.condition.compiled()
+        for path, action in walk(self.actions):
+            if isinstance(action, Wait) and action.condition is not None:
+                yield f"{path}/wait/if", action.condition
+            elif isinstance(action, Choose):
+                for branch in action.branches:
+                    yield from ((f"{path}/choose/{place}", expression)
+                                for place, expression in branch.condition.compiled())
+
     def expressions(self) -> Iterator[tuple[str, str]]:
-        """(path, text) of every expression the rule evaluates: each leaf of its conditions,
-        and each wait's ``if``."""
+        """(path, text) of every condition the rule evaluates: each leaf of its conditions
+        and of its choose branches' conditions, and each wait's ``if``."""
         if self.condition is not None:
             yield from self.condition.sources()
-        for index, action in enumerate(self.actions):
-            if action.name == "wait" and "if" in action.arguments:
-                yield f"actions/{index}/wait/if", action.arguments["if"]
+        for path, action in walk(self.actions):
+            if isinstance(action, Wait) and "if" in action.arguments:
+                yield f"{path}/wait/if", action.arguments["if"]
+            elif isinstance(action, Choose):
+                for branch in action.branches:
+                    yield from ((f"{path}/choose/{place}", text)
+                                for place, text in branch.condition.sources())
 
 
 class RuleSet:

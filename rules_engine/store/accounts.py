@@ -1,10 +1,11 @@
-"""The people's rows (users, dashboard sessions, failed sign-ins), inside a unit of work."""
+"""The people's rows (users and their teams, dashboard sessions, failed sign-ins), inside a
+unit of work."""
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rules_engine.store import tables as t
@@ -43,6 +44,39 @@ class AccountsTx:
         self.connection.execute(
             update(t.users).where(t.users.c.id == user_id).values(revoked_at=at))
         self.connection.execute(delete(t.sessions).where(t.sessions.c.user_id == user_id))
+
+    def set_presence(self, user_id: int, values: dict[str, Any]) -> None:
+        """Set a user's ``availability`` and/or ``max_open``."""
+        self.connection.execute(update(t.users).where(t.users.c.id == user_id).values(values))
+
+    def join_team(self, team: str, user_id: int) -> bool:
+        """Put a user on a team (and give the team its rotation row); False if already on it."""
+        insert = postgresql.insert if self.connection.dialect.name == "postgresql" else sqlite.insert
+        self.connection.execute(insert(t.team_rotations).values(team=team, last_user=None)
+                                .on_conflict_do_nothing(index_elements=["team"]))
+        return self.connection.execute(  # RETURNING: rowcount is not reliable here
+            insert(t.team_members).values(team=team, user_id=user_id)
+            .on_conflict_do_nothing(index_elements=["team", "user_id"])
+            .returning(t.team_members.c.team)).first() is not None
+
+    def leave_team(self, team: str, user_id: int) -> bool:
+        m = t.team_members
+        return bool(self.connection.execute(
+            delete(m).where(m.c.team == team, m.c.user_id == user_id)).rowcount)
+
+    def team_members(self) -> list[tuple[str, str]]:
+        """(team, user name) for every membership, by team then name."""
+        m, u = t.team_members, t.users
+        return [(row.team, row.name) for row in self.connection.execute(
+            select(m.c.team, u.c.name).join(u, u.c.id == m.c.user_id).order_by(m.c.team, u.c.name))]
+
+    def open_counts(self) -> dict[str, int]:
+        """Open conversations per assignee."""
+        c = t.conversations
+        return {name: int(count) for name, count in self.connection.execute(
+            select(c.c.assignee, func.count()).where(c.c.closed_at.is_(None),
+                                                     c.c.assignee.is_not(None))
+            .group_by(c.c.assignee))}
 
     def add_session(self, *, digest: str, user_id: int, at: datetime,
                     expires_at: datetime) -> None:

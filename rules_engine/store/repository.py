@@ -29,6 +29,7 @@ from rules_engine.store import tables as t
 from rules_engine.store.outbound import OutboundTx
 from rules_engine.store.prepared import execute_on_driver
 from rules_engine.store.rollups import FIRST_RESPONSE, RESOLUTION, Rollups
+from rules_engine.store.teams import TeamsTx
 
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
 
@@ -80,6 +81,7 @@ class StoreTx(Rollups):
         super().__init__(connection, dialect)
         self._savepoints = 0
         self.outbound = OutboundTx(connection, dialect)
+        self.teams = TeamsTx(connection, dialect)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -475,11 +477,15 @@ class StoreTx(Rollups):
         return _conversation(row)
 
     def assign(
-        self, conversation: Conversation, *, assignee: str | None, team: str | None
+        self, conversation: Conversation, *, assignee: str | None, team: str | None,
+        clear: tuple[str, ...] = (),
     ) -> Conversation:
-        """Set the assignee and/or team (a None leaves that one as it is); a first response
-        already counted moves to them in the rollups (``conversation``: as it was before)."""
-        values = {k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        """Set the assignee and/or team (a None leaves that one as it is); the columns named
+        in ``clear`` (``assignee``, ``team``) become empty. A first response already counted
+        moves to the new values in the rollups (``conversation``: as it was before)."""
+        values: dict[str, str | None] = {
+            k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
+        values.update(dict.fromkeys(clear))
         if not values:
             return conversation
         c = t.conversations

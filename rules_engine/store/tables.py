@@ -150,6 +150,11 @@ Index("ix_conversations_report", conversations.c.closed_at, conversations.c.reso
       conversations.c.assignee, conversations.c.team, conversations.c.channel,
       conversations.c.open_source, conversations.c.close_source)
 
+# A user's open conversations, counted against their capacity.
+Index("ix_conversations_open_assignee", conversations.c.assignee,
+      sqlite_where=conversations.c.closed_at.is_(None),
+      postgresql_where=conversations.c.closed_at.is_(None))
+
 # Covers first-response reports (range on first_response_at, any slice).
 Index("ix_conversations_first_response", conversations.c.first_response_at,
       conversations.c.first_response_seconds, conversations.c.assignee, conversations.c.team,
@@ -317,6 +322,26 @@ users = Table(
     Column("token_digest", Str(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    # balanced assignment: whether they take new conversations, and how many open at most
+    Column("availability", Str(10), nullable=False, server_default="available"),
+    Column("max_open", Integer),
+)
+
+# Balanced assignment: who is on which team, and one row per team holding its rotation
+# (whom it last gave a conversation), locked while a conversation is given out.
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("team", Str(100), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+)
+Index("ix_team_members_user", team_members.c.user_id)
+
+team_rotations = Table(
+    "team_rotations",
+    metadata,
+    Column("team", Str(100), primary_key=True),
+    Column("last_user", Str(100)),
 )
 
 sessions = Table(

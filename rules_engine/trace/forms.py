@@ -17,6 +17,7 @@ the API and rule tests read. The shapes of both forms are in ``shapes``.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
@@ -58,6 +59,38 @@ def stored_conditions(log: Mapping[str, StoredCondition]) -> dict[str, StoredCon
             for path, value in log.items()}
 
 
+def stored_choice(log: Mapping[str, StoredCondition]) -> dict[str, StoredCondition]:
+    """A choose's condition results as its line keeps them: ``branches/1/conditions/all/0``
+    (a path under the choose) as ``1/all/0``."""
+    return {path.removeprefix("branches/").replace("/conditions", "", 1): value
+            for path, value in log.items()}
+
+
+def _branch_condition_path(choose: str, key: str) -> str:
+    """The full path of a choose's condition kept as ``key`` (see ``stored_choice``)."""
+    branch, _, rest = key.partition("/")
+    return f"{choose}/choose/branches/{branch}/conditions" + (f"/{rest}" if rest else "")
+
+
+def _choice_detail(line: StoredOutcome, branches: int | None) -> str:
+    """Why a choose ran what it did: the branch that ran, each branch tried before it
+    (false, or failed with its error), and the later ones, not tried. ``branches``: how
+    many it has (from the catalog), None when unknown."""
+    chosen = line.get("branch")
+    tried: dict[int, str] = {}
+    for key, logged in line.get("conditions", {}).items():
+        branch = int(key.partition("/")[0])
+        if isinstance(logged, dict) and "error" in logged:
+            tried[branch] = f"branch {branch} failed, counted false: {logged['error']}"
+        else:
+            tried.setdefault(branch, f"branch {branch} false")
+    head = ("no branch held and there is no default" if chosen is None
+            else "default ran" if chosen == "default" else f"branch {chosen} ran")
+    later = range(chosen + 1, branches) if isinstance(chosen, int) and branches else ()
+    return "; ".join([head, *(note for branch, note in sorted(tried.items()) if branch != chosen),
+                      *(f"branch {branch} not tried" for branch in later)])
+
+
 def result_of(entry: StoredRule) -> str:
     """A stored rule entry's result, the implied ones included."""
     return entry.get("result") or ("fired" if "actions" in entry else "conditions_false")
@@ -81,7 +114,7 @@ def outcome_line(outcome: Mapping[str, Any], action: str | None = None) -> Store
 
 def _outcome(line: StoredOutcome) -> Outcome:
     return {"operation": line.get("operation", line.get("action")), "outcome": line["outcome"],
-            "detail": line["detail"], "conversation_id": line.get("conversation_id")}
+            "detail": line.get("detail", ""), "conversation_id": line.get("conversation_id")}
 
 
 def _condition(path: str, logged: StoredCondition, sources: Mapping[str, str]) -> ConditionLine:
@@ -90,19 +123,71 @@ def _condition(path: str, logged: StoredCondition, sources: Mapping[str, str]) -
     return {"path": path, "expr": sources.get(path, "?"), **logged}
 
 
+# a step into a choose's branch in an action's path, e.g. /choose/branches/0/actions/1
+_INTO_BRANCH = re.compile(r"/choose/(?:branches/(\d+)/actions|(default))/(\d+)")
+
+
+def _arguments_at(arguments: list[dict[str, Any]], path: str) -> dict[str, Any]:
+    """The catalog's arguments of the action at ``path``: ``actions/2``, or inside a
+    choose (whose arguments list each branch's actions as ``{name: arguments}``);
+    {} when the catalog does not have it."""
+    top, _, inside = path.removeprefix("actions/").partition("/")
+    try:
+        found: Any = arguments[int(top)]
+        for branch, default, index in _INTO_BRANCH.findall(f"/{inside}"):
+            actions = found["default"] if default else found["branches"][int(branch)]["actions"]
+            (found,) = actions[int(index)].values()
+    except (LookupError, TypeError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _top_level(start: int | str) -> int:
+    """The index of the first top-level action a rule's lines without a ``path`` begin
+    at: ``from`` itself, or for a rule resumed inside a choose, the action after it."""
+    if isinstance(start, int):
+        return start
+    top = start.removeprefix("actions/").partition("/")[0]
+    return int(top) + 1 if top.isdigit() else 0
+
+
+def _action_lines(entry: StoredRule, known: CatalogEntry | None,
+                  conditions: list[ConditionLine]) -> list[ActionLine]:
+    """The rule's action lines, paths and arguments restored; a choose's line is worded
+    and its conditions go to ``conditions``."""
+    arguments = known["args"] if known else []
+    sources = known["conditions"] if known else {}
+    lines: list[ActionLine] = []
+    index = _top_level(entry.get("from", 0))
+    for line in entry.get("actions", ()):
+        path = line.get("path")
+        if path is None:
+            path, index = f"actions/{index}", index + 1
+        args, outcome = _arguments_at(arguments, path), _outcome(line)
+        expanded: ActionLine = {
+            "path": path, "action": line.get("action", "?"), "args": args,
+            "operation": outcome["operation"], "outcome": outcome["outcome"],
+            "detail": outcome["detail"], "conversation_id": outcome["conversation_id"]}
+        if "conditions" in line:  # a choose
+            branches = args.get("branches")
+            expanded["detail"] = _choice_detail(
+                line, len(branches) if isinstance(branches, list) else None)
+            conditions.extend(_condition(_branch_condition_path(path, key), logged, sources)
+                              for key, logged in line["conditions"].items())
+        if "branch" in line:
+            expanded["branch"] = line["branch"]
+        lines.append(expanded)
+    return lines
+
+
 def _expand_rule(entry: StoredRule, known: CatalogEntry | None,
                  changes: list[Outcome]) -> RuleEntry:
     sources = known["conditions"] if known else {}
     conditions = [_condition(_condition_path(key), logged, sources)
                   for key, logged in entry.get("conditions", {}).items()]
-    arguments = known["args"] if known else []
-    actions: list[ActionLine] = []
-    for index, line in enumerate(entry.get("actions", ()), start=entry.get("from", 0)):
-        outcome = _outcome(line)
-        actions.append({"path": f"actions/{index}", "action": line.get("action", "?"),
-                        "args": arguments[index] if index < len(arguments) else {}, **outcome})
-        if outcome["outcome"] == "applied":
-            changes.append(outcome)
+    actions = _action_lines(entry, known, conditions)
+    changes.extend(_outcome(line) for line in entry.get("actions", ())
+                   if line["outcome"] == "applied")
     result = result_of(entry)
     expanded: RuleEntry = {
         "rule_id": entry["rule_id"], "file": known["file"] if known else "?",

@@ -1,11 +1,12 @@
 """Rendering a stored trace as a readable tree: what fired, and why each other rule did not."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from rules_engine.domain.model import EventType
-from rules_engine.trace.shapes import RuleEntry, Trace
+from rules_engine.trace.shapes import ConditionLine, RuleEntry, Trace
 
 
 class FilteredRule(Protocol):
@@ -36,6 +37,11 @@ _MARKS = {"fired": "FIRED", "conditions_false": "no", "condition_error": "ERROR"
           "skipped_cooldown": "cooldown"}
 
 
+def _condition_line(condition: ConditionLine, indent: str) -> str:
+    verdict = f"error: {condition['error']}" if "error" in condition else str(condition["result"]).lower()
+    return f"{indent}{condition['path']}: {condition['expr']}  -> {verdict}"
+
+
 def _rule_lines(rule: RuleEntry) -> list[str]:
     mark = _MARKS.get(rule["result"], rule["result"])
     where = f"{rule['file']}:{rule['line']}, priority {rule['priority']}"
@@ -43,12 +49,25 @@ def _rule_lines(rule: RuleEntry) -> list[str]:
     if rule.get("detail"):
         head += f": {rule['detail']}"
     lines = [head]
+    shown = {action["path"] for action in rule.get("actions", [])}
+    under: dict[str | None, list[ConditionLine]] = {}  # a choose's path -> its branches' conditions
     for condition in rule.get("conditions", []):
-        verdict = f"error: {condition['error']}" if "error" in condition else str(condition["result"]).lower()
-        lines.append(f"        {condition['path']}: {condition['expr']}  -> {verdict}")
+        under.setdefault(_choose_of(condition["path"], shown), []).append(condition)
+    lines.extend(_condition_line(condition, "        ") for condition in under.get(None, []))
     for action in rule.get("actions", []):
         lines.append(f"        {action['path']} {action['action']}: {action['outcome']} ({action['detail']})")
+        lines.extend(_condition_line(condition, "            ")
+                     for condition in under.get(action["path"], []))
     return lines
+
+
+_BRANCH_CONDITION = re.compile(r"(.*)/choose/branches/\d+/conditions(?:/.*)?")
+
+
+def _choose_of(path: str, shown: set[str]) -> str | None:
+    """The path of the choose (among ``shown``) a branch condition belongs to, if any."""
+    found = _BRANCH_CONDITION.fullmatch(path)
+    return found.group(1) if found and found.group(1) in shown else None
 
 
 def _shown(value: Any) -> str:

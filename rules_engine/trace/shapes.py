@@ -33,24 +33,38 @@ StoredCondition = bool | LoggedValue
 
 class StoredOutcome(TypedDict):
     """What an action (``action`` set) or a built-in operation did. ``operation`` is left
-    out when it is the action's name; ``conversation_id`` when there was none."""
+    out when it is the action's name; ``conversation_id`` when there was none; ``path``
+    when the action is the rule's next top-level one (it is set inside a choose's
+    branches).
+
+    A choose's line has outcome ``chosen`` (``noop`` when no branch held and there is no
+    default), ``branch`` (the index of the branch that ran, or ``default``), and
+    ``conditions``: each condition it tried, keyed by the branch's index and the path
+    under the branch's conditions (``0`` for a branch's one condition, ``1/all/0``), its
+    branches after the one that ran left out (they were not tried). Its ``detail`` is
+    left out: ``forms.expand`` words it from these."""
 
     outcome: str
-    detail: str
+    detail: NotRequired[str]
     action: NotRequired[str]
     operation: NotRequired[str | None]
     conversation_id: NotRequired[int]
+    path: NotRequired[str]
+    branch: NotRequired[int | str]
+    conditions: NotRequired[dict[str, StoredCondition]]
 
 
 # One rule's entry. ``result`` is left out when implied (conditions and no actions: they
-# were false; actions: it fired); ``from`` is where a resumed rule's actions start.
+# were false; actions: it fired); ``from`` is where a resumed rule's actions start (the
+# index of a top-level action, or the path of one inside a choose). ``conditions`` also
+# holds the result of the ``if`` of the wait a resumed rule waited on, by its full path.
 StoredRule = TypedDict("StoredRule", {
     "rule_id": str,
     "result": NotRequired[str],
     "detail": NotRequired[str],
     "conditions": NotRequired[dict[str, StoredCondition]],  # path (under conditions) -> line
     "actions": NotRequired[list[StoredOutcome]],
-    "from": NotRequired[int],
+    "from": NotRequired[int | str],
 })
 
 
@@ -133,11 +147,14 @@ class ConditionLine(TypedDict):
 
 
 class ActionLine(Outcome):
-    """One action: its path, its name and arguments, and what it did."""
+    """One action: its path, its name and arguments, and what it did (a choose: which
+    ``branch`` ran, an index or ``default``; its branches' conditions are among the
+    rule's condition lines, by their full paths)."""
 
     path: str
     action: str
     args: dict[str, Any]
+    branch: NotRequired[int | str]
 
 
 class RuleEntry(TypedDict):

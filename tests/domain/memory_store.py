@@ -182,10 +182,12 @@ class MemoryStore:
         return closed
 
     def assign(self, before: Conversation, *, assignee: str | None,
-               team: str | None) -> Conversation:
+               team: str | None, clear: tuple[str, ...] = ()) -> Conversation:
         conversation = self.conversations[before.id]
-        assigned = replace(conversation, assignee=assignee or conversation.assignee,
-                           team=team or conversation.team)
+        assigned = replace(
+            conversation,
+            assignee=None if "assignee" in clear else assignee or conversation.assignee,
+            team=None if "team" in clear else team or conversation.team)
         self.conversations[before.id] = assigned
         return assigned
 

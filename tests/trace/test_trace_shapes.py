@@ -90,6 +90,6 @@ def test_every_trace_of_the_example_rules_has_the_declared_shape(store):
 def test_a_key_the_types_do_not_declare_is_found():
     line = {"path": "conditions", "expr": "true", "result": True, "colour": "red"}
     assert mismatches(line, shapes.ConditionLine) == ["$.colour: not declared in ConditionLine"]
-    assert mismatches({"outcome": "applied"}, shapes.StoredOutcome) == [
-        "$.detail: missing from StoredOutcome"]
+    assert mismatches({"detail": "added vip"}, shapes.StoredOutcome) == [
+        "$.outcome: missing from StoredOutcome"]
     assert mismatches({"rule_id": "r", "conditions": {"": 3}}, shapes.StoredRule) != []
