@@ -44,6 +44,10 @@ rules:
     trigger: {event: message.received}
     conditions: ["message.text == 'support'"]
     actions: [{assign: {user: maria}}]
+  - id: later
+    trigger: {event: message.received}
+    conditions: ["message.text == 'later'"]
+    actions: [{unassign: {team: true}}]
   - id: bye
     trigger: {event: message.received}
     conditions: ["message.text == 'bye'"]
@@ -86,7 +90,7 @@ class History:
                             "merge", "tick"), weights=(30, 4, 20, 5, 8, 6, 3, 6))[0]
         if kind == "message":
             self.apply("message.received", channel=channel, contact=contact,
-                       message={"text": rng.choice(("hi", "billing", "support", "bye", "hi"))})
+                       message={"text": rng.choice(("hi", "billing", "support", "bye", "later", "hi"))})
         elif kind == "welcome":
             self.apply("welcome", channel=channel, contact=contact)
         elif kind == "reply":
@@ -186,6 +190,10 @@ def test_a_reassignment_after_the_first_response_moves_it(make_engine, store):
     groups = conversation_report(store, day, now=T0 + timedelta(hours=1))["groups"]
     assert [(g["key"], g["responded"]) for g in groups] == [("billing", 1)]  # not None's
     assert groups[0]["first_response_seconds"]["median"] == 179.491  # 180 s, within 1%
+    engine.process(event("message.received", channel="viber", contact={"external_id": "a"},
+                         message={"text": "later"}, minutes=5))  # no user, no team
+    groups = conversation_report(store, day, now=T0 + timedelta(hours=1))["groups"]
+    assert [(g["key"], g["responded"]) for g in groups] == [(None, 1)]
     closed = engine.process(event("conversation.close", contact={"external_id": "a"},
                                   channel="viber", actor="maria", minutes=30))
     assert closed.changes

@@ -2,8 +2,8 @@
 in the transaction of each change (rules_engine.store.rollups); filled here from the
 conversations already stored.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-03
 """
 import sqlalchemy as sa
@@ -11,8 +11,8 @@ from alembic import op
 
 from rules_engine.store.rollups import rebuild
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
