@@ -9,7 +9,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from rules_engine.domain.errors import EventError, NotFoundError, RulesEngineError
 from rules_engine.domain.inputs import HANDLERS
@@ -28,7 +27,7 @@ from rules_engine.domain.model import (
     sent_by_bot,
 )
 from rules_engine.domain.schedules import schedule_event, schedule_timer
-from rules_engine.domain.timers import Timer, date_timer, date_timer_id, idle_timer
+from rules_engine.domain.timers import Timer, date_timer_id, idle_timer
 from rules_engine.language.conditions import ConditionFailed
 from rules_engine.language.context import build_context
 from rules_engine.language.expressions import BUSINESS_HOURS_KEY, ExpressionRuntimeError
@@ -460,21 +459,15 @@ class _Run:
         did not change stays as it is (a date that fired is not set again)."""
         if not self.rules.date_rules or not self.fields_changed:
             return
-        zone = _zone(self.rules)
         timers = []
         for contact_id, name in sorted(self.fields_changed, key=str):
-            state = self.lifecycle.state(contact_id)
-            for rule in self.rules.date_rules:
-                assert rule.date is not None  # date_rules hold date rules only
-                if name is not None and name != rule.date.field:
-                    continue
+            for rule, _ in self.rules.dated_rules(name):
                 self.tx.drop_timer(date_timer_id(rule.id, contact_id))
-                timer = None if state.contact.merged_into is not None else date_timer(
-                    rule.id, rule.date, contact_id=contact_id, zone=zone,
-                    value=state.fields.get(rule.date.field), after=self.event.timestamp,
-                    event_id=self.event.id)
-                if timer is not None:
-                    timers.append(timer)
+            state = self.lifecycle.state(contact_id)
+            if state.contact.merged_into is None:
+                timers += self.rules.date_timers(contact_id, state.fields, field=name,
+                                                 after=self.event.timestamp,
+                                                 event_id=self.event.id)
         if timers:
             self.tx.set_timers(timers)
 
@@ -631,7 +624,7 @@ class Engine:
         ``now`` (a schedule counts from the first tick that sees it), and set it again when
         its cron or applies_to changed; drop the timers of schedules no longer in the rules."""
         rules = self.rules
-        zone = _zone(rules)
+        zone = rules.zone
 
         def work(tx: StoreTx) -> None:
             unarmed = {rule.id: rule.schedule for rule in rules.schedule_rules
@@ -667,7 +660,7 @@ class Engine:
             if rule is None or rule.schedule is None or not rule.enabled:
                 tx.drop_timer(timer.id)  # the rule went since the last tick armed it
                 return []
-            zone = _zone(rules)
+            zone = rules.zone
             targets = tx.schedule_targets(rule.schedule.applies_to,
                                           after=int(timer.payload.get("after", 0)), limit=limit)
             events = [schedule_event(timer, contact_id, conversation_id)
@@ -777,12 +770,6 @@ class Engine:
 # Events for a contact rather than a conversation: their rules act on the contact's open
 # conversation, if any, on its channel (else the channel of its first identity).
 _FOR_A_CONTACT = frozenset({EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
-
-
-def _zone(rules: RuleSet) -> ZoneInfo:
-    """The time zone dates and schedules are read in: the business hours', else UTC."""
-    hours = rules.business_hours
-    return hours.zone if hours is not None else ZoneInfo("UTC")
 
 
 def _fields_changed(fact: Fact) -> list[tuple[int, str | None]]:

@@ -282,6 +282,10 @@ class _Case:
                     tx.add_tag(created.id, tag)
                 for name, value in contact.get("fields", {}).items():
                     tx.set_field(created.id, name, value)
+                dated = self.engine.rules.date_timers(created.id, contact.get("fields", {}),
+                                                      after=self.clock.start, event_id="given")
+                if dated:  # a given date field has its timers, as if set by an event
+                    tx.set_timers(dated)
                 if "conversation" in contact:
                     given = contact["conversation"]
                     lifecycle.open(created.id, channel=contact["channel"],

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from rules_engine.domain.errors import RulesEngineError, RuleWarning
 from rules_engine.domain.model import EventType
 from rules_engine.domain.schedules import Schedule
-from rules_engine.domain.timers import DateTrigger, IdleClock
+from rules_engine.domain.timers import DateTrigger, IdleClock, Timer, date_timer
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
 from rules_engine.rules.actions import Action, Choose, Wait, walk
@@ -140,6 +141,27 @@ class RuleSet:
         return [rule for rule in self.rules
                 if rule.event == event and rule.channels is not None
                 and channel not in rule.channels]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone dates and schedules are read in: the business hours', else UTC."""
+        return self.business_hours.zone if self.business_hours is not None else ZoneInfo("UTC")
+
+    def dated_rules(self, field: str | None) -> Iterator[tuple[Rule, DateTrigger]]:
+        """The enabled date rules on ``field`` (all of them for None), with their trigger."""
+        for rule in self.date_rules:
+            if rule.date is not None and field in (None, rule.date.field):
+                yield rule, rule.date
+
+    def date_timers(self, contact_id: int, fields: Mapping[str, Any], *, after: datetime,
+                    event_id: str, field: str | None = None) -> list[Timer]:
+        """The date timers of a contact whose fields are ``fields`` (only those of date
+        rules on ``field``, when given): one per date rule whose field holds a date whose
+        moment is after ``after``."""
+        timers = (date_timer(rule.id, trigger, contact_id=contact_id, zone=self.zone,
+                             value=fields.get(trigger.field), after=after, event_id=event_id)
+                  for rule, trigger in self.dated_rules(field))
+        return [timer for timer in timers if timer is not None]
 
     def catalog(self) -> Catalog:
         """What traces leave out of every event, for each rule (kept once per version)."""
