@@ -11,18 +11,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rules_engine.domain.errors import EventError, NotFoundError, RulesEngineError
-from rules_engine.domain.inputs import HANDLERS
+from rules_engine.domain.inputs import handler_for
 from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
 from rules_engine.domain.message_status import aimed
 from rules_engine.domain.model import (
     COMMAND_TYPES,
     ISSUED_TYPES,
     MESSAGE_STATUS_TYPES,
-    TRIGGER_TYPES,
+    AnyEventType,
     Contact,
     Conversation,
     Event,
     EventType,
+    event_type,
+    is_trigger,
     sent_by_bot,
 )
 from rules_engine.domain.timers import Timer, idle_timer
@@ -211,7 +213,7 @@ class _Run:
         self.contact_id = contact_id
         if event.type is EventType.MANUAL:
             run_by_hand(self.rules, event.params.get("rule_id"))
-        outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
+        outcomes = handler_for(event.type)(event, contact_id, self.lifecycle)
         self.conversation_id = next(  # else the one it names (a timer's firing)
             (o.conversation_id for o in outcomes if o.conversation_id is not None),
             self.open_conversation_id(contact_id) if event.type is EventType.MANUAL
@@ -260,7 +262,7 @@ class _Run:
         if fact.type is EventType.WAIT_ENDED:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
-        candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
+        candidates = self.rules.candidates(fact.type, fact.channel) if is_trigger(fact.type) else ()
         if fact.type is EventType.CONVERSATION_IDLE or fact.type is EventType.MANUAL:
             # a clock belongs to one rule; a person runs one rule
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
@@ -275,7 +277,7 @@ class _Run:
         return step
 
     def context(self, fact: Fact, depth: int, *, is_root: bool,
-                as_type: EventType | None = None) -> dict[str, Any]:
+                as_type: AnyEventType | None = None) -> dict[str, Any]:
         """What conditions and actions read for ``fact`` (``as_type``: for a rule resumed
         after a wait, the type of the fact that triggered it)."""
         event = self.event
@@ -388,7 +390,7 @@ class _Run:
         message = wait.get("message")
         context = self.context(replace(fact, params=dict(wait.get("params") or {}),
                                        channel=wait.get("channel")),
-                               depth, is_root=False, as_type=EventType(wait["trigger"]))
+                               depth, is_root=False, as_type=event_type(wait["trigger"]))
         if message is not None:
             context["message"] = message
         inner = frames[0]
@@ -649,6 +651,9 @@ class Engine:
                  status: str) -> Result:
         received_at = self.clock()
         simulating = status == "simulated"
+        refused = rules.params_problems(event)  # a custom event's declared params' schema
+        if refused:
+            raise EventError.of_all(refused)
         if event.type in MESSAGE_STATUS_TYPES:
             found = aimed(tx, event)
             if found is None:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from rules_engine.domain.aggregate import ContactState, load_state
 from rules_engine.domain.balancing import Strategy, choose
 from rules_engine.domain.errors import EventError, NotFoundError
-from rules_engine.domain.model import CloseSource, Contact, Conversation, EventType, OpenSource
+from rules_engine.domain.model import (
+    AnyEventType,
+    CloseSource,
+    Contact,
+    Conversation,
+    EventType,
+    OpenSource,
+)
 from rules_engine.domain.redaction import redact_url
 from rules_engine.domain.timers import Timer, wait_timer_id
 
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
 class Fact:
     """An engine event emitted by a change of state, for rules to trigger on."""
 
-    type: EventType
+    type: AnyEventType
     contact_id: int
     channel: str | None
     conversation_id: int | None = None

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from rules_engine.domain.errors import RulesEngineError, RuleWarning
-from rules_engine.domain.model import EventType
+from jsonschema import Draft202012Validator
+
+from rules_engine.domain.errors import EventError, RulesEngineError, RuleWarning
+from rules_engine.domain.model import AnyEventType, CustomEventType, Event
 from rules_engine.domain.timers import IdleClock
+from rules_engine.formats.events import params_problems
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
 from rules_engine.rules.actions import Action, Choose, Wait, walk
@@ -17,6 +20,9 @@ from rules_engine.trace.shapes import Catalog, CatalogEntry
 
 if TYPE_CHECKING:
     from rules_engine.language.business_hours import BusinessHours
+
+# the custom events the rule files declare, each with its params' validator (None: free-form)
+Declared = Mapping[str, Draft202012Validator | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,7 @@ class Rule:
     enabled: bool
     priority: int
     stop: bool
-    event: EventType
+    event: AnyEventType
     channels: frozenset[str] | None
     condition: Condition | None
     actions: tuple[Action, ...]
@@ -90,8 +96,10 @@ class RuleSet:
 
     def __init__(self, rules: Iterable[Rule], *, version: str,
                  warnings: Sequence[RulesEngineError] = (),
-                 business_hours: BusinessHours | None = None) -> None:
+                 business_hours: BusinessHours | None = None,
+                 declared: Declared | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.declared: Declared = dict(declared or {})
         self.version = version
         self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
         self.business_hours = business_hours
@@ -105,8 +113,8 @@ class RuleSet:
             return (-rule.priority, position[rule.id])
 
         ordered = sorted(self.rules, key=run_order)
-        any_channel: dict[EventType, list[Rule]] = defaultdict(list)
-        by_channel: dict[tuple[EventType, str], list[Rule]] = defaultdict(list)
+        any_channel: dict[AnyEventType, list[Rule]] = defaultdict(list)
+        by_channel: dict[tuple[AnyEventType, str], list[Rule]] = defaultdict(list)
         for rule in ordered:
             if rule.channels is None:
                 any_channel[rule.event].append(rule)
@@ -118,7 +126,7 @@ class RuleSet:
             for key, rules in by_channel.items()
         }
 
-    def candidates(self, event: EventType, channel: str | None) -> tuple[Rule, ...]:
+    def candidates(self, event: AnyEventType, channel: str | None) -> tuple[Rule, ...]:
         """Rules whose trigger matches, highest priority first (disabled ones included)."""
         if channel is not None:
             found = self._by_channel.get((event, channel))
@@ -126,11 +134,18 @@ class RuleSet:
                 return found
         return self._any_channel.get(event, ())
 
-    def excluded_by_channel(self, event: EventType, channel: str | None) -> list[Rule]:
+    def excluded_by_channel(self, event: AnyEventType, channel: str | None) -> list[Rule]:
         """Rules on ``event`` whose channel filter leaves ``channel`` out (for "why not")."""
         return [rule for rule in self.rules
                 if rule.event == event and rule.channels is not None
                 and channel not in rule.channels]
+
+    def params_problems(self, event: Event) -> list[EventError]:
+        """How a custom event's params break the JSON Schema its declaration gives them
+        (none for another event, or a custom event declared without one or undeclared)."""
+        validator = (self.declared.get(event.type)
+                     if isinstance(event.type, CustomEventType) else None)
+        return [] if validator is None else params_problems(validator, dict(event.params))
 
     def catalog(self) -> Catalog:
         """What traces leave out of every event, for each rule (kept once per version)."""
