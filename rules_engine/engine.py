@@ -347,7 +347,7 @@ class _Run:
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
                 rule_id=rule.id, path=path, context=context,
-                now=self.event.timestamp, rule_digest=rule.digest,
+                now=self.event.timestamp, rule_digest=rule.digest, declared=self.rules.declared,
             ))
             entry["actions"].extend(_placed(line, path)
                                     for line in self.record([outcome], depth, action.name))

@@ -1,7 +1,7 @@
 """Parsing the channel-neutral event JSON into a typed ``Event`` (or a clear EventError)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any
@@ -190,6 +190,10 @@ def parse_event(
             (data["secondary_contact"]["channel"], data["secondary_contact"]["external_id"])
             if "secondary_contact" in data else None),
     )
+
+
+# the custom events the rule files declare, each with its params' validator (None: free-form)
+Declared = Mapping[str, Draft202012Validator | None]
 
 
 def params_problems(validator: Draft202012Validator, params: Any, *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ from rules_engine.domain.model import (
 )
 from rules_engine.domain.redaction import CREDENTIAL_HEADERS, redact_headers, redact_url
 from rules_engine.domain.timers import parse_duration
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import Condition, ConditionFailed, build_condition
 from rules_engine.language.context import Spec
 from rules_engine.language.expressions import (
@@ -50,6 +51,7 @@ class ActionRun:
     context: Mapping[str, Any]
     now: datetime
     rule_digest: str = ""  # the rule's actions' fingerprint (a wait keeps it to resume)
+    declared: Declared = field(default_factory=dict)  # the custom events' params' schemas
 
 
 class Action:
@@ -242,6 +244,11 @@ class Emit(Action):
             params = self.params.render(run.context, now=run.now)
         except ExpressionRuntimeError as error:
             return Outcome(self.name, False, f"params failed: {error}", failed=True)
+        validator = run.declared.get(self.event)
+        broken = params_problems(validator, params) if validator is not None else []
+        if broken:
+            return Outcome(self.name, False, f"{self.event}'s declared schema refuses "
+                           f"{broken[0].path}: {broken[0].message}", failed=True)
         conversation_id = run.context["conversation"]["id"]
         fact = Fact(self.event, run.contact_id, run.channel, conversation_id, dict(params))
         return Outcome(self.name, True, f"emitted {self.event}", [fact],

@@ -43,12 +43,12 @@ from rules_engine.domain.model import (
     CustomEventType,
     EventType,
 )
-from rules_engine.formats.events import params_problems
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
 from rules_engine.language.expressions import ExpressionRuntimeError
 from rules_engine.language.types import chain_of
 from rules_engine.rules.actions import Action, Choose, Emit, walk
-from rules_engine.rules.ruleset import Declared, Rule
+from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
 # what its timers fire.

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from jsonschema import Draft202012Validator
-
 from rules_engine.domain.errors import EventError, RulesEngineError, RuleWarning
 from rules_engine.domain.model import AnyEventType, CustomEventType, Event
 from rules_engine.domain.timers import IdleClock
-from rules_engine.formats.events import params_problems
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
 from rules_engine.rules.actions import Action, Choose, Wait, walk
@@ -20,9 +18,6 @@ from rules_engine.trace.shapes import Catalog, CatalogEntry
 
 if TYPE_CHECKING:
     from rules_engine.language.business_hours import BusinessHours
-
-# the custom events the rule files declare, each with its params' validator (None: free-form)
-Declared = Mapping[str, Draft202012Validator | None]
 
 
 @dataclass(frozen=True, slots=True)
