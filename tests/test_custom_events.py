@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from rules_engine.domain.errors import EventError, RuleWarning
 from rules_engine.domain.model import CustomEventType, event_type
 
 from . import webhook_payloads as p
-from .conftest import event, message
+from .conftest import T0, event, message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -289,3 +290,40 @@ def test_validate_reports_the_undeclared_trigger_with_its_place(write_rules):
     output = done.stdout + done.stderr
     assert "rules.yaml:15:5 [note-any-ping] trigger/event: nothing declares" in output
     assert "nothing declares or emits custom.order_shiped" in output
+
+
+def test_ingest_refuses_broken_params_by_line_and_explain_shows_the_emitted_chain(tmp_path):
+    events = tmp_path / "orders.jsonl"
+    good = {"id": "o-1", "type": "custom.order_shipped", "channel": "whatsapp",
+            "contact": {"external_id": "+33611"},
+            "params": {"order_id": "Z-1", "tracking_url": "https://t.example/Z", "total": 900}}
+    broken = {**good, "id": "o-2", "params": {"order_id": "Z-2"}}
+    events.write_text(p.encode(good).decode() + "\n" + p.encode(broken).decode() + "\n")
+    database = ["--rules", str(REPO / "rules"), "--database-url",
+                f"sqlite:///{tmp_path / 'store.db'}"]
+    ingested = subprocess.run([sys.executable, "-m", "rules_engine.cli", *database, "ingest",
+                               str(events)], capture_output=True, text=True, check=False)
+    assert ingested.returncode == 1
+    assert "1 applied, 0 duplicate(s) skipped, 1 rejected" in ingested.stdout
+    assert ("orders.jsonl:2: rejected: params/tracking_url: missing required key "
+            "'tracking_url' (hint: add `tracking_url: ...`)") in ingested.stderr
+    explained = subprocess.run([sys.executable, "-m", "rules_engine.cli", *database, "explain",
+                                "o-1"], capture_output=True, text=True, check=False)
+    assert explained.returncode == 0, explained.stderr
+    assert "event o-1: custom.order_shipped on whatsapp" in explained.stdout
+    assert "actions/0 emit: applied (emitted custom.big_order)" in explained.stdout
+    assert "  custom.big_order (depth 1) {order_id=Z-1}\n    [FIRED] follow-up-big-orders" \
+        in explained.stdout
+
+
+def test_a_rule_on_a_custom_event_resumes_after_a_wait_with_its_params(make_engine):
+    engine = make_engine(ORDERS.replace(
+        "    actions: [{add_tag: pinged}]",
+        "    actions: [{wait: {for: 10m}}, {set_field: {name: pinged_by, expr: params.who}}]"))
+    started = engine.process(event("custom.ping", channel="api", contact={"external_id": "p"},
+                                   params={"who": "billing"}))
+    [(_, resumed)] = engine.fire_due(T0 + timedelta(minutes=11))
+    assert not isinstance(resumed, Exception)
+    assert resumed.fired == ["note-any-ping"]
+    with engine.store.read() as tx:
+        assert tx.fields(started.contact_id)["pinged_by"] == "billing"
