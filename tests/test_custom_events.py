@@ -3,6 +3,7 @@ a rule (``emit``), their params' JSON Schemas declared under ``events:`` in a ru
 checked on arrival and typing conditions, and the static checks about them."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import timedelta
@@ -105,12 +106,21 @@ def test_params_that_break_the_declared_schema_are_refused_with_the_place_and_no
     assert error["path"] == "params/order_id"
     assert (error["message"], error["hint"]) == ("expected text, got a whole number",
                                                  "`order_id` takes text")
+    assert error["code"] == "invalid_event"
     missing = post_events(client, shipped(order_id="B-1"))
     assert missing.status_code == 422
     assert missing.json["error"]["path"] == "params/tracking_url"
     assert "tracking_url" in missing.json["error"]["message"]
     lookup = api_get(client, "/api/contacts?channel=whatsapp&external_id=%2B33600000001")
     assert lookup.json == []
+
+
+def test_the_custom_event_the_api_reference_shows_is_applied(client):
+    documented = (REPO / "docs" / "api.md").read_text("utf-8").split(
+        "### Events from other systems")[1].split("```json\n")[1].split("```")[0]
+    response = post_events(client, json.loads(documented))
+    assert response.status_code == 200, response.json
+    assert response.json["results"][0]["fired"] == ["send-the-tracking-link"]
 
 
 def test_an_undeclared_custom_event_is_accepted_with_free_form_params(client):
