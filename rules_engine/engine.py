@@ -280,12 +280,13 @@ class _Run:
                 as_type: AnyEventType | None = None) -> dict[str, Any]:
         """What conditions and actions read for ``fact`` (``as_type``: for a rule resumed
         after a wait, the type of the fact that triggered it)."""
-        event = self.event
+        event, kind = self.event, as_type or fact.type
         context = build_context(
-            self.lifecycle, event_id=event.id, event_type=as_type or fact.type,
+            self.lifecycle, event_id=event.id, event_type=kind,
             channel=fact.channel, timestamp=event.timestamp, depth=depth,
             contact_id=fact.contact_id, contact_is_new=fact.contact_id in self.new_contacts,
-            conversation_id=fact.conversation_id, params=fact.params,
+            conversation_id=fact.conversation_id,
+            params=self.rules.condition_params(kind, fact.params),
             message=event.message if is_root else None,
             intent=event.intent if is_root else None,
             actor=event.actor if is_root else None,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from connectors import create_app
-from rules_engine import RuleSetInvalid, load_rule_set
+from rules_engine import Engine, RuleSetInvalid, load_rule_set
 from rules_engine.domain.errors import EventError, RuleWarning
 from rules_engine.domain.model import CustomEventType, event_type
 
@@ -337,3 +337,15 @@ def test_a_rule_on_a_custom_event_resumes_after_a_wait_with_its_params(make_engi
     assert resumed.fired == ["note-any-ping"]
     with engine.store.read() as tx:
         assert tx.fields(started.contact_id)["pinged_by"] == "billing"
+
+
+def test_a_declared_param_the_event_leaves_out_reads_as_null(store):
+    engine = Engine(store, load_rule_set([REPO / "rules"]))
+    result = engine.process(event("custom.order_shipped", channel="whatsapp",
+                                  contact={"external_id": "+1"},
+                                  params={"order_id": "A", "tracking_url": "https://t/A"}))
+    trace = result.trace
+    assert trace is not None
+    [spot] = [r for r in trace["steps"][0]["rules"] if r["rule_id"] == "spot-big-orders"]
+    assert spot["result"] == "conditions_false"
+    assert result.fired == ["send-the-tracking-link", "remember-first-channel"]

@@ -136,7 +136,7 @@ def roots_for(event_type: AnyEventType,
     """The names a condition on ``event_type`` may use, with the fields of each; a custom
     event's ``params`` are typed by its declared JSON Schema (``params_schema``), if any."""
     if isinstance(event_type, CustomEventType):
-        params = FREE if params_schema is None else schema_spec(params_schema, required=True)
+        params = FREE if params_schema is None else params_spec(params_schema)
         return {**_COMMON, "event": {**_EVENT_FIELDS, "type": of(Kind.TEXT, values=[event_type])},
                 "params": params}
     return ROOTS_BY_EVENT.get(event_type, _COMMON)
@@ -147,20 +147,25 @@ _JSON_KINDS = {"string": (Kind.TEXT,), "number": (Kind.NUMBER,), "integer": (Kin
                "object": (Kind.MAP,)}
 
 
-def schema_spec(schema: Mapping[str, Any], *, required: bool) -> Spec:
-    """The fields a JSON Schema describes, as conditions type them: an object with
-    ``properties`` has exactly those fields (others are unknown names), each of the kinds
-    its ``type`` allows, or null too when it is not ``required``; any other object is
-    free-form; a value with no ``type`` may be of any kind."""
+def params_spec(schema: Mapping[str, Any]) -> Spec:
+    """The params a custom event's declared JSON Schema describes, as conditions type them:
+    an object with ``properties`` has exactly those fields (others are unknown names; one
+    the event leaves out reads as null, see ``RuleSet.condition_params``); any other
+    schema leaves the params free-form."""
     properties = schema.get("properties")
-    if isinstance(properties, Mapping) and schema.get("type", "object") == "object":
-        needed = set(schema.get("required") or ())
-        return {name: schema_spec(part if isinstance(part, Mapping) else {},
-                                  required=name in needed)
-                for name, part in properties.items()}
+    if not isinstance(properties, Mapping) or schema.get("type", "object") != "object":
+        return FREE
+    needed = set(schema.get("required") or ())
+    return {name: _field_spec(part if isinstance(part, Mapping) else {}, required=name in needed)
+            for name, part in properties.items()}
+
+
+def _field_spec(schema: Mapping[str, Any], *, required: bool) -> Spec:
+    """One declared param: of the kinds its ``type`` allows (any kind with none), null too
+    when it is not required; an object's own fields are free-form."""
     written = schema.get("type")
     names = [written] if isinstance(written, str) else list(written or [])
-    if "object" in names and len(names) == 1:
+    if names == ["object"]:
         return FREE
     kinds = [kind for name in names for kind in _JSON_KINDS.get(name, ())] or list(Kind)
     if not required:

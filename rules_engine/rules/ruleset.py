@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rules_engine.domain.errors import EventError, RulesEngineError, RuleWarning
 from rules_engine.domain.model import AnyEventType, CustomEventType, Event
@@ -95,6 +95,12 @@ class RuleSet:
                  declared: Declared | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.declared: Declared = dict(declared or {})
+        # each declared custom event's top-level params, read as null when left out
+        self._absent: dict[str, dict[str, None]] = {
+            name: dict.fromkeys(validator.schema["properties"])
+            for name, validator in self.declared.items()
+            if validator is not None and isinstance(validator.schema, Mapping)
+            and isinstance(validator.schema.get("properties"), Mapping)}
         self.version = version
         self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
         self.business_hours = business_hours
@@ -141,6 +147,13 @@ class RuleSet:
         validator = (self.declared.get(event.type)
                      if isinstance(event.type, CustomEventType) else None)
         return [] if validator is None else params_problems(validator, dict(event.params))
+
+    def condition_params(self, kind: AnyEventType,
+                         params: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``params`` as conditions read them: a custom event's declared top-level params
+        that it leaves out read as null (as their types say, see ``params_spec``)."""
+        absent = self._absent.get(kind)
+        return params if absent is None else {**absent, **params}
 
     def catalog(self) -> Catalog:
         """What traces leave out of every event, for each rule (kept once per version)."""
