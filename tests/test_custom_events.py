@@ -349,3 +349,14 @@ def test_a_declared_param_the_event_leaves_out_reads_as_null(store):
     [spot] = [r for r in trace["steps"][0]["rules"] if r["rule_id"] == "spot-big-orders"]
     assert spot["result"] == "conditions_false"
     assert result.fired == ["send-the-tracking-link", "remember-first-channel"]
+
+
+def test_an_object_param_s_own_fields_are_free_form(write_rules):
+    text = ORDERS.replace("        total: {type: number}",
+                          "        total: {type: number}\n"
+                          "        address: {type: object, properties: {city: {type: string}}}")
+    text = text.replace("    actions:\n      - send_message",
+                        "    conditions: \"params.address.anything == 1\"\n    actions:\n"
+                        "      - send_message", 1)
+    rules = load_rule_set([write_rules(text)])
+    assert not [w for w in rules.warnings if w.rule_id == "send-the-tracking-link"]
