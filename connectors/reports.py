@@ -8,9 +8,10 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 
 from rules_engine import RulesEngineError, people
 from rules_engine.metrics import (
+    RELATIVE_ERROR,
     GroupBy,
-    closed_per_day,
     conversation_report,
+    dashboard_reports,
     parse_report_query,
 )
 from rules_engine.people import Role
@@ -97,17 +98,15 @@ def _distribution_chart(buckets: list[dict[str, Any]], *, title: str, test_id: s
 @access(Role.VIEWER, sign_in_page=True)
 def dashboard() -> Any:
     """Headline figures, closed per day, the resolution- and first-response-time
-    distributions, and tables per user, team and channel."""
+    distributions, and tables per user, team and channel (all read at once from the
+    report rollups: metrics.dashboard_reports)."""
     now = datetime.now(timezone.utc)
     query = _report_query(now, max_days=DASHBOARD_MAX_DAYS)
-    store = engine().store
-    totals = conversation_report(store, query, now=now)
-    slices = [{"name": name, "none": none, "report": conversation_report(
-                  store, _report_query(now, by=by.value), now=now)}
+    totals, by_slice, per_day = dashboard_reports(engine().store, query, now=now)
+    slices = [{"name": name, "none": none, "report": by_slice[by]}
               for name, by, none in (("user", GroupBy.USER, "(unassigned)"),
                                      ("team", GroupBy.TEAM, "(no team)"),
                                      ("channel", GroupBy.CHANNEL, "(no channel)"))]
-    per_day = closed_per_day(store, query)
     day_chart = bar_chart([(d["day"][5:], d["closed"]) for d in per_day],
                           title="Closed conversations per day", test_id="chart-closed-per-day",
                           label_every=max(1, len(per_day) // 10))
@@ -123,6 +122,6 @@ def dashboard() -> Any:
     return render_template(
         "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
         distribution_chart=distribution_chart, first_response_chart=first_response_chart,
-        duration=duration, presets=presets,
+        duration=duration, presets=presets, relative_error=f"{RELATIVE_ERROR:.0%}",
         signed_in=None if principal().integration else f"{principal().name} ({principal().role})",
         since=query.since.strftime("%Y-%m-%d"), until=until_day, generated_at=now)

@@ -35,7 +35,13 @@ from rules_engine.domain.timers import duration_option
 from rules_engine.engine import DEFAULT_MAX_DEPTH, Engine, Result, firings_summary
 from rules_engine.formats.events import parse_event, parse_timestamp
 from rules_engine.formats.schema import load_schema
-from rules_engine.metrics import GroupBy, ReportQuery, conversation_report, parse_report_query
+from rules_engine.metrics import (
+    GroupBy,
+    ReportQuery,
+    conversation_report,
+    parse_report_query,
+    rebuild_rollups,
+)
 from rules_engine.report_format import to_csv, to_table
 from rules_engine.rule_tests import check_test_files, report, rules_folder_of, timed_run
 from rules_engine.rules.loader import load_rule_set, rule_files
@@ -471,12 +477,27 @@ def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_db(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.action == "rebuild-rollups":
+        return _rebuild_rollups(args, out)
     store = Store(_database_url(args), migrate=args.action == "upgrade", verify=False)
     current, head = store.revisions()
     store.dispose()
     state = "up to date" if current == head else "run `rules-engine db upgrade`"
     out.write(f"schema revision {current or 'none'} (newest {head}): {state}\n")
     return 0 if current == head else 1
+
+
+def _rebuild_rollups(args: argparse.Namespace, out: TextIO) -> int:
+    store = Store.open_existing(_database_url(args))
+    started = time.perf_counter()
+    try:
+        rebuilt = rebuild_rollups(store)
+    finally:
+        store.dispose()
+    out.write(f"rebuilt the report rollups from {rebuilt['resolution']} closed and "
+              f"{rebuilt['first_response']} first-answered conversations: {rebuilt['rows']} "
+              f"rows, in one transaction, in {time.perf_counter() - started:.1f}s\n")
+    return 0
 
 
 def cmd_outbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -780,8 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "else 30)")
     prune.set_defaults(handler=cmd_prune)
 
-    database = command("db", "the database schema: upgrade it, or show its revision")
-    database.add_argument("action", choices=["upgrade", "current"], help="what to do")
+    database = command("db", "the database schema: upgrade it, or show its revision; rebuild "
+                              "the report rollups from the conversations")
+    database.add_argument("action", choices=["upgrade", "current", "rebuild-rollups"],
+                          help="what to do")
     database.set_defaults(handler=cmd_db)
 
     users = command("users", "people who use the API and the dashboard: add (prints the new "

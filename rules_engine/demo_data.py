@@ -106,8 +106,9 @@ def generate_demo_data(store: Store, *, conversations: int = 6000, days: int = 1
                        seed: int = 7, now: datetime | None = None,
                        batch_size: int = 10_000,
                        progress: Callable[[int], None] = lambda n: None) -> DemoSummary:
-    """Insert about ``conversations`` conversations over the last ``days`` days (seeded);
-    ``progress(n)`` is told as each batch of ``n`` is written."""
+    """Insert about ``conversations`` conversations over the last ``days`` days (seeded),
+    and rebuild the report rollups from every conversation; ``progress(n)`` is told as
+    each batch of ``n`` is written."""
     rng = random.Random(seed)
     replies = random.Random(f"{seed}:first-response")  # its own stream: the rest is unchanged
     now = now or datetime.now(timezone.utc)
@@ -138,4 +139,5 @@ def generate_demo_data(store: Store, *, conversations: int = 6000, days: int = 1
             tx.connection.execute(t.conversations.insert(), batch)
             inserted += len(batch)
             progress(len(batch))
+        tx.rebuild_rollups()  # the rows went in directly, not through the store's writes
     return DemoSummary(contacts, inserted, open_now, since, now)

@@ -189,7 +189,7 @@ class Lifecycle:
             return Outcome("assign", False, "no open conversation to assign")
         if (user is None or user == conversation.assignee) and (team is None or team == conversation.team):
             return Outcome("assign", False, "already assigned so", [], conversation.id)
-        updated = self.tx.assign(conversation.id, assignee=user, team=team)
+        updated = self.tx.assign(conversation, assignee=user, team=team)
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_ASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": updated.assignee, "team": updated.team})
@@ -221,7 +221,7 @@ class Lifecycle:
             outcome.detail += f" ({strategy}: {choice.reason})"
             return outcome
         clear = ("assignee",) if conversation.assignee is not None else ()
-        updated = self.tx.assign(conversation.id, assignee=None, team=team, clear=clear)
+        updated = self.tx.assign(conversation, assignee=None, team=team, clear=clear)
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_UNASSIGNABLE, contact_id, updated.channel, updated.id,
                     {"team": team, "strategy": str(strategy), "reason": choice.reason})
@@ -239,7 +239,7 @@ class Lifecycle:
                         if had is not None)
         if not cleared:
             return Outcome("unassign", False, "not assigned", [], conversation.id)
-        updated = self.tx.assign(conversation.id, assignee=None, team=None, clear=cleared)
+        updated = self.tx.assign(conversation, assignee=None, team=None, clear=cleared)
         self._remember(updated, still_open=True)
         fact = Fact(EventType.CONVERSATION_UNASSIGNED, contact_id, updated.channel, updated.id,
                     {"assignee": conversation.assignee if "assignee" in cleared else None,

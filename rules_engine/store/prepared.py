@@ -111,6 +111,19 @@ class Prepared:
         finally:
             cursor.close()
 
+    def many(self, connection: Connection, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run it once per mapping of bound values, in one call to the driver."""
+        parameters = [self._parameters(each) for each in values]
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(self.sql, parameters)
+        except self._dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(self.sql, parameters, error,
+                                      self._dialect.loaded_dbapi.Error,
+                                      dialect=self._dialect) from error
+        finally:
+            cursor.close()
+
     def first(self, connection: Connection, values: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run it; its first row, or None."""
         rows = self.rows(connection, values)

@@ -28,7 +28,7 @@ from rules_engine.domain.timers import Timer
 from rules_engine.store import tables as t
 from rules_engine.store.outbound import OutboundTx
 from rules_engine.store.prepared import execute_on_driver
-from rules_engine.store.statements import Statements
+from rules_engine.store.rollups import FIRST_RESPONSE, RESOLUTION, Rollups
 from rules_engine.store.teams import TeamsTx
 
 _CATALOGS: dict[tuple[str, str], dict[str, Any]] = {}  # (database, version) -> its catalog
@@ -73,8 +73,9 @@ class _Refused(Exception):
         self.scope = scope
 
 
-class StoreTx(Statements):
-    """Reads and writes within one transaction; the ``Store`` commits or rolls it back."""
+class StoreTx(Rollups):
+    """Reads and writes within one transaction; the ``Store`` commits or rolls it back (and
+    writes its report rollups just before: ``Rollups.flush_rollups``)."""
 
     def __init__(self, connection: Connection, dialect: str) -> None:
         super().__init__(connection, dialect)
@@ -91,10 +92,12 @@ class StoreTx(Statements):
         self._savepoints += 1
         name = f"part_{self._savepoints}"
         execute_on_driver(self.connection, f"SAVEPOINT {name}")
+        counted = self.rollups.mark()
         try:
             yield
         except BaseException:
             execute_on_driver(self.connection, f"ROLLBACK TO SAVEPOINT {name}")
+            self.rollups.undo(counted)
             raise
         finally:
             self._savepoints -= 1
@@ -453,7 +456,9 @@ class StoreTx(Statements):
         resolution_seconds: int,
         note: str | None = None,
     ) -> Conversation | None:
-        """Close a conversation if it is still open; None when it was already closed."""
+        """Close a conversation if it is still open; None when it was already closed. Its
+        resolution time is counted in the rollups, and its first response (if any) moves to
+        its close source."""
         c = t.conversations
         statement = self._prepared("close-conversation", lambda: (
             update(c).where(c.c.id == bindparam("p_id"), c.c.closed_at.is_(None))
@@ -464,28 +469,35 @@ class StoreTx(Statements):
             "p_id": conversation_id, "p_closed_at": at, "p_resolution_seconds": resolution_seconds,
             "p_close_source": str(source), "p_closed_by": actor, "p_closing_note": note,
             "p_closed_by_event": event_id})
-        return _conversation(row) if row is not None else None
+        if row is None:
+            return None
+        self.rollups.count(RESOLUTION, row)
+        if row["first_response_seconds"] is not None:
+            self.rollups.move(FIRST_RESPONSE, {**row, "close_source": None}, row)
+        return _conversation(row)
 
     def assign(
-        self, conversation_id: int, *, assignee: str | None, team: str | None,
+        self, conversation: Conversation, *, assignee: str | None, team: str | None,
         clear: tuple[str, ...] = (),
     ) -> Conversation:
         """Set the assignee and/or team (a None leaves that one as it is); the columns named
-        in ``clear`` (``assignee``, ``team``) become empty."""
+        in ``clear`` (``assignee``, ``team``) become empty. A first response already counted
+        moves to the new values in the rollups (``conversation``: as it was before)."""
         values: dict[str, str | None] = {
             k: v for k, v in (("assignee", assignee), ("team", team)) if v is not None}
         values.update(dict.fromkeys(clear))
         if not values:
-            conversation = self.get_conversation(conversation_id)
-            assert conversation is not None
             return conversation
         c = t.conversations
         statement = self._prepared(f"assign:{','.join(values)}", lambda: (
             update(c).where(c.c.id == bindparam("p_id"))
             .values({name: bindparam(f"p_{name}") for name in values}).returning(*c.c)))
-        row = statement.first(self.connection, {"p_id": conversation_id,
+        row = statement.first(self.connection, {"p_id": conversation.id,
                                                 **{f"p_{k}": v for k, v in values.items()}})
         assert row is not None
+        if row["first_response_seconds"] is not None:
+            self.rollups.move(FIRST_RESPONSE, {**row, "assignee": conversation.assignee,
+                                               "team": conversation.team}, row)
         return _conversation(row)
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool:
@@ -499,7 +511,7 @@ class StoreTx(Statements):
     def record_reply(self, conversation: Conversation, *, at: datetime,
                      first_response: bool) -> Conversation:
         """Note a reply on a conversation; with ``first_response``, also its first response
-        time (from the open, never negative)."""
+        time (from the open, never negative), counted in the rollups."""
         c = t.conversations
         seconds = max(0, int((at - conversation.opened_at).total_seconds()))
         statement = self._prepared(f"record-reply:{first_response}", lambda: (
@@ -512,6 +524,8 @@ class StoreTx(Statements):
         row = statement.first(self.connection, {"p_id": conversation.id, "p_at": at,
                                                 "p_seconds": seconds})
         assert row is not None
+        if first_response:
+            self.rollups.count(FIRST_RESPONSE, row)
         return _conversation(row)
 
     # -- timers ---------------------------------------------------------------------------

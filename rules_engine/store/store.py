@@ -30,7 +30,7 @@ DATABASE_ERRORS = (DBAPIError, ConversationRace)
 # The newest migration (rules_engine/store/migrations/versions); a test holds it to Alembic's head.
 # Knowing it here lets a store at that revision open without importing Alembic (a tenth
 # of a second, a large part of a short command's start).
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 T = TypeVar("T")
 
 
@@ -241,10 +241,13 @@ class Store:
         """A unit of work: commits when the block ends normally, rolls back on any exception.
 
         A value the database cannot hold (a text longer than its column, a number out of its
-        range) is an EventError: the input was wrong, and nothing was written."""
+        range) is an EventError: the input was wrong, and nothing was written. The report
+        rollups it changed are written last, just before the commit."""
         with self._writing(), _values_that_fit(), self._kept_connection() as connection, \
                 connection.begin():
-            yield StoreTx(connection, self.dialect)
+            tx = StoreTx(connection, self.dialect)
+            yield tx
+            tx.flush_rollups()
 
     @contextlib.contextmanager
     def _kept_connection(self) -> Iterator[Connection]:

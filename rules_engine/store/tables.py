@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -158,6 +159,26 @@ Index("ix_conversations_open_assignee", conversations.c.assignee,
 Index("ix_conversations_first_response", conversations.c.first_response_at,
       conversations.c.first_response_seconds, conversations.c.assignee, conversations.c.team,
       conversations.c.channel, conversations.c.open_source, conversations.c.close_source)
+
+# Report rollups (rules_engine.store.rollups): per measure ("resolution", "first_response"),
+# UTC day and slice value, the durations counted there: count, sum, the report's
+# distribution buckets and a quantile sketch (rules_engine.domain.durations), as little-endian
+# 32-bit counts; ``sketch`` holds the counts of the sketch's buckets from ``sketch_offset``.
+# ``keyed`` is false for the slice value "none" (a key column cannot hold NULL).
+report_rollups = Table(
+    "report_rollups",
+    metadata,
+    Column("measure", String(20), primary_key=True),
+    Column("dimension", String(20), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("keyed", Boolean, primary_key=True),
+    Column("key", Str(200), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("seconds", BigInteger, nullable=False),
+    Column("buckets", LargeBinary, nullable=False),
+    Column("sketch_offset", Integer, nullable=False),
+    Column("sketch", LargeBinary, nullable=False),
+)
 
 # Durable timers: an idle clock per (idle rule, conversation), a wait per (event, rule,
 # action); written in the transaction of the event that set them, fired by `tick`/`worker`.

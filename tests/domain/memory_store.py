@@ -181,12 +181,14 @@ class MemoryStore:
         self.conversations[conversation_id] = closed
         return closed
 
-    def assign(self, conversation_id: int, *, assignee: str | None,
-               team: str | None) -> Conversation:
-        conversation = self.conversations[conversation_id]
-        assigned = replace(conversation, assignee=assignee or conversation.assignee,
-                           team=team or conversation.team)
-        self.conversations[conversation_id] = assigned
+    def assign(self, before: Conversation, *, assignee: str | None,
+               team: str | None, clear: tuple[str, ...] = ()) -> Conversation:
+        conversation = self.conversations[before.id]
+        assigned = replace(
+            conversation,
+            assignee=None if "assignee" in clear else assignee or conversation.assignee,
+            team=None if "team" in clear else team or conversation.team)
+        self.conversations[before.id] = assigned
         return assigned
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool:
