@@ -131,13 +131,6 @@ def test_an_undeclared_custom_event_is_accepted_with_free_form_params(client):
     assert response.json["results"][0]["fired"] == ["note-any-ping"]
 
 
-def test_a_custom_type_not_in_the_form_custom_name_is_refused_at_the_type(client):
-    response = post_events(client, {**shipped(order_id="C", tracking_url="u"),
-                                    "type": "custom.Order-Shipped"})
-    assert response.status_code == 422
-    assert response.json["error"]["path"] == "type"
-
-
 def test_the_engine_refuses_broken_params_whatever_brings_the_event(make_engine):
     engine = make_engine(ORDERS)
     with pytest.raises(EventError) as refused:
@@ -360,3 +353,17 @@ def test_an_object_param_s_own_fields_are_free_form(write_rules):
                         "      - send_message", 1)
     rules = load_rule_set([write_rules(text)])
     assert not [w for w in rules.warnings if w.rule_id == "send-the-tracking-link"]
+
+
+def test_a_trigger_on_a_custom_type_in_the_wrong_form_is_explained(write_rules):
+    problems = problems_of(write_rules, ORDERS.replace("custom.ping", "custom.Ping"))
+    [problem] = [text for text in problems if "custom.Ping" in text]
+    assert "[note-any-ping] trigger/event: unknown trigger event 'custom.Ping' (hint: a " \
+           "custom event is custom.<name>, the name in lower case, digits and _" in problem
+
+
+def test_an_event_of_a_custom_type_in_the_wrong_form_is_refused_at_its_type(client):
+    response = post_events(client, {**shipped(order_id="C", tracking_url="u"),
+                                    "type": "custom.Order"})
+    assert (response.status_code, response.json["error"]["path"]) == (422, "type")
+    assert response.json["error"]["hint"].startswith("a custom event is custom.<name>")
