@@ -301,6 +301,16 @@ class Lifecycle:
         overwrites = self._overwrites(f"contact {contact_id}", [(f"field {name}", old, value)], by)
         return Outcome("set_field", True, f"set {name}{overwrites}", [fact])
 
+    def add_note(self, contact_id: int, text: str, *, by: str) -> Outcome:
+        """Leave an internal note (for the agents, never sent) on the open conversation."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("add_note", False, "no open conversation to note on")
+        note_id = self.tx.add_note(conversation.id, text=text, author=by, at=self.at,
+                                   event_id=self.event_id)
+        return Outcome("add_note", True, f"noted on conversation {conversation.id} "
+                       f"(note {note_id})", [], conversation.id)
+
     def set_bot_status(self, contact_id: int, active: bool, channel: str | None) -> Outcome:
         """Hand the open conversation to a human (False) or back to the bot (True)."""
         conversation = self.state(contact_id).open_conversation

@@ -149,6 +149,24 @@ class Unassign(Action):
                                       by=f"rule '{run.rule_id}'")
 
 
+class AddNote(Action):
+    """Leave an internal note for the agents on the open conversation (templated text;
+    never sent to the contact)."""
+
+    name = "add_note"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.text = compile_template(self.arguments["text"], roots, path="text")
+
+    def run(self, run: ActionRun) -> Outcome:
+        try:
+            text = self.text.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"text failed: {error}", failed=True)
+        return run.lifecycle.add_note(run.contact_id, str(text), by=f"rule '{run.rule_id}'")
+
+
 class SetBotStatus(Action):
     """Hand the open conversation to a human (``paused``) or back to the bot (``active``):
     the state Dialogflow's ``RB_BOTSTATUS`` sets."""
@@ -526,7 +544,8 @@ class Choose(Action):
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
     for action in (OpenConversation, CloseConversation, Assign, Unassign, SetBotStatus, AddTag,
-                   RemoveTag, SetField, SendMessage, SendTemplate, HttpRequest, Wait, Choose, Emit)
+                   RemoveTag, SetField, AddNote, SendMessage, SendTemplate, HttpRequest, Wait,
+                   Choose, Emit)
 }
 
 
