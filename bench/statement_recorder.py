@@ -20,16 +20,28 @@ Step = tuple[str, Any, bool]
 RECORDINGS: list[list[Step]] = []
 
 
+def _kept(parameters: Any) -> Any:
+    """Parameters as they can be pickled: a blob given as a memoryview becomes bytes (which
+    SQLite binds alike)."""
+    if isinstance(parameters, memoryview):
+        return bytes(parameters)
+    if isinstance(parameters, (list, tuple)):
+        return type(parameters)(_kept(value) for value in parameters)
+    if isinstance(parameters, dict):
+        return {key: _kept(value) for key, value in parameters.items()}
+    return parameters
+
+
 class RecordingCursor(sqlite3.Cursor):
     """A cursor whose statements land in its connection's recording."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
-        self.connection.steps.append((sql, parameters, False))  # type: ignore[attr-defined]
+        self.connection.steps.append((sql, _kept(parameters), False))  # type: ignore[attr-defined]
         return super().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
         rows = list(parameters)
-        self.connection.steps.append((sql, rows, True))  # type: ignore[attr-defined]
+        self.connection.steps.append((sql, _kept(rows), True))  # type: ignore[attr-defined]
         return super().executemany(sql, rows)
 
 

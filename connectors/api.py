@@ -171,6 +171,13 @@ def get_conversation(conversation_id: int) -> Any:
     return jsonify(queries.conversation(engine().store, conversation_id).to_dict())
 
 
+@blueprint.get("/conversations/<id:conversation_id>/notes")
+@access(Role.AGENT)
+def conversation_notes(conversation_id: int) -> Any:
+    """The conversation's internal notes (the add_note action), newest first."""
+    return jsonify(queries.notes(engine().store, conversation_id=conversation_id))
+
+
 @blueprint.get("/events/<path:event_id>/trace")
 @access(Role.AGENT)
 def event_trace(event_id: str) -> Any:

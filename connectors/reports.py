@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from rules_engine import RulesEngineError, people
+from rules_engine import RulesEngineError, people, queries
 from rules_engine.metrics import (
     RELATIVE_ERROR,
     GroupBy,
@@ -28,6 +28,7 @@ blueprint = Blueprint("reports", __name__, template_folder="templates")
 
 
 DASHBOARD_MAX_DAYS = 1_100  # the dashboard draws a bar per day
+DASHBOARD_NOTES = 10  # the latest internal notes it lists
 
 
 def _report_query(now: datetime, *, max_days: int | None = None, **overrides: str) -> Any:
@@ -121,6 +122,7 @@ def dashboard() -> Any:
                for days in RANGE_PRESETS]
     return render_template(
         "dashboard.html", report=totals, slices=slices, day_chart=day_chart,
+        notes=queries.notes(engine().store, limit=DASHBOARD_NOTES),
         distribution_chart=distribution_chart, first_response_chart=first_response_chart,
         duration=duration, presets=presets, relative_error=f"{RELATIVE_ERROR:.0%}",
         signed_in=None if principal().integration else f"{principal().name} ({principal().role})",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rules_engine.domain.errors import EventError, NotFoundError, RulesEngineError
-from rules_engine.domain.inputs import HANDLERS
+from rules_engine.domain.inputs import handler_for
 from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
 from rules_engine.domain.message_status import aimed
 from rules_engine.domain.model import (
@@ -19,11 +19,13 @@ from rules_engine.domain.model import (
     ISSUED_TYPES,
     MESSAGE_STATUS_TYPES,
     ONE_RULE_TYPES,
-    TRIGGER_TYPES,
+    AnyEventType,
     Contact,
     Conversation,
     Event,
     EventType,
+    event_type,
+    is_trigger,
     sent_by_bot,
 )
 from rules_engine.domain.schedules import schedule_event, schedule_timer
@@ -217,7 +219,7 @@ class _Run:
         if event.type is EventType.MANUAL:
             run_by_hand(self.rules, event.params.get("rule_id"))
         by_contact = event.type in _FOR_A_CONTACT
-        outcomes = HANDLERS[event.type](event, contact_id, self.lifecycle)
+        outcomes = handler_for(event.type)(event, contact_id, self.lifecycle)
         self.conversation_id = next(  # else the one it names (a timer's firing)
             (o.conversation_id for o in outcomes if o.conversation_id is not None),
             self.open_conversation_id(contact_id) if by_contact else event.conversation_id)
@@ -265,7 +267,7 @@ class _Run:
         if fact.type is EventType.WAIT_ENDED:
             step["rules"].append(self.resume(fact, pending.depth))
             return step
-        candidates = self.rules.candidates(fact.type, fact.channel) if fact.type in TRIGGER_TYPES else ()
+        candidates = self.rules.candidates(fact.type, fact.channel) if is_trigger(fact.type) else ()
         if fact.type in ONE_RULE_TYPES:
             candidates = tuple(r for r in candidates if r.id == fact.params.get("rule_id"))
         if not candidates:
@@ -279,15 +281,16 @@ class _Run:
         return step
 
     def context(self, fact: Fact, depth: int, *, is_root: bool,
-                as_type: EventType | None = None) -> dict[str, Any]:
+                as_type: AnyEventType | None = None) -> dict[str, Any]:
         """What conditions and actions read for ``fact`` (``as_type``: for a rule resumed
         after a wait, the type of the fact that triggered it)."""
-        event = self.event
+        event, kind = self.event, as_type or fact.type
         context = build_context(
-            self.lifecycle, event_id=event.id, event_type=as_type or fact.type,
+            self.lifecycle, event_id=event.id, event_type=kind,
             channel=fact.channel, timestamp=event.timestamp, depth=depth,
             contact_id=fact.contact_id, contact_is_new=fact.contact_id in self.new_contacts,
-            conversation_id=fact.conversation_id, params=fact.params,
+            conversation_id=fact.conversation_id,
+            params=self.rules.condition_params(kind, fact.params),
             message=event.message if is_root else None,
             intent=event.intent if is_root else None,
             actor=event.actor if is_root else None,
@@ -349,7 +352,7 @@ class _Run:
             outcome = action.run(ActionRun(
                 lifecycle=self.lifecycle, contact_id=fact.contact_id, channel=fact.channel,
                 rule_id=rule.id, path=path, context=context,
-                now=self.event.timestamp, rule_digest=rule.digest,
+                now=self.event.timestamp, rule_digest=rule.digest, declared=self.rules.declared,
             ))
             entry["actions"].extend(_placed(line, path)
                                     for line in self.record([outcome], depth, action.name))
@@ -392,7 +395,7 @@ class _Run:
         message = wait.get("message")
         context = self.context(replace(fact, params=dict(wait.get("params") or {}),
                                        channel=wait.get("channel")),
-                               depth, is_root=False, as_type=EventType(wait["trigger"]))
+                               depth, is_root=False, as_type=event_type(wait["trigger"]))
         if message is not None:
             context["message"] = message
         inner = frames[0]
@@ -738,6 +741,9 @@ class Engine:
                  status: str) -> Result:
         received_at = self.clock()
         simulating = status == "simulated"
+        refused = rules.params_problems(event)  # a custom event's declared params' schema
+        if refused:
+            raise EventError.of_all(refused)
         if event.type in MESSAGE_STATUS_TYPES:
             found = aimed(tx, event)
             if found is None:

@@ -37,6 +37,17 @@ def conversation(store: Store, conversation_id: int) -> Conversation:
     return found
 
 
+def notes(store: Store, *, conversation_id: int | None = None,
+          limit: int = 100) -> list[dict[str, Any]]:
+    """Internal notes, newest first: one conversation's (NotFoundError when it does not
+    exist), or the latest of every conversation."""
+    with store.read() as tx:
+        if conversation_id is not None and tx.get_conversation(conversation_id) is None:
+            raise NotFoundError(f"conversation {conversation_id} does not exist")
+        rows = tx.notes(conversation_id=conversation_id, limit=limit)
+    return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
+
+
 def event_trace(store: Store, event_id: str) -> Trace:
     """The stored trace of one processed event; NotFoundError when it was never processed."""
     with store.read() as tx:

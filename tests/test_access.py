@@ -29,6 +29,7 @@ POLICY = {
     "api.record_reply": Role.AGENT, "api.find_contacts": Role.AGENT,
     "api.contact_conversations": Role.AGENT, "api.get_conversation": Role.AGENT,
     "api.event_trace": Role.AGENT, "api.run_rule": Role.AGENT,
+    "api.conversation_notes": Role.AGENT,
     "api.merge_contacts": Role.ADMIN, "api.outbox_rows": Role.ADMIN,
     "api.retry_outbound": Role.ADMIN, "api.retry_outbound_rows": Role.ADMIN,
     "api.paused_channels": Role.ADMIN, "api.resume_channel": Role.ADMIN,

@@ -50,6 +50,22 @@ def test_an_agent_runs_a_manual_rule_on_a_contact_and_the_trace_names_them(clien
     assert trace["channel"] == "api" and trace["steps"][0]["channel"] == "facebook"
 
 
+def test_a_rules_note_is_listed_by_the_api_and_on_the_dashboard(client):
+    contact_id = contact_with_conversation(client)
+    ran = api(client, "/api/rules/escalate-by-hand/run",
+              {"contact_id": contact_id, "user": "<b>susan</b>"})
+    assert ran.status_code == 200, ran.json
+    headers = {"Authorization": f"Bearer {p.SECRETS['api_token']}"}
+    notes = client.get(f"/api/conversations/{ran.json['conversation_id']}/notes", headers=headers)
+    assert notes.status_code == 200
+    [note] = notes.json
+    assert note["text"] == "Escalated by <b>susan</b> from the inbox"
+    assert note["author"] == "rule 'escalate-by-hand'" and note["event_id"] == ran.json["event_id"]
+    page = client.get("/dashboard", headers=headers).get_data(as_text=True)
+    assert "Escalated by &lt;b&gt;susan&lt;/b&gt; from the inbox" in page  # escaped
+    assert client.get("/api/conversations/999999/notes", headers=headers).status_code == 404
+
+
 def test_an_unknown_rule_is_404_and_a_rule_not_run_by_hand_is_refused_applying_nothing(client):
     contact_id = contact_with_conversation(client)
     key = {"Idempotency-Key": "run-1"}

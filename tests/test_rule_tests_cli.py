@@ -215,7 +215,7 @@ def test_with_no_arguments_both_commands_use_the_example_rules_and_their_tests()
     validated = cli("validate", cwd=REPO)
     cases = len(re.findall(r"PASSED$", tested.stdout, re.MULTILINE))
     assert validated.returncode == 0, validated.stderr
-    assert f" and {cases} test case(s) in 6 test file(s), version " in validated.stdout
+    assert f" and {cases} test case(s) in 7 test file(s), version " in validated.stdout
 
 
 def test_the_holiday_case_in_the_docs_is_the_one_the_fixture_runs():

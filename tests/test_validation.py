@@ -10,8 +10,8 @@ import pytest
 
 from rules_engine import RuleFileError, RuleSetInvalid, load_rule_set
 from rules_engine.cli import main
-from rules_engine.domain.model import TRIGGER_TYPES
-from rules_engine.formats.schema import rules_schema
+from rules_engine.domain.model import CUSTOM_NAME, TRIGGER_TYPES, CustomEventType
+from rules_engine.formats.schema import load_schema, rules_schema
 from rules_engine.rules.actions import ACTIONS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -217,7 +217,9 @@ def test_a_missing_path_is_reported():
 
 def test_the_example_rules_validate_clean_and_cover_every_trigger_and_action():
     rule_set = load_rule_set([REPO / "rules"])
-    assert {str(rule.event) for rule in rule_set.rules} == {str(t) for t in TRIGGER_TYPES}
+    built_in = {str(rule.event) for rule in rule_set.rules} - {
+        str(rule.event) for rule in rule_set.rules if isinstance(rule.event, CustomEventType)}
+    assert built_in == {str(t) for t in TRIGGER_TYPES}
     used = {type(action).name for rule in rule_set.rules for action in rule.actions}
     assert used == set(ACTIONS)
 
@@ -225,8 +227,11 @@ def test_the_example_rules_validate_clean_and_cover_every_trigger_and_action():
 def test_the_schema_and_the_registries_agree():
     schema = rules_schema()
     assert set(schema["$defs"]["action"]["properties"]) == set(ACTIONS)
-    assert set(schema["$defs"]["trigger"]["properties"]["event"]["enum"]) == {
-        str(t) for t in TRIGGER_TYPES}
+    known, custom = schema["$defs"]["trigger"]["properties"]["event"]["anyOf"]
+    assert set(known["enum"]) == {str(t) for t in TRIGGER_TYPES}
+    assert custom == {"$ref": "#/$defs/custom_event"}
+    assert schema["$defs"]["custom_event"]["pattern"] == CUSTOM_NAME.pattern
+    assert load_schema("event")["properties"]["type"]["anyOf"][1]["pattern"] == CUSTOM_NAME.pattern
 
 
 def run_cli(*argv: str) -> tuple[int, str]:

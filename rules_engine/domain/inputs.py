@@ -30,7 +30,15 @@ from typing import Any
 from rules_engine.domain.errors import EventError, NotFoundError
 from rules_engine.domain.lifecycle import Lifecycle, Outcome
 from rules_engine.domain.message_status import move as move_status
-from rules_engine.domain.model import CloseSource, Event, EventType, OpenSource, sent_by_bot
+from rules_engine.domain.model import (
+    AnyEventType,
+    CloseSource,
+    CustomEventType,
+    Event,
+    EventType,
+    OpenSource,
+    sent_by_bot,
+)
 
 MARKDONE = "RB_MARKDONE"
 ADD_TAGS = "RB_ADDTAGS"
@@ -170,7 +178,7 @@ def _merge(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]
 
 # The facts each input's built-in handling may raise before any rule runs (the rules'
 # static analysis follows an event's chain through them).
-BUILT_IN_FACTS: dict[EventType, frozenset[EventType]] = {
+BUILT_IN_FACTS: dict[AnyEventType, frozenset[EventType]] = {
     EventType.MESSAGE_RECEIVED: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
     EventType.WELCOME: frozenset({EventType.CONVERSATION_OPENED, EventType.CONTACT_CREATED}),
     EventType.MESSAGE_REACTION: frozenset({EventType.CONTACT_CREATED}),
@@ -203,3 +211,11 @@ HANDLERS: dict[EventType, Handler] = {
     EventType.DATE: _no_built_in_effect,
     EventType.SCHEDULE: _no_built_in_effect,
 }
+
+
+def handler_for(kind: AnyEventType) -> Handler:
+    """The built-in handling of an input of ``kind``; a custom event has none (only the
+    rules that trigger on it act, so it never opens a conversation by itself)."""
+    if isinstance(kind, CustomEventType):
+        return _no_built_in_effect
+    return HANDLERS[kind]

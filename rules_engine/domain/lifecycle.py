@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from rules_engine.domain.aggregate import ContactState, load_state
 from rules_engine.domain.balancing import Strategy, choose
 from rules_engine.domain.errors import EventError, NotFoundError
-from rules_engine.domain.model import CloseSource, Contact, Conversation, EventType, OpenSource
+from rules_engine.domain.model import (
+    AnyEventType,
+    CloseSource,
+    Contact,
+    Conversation,
+    EventType,
+    OpenSource,
+)
 from rules_engine.domain.redaction import redact_url
 from rules_engine.domain.timers import Timer, wait_timer_id
 
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
 class Fact:
     """An engine event emitted by a change of state, for rules to trigger on."""
 
-    type: EventType
+    type: AnyEventType
     contact_id: int
     channel: str | None
     conversation_id: int | None = None
@@ -293,6 +300,16 @@ class Lifecycle:
                     {"name": name, "value": value})
         overwrites = self._overwrites(f"contact {contact_id}", [(f"field {name}", old, value)], by)
         return Outcome("set_field", True, f"set {name}{overwrites}", [fact])
+
+    def add_note(self, contact_id: int, text: str, *, by: str) -> Outcome:
+        """Leave an internal note (for the agents, never sent) on the open conversation."""
+        conversation = self.state(contact_id).open_conversation
+        if conversation is None:
+            return Outcome("add_note", False, "no open conversation to note on")
+        note_id = self.tx.add_note(conversation.id, text=text, author=by, at=self.at,
+                                   event_id=self.event_id)
+        return Outcome("add_note", True, f"noted on conversation {conversation.id} "
+                       f"(note {note_id})", [], conversation.id)
 
     def set_bot_status(self, contact_id: int, active: bool, channel: str | None) -> Outcome:
         """Hand the open conversation to a human (False) or back to the bot (True)."""

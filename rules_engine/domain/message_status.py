@@ -52,7 +52,7 @@ def aimed(tx: DomainStore, event: Event) -> Event | None:
 
 def move(event: Event, contact_id: int, lifecycle: Lifecycle) -> list[Outcome]:
     """Move the rows an aimed status event names on to its status."""
-    status = STATUS_OF[event.type]
+    status = STATUS_OF[EventType(event.type)]  # only the status types' handler
     error = event.params.get("error") if status is OutboxStatus.FAILED else None
     outcomes = []
     for outbox_id in event.params.get("outbox_ids", []):

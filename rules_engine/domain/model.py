@@ -1,6 +1,7 @@
 """Domain objects: events, contacts, conversations, and the names of sources and event types."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,6 +125,40 @@ TRIGGER_TYPES = frozenset(EventType) - COMMAND_TYPES - {EventType.WAIT_ENDED}
 ONE_RULE_TYPES = frozenset(
     {EventType.CONVERSATION_IDLE, EventType.MANUAL, EventType.DATE, EventType.SCHEDULE})
 
+CUSTOM_PREFIX = "custom."
+CUSTOM_NAME = re.compile(r"^custom\.[a-z][a-z0-9_]{0,63}$")
+
+
+class CustomEventType(str):
+    """A ``custom.<name>`` event: posted by another system or emitted by a rule's ``emit``.
+
+    Its text is the whole type (``custom.order_shipped``), so it travels wherever an
+    ``EventType`` does (traces, counts, the rule index) and compares equal to its text.
+    It has no built-in effect: only the rules that trigger on it act.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> CustomEventType:
+        if not CUSTOM_NAME.match(text):
+            raise ValueError(f"'{text}' is not custom.<name> (lower case, digits, _)")
+        return super().__new__(cls, text)
+
+
+AnyEventType = EventType | CustomEventType
+
+
+def event_type(text: str) -> AnyEventType:
+    """The event type named ``text``: a known one, or ``custom.<name>``; ValueError else."""
+    if text.startswith(CUSTOM_PREFIX):
+        return CustomEventType(text)
+    return EventType(text)
+
+
+def is_trigger(kind: AnyEventType) -> bool:
+    """Whether rules may trigger on events of ``kind`` (custom events always)."""
+    return isinstance(kind, CustomEventType) or kind in TRIGGER_TYPES
+
 
 def sent_by_bot(actor: str | None) -> bool:
     """Whether a reply (``message.sent``) came from a bot or an app rather than an agent:
@@ -170,7 +205,7 @@ class Event:
     """One incoming event, already parsed and validated (see ``rules_engine.formats.events``)."""
 
     id: str
-    type: EventType
+    type: AnyEventType
     channel: str | None  # None: a command or a timer firing that names no channel
     contact: ContactRef
     timestamp: datetime

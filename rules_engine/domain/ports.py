@@ -96,6 +96,9 @@ class DomainStore(Protocol):
 
     def set_bot_active(self, conversation_id: int, active: bool) -> bool: ...
 
+    def add_note(self, conversation_id: int, *, text: str, author: str, at: datetime,
+                 event_id: str | None) -> int: ...
+
     def record_reply(self, conversation: Conversation, *, at: datetime,
                      first_response: bool) -> Conversation: ...
 

@@ -1,7 +1,7 @@
 """Parsing the channel-neutral event JSON into a typed ``Event`` (or a clear EventError)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any
@@ -11,7 +11,14 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from rules_engine.domain.channels import welcome_channels
 from rules_engine.domain.errors import EventError, nearest
-from rules_engine.domain.model import ContactRef, Event, EventType, Message
+from rules_engine.domain.model import (
+    CUSTOM_PREFIX,
+    ContactRef,
+    Event,
+    EventType,
+    Message,
+    event_type,
+)
 from rules_engine.formats.schema import load_schema
 from rules_engine.formats.schema_errors import explain
 
@@ -73,8 +80,10 @@ def _meant_type(data: Any) -> str | None:
     """The event type an unknown ``type`` is nearest to, if any."""
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return None
-    known = load_schema("event")["properties"]["type"]["enum"]
-    return None if data["type"] in known else nearest(data["type"], known)
+    known = load_schema("event")["properties"]["type"]["anyOf"][0]["enum"]
+    if data["type"] in known or data["type"].startswith(CUSTOM_PREFIX):
+        return None
+    return nearest(data["type"], known)
 
 
 def _value_problems(data: dict[str, Any]) -> list[tuple[KeyPath, EventError]]:
@@ -159,13 +168,13 @@ def parse_event(
     problems = event_problems(data)
     if problems:
         raise EventError.of_all(problems)
-    event_type = EventType(data["type"])
+    kind = event_type(data["type"])
     channel = data.get("channel", "api")
     contact = data.get("contact", {})
     message = data.get("message")
     return Event(
         id=data["id"],
-        type=event_type,
+        type=kind,
         channel=channel,
         contact=ContactRef(id=contact.get("id"), external_id=contact.get("external_id"),
                            name=contact.get("name")),
@@ -181,6 +190,22 @@ def parse_event(
             (data["secondary_contact"]["channel"], data["secondary_contact"]["external_id"])
             if "secondary_contact" in data else None),
     )
+
+
+# the custom events the rule files declare, each with its params' validator (None: free-form)
+Declared = Mapping[str, Draft202012Validator | None]
+
+
+def params_problems(validator: Draft202012Validator, params: Any, *,
+                    templated: bool = False) -> list[EventError]:
+    """How a custom event's ``params`` break its declared JSON Schema (``validator``), each
+    at ``params/<place>`` with a hint; with ``templated``, a text holding ``{{ }}`` (known
+    only when it is rendered) is not judged."""
+    return [EventError(problem.message, hint=problem.hint, path=_joined(
+                ("params", *problem.path, *((problem.missing,) if problem.missing else ()))))
+            for error in validator.iter_errors(params)
+            if not (templated and isinstance(error.instance, str) and "{{" in error.instance)
+            for problem in explain(error)]
 
 
 def _message(data: dict[str, Any]) -> Message:

@@ -10,6 +10,7 @@ from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
 from rules_engine.domain.errors import did_you_mean
+from rules_engine.domain.model import CUSTOM_PREFIX
 
 _TYPE_NAMES = {
     "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
@@ -173,6 +174,9 @@ def explain(error: ValidationError) -> list[SchemaProblem]:
     if kind == "enum" and isinstance(error.validator_value, list):
         options = [str(option) for option in error.validator_value]
         hint = did_you_mean(str(error.instance), options) or f"one of: {', '.join(options)}"
+        if str(error.instance).startswith(CUSTOM_PREFIX):
+            hint = ("a custom event is custom.<name>, the name in lower case, digits and _ "
+                    "(e.g. custom.order_shipped)")
         noun = "trigger event" if path and path[-1] == "event" else "value"
         if isinstance(error.instance, bool):  # YAML reads on/off/yes/no as true/false
             return [SchemaProblem(path, f"unknown {noun} {str(error.instance).lower()} (YAML reads "

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rules_engine.domain.errors import EventError
-from rules_engine.domain.model import TRIGGER_TYPES, EventType
+from rules_engine.domain.model import TRIGGER_TYPES, AnyEventType, event_type
 from rules_engine.language.context import roots_for
 from rules_engine.language.expressions import CompiledExpression, compile_expression
 
@@ -17,7 +17,7 @@ class Condition:
     """A condition compiled once; ``evaluate`` is cheap, thread-safe and sandboxed."""
 
     source: str
-    trigger: EventType
+    trigger: AnyEventType
     expression: CompiledExpression
 
     def evaluate(self, context: Mapping[str, Any], *, now: datetime | None = None) -> bool:
@@ -38,7 +38,7 @@ def compile_condition(source: str, *, trigger: str) -> Condition:
     rule file, and ``EventError`` for an unknown trigger.
     """
     try:
-        event = EventType(trigger)
+        event = event_type(trigger)
     except ValueError:
         raise EventError(f"unknown trigger '{trigger}'",
                          hint=f"one of: {', '.join(sorted(map(str, TRIGGER_TYPES)))}") from None

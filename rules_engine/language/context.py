@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from rules_engine.domain.model import CloseSource, Conversation, EventType, Message, OpenSource
+from rules_engine.domain.model import (
+    AnyEventType,
+    CloseSource,
+    Conversation,
+    CustomEventType,
+    EventType,
+    Message,
+    OpenSource,
+)
 from rules_engine.language.types import (
     ANY,
     BOOL,
@@ -43,8 +51,9 @@ DIALOGFLOW_PARAMS = Free(note="Dialogflow sends parameter values such as RB_MARK
 Spec: TypeAlias = Type | Free | Mapping[str, "Spec"]
 
 EVENT_TYPES = frozenset(str(event) for event in EventType)
-EVENT: Spec = {"id": TEXT, "type": of(Kind.TEXT, values=EVENT_TYPES),
-               "channel": NULLABLE_TEXT, "timestamp": TIME, "depth": NUMBER}
+_EVENT_FIELDS: dict[str, Spec] = {"id": TEXT, "type": of(Kind.TEXT, values=EVENT_TYPES),
+                                  "channel": NULLABLE_TEXT, "timestamp": TIME, "depth": NUMBER}
+EVENT: Spec = _EVENT_FIELDS
 CONTACT: Spec = {
     "id": NUMBER,
     "name": NULLABLE_TEXT,
@@ -122,9 +131,48 @@ def field_type(roots: Mapping[str, Spec], chain: list[str]) -> Type:
     return spec if isinstance(spec, Type) else of(Kind.MAP)
 
 
-def roots_for(event_type: EventType) -> dict[str, Spec]:
-    """The names a condition on ``event_type`` may use, with the fields of each."""
+def roots_for(event_type: AnyEventType,
+              params_schema: Mapping[str, Any] | None = None) -> dict[str, Spec]:
+    """The names a condition on ``event_type`` may use, with the fields of each; a custom
+    event's ``params`` are typed by its declared JSON Schema (``params_schema``), if any."""
+    if isinstance(event_type, CustomEventType):
+        params = FREE if params_schema is None else params_spec(params_schema)
+        return {**_COMMON, "event": {**_EVENT_FIELDS, "type": of(Kind.TEXT, values=[event_type])},
+                "params": params}
     return ROOTS_BY_EVENT.get(event_type, _COMMON)
+
+
+_JSON_KINDS = {"string": (Kind.TEXT,), "number": (Kind.NUMBER,), "integer": (Kind.NUMBER,),
+               "boolean": (Kind.BOOL,), "null": (Kind.NULL,), "array": (Kind.LIST,),
+               "object": (Kind.MAP,)}
+
+
+def params_spec(schema: Mapping[str, Any]) -> Spec:
+    """The params a custom event's declared JSON Schema describes, as conditions type them:
+    an object with ``properties`` has exactly those fields (others are unknown names; one
+    the event leaves out reads as null, see ``RuleSet.condition_params``); any other
+    schema leaves the params free-form."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or schema.get("type", "object") != "object":
+        return FREE
+    needed = set(schema.get("required") or ())
+    return {name: _field_spec(part if isinstance(part, Mapping) else {}, required=name in needed)
+            for name, part in properties.items()}
+
+
+def _field_spec(schema: Mapping[str, Any], *, required: bool) -> Spec:
+    """One declared param: of the kinds its ``type`` allows (any kind with none), null too
+    when it is not required; an object's own fields are free-form."""
+    written = schema.get("type")
+    names = [written] if isinstance(written, str) else list(written or [])
+    if names == ["object"]:
+        return FREE
+    kinds = [kind for name in names for kind in _JSON_KINDS.get(name, ())] or list(Kind)
+    if not required:
+        kinds.append(Kind.NULL)
+    enum = schema.get("enum")
+    values = [v for v in enum if isinstance(v, str)] if isinstance(enum, list) else None
+    return of(*kinds, values=values if values and Kind.TEXT in kinds else None)
 
 
 _NO_CONVERSATION: dict[str, Any] = {
@@ -148,7 +196,7 @@ def build_context(
     lifecycle: Lifecycle,
     *,
     event_id: str,
-    event_type: EventType,
+    event_type: AnyEventType,
     channel: str | None,
     timestamp: datetime,
     depth: int,

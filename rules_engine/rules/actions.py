@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -17,10 +17,17 @@ from rules_engine.domain.errors import (
     RulesEngineError,
     RuleValidationError,
 )
-from rules_engine.domain.lifecycle import Lifecycle, Outcome
-from rules_engine.domain.model import CloseSource, EventType, OpenSource
+from rules_engine.domain.lifecycle import Fact, Lifecycle, Outcome
+from rules_engine.domain.model import (
+    AnyEventType,
+    CloseSource,
+    CustomEventType,
+    EventType,
+    OpenSource,
+)
 from rules_engine.domain.redaction import CREDENTIAL_HEADERS, redact_headers, redact_url
 from rules_engine.domain.timers import parse_duration
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import Condition, ConditionFailed, build_condition
 from rules_engine.language.context import Spec
 from rules_engine.language.expressions import (
@@ -44,13 +51,14 @@ class ActionRun:
     context: Mapping[str, Any]
     now: datetime
     rule_digest: str = ""  # the rule's actions' fingerprint (a wait keeps it to resume)
+    declared: Declared = field(default_factory=dict)  # the custom events' params' schemas
 
 
 class Action:
     """Base of the registry's entries: ``name`` is the YAML key, ``run`` does the work."""
 
     name: ClassVar[str]
-    emits: ClassVar[tuple[EventType, ...]] = ()  # the facts a run that changes state emits
+    emits: tuple[AnyEventType, ...] = ()  # the facts a run that changes state emits
 
     def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
         self.arguments: dict[str, Any] = dict(arguments or {})
@@ -141,6 +149,24 @@ class Unassign(Action):
                                       by=f"rule '{run.rule_id}'")
 
 
+class AddNote(Action):
+    """Leave an internal note for the agents on the open conversation (templated text;
+    never sent to the contact)."""
+
+    name = "add_note"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.text = compile_template(self.arguments["text"], roots, path="text")
+
+    def run(self, run: ActionRun) -> Outcome:
+        try:
+            text = self.text.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"text failed: {error}", failed=True)
+        return run.lifecycle.add_note(run.contact_id, str(text), by=f"rule '{run.rule_id}'")
+
+
 class SetBotStatus(Action):
     """Hand the open conversation to a human (``paused``) or back to the bot (``active``):
     the state Dialogflow's ``RB_BOTSTATUS`` sets."""
@@ -216,6 +242,35 @@ class SetField(Action):
                                failed=True)
         return run.lifecycle.set_field(run.contact_id, self.arguments["name"], value,
                                        run.channel, by=f"rule '{run.rule_id}'")
+
+
+class Emit(Action):
+    """Start the rules that trigger on a custom event (``event``), for the same contact and
+    conversation, with ``params`` (templates rendered for this event): a fact of this
+    event's chain, so its depth counts toward the engine's ``max_depth``."""
+
+    name = "emit"
+
+    def __init__(self, arguments: Mapping[str, Any] | None, roots: Mapping[str, Spec]) -> None:
+        super().__init__(arguments, roots)
+        self.event = CustomEventType(self.arguments["event"])
+        self.emits = (self.event,)
+        self.params = compile_template(self.arguments.get("params", {}), roots, path="params")
+
+    def run(self, run: ActionRun) -> Outcome:
+        try:
+            params = self.params.render(run.context, now=run.now)
+        except ExpressionRuntimeError as error:
+            return Outcome(self.name, False, f"params failed: {error}", failed=True)
+        validator = run.declared.get(self.event)
+        broken = params_problems(validator, params) if validator is not None else []
+        if broken:
+            return Outcome(self.name, False, f"{self.event}'s declared schema refuses "
+                           f"{broken[0].path}: {broken[0].message}", failed=True)
+        conversation_id = run.context["conversation"]["id"]
+        fact = Fact(self.event, run.contact_id, run.channel, conversation_id, dict(params))
+        return Outcome(self.name, True, f"emitted {self.event}", [fact],
+                       conversation_id=conversation_id)
 
 
 def _identity_on(run: ActionRun, channel: str) -> dict[str, Any] | None:
@@ -489,7 +544,8 @@ class Choose(Action):
 ACTIONS: dict[str, type[Action]] = {
     action.name: action
     for action in (OpenConversation, CloseConversation, Assign, Unassign, SetBotStatus, AddTag,
-                   RemoveTag, SetField, SendMessage, SendTemplate, HttpRequest, Wait, Choose)
+                   RemoveTag, SetField, AddNote, SendMessage, SendTemplate, HttpRequest, Wait,
+                   Choose, Emit)
 }
 
 

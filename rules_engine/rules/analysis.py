@@ -30,18 +30,26 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict
 
 from rules_engine.domain.channels import reply_windows, welcome_channels
-from rules_engine.domain.errors import RulesEngineError, RuleValidationError, RuleWarning
+from rules_engine.domain.errors import (
+    RulesEngineError,
+    RuleValidationError,
+    RuleWarning,
+    did_you_mean,
+)
 from rules_engine.domain.inputs import BUILT_IN_FACTS, MARKDONE
 from rules_engine.domain.model import (
     INPUT_TYPES,
     ONE_RULE_TYPES,
+    AnyEventType,
+    CustomEventType,
     EventType,
 )
 from rules_engine.domain.timers import as_date
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import AllOf, Condition, ExpressionCondition, NotOf
 from rules_engine.language.expressions import ExpressionRuntimeError
 from rules_engine.language.types import chain_of
-from rules_engine.rules.actions import Action, Choose, walk
+from rules_engine.rules.actions import Action, Choose, Emit, walk
 from rules_engine.rules.ruleset import Rule
 
 # Facts the engine itself emits while handling inputs (before or without any rule), and
@@ -53,7 +61,7 @@ _ACTS_ON_CONVERSATION = frozenset({"close_conversation", "assign", "send_message
                                    "send_template"})
 
 
-def _emits(rule: Rule) -> set[EventType]:
+def _emits(rule: Rule) -> set[AnyEventType]:
     """What the rule's actions may emit (in any branch)."""
     return {event for _, action in walk(rule.actions) for event in action.emits}
 
@@ -147,6 +155,8 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     f"{what}: {', '.join(without)} send no welcome event",
                     hint=f"welcome events come from: {', '.join(sorted(welcome_channels()))}",
                     **_where(rule, "trigger/channels"))
+        if isinstance(rule.event, CustomEventType):
+            continue  # see _custom_events
         if rule.event not in INPUT_TYPES and rule.event not in emitted:
             yield RuleWarning(f"this rule can never fire: nothing emits {rule.event}",
                               hint=f"{rule.event} is emitted by a rule action; no enabled rule has one",
@@ -264,7 +274,7 @@ def _hours(duration: timedelta) -> str:
 
 
 # What the conversation in a trigger's context is known to be, and why.
-_KNOWN_CONVERSATION: dict[EventType, tuple[dict[str, Any], str]] = {
+_KNOWN_CONVERSATION: dict[AnyEventType, tuple[dict[str, Any], str]] = {
     **dict.fromkeys((EventType.MESSAGE_RECEIVED, EventType.WELCOME), (
         {"is_open": True, "status": "open"},
         "the engine opens the conversation of every incoming message before rules run")),
@@ -376,7 +386,7 @@ def _sets(rule: Rule) -> dict[str, str]:
     return found
 
 
-_Fact = tuple[EventType, tuple[tuple[str, Any], ...]]  # a fact and what its params are known to be
+_Fact = tuple[AnyEventType, tuple[tuple[str, Any], ...]]  # a fact and what its params are known to be
 
 
 def _facts(rule: Rule) -> set[_Fact]:
@@ -396,7 +406,7 @@ def _may_run(rule: Rule, fact: _Fact) -> bool:
     """Whether ``rule`` may run on ``fact``: its trigger, and no condition that the fact's
     known params make false."""
     event, params = fact
-    if rule.event is not event:
+    if rule.event != event:
         return False
     for leaf in _conjuncts(rule.condition):
         try:
@@ -407,11 +417,13 @@ def _may_run(rule: Rule, fact: _Fact) -> bool:
     return True
 
 
-def _chains(rules: Sequence[Rule]) -> Iterable[tuple[EventType, list[tuple[int, Rule]]]]:
-    """For each input, the rules one event of it can run, with the depth each runs at, in
-    the order the engine runs them (by depth, then priority, then place)."""
+def _chains(rules: Sequence[Rule]) -> Iterable[tuple[AnyEventType, list[tuple[int, Rule]]]]:
+    """For each input (custom events included), the rules one event of it can run, with
+    the depth each runs at, in the order the engine runs them (by depth, then priority,
+    then place)."""
     order = {rule.id: position for position, rule in enumerate(rules)}
-    for start in sorted(INPUT_TYPES | TIMER_FACTS):
+    custom = {rule.event for rule in rules if isinstance(rule.event, CustomEventType)}
+    for start in sorted(INPUT_TYPES | TIMER_FACTS | custom):
         depth_of: dict[str, int] = {}
         facts: set[_Fact] = {(start, ())}
         depth = 0
@@ -528,11 +540,40 @@ def _unreachable_branches(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                 break
 
 
-def analyse(rules: Sequence[Rule]) -> tuple[list[RulesEngineError], list[RuleWarning]]:
-    """(errors, warnings) about how the enabled rules work together."""
+def _custom_events(rules: Sequence[Rule], declared: Declared) -> Iterable[RulesEngineError]:
+    """A rule on a custom event that no rule file declares and no rule emits (a typo, or
+    an event nobody posts); an emit whose params break the event's declared schema."""
+    emitted = {event for rule in rules for event in _emits(rule)}
+    known = sorted({*declared, *map(str, emitted)})
+    for rule in rules:
+        if isinstance(rule.event, CustomEventType) and rule.event not in declared \
+                and rule.event not in emitted:
+            yield RuleWarning(
+                f"nothing declares or emits {rule.event}: only an event posted with this "
+                "exact type starts the rule",
+                hint=did_you_mean(rule.event, known) or "declare it in a rule file (events: "
+                f"{{{rule.event}: {{params: ...}}}}) or emit it from a rule",
+                **_where(rule, "trigger/event"))
+        for path, action in walk(rule.actions):
+            validator = declared.get(action.event) if isinstance(action, Emit) else None
+            if not isinstance(action, Emit) or validator is None:
+                continue
+            for problem in params_problems(validator, action.arguments.get("params", {}),
+                                           templated=True):
+                yield RuleValidationError(
+                    f"the params of {action.event} break its declared schema: "
+                    f"{problem.message}", hint=problem.hint,
+                    **_where(rule, f"{path}/emit/{problem.path}"))
+
+
+def analyse(rules: Sequence[Rule], declared: Declared | None = None
+            ) -> tuple[list[RulesEngineError], list[RuleWarning]]:
+    """(errors, warnings) about how the enabled rules work together (``declared``: the
+    custom events the rule files declare, with their params' validators)."""
     enabled = [rule for rule in rules if rule.enabled]
-    findings = [*_cycle_findings(enabled), *_never_fires(enabled), *_open_and_close(enabled),
-                *_idle_rules(enabled), *_dates_set_to_non_dates(enabled),
+    findings = [*_custom_events(enabled, declared or {}), *_cycle_findings(enabled),
+                *_never_fires(enabled), *_open_and_close(enabled), *_idle_rules(enabled),
+                *_dates_set_to_non_dates(enabled),
                 *_reply_windows(enabled), *_cannot_hold(enabled), *_already_done(enabled),
                 *_overwritten(enabled), *_tag_case(enabled), *_unreachable_branches(enabled)]
     errors = [f for f in findings if not isinstance(f, RuleWarning)]

@@ -13,7 +13,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, SchemaError
 
 from rules_engine.domain.channels import known_channels
 from rules_engine.domain.errors import (
@@ -25,7 +25,7 @@ from rules_engine.domain.errors import (
     RuleWarning,
     did_you_mean,
 )
-from rules_engine.domain.model import EventType
+from rules_engine.domain.model import AnyEventType, EventType, event_type
 from rules_engine.domain.schedules import Schedule, cron_problem
 from rules_engine.domain.timers import DateTrigger, IdleClock, actions_digest, parse_duration
 from rules_engine.formats.schema import rules_schema
@@ -114,6 +114,9 @@ class _Validator:
         self.business_hours_file: str | None = None
         self.uses_business_hours: list[tuple[RuleFile, int]] = []  # rules calling it
         self.teams: set[str] = set()  # the teams the files declare
+        self.events: dict[str, Draft202012Validator | None] = {}  # declared custom events
+        self.event_schemas: dict[str, dict[str, Any]] = {}  # their params' JSON Schemas
+        self.events_file: dict[str, str] = {}  # where each was declared
         self.team_uses: list[_TeamUse] = []
 
     def located(self, file: RuleFile, path: tuple[str | int, ...], error: _Located,
@@ -157,9 +160,9 @@ class _Validator:
                            for path in broken)
 
         trigger = _mapping(raw.get("trigger"))
-        event_name = trigger.get("event")
-        event = EventType(event_name) if event_name in {str(e) for e in EventType} else None
-        roots = roots_for(event) if event is not None else every_root()
+        event = _trigger_event(trigger.get("event"))
+        roots = (roots_for(event, self.event_schemas.get(event)) if event is not None
+                 else every_root())
         base = ("rules", index)
         problems = len(broken)
         condition = None
@@ -240,6 +243,33 @@ class _Validator:
         declared = file.data.get("teams") if isinstance(file.data, dict) else None
         if isinstance(declared, list) and not any(path[:1] == ("teams",) for path in broken):
             self.teams.update(declared)
+
+    def note_events(self, file: RuleFile, broken: list[tuple[str | int, ...]]) -> None:
+        """The custom events a file declares (``events: {custom.x: {params: <JSON
+        Schema>}}``): each once across the rule set, its schema a valid JSON Schema."""
+        declared = file.data.get("events") if isinstance(file.data, dict) else None
+        if not isinstance(declared, dict) or any(path[:1] == ("events",) for path in broken):
+            return
+        for name, declaration in declared.items():
+            place = ("events", name)
+            if name in self.events_file:
+                self.errors.append(self.located(file, place, RuleValidationError(
+                    f"{name} is already declared in {self.events_file[name]}",
+                    hint="declare each custom event once for the whole rule set"), at_key=True))
+                continue
+            self.events_file[name] = file.name
+            schema = declaration.get("params")
+            try:
+                validator = None if schema is None else _params_validator(schema)
+            except SchemaError as error:
+                self.errors.append(self.located(file, (*place, "params", *error.path),
+                                                RuleValidationError(
+                    f"not a valid JSON Schema: {error.message}",
+                    hint="see https://json-schema.org/understanding-json-schema/")))
+                continue
+            self.events[name] = validator
+            if schema is not None:
+                self.event_schemas[name] = schema
 
     def note_team_uses(self, file: RuleFile, index: int, raw: dict[str, Any]) -> None:
         """Remember each team an action names (``assign``, ``open_conversation``)."""
@@ -325,7 +355,8 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
         files = rule_files(paths)
     except RuleFileError as error:
         raise RuleSetInvalid([error]) from None
-    for path in files:
+    read: list[tuple[RuleFile, dict[int, list[tuple[str | int, ...]]]]] = []
+    for path in files:  # first every file's declarations, which any file's rules may use
         try:
             file = _read(path)
         except RuleFileError as error:
@@ -335,6 +366,9 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
         broken = validator.check_schema(file)
         validator.check_business_hours(file, broken.get(-1, []))
         validator.note_teams(file, broken.get(-1, []))
+        validator.note_events(file, broken.get(-1, []))
+        read.append((file, broken))
+    for file, broken in read:
         raw_rules = file.data.get("rules") if isinstance(file.data, dict) else None
         for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
             if not isinstance(raw, dict):
@@ -351,13 +385,13 @@ def load_rule_set(paths: str | Path | Iterable[str | Path]) -> RuleSet:
                 rules.append(rule)
     validator.check_business_hours_defined()
     validator.check_teams_declared()
-    errors, found = analyse(rules)  # the static checks run on every rule that is valid
+    errors, found = analyse(rules, validator.events)  # on every rule that is valid
     warnings = sorted([*validator.warnings, *found], key=_where)
     problems = validator.errors + errors
     if problems:
         raise RuleSetInvalid(sorted([*problems, *warnings], key=_where))
     return RuleSet(rules, version=digest.hexdigest()[:12], warnings=warnings,
-                   business_hours=validator.business_hours)
+                   business_hours=validator.business_hours, declared=validator.events)
 
 
 def _where(problem: RulesEngineError) -> tuple[str, int, int]:
@@ -382,6 +416,21 @@ def _written_actions(items: Any, place: tuple[str | int, ...]
                 yield from _written_actions(_mapping(branch).get("actions"),
                                             (*inside, "branches", index, "actions"))
             yield from _written_actions(arguments.get("default"), (*inside, "default"))
+
+
+def _trigger_event(name: Any) -> AnyEventType | None:
+    """The event a trigger names, None when it names none the schema accepts (the schema
+    reports it)."""
+    try:
+        return event_type(name) if isinstance(name, str) else None
+    except ValueError:
+        return None
+
+
+def _params_validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """The validator of a custom event's params; SchemaError when ``schema`` is none."""
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

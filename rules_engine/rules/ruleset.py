@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from rules_engine.domain.errors import RulesEngineError, RuleWarning
-from rules_engine.domain.model import EventType
+from rules_engine.domain.errors import EventError, RulesEngineError, RuleWarning
+from rules_engine.domain.model import AnyEventType, CustomEventType, Event
 from rules_engine.domain.schedules import Schedule
 from rules_engine.domain.timers import DateTrigger, IdleClock, Timer, date_timer
+from rules_engine.formats.events import Declared, params_problems
 from rules_engine.language.conditions import Condition
 from rules_engine.language.expressions import CompiledExpression
 from rules_engine.rules.actions import Action, Choose, Wait, walk
@@ -31,7 +32,7 @@ class Rule:
     enabled: bool
     priority: int
     stop: bool
-    event: EventType
+    event: AnyEventType
     channels: frozenset[str] | None
     condition: Condition | None
     actions: tuple[Action, ...]
@@ -94,8 +95,16 @@ class RuleSet:
 
     def __init__(self, rules: Iterable[Rule], *, version: str,
                  warnings: Sequence[RulesEngineError] = (),
-                 business_hours: BusinessHours | None = None) -> None:
+                 business_hours: BusinessHours | None = None,
+                 declared: Declared | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.declared: Declared = dict(declared or {})
+        # each declared custom event's top-level params, read as null when left out
+        self._absent: dict[str, dict[str, None]] = {
+            name: dict.fromkeys(validator.schema["properties"])
+            for name, validator in self.declared.items()
+            if validator is not None and isinstance(validator.schema, Mapping)
+            and isinstance(validator.schema.get("properties"), Mapping)}
         self.version = version
         self.warnings: tuple[RulesEngineError, ...] = tuple(warnings)
         self.business_hours = business_hours
@@ -115,8 +124,8 @@ class RuleSet:
             return (-rule.priority, position[rule.id])
 
         ordered = sorted(self.rules, key=run_order)
-        any_channel: dict[EventType, list[Rule]] = defaultdict(list)
-        by_channel: dict[tuple[EventType, str], list[Rule]] = defaultdict(list)
+        any_channel: dict[AnyEventType, list[Rule]] = defaultdict(list)
+        by_channel: dict[tuple[AnyEventType, str], list[Rule]] = defaultdict(list)
         for rule in ordered:
             if rule.channels is None:
                 any_channel[rule.event].append(rule)
@@ -128,7 +137,7 @@ class RuleSet:
             for key, rules in by_channel.items()
         }
 
-    def candidates(self, event: EventType, channel: str | None) -> tuple[Rule, ...]:
+    def candidates(self, event: AnyEventType, channel: str | None) -> tuple[Rule, ...]:
         """Rules whose trigger matches, highest priority first (disabled ones included)."""
         if channel is not None:
             found = self._by_channel.get((event, channel))
@@ -136,7 +145,7 @@ class RuleSet:
                 return found
         return self._any_channel.get(event, ())
 
-    def excluded_by_channel(self, event: EventType, channel: str | None) -> list[Rule]:
+    def excluded_by_channel(self, event: AnyEventType, channel: str | None) -> list[Rule]:
         """Rules on ``event`` whose channel filter leaves ``channel`` out (for "why not")."""
         return [rule for rule in self.rules
                 if rule.event == event and rule.channels is not None
@@ -162,6 +171,19 @@ class RuleSet:
                              value=fields.get(trigger.field), after=after, event_id=event_id)
                   for rule, trigger in self.dated_rules(field))
         return [timer for timer in timers if timer is not None]
+    def params_problems(self, event: Event) -> list[EventError]:
+        """How a custom event's params break the JSON Schema its declaration gives them
+        (none for another event, or a custom event declared without one or undeclared)."""
+        validator = (self.declared.get(event.type)
+                     if isinstance(event.type, CustomEventType) else None)
+        return [] if validator is None else params_problems(validator, dict(event.params))
+
+    def condition_params(self, kind: AnyEventType,
+                         params: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``params`` as conditions read them: a custom event's declared top-level params
+        that it leaves out read as null (as their types say, see ``params_spec``)."""
+        absent = self._absent.get(kind)
+        return params if absent is None else {**absent, **params}
 
     def catalog(self) -> Catalog:
         """What traces leave out of every event, for each rule (kept once per version)."""

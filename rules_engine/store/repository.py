@@ -501,6 +501,23 @@ class StoreTx(Rollups):
                                                "team": conversation.team}, row)
         return _conversation(row)
 
+    def add_note(self, conversation_id: int, *, text: str, author: str, at: datetime,
+                 event_id: str | None) -> int:
+        """Keep an internal note on a conversation; its id."""
+        row = self._insert_row(t.conversation_notes, {
+            "conversation_id": conversation_id, "text": text, "author": author,
+            "created_at": at, "event_id": event_id}, "id")
+        assert row is not None
+        return int(row["id"])
+
+    def notes(self, *, conversation_id: int | None = None, limit: int) -> list[dict[str, Any]]:
+        """Notes, newest first: a conversation's, or every conversation's."""
+        n = t.conversation_notes
+        statement = select(n).order_by(n.c.id.desc()).limit(limit)
+        if conversation_id is not None:
+            statement = statement.where(n.c.conversation_id == conversation_id)
+        return [dict(row) for row in self.connection.execute(statement).mappings()]
+
     def set_bot_active(self, conversation_id: int, active: bool) -> bool:
         """Hand a conversation to a human (False) or back to the bot; False when unchanged."""
         c = t.conversations

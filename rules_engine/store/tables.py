@@ -208,6 +208,21 @@ processed_events = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
+# Internal notes on conversations (the add_note action): for the agents, never sent.
+conversation_notes = Table(
+    "conversation_notes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False),
+    Column("text", LongStr, nullable=False),
+    Column("author", Str(200), nullable=False),  # rule '<id>', or a user
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("event_id", Str(200)),
+)
+Index("ix_conversation_notes_conversation", conversation_notes.c.conversation_id,
+      conversation_notes.c.id)
+Index("ix_conversation_notes_created", conversation_notes.c.created_at)
+
 event_traces = Table(
     "event_traces",
     metadata,

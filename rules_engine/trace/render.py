@@ -5,7 +5,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from rules_engine.domain.model import EventType
+from rules_engine.domain.model import AnyEventType, event_type
 from rules_engine.trace.shapes import ConditionLine, RuleEntry, Trace
 
 
@@ -29,7 +29,7 @@ class ChannelFilters(Protocol):
     @property
     def version(self) -> str: ...
 
-    def excluded_by_channel(self, event: EventType,
+    def excluded_by_channel(self, event: AnyEventType,
                             channel: str | None) -> Iterable[FilteredRule]: ...
 
 _MARKS = {"fired": "FIRED", "conditions_false": "no", "condition_error": "ERROR",
@@ -104,7 +104,7 @@ def render_trace(trace: Trace, rules: ChannelFilters | None = None) -> str:
             lines.extend(_rule_lines(rule))
         if rules is not None:
             channel = step.get("channel", trace["channel"])  # traces stored whole may lack it
-            for excluded in rules.excluded_by_channel(EventType(step["event"]), channel):
+            for excluded in rules.excluded_by_channel(event_type(step["event"]), channel):
                 lines.append(f"    [not considered] {excluded.id} ({excluded.file}:{excluded.line}): "
                              f"its trigger channels ({', '.join(sorted(excluded.channels or ()))}) "
                              f"leave out {channel or 'events with no channel'}")
