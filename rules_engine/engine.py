@@ -830,8 +830,8 @@ def idle_clocks(rules: Iterable[Rule], conversation: Conversation, *, event: Eve
             and (rule.channels is None or conversation.channel in rule.channels)]
 
 
-def run_by_hand(rules: RuleSet, rule_id: object) -> Rule:
-    """The rule a person asks to run: it exists and its trigger is ``manual``."""
+def run_by_hand(rules: RuleSet, rule_id: object) -> None:
+    """Refuse a run by hand of a rule that does not exist or whose trigger is not ``manual``."""
     rule = rules.get(str(rule_id))
     if rule is None:
         raise NotFoundError(f"no rule '{rule_id}'", path="params/rule_id",
@@ -840,7 +840,6 @@ def run_by_hand(rules: RuleSet, rule_id: object) -> Rule:
         raise EventError(f"rule '{rule.id}' is not run by hand (its trigger is {rule.event})",
                          path="params/rule_id",
                          hint="give the rule `trigger: {event: manual}` to run it by hand")
-    return rule
 
 
 def counted(count: int, noun: str) -> str:
