@@ -271,7 +271,7 @@ def test_an_unforeseen_error_still_ends_the_attempt(make_engine, store, monkeypa
     monkeypatch.setattr(delivery.Transport, "send", broken)
     engine = make_engine(calling("https://crm.example.com/tickets"))
     engine.process(message("c-1", "hi"))
-    deliverer = worker(store, "http://127.0.0.1:9", max_age=timedelta(seconds=0.3),
+    deliverer = worker(store, "http://127.0.0.1:9", max_age=timedelta(seconds=1),
                        backoff_seconds=0.05, clock=lambda: datetime.now(timezone.utc))
     deadline = time.monotonic() + 10
     while not rows(store, "failed") and time.monotonic() < deadline:
