@@ -11,6 +11,9 @@
    order), then Python's ``sqlite3`` alone executing exactly those statements, fetching
    every row they return, in the same transactions, on a fresh copy of the schema with the
    same pragmas. What is left between the two is the engine's own Python.
+   The recorded ingest also times every call into the driver (statements, fetches,
+   commits): what SQLite itself took inside the engine's process, against the same
+   statements replayed back to back.
 4. The rows floor: Python's ``sqlite3`` writing the very rows that ingest wrote (read back
    from its database: the ledger row and trace of each event, the contact and identity it
    created, the conversation it opened or closed, the tags and fields of the contact, the
@@ -86,19 +89,24 @@ def ingest(events_file: Path, database: Path) -> float:
     return cli("--rules", str(REPO / "rules"), "--database-url", url, "ingest", str(events_file))
 
 
-def record(events_file: Path, database: Path, recording: Path) -> list[tuple[str, object, bool]]:
-    """The statements one ingest of ``events_file`` sends, in order (one connection)."""
+def record(events_file: Path, database: Path,
+           recording: Path) -> tuple[list[tuple[str, object, bool]], float, float]:
+    """The statements one ingest of ``events_file`` sends, in order (one connection); the
+    seconds that ingest spent inside the driver, and in all."""
     url = upgraded(database)
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, str(REPO / "bench" / "statement_recorder.py"),
                            str(recording), "--", "--rules", str(REPO / "rules"),
                            "--database-url", url, "ingest", str(events_file)],
                           capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the recorded ingest failed: {done.stderr[-2000:]}")
-    connections = [steps for _, steps in pickle.loads(recording.read_bytes()) if steps]
+    connections = [(steps, seconds) for _, steps, seconds in pickle.loads(recording.read_bytes())
+                   if steps]
     if len(connections) != 1:
         raise SystemExit(f"ingest used {len(connections)} connections; the replay expects one")
-    return connections[0]
+    return connections[0][0], connections[0][1], elapsed
 
 
 def replay(steps: list[tuple[str, object, bool]], database: Path) -> float:
@@ -190,7 +198,8 @@ def main() -> None:
         folder = Path(temp)
         events_file = folder / "events.jsonl"
         write_events(events_file, args.events, args.contacts)
-        steps = record(events_file, folder / "recorded.db", folder / "recording.pickle")
+        steps, in_driver, recorded = record(events_file, folder / "recorded.db",
+                                            folder / "recording.pickle")
         print(f"{args.events:,} message events from {args.contacts:,} contacts, example rules, "
               f"SQLite (WAL, synchronous NORMAL); {len(steps):,} statements recorded")
         print(f"{'round':<7}{'ingest events/s':>16}{'replay events/s':>17}{'ratio':>8}"
@@ -206,12 +215,18 @@ def main() -> None:
             without_start.append(floor_time / (ours - start_up))
             print(f"{number:<7}{args.events / ours:>16,.0f}{args.events / floor_time:>17,.0f}"
                   f"{ratios[-1]:>8.3f}{start_up:>12.2f}{without_start[-1]:>18.3f}")
+        last_replay = floor_time
         events, grouped, schema = rows_by_event(folder / "ours.db")
         rows_time = floor(events, grouped, schema, folder / "floor.db")
         rows = sum(len(group) for group in grouped.values())
     print(f"median ratio ingest / statement replay: {statistics.median(ratios):.3f} (whole "
           f"command); {statistics.median(without_start):.3f} without its start-up (the same "
           "command on an empty file, timed in each round)")
+    print(f"inside sqlite3 during the recorded ingest ({recorded:.2f} s in all): "
+          f"{in_driver:.2f} s for the statements the last replay ran in {last_replay:.2f} s, "
+          f"{in_driver / last_replay:.2f}x: with the engine's Python between them SQLite "
+          f"itself is slower, so even Python costing nothing would give at most "
+          f"{last_replay / in_driver:.2f} (without start-up)")
     print(f"rows floor ({rows:,} rows written by sqlite3, 1 tx per event): "
           f"{args.events / rows_time:,.0f} events/s; last ingest / rows floor "
           f"{rows_time / ours:.3f}")

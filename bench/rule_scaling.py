@@ -6,7 +6,8 @@ Runs side by side in one process:
 2. condition evaluation alone: our compile-once, bounded evaluation against simpleeval
    used as its README shows (a new evaluator parsing the expression on every call).
 
-Prints ratios; run with ``python bench/rule_scaling.py [--events N]``.
+Also prints how long each rule set takes to load (parse, validate, compile and the static
+checks). Prints ratios; run with ``python bench/rule_scaling.py [--events N]``.
 """
 from __future__ import annotations
 
@@ -47,8 +48,12 @@ def write_rules(directory: Path, unrelated: int) -> Path:
     return directory
 
 
-def engine_rate(workdir: Path, unrelated: int, events: int) -> float:
-    rules = load_rule_set([write_rules(workdir / f"rules-{unrelated}", unrelated)])
+def engine_rate(workdir: Path, unrelated: int, events: int) -> tuple[float, float]:
+    """(events/s through the engine, seconds to load and check the rule set)."""
+    directory = write_rules(workdir / f"rules-{unrelated}", unrelated)
+    loading = time.perf_counter()
+    rules = load_rule_set([directory])
+    loaded = time.perf_counter() - loading
     store = Store(f"sqlite:///{workdir / f'bench-{unrelated}.db'}")
     engine = Engine(store, rules)
     batch = [parse_event({"id": f"e{unrelated}-{n}", "type": "message.received",
@@ -60,7 +65,7 @@ def engine_rate(workdir: Path, unrelated: int, events: int) -> float:
         engine.process(event)
     elapsed = time.perf_counter() - started
     store.dispose()
-    return events / elapsed
+    return events / elapsed, loaded
 
 
 def selection_rate(workdir: Path, unrelated: int, rounds: int) -> float:
@@ -101,15 +106,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         workdir = Path(temp)
         print(f"{'unrelated rules':>16} {'engine events/s':>16} {'ratio':>7} "
-              f"{'selection+eval /s':>18} {'ratio':>7}")
+              f"{'selection+eval /s':>18} {'ratio':>7} {'load + checks s':>16}")
         base_engine = base_selection = 0.0
         for unrelated in (0, 1_000, 10_000):
-            engine = engine_rate(workdir, unrelated, args.events)
+            engine, loaded = engine_rate(workdir, unrelated, args.events)
             selection = selection_rate(workdir, unrelated, args.rounds)
             base_engine = base_engine or engine
             base_selection = base_selection or selection
             print(f"{unrelated:>16,} {engine:>16,.0f} {engine / base_engine:>7.2f} "
-                  f"{selection:>18,.0f} {selection / base_selection:>7.2f}")
+                  f"{selection:>18,.0f} {selection / base_selection:>7.2f} {loaded:>16.2f}")
     ours, peer = evaluation_ratio(args.rounds)
     print(f"\ncondition evaluation: compiled once {ours:,.0f}/s vs simpleeval parsing per call "
           f"{peer:,.0f}/s: {ours / peer:.1f}x")

@@ -4,9 +4,10 @@
 
 Python's ``sqlite3`` is wrapped before anything imports it: each connection records, in
 order, every ``execute`` / ``executemany`` (its SQL and parameters, on the connection or
-on one of its cursors) and every ``commit`` / ``rollback``; at exit the recording of every
-connection is pickled to RECORD_FILE as ``[(connection number, [(sql, parameters, many),
-...]), ...]``. ``bench/ingest_floor.py`` replays it with ``sqlite3`` alone.
+on one of its cursors) and every ``commit`` / ``rollback``, and times every call into the
+driver (those, and the fetches of rows); at exit the recording of every connection is
+pickled to RECORD_FILE as ``[(connection number, [(sql, parameters, many), ...], seconds
+inside the driver), ...]``. ``bench/ingest_floor.py`` replays it with ``sqlite3`` alone.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import atexit
 import pickle
 import sqlite3
 import sys
+import time
 from typing import Any
 
 Step = tuple[str, Any, bool]
-RECORDINGS: list[list[Step]] = []
+RECORDINGS: list[RecordingConnection] = []
 
 
 def _kept(parameters: Any) -> Any:
@@ -33,16 +35,45 @@ def _kept(parameters: Any) -> Any:
 
 
 class RecordingCursor(sqlite3.Cursor):
-    """A cursor whose statements land in its connection's recording."""
+    """A cursor whose statements land in its connection's recording, timed."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
         self.connection.steps.append((sql, _kept(parameters), False))  # type: ignore[attr-defined]
-        return super().execute(sql, parameters)
+        started = time.perf_counter()
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
         rows = list(parameters)
         self.connection.steps.append((sql, _kept(rows), True))  # type: ignore[attr-defined]
-        return super().executemany(sql, rows)
+        started = time.perf_counter()
+        try:
+            return super().executemany(sql, rows)
+        finally:
+            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+
+    def fetchone(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().fetchone()
+        finally:
+            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return super().fetchmany(size)
+        finally:
+            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+
+    def fetchall(self) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return super().fetchall()
+        finally:
+            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
 
 
 class RecordingConnection(sqlite3.Connection):
@@ -51,21 +82,24 @@ class RecordingConnection(sqlite3.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.steps: list[Step] = []
-        RECORDINGS.append(self.steps)
+        self.seconds = 0.0  # inside the driver: statements, fetches, commits
+        RECORDINGS.append(self)
 
     def cursor(self, factory: Any = RecordingCursor) -> sqlite3.Cursor:  # type: ignore[override]
         return super().cursor(factory)
 
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         return self.cursor().execute(sql, parameters)
 
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
         return self.cursor().executemany(sql, parameters)
 
     def commit(self) -> None:
         if self.in_transaction:
             self.steps.append(("COMMIT", (), False))
+        started = time.perf_counter()
         super().commit()
+        self.seconds += time.perf_counter() - started
 
     def rollback(self) -> None:
         if self.in_transaction:
@@ -88,7 +122,8 @@ def main() -> int:
 
     def save() -> None:
         with open(record_file, "wb") as out:
-            pickle.dump(list(enumerate(RECORDINGS)), out)
+            pickle.dump([(number, connection.steps, connection.seconds)
+                         for number, connection in enumerate(RECORDINGS)], out)
 
     atexit.register(save)
     from rules_engine.cli import main as cli_main

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -92,7 +93,10 @@ def tick(rules: Path, url: str, now: str, output: Path) -> tuple[float, int]:
     if done.returncode != 0:
         raise SystemExit(f"tick failed: {done.stderr[-2000:]}")
     last = output.read_text(encoding="utf-8").splitlines()[-1]
-    return elapsed, int(last.split()[1])
+    fired = re.search(r"\bfired (\d+) timers?\b", last)  # "tick: fired 2 timers (...) due by"
+    if fired is None:
+        raise SystemExit(f"tick printed no count of timers fired: {last!r}")
+    return elapsed, int(fired.group(1))
 
 
 def firing(workdir: Path, rules: Path, timers: int) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rules_engine import RuleSetInvalid, load_rule_set
 from rules_engine.domain.errors import RuleWarning
+from rules_engine.rules.analysis import _channels_meet, _edges, _emits
 
 from .test_validation import run_cli
 
@@ -192,3 +195,64 @@ def test_a_tag_in_the_case_the_rules_write_it_is_quiet(tmp_path):
             conditions: ["params.tag == 'VIP-Gold' or 'vip' in contact.tags or 'other' in contact.tags"]
             actions: [{assign: {user: susan}}]
     """) == []
+
+
+def test_a_rule_setting_what_rules_before_it_set_is_told_of_the_nearest(tmp_path):
+    warnings = warnings_of(tmp_path, """
+        rules:
+          - id: first
+            trigger: {event: welcome}
+            actions: [{assign: {team: a}}]
+          - id: second
+            trigger: {event: welcome}
+            actions: [{assign: {team: b}}]
+          - id: third
+            trigger: {event: welcome}
+            actions: [{assign: {team: c}}]
+    """)
+    assert len(warnings) == 2, warnings
+    assert "'second' (welcome) sets the team after 'first' (welcome) set it (team a)" in warnings[0]
+    assert "'third' (welcome) sets the team after 'second' (welcome) set it (team b)" in warnings[1]
+
+
+def test_a_thousand_rules_setting_one_thing_give_a_warning_each_not_one_per_pair(tmp_path):
+    """Every pair was a warning (half a million here, and minutes of loading for 10,000
+    rules); each rule now names the one whose value it replaces."""
+    text = "rules:\n" + "".join(
+        f"  - id: r{n}\n    trigger: {{event: welcome, channels: [viber]}}\n"
+        f"    actions: [{{assign: {{team: t{n}}}}}]\n" for n in range(1000))
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, "utf-8")
+    warnings = [w.message for w in load_rule_set([path]).warnings]
+    assert len(warnings) == 999
+    assert all(f"'r{n}' (welcome) sets the team after 'r{n - 1}'" in warning
+               for n, warning in zip(range(1, 1000), warnings))
+
+
+EVENTS = ["welcome", "message.received", "contact.tag_added", "contact.field_set",
+          "conversation.opened", "conversation.closed"]
+ACTIONS = ["{add_tag: {tag: t}}", "{set_field: {name: f, value: 1}}", "{open_conversation: {}}",
+           "{close_conversation: {}}", "{assign: {team: x}}"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(EVENTS),
+                          st.none() | st.sets(st.sampled_from(["viber", "facebook"]), min_size=1),
+                          st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=2)),
+                min_size=1, max_size=12))
+def test_the_rules_each_rule_can_start_are_those_found_by_trying_every_pair(tmp_path, specs):
+    """The index by trigger finds exactly the edges that trying every pair of rules finds."""
+    text = "rules:\n"
+    for n, (event, channels, actions) in enumerate(specs):
+        where = "" if channels is None else f", channels: [{', '.join(sorted(channels))}]"
+        text += (f"  - id: r{n}\n    trigger: {{event: {event}{where}}}\n"
+                 f"    conditions: [\"contact.name == 'n{n}'\"]\n"
+                 f"    actions: [{', '.join(actions)}]\n")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, "utf-8")
+    rules = list(load_rule_set([path]).rules)
+    every_pair = {rule.id: [target.id for target in rules if target.event in _emits(rule)
+                            and _channels_meet(rule.channels, target.channels)]
+                  for rule in rules}
+    assert {rule_id: [target.id for target in targets]
+            for rule_id, targets in _edges(rules).items()} == every_pair

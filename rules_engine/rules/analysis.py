@@ -25,6 +25,7 @@ What a rule's actions emit, add or wait for counts the actions inside its choose
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict
@@ -70,14 +71,25 @@ def _channels_meet(first: frozenset[str] | None, second: frozenset[str] | None) 
     return first is None or second is None or bool(first & second)
 
 
-def _triggers(source: Rule, target: Rule) -> bool:
-    """Whether running ``source`` can start ``target`` (facts keep the event's channel)."""
-    return target.event in _emits(source) and _channels_meet(source.channels, target.channels)
+def _edges(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
+    """For each rule, the rules running it can start (on an event it emits, on a channel
+    they share: facts keep the event's channel), in the rules' order. Found through an index
+    by trigger, so thousands of rules cost the edges there are, not every pair."""
+    by_event: dict[AnyEventType, list[tuple[int, Rule]]] = defaultdict(list)
+    for place, rule in enumerate(rules):
+        by_event[rule.event].append((place, rule))
+    edges: dict[str, list[Rule]] = {}
+    for rule in rules:
+        targets = sorted((place, target) for event in _emits(rule)
+                         for place, target in by_event.get(event, ())
+                         if _channels_meet(rule.channels, target.channels))
+        edges[rule.id] = [target for _, target in targets]
+    return edges
 
 
 def _cycles(rules: Sequence[Rule]) -> list[list[Rule]]:
     """Strongly connected groups of rules that can start one another (Tarjan)."""
-    edges = {rule.id: [t for t in rules if _triggers(rule, t)] for rule in rules}
+    edges = _edges(rules)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[Rule] = []
@@ -170,18 +182,20 @@ def _open_and_close(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
     def closes(rule: Rule) -> bool:
         return EventType.CONVERSATION_CLOSED in _emits(rule)
 
-    reachable = {rule.id: _reachable(rule, rules) for rule in rules}
+    edges = _edges(rules)
     for rule in rules:
         if opens(rule) and closes(rule):
             yield RuleWarning("this rule opens and closes a conversation in the same pass",
                               hint="keep one of the two actions", **_where(rule, "actions"))
+    closers = list(filter(closes, rules))
     for opener in filter(opens, rules):
-        for closer in filter(closes, rules):
+        reachable = _reachable(opener, edges)
+        for closer in closers:
             if closer is opener:
                 continue
             same_event = (closer.event == opener.event
                           and _channels_meet(opener.channels, closer.channels))
-            if same_event or closer.id in reachable[opener.id]:
+            if same_event or closer.id in reachable:
                 how = f"both on {opener.event}" if same_event else f"through events {opener.id} emits"
                 yield RuleWarning(
                     f"'{opener.id}' opens and '{closer.id}' closes a conversation in the same "
@@ -189,13 +203,14 @@ def _open_and_close(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     **_where(closer, "actions"))
 
 
-def _reachable(start: Rule, rules: Sequence[Rule]) -> set[str]:
+def _reachable(start: Rule, edges: dict[str, list[Rule]]) -> set[str]:
+    """The rules that running ``start`` can start, directly or through others."""
     seen: set[str] = set()
     frontier = [start]
     while frontier:
         current = frontier.pop()
-        for target in rules:
-            if target.id not in seen and _triggers(current, target):
+        for target in edges[current.id]:
+            if target.id not in seen:
                 seen.add(target.id)
                 frontier.append(target)
     return seen
@@ -423,13 +438,17 @@ def _chains(rules: Sequence[Rule]) -> Iterable[tuple[AnyEventType, list[tuple[in
     then place)."""
     order = {rule.id: position for position, rule in enumerate(rules)}
     custom = {rule.event for rule in rules if isinstance(rule.event, CustomEventType)}
+    by_event: dict[AnyEventType, list[Rule]] = defaultdict(list)
+    for rule in rules:
+        by_event[rule.event].append(rule)
     for start in sorted(INPUT_TYPES | TIMER_FACTS | custom):
         depth_of: dict[str, int] = {}
         facts: set[_Fact] = {(start, ())}
         depth = 0
         while facts and depth <= 5:  # the engine's default depth bound
-            running = [rule for rule in rules if rule.id not in depth_of
-                       and any(_may_run(rule, fact) for fact in facts)]
+            found = {rule.id: rule for fact in facts for rule in by_event.get(fact[0], ())
+                     if rule.id not in depth_of and _may_run(rule, fact)}
+            running = sorted(found.values(), key=lambda rule: order[rule.id])
             for rule in running:
                 depth_of[rule.id] = depth
             facts = {fact for rule in running for fact in _facts(rule)}
@@ -459,25 +478,30 @@ def _run_by_name(first: Rule, second: Rule) -> bool:
 
 
 def _overwritten(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
-    """Two rules that set the same thing in one event's chain: the later one wins."""
+    """A rule that sets what a rule before it in one event's chain set: the later one wins.
+    Each is told of the nearest such rule before it (the one whose value it replaces), so
+    thousands of rules setting one thing cost one look back each, not every pair."""
+    sets = {rule.id: _sets(rule) for rule in rules}
     seen: set[tuple[str, str, str]] = set()
     for start, chain in _chains(rules):
-        for position, (_, later) in enumerate(chain):
-            for _, earlier in chain[:position]:
-                if not _channels_meet(earlier.channels, later.channels) \
-                        or _exclusive(earlier, later) or _add_and_remove_one_tag(earlier, later) \
-                        or _run_by_name(earlier, later):
+        setters: dict[str, list[Rule]] = defaultdict(list)  # what -> the rules setting it so far
+        for _, later in chain:
+            for what in sets[later.id]:
+                earlier = next((rule for rule in reversed(setters[what])
+                                if _channels_meet(rule.channels, later.channels)
+                                and not _exclusive(rule, later)
+                                and not _add_and_remove_one_tag(rule, later)
+                                and not _run_by_name(rule, later)), None)
+                setters[what].append(later)
+                if earlier is None or (earlier.id, later.id, what) in seen:
                     continue
-                for what in _sets(earlier).keys() & _sets(later).keys():
-                    if (earlier.id, later.id, what) in seen:
-                        continue
-                    seen.add((earlier.id, later.id, what))
-                    yield RuleWarning(
-                        f"'{later.id}' ({later.event}) sets the {what} after "
-                        f"'{earlier.id}' ({earlier.event}) set it ({_sets(earlier)[what]}) "
-                        f"in the chain of one {start}: the later one wins",
-                        hint="give the two rules conditions that exclude each other, or set "
-                             "it in one of them", **_where(later, "actions"))
+                seen.add((earlier.id, later.id, what))
+                yield RuleWarning(
+                    f"'{later.id}' ({later.event}) sets the {what} after "
+                    f"'{earlier.id}' ({earlier.event}) set it ({sets[earlier.id][what]}) "
+                    f"in the chain of one {start}: the later one wins",
+                    hint="give the two rules conditions that exclude each other, or set "
+                         "it in one of them", **_where(later, "actions"))
 
 
 def _tag_literals(tree: ast.AST) -> Iterable[str]:
