@@ -12,6 +12,7 @@ checks). Prints ratios; run with ``python bench/rule_scaling.py [--events N]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -71,6 +72,7 @@ def engine_rate(workdir: Path, unrelated: int, events: int) -> tuple[float, floa
 def selection_rate(workdir: Path, unrelated: int, rounds: int) -> float:
     """Candidate lookup plus condition evaluation only (no store): events per second."""
     rules = load_rule_set([workdir / f"rules-{unrelated}"])
+    gc.freeze()  # as the engine does with the rule set it serves (Engine.replace_rules)
     context = {"message": {"text": "I want a refund"}, "contact": {}, "conversation": {},
                "params": {}, "channel": "facebook", "event": {}}
     now = datetime.now(timezone.utc)

@@ -1,6 +1,6 @@
 """Runs ``rules-engine`` with every statement it sends to SQLite recorded, for the replay floor.
 
-    python bench/statement_recorder.py RECORD_FILE -- [rules-engine arguments]
+    python bench/statement_recorder.py [--time-only] RECORD_FILE -- [rules-engine arguments]
 
 Python's ``sqlite3`` is wrapped before anything imports it: each connection records, in
 order, every ``execute`` / ``executemany`` (its SQL and parameters, on the connection or
@@ -8,6 +8,8 @@ on one of its cursors) and every ``commit`` / ``rollback``, and times every call
 driver (those, and the fetches of rows); at exit the recording of every connection is
 pickled to RECORD_FILE as ``[(connection number, [(sql, parameters, many), ...], seconds
 inside the driver), ...]``. ``bench/ingest_floor.py`` replays it with ``sqlite3`` alone.
+With ``--time-only`` nothing is recorded (the lists stay empty): only the time inside the
+driver, without the recording's own work between the calls.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 Step = tuple[str, Any, bool]
 RECORDINGS: list[RecordingConnection] = []
+RECORD_STEPS = True  # False with --time-only
 
 
 def _kept(parameters: Any) -> Any:
@@ -38,7 +41,8 @@ class RecordingCursor(sqlite3.Cursor):
     """A cursor whose statements land in its connection's recording, timed."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
-        self.connection.steps.append((sql, _kept(parameters), False))  # type: ignore[attr-defined]
+        if RECORD_STEPS:
+            self.connection.steps.append((sql, _kept(parameters), False))  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
             return super().execute(sql, parameters)
@@ -47,7 +51,8 @@ class RecordingCursor(sqlite3.Cursor):
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
         rows = list(parameters)
-        self.connection.steps.append((sql, _kept(rows), True))  # type: ignore[attr-defined]
+        if RECORD_STEPS:
+            self.connection.steps.append((sql, _kept(rows), True))  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
             return super().executemany(sql, rows)
@@ -95,14 +100,14 @@ class RecordingConnection(sqlite3.Connection):
         return self.cursor().executemany(sql, parameters)
 
     def commit(self) -> None:
-        if self.in_transaction:
+        if self.in_transaction and RECORD_STEPS:
             self.steps.append(("COMMIT", (), False))
         started = time.perf_counter()
         super().commit()
         self.seconds += time.perf_counter() - started
 
     def rollback(self) -> None:
-        if self.in_transaction:
+        if self.in_transaction and RECORD_STEPS:
             self.steps.append(("ROLLBACK", (), False))
         super().rollback()
 
@@ -116,7 +121,11 @@ _original_connect = sqlite3.connect
 
 
 def main() -> int:
-    record_file, separator, *arguments = sys.argv[1:]
+    global RECORD_STEPS
+    options = sys.argv[1:]
+    if options[:1] == ["--time-only"]:
+        RECORD_STEPS, options = False, options[1:]
+    record_file, separator, *arguments = options
     assert separator == "--", __doc__
     sqlite3.connect = sqlite3.dbapi2.connect = _connect  # type: ignore[assignment]
 
