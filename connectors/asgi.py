@@ -4,13 +4,17 @@ thread or a worker.
 Gunicorn's ASGI worker reads connections on an event loop; ``BufferedRequests`` reads each
 request's body whole there (at most ``max_body_bytes``, within ``body_timeout`` seconds),
 and only then hands the complete request to the Flask app on a bounded thread pool
-(a2wsgi's WSGI bridge). A client that trickles its headers is cut off by ``Worker``
+(``ThreadedWSGI``). A client that trickles its headers is cut off by ``Worker``
 after ``header_timeout`` seconds; one that trickles its body, after ``body_timeout``.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+import contextvars
+import functools
+import io
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.asgi.protocol import ASGIProtocol
@@ -26,11 +30,65 @@ ASGIApp = Callable[..., Awaitable[None]]  # (scope, receive, send)
 def buffered_wsgi(app: Any, *, threads: int, max_body_bytes: int,
                   body_timeout: float) -> BufferedRequests:
     """The WSGI ``app`` as the ASGI app ``Worker`` serves: each request read whole on the
-    event loop, then run on one of ``threads`` threads (a2wsgi)."""
-    from a2wsgi import WSGIMiddleware
-
-    return BufferedRequests(WSGIMiddleware(app, workers=threads),
+    event loop, then run on one of ``threads`` threads."""
+    return BufferedRequests(ThreadedWSGI(app, threads=threads),
                             max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+
+
+class ThreadedWSGI:
+    """A WSGI app as an ASGI app, for requests whose body has already arrived whole: the app
+    runs on one of ``threads`` threads and its whole response is sent from the event loop
+    once it has finished. One hand-over each way per request (a streaming bridge, such as
+    a2wsgi's, which this replaces, crosses between the thread and the loop for the body's
+    reads and for each part of the answer, several times per request)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, threads: int) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wsgi")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # nothing to start or stop
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        from a2wsgi.wsgi import build_environ  # the scope as a WSGI environ
+
+        message = await receive()  # the whole body (BufferedRequests)
+        body = message.get("body", b"") if message["type"] == "http.request" else b""
+        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        context = contextvars.copy_context()
+        status, headers, content = await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(context.run, self._respond, environ))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _respond(self, environ: Mapping[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Run the app on ``environ``: its status, headers and whole body."""
+        started: list[Any] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Callable[[bytes], None]:
+            if exc_info is not None and started:  # PEP 3333: too late to change the answer
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return chunks.append
+
+        answer = self.app(environ, start_response)
+        try:
+            chunks.extend(answer)
+        finally:
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+        status, headers = started
+        return (int(status.split(" ", 1)[0]),
+                [(name.strip().lower().encode("latin1"), value.strip().encode("latin1"))
+                 for name, value in headers],
+                b"".join(chunks))
 
 
 class BufferedRequests:
