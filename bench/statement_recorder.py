@@ -37,48 +37,37 @@ def _kept(parameters: Any) -> Any:
     return parameters
 
 
+def _timed(connection: Any, call: Any, *arguments: Any) -> Any:
+    """``call(*arguments)``, its time added to the connection's seconds inside the driver."""
+    started = time.perf_counter()
+    try:
+        return call(*arguments)
+    finally:
+        connection.seconds += time.perf_counter() - started
+
+
 class RecordingCursor(sqlite3.Cursor):
     """A cursor whose statements land in its connection's recording, timed."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
         if RECORD_STEPS:
             self.connection.steps.append((sql, _kept(parameters), False))  # type: ignore[attr-defined]
-        started = time.perf_counter()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+        return _timed(self.connection, super().execute, sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:  # type: ignore[override]
         rows = list(parameters)
         if RECORD_STEPS:
             self.connection.steps.append((sql, _kept(rows), True))  # type: ignore[attr-defined]
-        started = time.perf_counter()
-        try:
-            return super().executemany(sql, rows)
-        finally:
-            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+        return _timed(self.connection, super().executemany, sql, rows)
 
     def fetchone(self) -> Any:
-        started = time.perf_counter()
-        try:
-            return super().fetchone()
-        finally:
-            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+        return _timed(self.connection, super().fetchone)
 
     def fetchmany(self, size: int | None = 1) -> list[Any]:
-        started = time.perf_counter()
-        try:
-            return super().fetchmany(size)
-        finally:
-            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+        return _timed(self.connection, super().fetchmany, size)
 
     def fetchall(self) -> list[Any]:
-        started = time.perf_counter()
-        try:
-            return super().fetchall()
-        finally:
-            self.connection.seconds += time.perf_counter() - started  # type: ignore[attr-defined]
+        return _timed(self.connection, super().fetchall)
 
 
 class RecordingConnection(sqlite3.Connection):
@@ -102,9 +91,7 @@ class RecordingConnection(sqlite3.Connection):
     def commit(self) -> None:
         if self.in_transaction and RECORD_STEPS:
             self.steps.append(("COMMIT", (), False))
-        started = time.perf_counter()
-        super().commit()
-        self.seconds += time.perf_counter() - started
+        _timed(self, super().commit)
 
     def rollback(self) -> None:
         if self.in_transaction and RECORD_STEPS:
