@@ -22,6 +22,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -430,6 +431,19 @@ RESTART = 24 * 60 - 1  # the racing messages' time (minutes from START): a minut
 # one run in several catches the race (here, one in six).
 WIDE_CLAIMS = {"options": "-c jit_above_cost=20"}
 MESSAGE_SPACING = 0.01  # seconds between the racing messages' posts
+AHEAD = 50  # messages paced from the ticks' release; the rest from the ticks' first close
+
+
+def first_automation_close(store, ticks: list[subprocess.Popen[str]]) -> float:
+    """Wait until a conversation is closed by automation (or every tick has ended): when."""
+    query = text("SELECT 1 FROM conversations WHERE close_source = 'automation' LIMIT 1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(t.poll() is None for t in ticks):
+        with store.read() as tx:
+            if tx.connection.execute(query).first():
+                break
+        time.sleep(0.005)
+    return time.monotonic()
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="only PostgreSQL runs ticks and messages side by "
@@ -455,11 +469,18 @@ def test_ticks_racing_messages_never_close_on_a_clock_a_message_moved_on(
         server, base = start_server(database_url, 2, tmp_path / "server.log", rules_dir=rules)
         ready_ticks(ticks, tmp_path)
         began = time.monotonic()
+        first_close: list[float] = []  # when the ticks' first close was seen
+        closing = threading.Event()
 
         def post_in_turn(turn: int, contact: int) -> requests.Response:
-            # One message every MESSAGE_SPACING: the messages span the ticks' work, however
-            # fast either side is on the machine at hand.
-            time.sleep(max(0.0, began + turn * MESSAGE_SPACING - time.monotonic()))
+            # One message every MESSAGE_SPACING: the first AHEAD from before the ticks' release,
+            # the rest from the ticks' first close on, so that messages land while the ticks
+            # fire however long the ticks take to start on the machine at hand.
+            start = began
+            if turn >= AHEAD:
+                closing.wait(timeout=60)
+                start, turn = (first_close or [began])[0], turn - AHEAD
+            time.sleep(max(0.0, start + turn * MESSAGE_SPACING - time.monotonic()))
             return post_signed_event(base, message(1, f"person-{contact}", RESTART))
 
         try:
@@ -467,6 +488,8 @@ def test_ticks_racing_messages_never_close_on_a_clock_a_message_moved_on(
                 posted = pool.map(post_in_turn, range(len(messaged)), messaged)
                 time.sleep(0.1)  # messages are being applied when the ticks begin
                 release()
+                first_close.append(first_automation_close(store, ticks))
+                closing.set()
                 responses = list(posted)
             parsed = tick_outputs(ticks)
         finally:
