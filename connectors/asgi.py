@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from a2wsgi.wsgi import build_environ
 from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
@@ -43,11 +44,8 @@ class ThreadedWSGI:
     reads and for each part of the answer, several times per request)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], *, threads: int) -> None:
-        from a2wsgi.wsgi import build_environ  # the scope as a WSGI environ
-
         self.app = app
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wsgi")
-        self._environ = build_environ
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # nothing to start or stop
@@ -59,7 +57,7 @@ class ThreadedWSGI:
             return
         message = await receive()  # the whole body (BufferedRequests)
         body = message.get("body", b"") if message["type"] == "http.request" else b""
-        environ = self._environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
         context = contextvars.copy_context()
         status, headers, content = await asyncio.get_running_loop().run_in_executor(
             self.executor, functools.partial(context.run, self._respond, environ))

@@ -71,14 +71,23 @@ def _channels_meet(first: frozenset[str] | None, second: frozenset[str] | None) 
     return first is None or second is None or bool(first & second)
 
 
-def _edges(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
-    """For each rule, the rules running it can start (on an event it emits, on a channel
-    they share: facts keep the event's channel), in the rules' order. Found through an index
-    by trigger, so thousands of rules cost the edges there are, not every pair."""
+def _by_trigger(rules: Sequence[Rule]) -> dict[AnyEventType, list[tuple[int, Rule]]]:
+    """The rules on each trigger, with their places, in the rules' order."""
     by_event: dict[AnyEventType, list[tuple[int, Rule]]] = defaultdict(list)
     for place, rule in enumerate(rules):
         by_event[rule.event].append((place, rule))
-    edges: dict[str, list[Rule]] = {}
+    return by_event
+
+
+Edges = dict[str, list[Rule]]  # rule id -> the rules running it can start, in the rules' order
+
+
+def _edges(rules: Sequence[Rule]) -> Edges:
+    """For each rule, the rules running it can start (on an event it emits, on a channel
+    they share: facts keep the event's channel). Found through an index by trigger, so
+    thousands of rules cost the edges there are, not every pair."""
+    by_event = _by_trigger(rules)
+    edges: Edges = {}
     for rule in rules:
         targets = sorted((place, target) for event in _emits(rule)
                          for place, target in by_event.get(event, ())
@@ -87,9 +96,8 @@ def _edges(rules: Sequence[Rule]) -> dict[str, list[Rule]]:
     return edges
 
 
-def _cycles(rules: Sequence[Rule]) -> list[list[Rule]]:
+def _cycles(rules: Sequence[Rule], edges: Edges) -> list[list[Rule]]:
     """Strongly connected groups of rules that can start one another (Tarjan)."""
-    edges = _edges(rules)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[Rule] = []
@@ -138,8 +146,8 @@ def _where(rule: Rule, path: str | None = None) -> _Where:
             "path": path}
 
 
-def _cycle_findings(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
-    for group in _cycles(rules):
+def _cycle_findings(rules: Sequence[Rule], edges: Edges) -> Iterable[RulesEngineError]:
+    for group in _cycles(rules, edges):
         names = " -> ".join(rule.id for rule in group) + f" -> {group[0].id}"
         if all(rule.condition is None or rule.condition.constant() is True for rule in group):
             yield RuleValidationError(
@@ -175,14 +183,13 @@ def _never_fires(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                               **_where(rule, "trigger/event"))
 
 
-def _open_and_close(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
+def _open_and_close(rules: Sequence[Rule], edges: Edges) -> Iterable[RulesEngineError]:
     def opens(rule: Rule) -> bool:
         return EventType.CONVERSATION_OPENED in _emits(rule)
 
     def closes(rule: Rule) -> bool:
         return EventType.CONVERSATION_CLOSED in _emits(rule)
 
-    edges = _edges(rules)
     for rule in rules:
         if opens(rule) and closes(rule):
             yield RuleWarning("this rule opens and closes a conversation in the same pass",
@@ -203,7 +210,7 @@ def _open_and_close(rules: Sequence[Rule]) -> Iterable[RulesEngineError]:
                     **_where(closer, "actions"))
 
 
-def _reachable(start: Rule, edges: dict[str, list[Rule]]) -> set[str]:
+def _reachable(start: Rule, edges: Edges) -> set[str]:
     """The rules that running ``start`` can start, directly or through others."""
     seen: set[str] = set()
     frontier = [start]
@@ -436,27 +443,22 @@ def _chains(rules: Sequence[Rule]) -> Iterable[tuple[AnyEventType, list[tuple[in
     """For each input (custom events included), the rules one event of it can run, with
     the depth each runs at, in the order the engine runs them (by depth, then priority,
     then place)."""
-    order = {rule.id: position for position, rule in enumerate(rules)}
     custom = {rule.event for rule in rules if isinstance(rule.event, CustomEventType)}
-    by_event: dict[AnyEventType, list[Rule]] = defaultdict(list)
-    for rule in rules:
-        by_event[rule.event].append(rule)
+    by_event = _by_trigger(rules)
     for start in sorted(INPUT_TYPES | TIMER_FACTS | custom):
         depth_of: dict[str, int] = {}
         facts: set[_Fact] = {(start, ())}
         depth = 0
         while facts and depth <= 5:  # the engine's default depth bound
-            found = {rule.id: rule for fact in facts for rule in by_event.get(fact[0], ())
-                     if rule.id not in depth_of and _may_run(rule, fact)}
-            running = sorted(found.values(), key=lambda rule: order[rule.id])
-            for rule in running:
-                depth_of[rule.id] = depth
-            facts = {fact for rule in running for fact in _facts(rule)}
+            running = {rule.id: rule for fact in facts for _, rule in by_event.get(fact[0], ())
+                       if rule.id not in depth_of and _may_run(rule, fact)}
+            depth_of.update(dict.fromkeys(running, depth))
+            facts = {fact for rule in running.values() for fact in _facts(rule)}
             if depth == 0:
                 facts |= {(event, ()) for event in BUILT_IN_FACTS.get(start, ())}
             depth += 1
         chain = [(depth_of[rule.id], rule) for rule in rules if rule.id in depth_of]
-        chain.sort(key=lambda item: (item[0], -item[1].priority, order[item[1].id]))
+        chain.sort(key=lambda item: (item[0], -item[1].priority))  # stable: then by place
         yield start, chain
 
 
@@ -595,8 +597,9 @@ def analyse(rules: Sequence[Rule], declared: Declared | None = None
     """(errors, warnings) about how the enabled rules work together (``declared``: the
     custom events the rule files declare, with their params' validators)."""
     enabled = [rule for rule in rules if rule.enabled]
-    findings = [*_custom_events(enabled, declared or {}), *_cycle_findings(enabled),
-                *_never_fires(enabled), *_open_and_close(enabled), *_idle_rules(enabled),
+    edges = _edges(enabled)
+    findings = [*_custom_events(enabled, declared or {}), *_cycle_findings(enabled, edges),
+                *_never_fires(enabled), *_open_and_close(enabled, edges), *_idle_rules(enabled),
                 *_dates_set_to_non_dates(enabled),
                 *_reply_windows(enabled), *_cannot_hold(enabled), *_already_done(enabled),
                 *_overwritten(enabled), *_tag_case(enabled), *_unreachable_branches(enabled)]
